@@ -1,0 +1,59 @@
+import type { Transform } from 'node:stream';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { configError } from '../common/errors.js';
+
+// The codec is recorded in object metadata, never in the key: changing compression never breaks a
+// fetch, and a fetch is always exactly one GET.
+export const CODECS = ['zstd', 'gzip', 'none'] as const;
+export type Codec = (typeof CODECS)[number];
+
+export function parseCodec(value: string, where = 'compression'): Codec {
+  const v = value.trim().toLowerCase();
+  if ((CODECS as readonly string[]).includes(v)) return v as Codec;
+  throw configError(`${where}: unknown codec ${JSON.stringify(value)} (expected ${CODECS.join(', ')})`);
+}
+
+/** Default levels favour speed: WAL is pushed one segment at a time on PostgreSQL's critical path. */
+export const DEFAULT_LEVEL: Record<Codec, number> = { zstd: 3, gzip: 6, none: 0 };
+
+const zstdCompress = promisify(zlib.zstdCompress);
+const gzip = promisify(zlib.gzip);
+
+/** Compresses a whole buffer off the main thread (libuv pool), so look-ahead uploads overlap. */
+export async function compressBuffer(codec: Codec, data: Buffer, level?: number): Promise<Buffer> {
+  switch (codec) {
+    case 'none':
+      return data;
+    case 'zstd':
+      return zstdCompress(data, {
+        params: { [zlib.constants.ZSTD_c_compressionLevel]: level ?? DEFAULT_LEVEL.zstd },
+      });
+    case 'gzip':
+      return gzip(data, { level: level ?? DEFAULT_LEVEL.gzip });
+  }
+}
+
+export function compressStream(codec: Codec, level?: number): Transform | undefined {
+  switch (codec) {
+    case 'none':
+      return undefined;
+    case 'zstd':
+      return zlib.createZstdCompress({
+        params: { [zlib.constants.ZSTD_c_compressionLevel]: level ?? DEFAULT_LEVEL.zstd },
+      });
+    case 'gzip':
+      return zlib.createGzip({ level: level ?? DEFAULT_LEVEL.gzip });
+  }
+}
+
+export function decompressStream(codec: Codec): Transform | undefined {
+  switch (codec) {
+    case 'none':
+      return undefined;
+    case 'zstd':
+      return zlib.createZstdDecompress();
+    case 'gzip':
+      return zlib.createGunzip();
+  }
+}

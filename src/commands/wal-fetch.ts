@@ -1,0 +1,37 @@
+import { dirname, resolve } from 'node:path';
+import { retryPolicy, type Config } from '../common/config.js';
+import { cleanupStaleTemps } from '../common/fs-atomic.js';
+import { elapsed, formatBytes, log } from '../common/log.js';
+import { Deadline } from '../common/retry.js';
+import { downloadVerified } from '../repo/objects.js';
+import { openStorage } from '../storage/open.js';
+import { parseWalName, walObjectKey } from '../wal/names.js';
+
+// restore_command = 'walvault wal-fetch %f %p'. Exit 0 only once the complete, verified file is at
+// %p; exit 1 only when the repository authoritatively says the file does not exist. Every other
+// outcome is an error, mapped to an exit code by the recovery-mode policy in the CLI.
+export async function walFetch(config: Config, name: string, path: string): Promise<number> {
+  const started = process.hrtime.bigint();
+  const wal = parseWalName(name);
+  const target = resolve(path);
+  // A walvault killed mid-fetch leaves only a temp file: remove it before PostgreSQL looks around.
+  await cleanupStaleTemps(dirname(target));
+  const deadline = new Deadline(config.deadline * 1000);
+  const storage = await openStorage(config);
+  try {
+    const meta = await downloadVerified(storage, walObjectKey(wal), target, {
+      policy: retryPolicy(config),
+      deadline,
+      what: `wal-fetch ${name}`,
+    });
+    if (!meta) {
+      log.info(`${name} is not in ${storage.url} (not found); exiting 1`);
+      return 1;
+    }
+    log.info(`fetched ${name} from ${storage.url} (${formatBytes(meta.size)}, ${meta.codec}, verified SHA-256, ${elapsed(started)})`);
+    return 0;
+  } finally {
+    deadline.dispose();
+    storage.close();
+  }
+}

@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { constants, createWriteStream } from 'node:fs';
+import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fromFsError } from './errors.js';
+
+// basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse
+// overwrites), fsync the directory. A crash leaves at most a temp file, never a partial target.
+export const TEMP_MARK = '.walvault-tmp.';
+
+export function tempPathFor(target: string): string {
+  return join(dirname(target), `${TEMP_MARK}${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function removeQuietly(path: string): Promise<void> {
+  await unlink(path).catch(() => undefined);
+}
+
+/**
+ * Streams `source` into a temp file next to `target`; `verify` runs after the last byte is written
+ * and before anything becomes visible. Then fsync, rename (replace) or link (create-only), fsync dir.
+ * Returns false when `mode` is 'create' and `target` already existed.
+ */
+export async function writeFileAtomic(
+  target: string,
+  source: Buffer | Readable | NodeJS.ReadableStream[],
+  options: { mode?: 'replace' | 'create'; verify?: () => void | Promise<void>; fileMode?: number; signal?: AbortSignal } = {},
+): Promise<boolean> {
+  const temp = tempPathFor(target);
+  try {
+    const out = createWriteStream(temp, { flags: 'wx', mode: options.fileMode ?? 0o600 });
+    if (Buffer.isBuffer(source)) {
+      await pipeline(async function* () {
+        yield source;
+      }, out, { signal: options.signal });
+    } else {
+      const stages = Array.isArray(source) ? source : [source];
+      await (pipeline as (...args: unknown[]) => Promise<void>)(...stages, out, options.signal ? { signal: options.signal } : {});
+    }
+    await options.verify?.();
+    await fsyncFile(temp);
+    if (options.mode === 'create') {
+      try {
+        await link(temp, target);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw e;
+      }
+      await unlink(temp);
+    } else {
+      await rename(temp, target);
+    }
+    await fsyncDir(dirname(target));
+    return true;
+  } catch (e) {
+    if (!Buffer.isBuffer(source)) for (const s of Array.isArray(source) ? source : [source]) (s as Readable).destroy?.();
+    throw e;
+  } finally {
+    await removeQuietly(temp);
+  }
+}
+
+/** Removes temp files a killed walvault left in `dir` (their writer's pid is gone). */
+export async function cleanupStaleTemps(dir: string): Promise<number> {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    if (!name.startsWith(TEMP_MARK)) continue;
+    const pid = Number(name.split('.').at(-2));
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) continue;
+    await removeQuietly(join(dir, name));
+    removed++;
+  }
+  return removed;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode });
+  } catch (e) {
+    throw fromFsError(e, dir, 'write');
+  }
+}
+
+export async function fileExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

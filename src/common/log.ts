@@ -1,0 +1,45 @@
+// One line per event on stderr: PostgreSQL copies archive_command/restore_command stderr into its log,
+// so every line must stand alone and never contain a secret.
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+
+let threshold: LogLevel = 'info';
+let tag = 'walvault';
+
+export function setLogLevel(level: LogLevel): void {
+  threshold = level;
+}
+
+export function setLogCommand(command: string): void {
+  tag = `walvault ${command}[${process.pid}]`;
+}
+
+function write(level: LogLevel, message: string): void {
+  if (ORDER[level] > ORDER[threshold]) return;
+  const line = message.replace(/[\r\n]+/g, ' ');
+  process.stderr.write(`${tag} ${level.toUpperCase()}: ${line}\n`);
+}
+
+export const log = {
+  error: (m: string) => write('error', m),
+  warn: (m: string) => write('warn', m),
+  info: (m: string) => write('info', m),
+  debug: (m: string) => write('debug', m),
+};
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+export function elapsed(startNs: bigint): string {
+  const ms = Number(process.hrtime.bigint() - startNs) / 1e6;
+  return ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}

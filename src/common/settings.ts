@@ -1,0 +1,51 @@
+// The table of every setting: its flag, environment variables (first set wins), config-file key,
+// type and default. `walvault config`, the CLI's global flags and the README reference are all
+// generated from or checked against this one list, so they cannot drift apart.
+export type SettingType = 'string' | 'boolean' | 'int' | 'seconds' | 'bytes';
+
+export interface SettingDef {
+  /** Config-file key (camelCase) and property name in the resolved settings. */
+  key: string;
+  /** Command-line flag without dashes. */
+  flag: string;
+  env: string[];
+  type: SettingType;
+  default?: string | number | boolean;
+  choices?: string[];
+  secret?: boolean;
+  describe: string;
+}
+
+export const SETTINGS: readonly SettingDef[] = [
+  { key: 'repo', flag: 'repo', env: ['WALVAULT_REPO'], type: 'string', describe: 'repository URL: s3://bucket/prefix or file:///path' },
+  { key: 'spool', flag: 'spool', env: ['WALVAULT_SPOOL'], type: 'string', describe: 'local cache directory outside PGDATA (default ~/.cache/walvault)' },
+  { key: 'compression', flag: 'compression', env: ['WALVAULT_COMPRESSION'], type: 'string', default: 'zstd', choices: ['zstd', 'gzip', 'none'], describe: 'codec for new objects' },
+  { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', describe: 'codec level (zstd default 3, gzip default 6)' },
+  { key: 'logLevel', flag: 'log-level', env: ['WALVAULT_LOG_LEVEL'], type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'stderr verbosity' },
+  { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, describe: 'retries per storage call after the first attempt' },
+  { key: 'retryMinDelay', flag: 'retry-min-delay', env: ['WALVAULT_RETRY_MIN_DELAY'], type: 'seconds', default: 0.2, describe: 'first backoff delay, seconds (doubles, with jitter)' },
+  { key: 'retryMaxDelay', flag: 'retry-max-delay', env: ['WALVAULT_RETRY_MAX_DELAY'], type: 'seconds', default: 5, describe: 'longest backoff delay, seconds' },
+  { key: 'attemptTimeout', flag: 'attempt-timeout', env: ['WALVAULT_ATTEMPT_TIMEOUT'], type: 'seconds', default: 60, describe: 'one request including its body is aborted after this many seconds' },
+  { key: 'deadline', flag: 'deadline', env: ['WALVAULT_DEADLINE'], type: 'seconds', default: 120, describe: 'a command gives up after this many seconds in all' },
+  { key: 'connectTimeout', flag: 'connect-timeout', env: ['WALVAULT_CONNECT_TIMEOUT'], type: 'seconds', default: 5, describe: 'TCP/TLS connect timeout, seconds' },
+  { key: 'idleTimeout', flag: 'idle-timeout', env: ['WALVAULT_IDLE_TIMEOUT'], type: 'seconds', default: 20, describe: 'abort a request whose socket is silent this long, seconds' },
+  { key: 'fetchErrorPolicy', flag: 'fetch-error-policy', env: ['WALVAULT_FETCH_ERROR_POLICY'], type: 'string', default: 'auto', choices: ['auto', 'stop', 'retry'], describe: 'wal-fetch on errors: stop = exit above 125 (recovery stops), retry = exit 1 (PostgreSQL retries/streams), auto = retry with standby.signal, else stop' },
+  { key: 'fetchStopExitCode', flag: 'fetch-stop-exit-code', env: ['WALVAULT_FETCH_STOP_EXIT_CODE'], type: 'int', default: 255, describe: 'exit code (126-255) wal-fetch uses to stop recovery' },
+  { key: 's3Endpoint', flag: 's3-endpoint', env: ['WALVAULT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'], type: 'string', describe: 'S3 endpoint URL for S3-compatible stores' },
+  { key: 's3Region', flag: 's3-region', env: ['WALVAULT_S3_REGION', 'AWS_REGION', 'AWS_DEFAULT_REGION'], type: 'string', describe: 'S3 region (us-east-1 when an endpoint is set)' },
+  { key: 's3ForcePathStyle', flag: 's3-force-path-style', env: ['WALVAULT_S3_FORCE_PATH_STYLE'], type: 'boolean', default: false, describe: 'path-style URLs (most S3-compatible stores)' },
+  { key: 's3Profile', flag: 's3-profile', env: ['WALVAULT_S3_PROFILE', 'AWS_PROFILE'], type: 'string', describe: 'shared config/credentials profile' },
+  { key: 's3AccessKeyId', flag: 's3-access-key-id', env: ['AWS_ACCESS_KEY_ID'], type: 'string', secret: true, describe: 'static access key (else the SDK credential chain)' },
+  { key: 's3SecretAccessKey', flag: 's3-secret-access-key', env: ['AWS_SECRET_ACCESS_KEY'], type: 'string', secret: true, describe: 'static secret key' },
+  { key: 's3SessionToken', flag: 's3-session-token', env: ['AWS_SESSION_TOKEN'], type: 'string', secret: true, describe: 'session token for temporary credentials' },
+  { key: 's3CaBundle', flag: 's3-ca-bundle', env: ['WALVAULT_S3_CA_BUNDLE', 'AWS_CA_BUNDLE'], type: 'string', describe: 'PEM file of extra CA certificates' },
+  { key: 's3StorageClass', flag: 's3-storage-class', env: ['WALVAULT_S3_STORAGE_CLASS'], type: 'string', describe: 'storage class for new objects' },
+  { key: 's3Sse', flag: 's3-sse', env: ['WALVAULT_S3_SSE'], type: 'string', choices: ['AES256', 'aws:kms'], describe: 'server-side encryption' },
+  { key: 's3SseKmsKeyId', flag: 's3-sse-kms-key-id', env: ['WALVAULT_S3_SSE_KMS_KEY_ID'], type: 'string', describe: 'KMS key id for aws:kms' },
+  { key: 's3ChecksumMode', flag: 's3-checksum-mode', env: ['WALVAULT_S3_CHECKSUM_MODE'], type: 'string', default: 'when_required', choices: ['when_required', 'when_supported'], describe: 'SDK flexible checksums (when_supported breaks many non-AWS stores)' },
+  { key: 's3ConditionalWrites', flag: 's3-conditional-writes', env: ['WALVAULT_S3_CONDITIONAL_WRITES'], type: 'string', default: 'auto', choices: ['auto', 'on', 'off'], describe: 'If-None-Match on PutObject: auto falls back to HEAD+PUT on 501' },
+  { key: 's3PartSize', flag: 's3-part-size', env: ['WALVAULT_S3_PART_SIZE'], type: 'bytes', default: 16 * 1024 * 1024, describe: 'multipart part size for base backups (e.g. 16MiB)' },
+  { key: 's3QueueSize', flag: 's3-queue-size', env: ['WALVAULT_S3_QUEUE_SIZE'], type: 'int', default: 4, describe: 'parallel parts for base backups (memory = part size x queue size)' },
+];
+
+export type SettingSource = 'flag' | 'env' | 'file' | 'default';

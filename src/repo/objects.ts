@@ -1,0 +1,96 @@
+import type { Readable } from 'node:stream';
+import { parseCodec, decompressStream, type Codec } from '../codec/codec.js';
+import { ExitCode, fromFsError, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
+import { writeFileAtomic } from '../common/fs-atomic.js';
+import { HashingStream } from '../common/hash.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import type { ObjectInfo, ObjectMeta, Storage } from '../storage/types.js';
+
+// What walvault records about every object, and the verified download that every reader uses:
+// nothing reaches its destination unless its SHA-256 and size match what the writer recorded.
+export interface StoredMeta {
+  sha256: string;
+  size: number;
+  codec: Codec;
+}
+
+export function objectMeta(m: StoredMeta): ObjectMeta {
+  return { sha256: m.sha256, size: String(m.size), codec: m.codec };
+}
+
+export function parseStoredMeta(info: ObjectInfo, where: string): StoredMeta {
+  const { sha256, size, codec } = info.meta;
+  const n = Number(size);
+  if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(n) || n < 0 || !codec) {
+    throw new WalvaultError(
+      'CorruptObject',
+      ExitCode.integrity,
+      `${where} has no valid walvault metadata (sha256/size/codec); it was not written by walvault or was altered`,
+    );
+  }
+  return { sha256, size: n, codec: parseCodec(codec, `${where} codec`) };
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * GET `key`, decompress, hash, write to a temp file beside `target`, verify, fsync, rename, fsync
+ * the directory, all inside the retry policy. Returns null on an authoritative "not found".
+ */
+export async function downloadVerified(
+  storage: Storage,
+  key: string,
+  target: string,
+  ctx: { policy: RetryPolicy; deadline: Deadline; what: string; fileMode?: number },
+): Promise<StoredMeta | null> {
+  return withRetry(ctx.what, ctx.policy, ctx.deadline, async (signal) => {
+    const got = await storage.get(key, { signal });
+    if (!got) return null;
+    let meta: StoredMeta;
+    try {
+      meta = parseStoredMeta(got.info, `${storage.url}/${key}`);
+    } catch (e) {
+      got.body.destroy();
+      throw e;
+    }
+    const hashing = new HashingStream();
+    const decompress = decompressStream(meta.codec);
+    const stages: Array<NodeJS.ReadableStream> = decompress ? [got.body, decompress, hashing] : [got.body, hashing];
+    const verify = () => {
+      const actual = hashing.digest();
+      if (hashing.bytes !== meta.size || actual !== meta.sha256) {
+        throw integrityError(
+          `${storage.url}/${key} failed verification: got ${hashing.bytes} bytes with SHA-256 ${actual}, ` +
+            `expected ${meta.size} bytes with SHA-256 ${meta.sha256}`,
+        );
+      }
+    };
+    try {
+      await writeFileAtomic(target, stages, { mode: 'replace', verify, fileMode: ctx.fileMode ?? 0o600, signal });
+    } catch (e) {
+      throw classifyDownloadError(e, `${storage.url}/${key}`, target);
+    }
+    return meta;
+  });
+}
+
+/** Errors while streaming a body: decoder failures are corruption, local errno codes are the disk's. */
+function classifyDownloadError(e: unknown, where: string, target: string): unknown {
+  if (isWalvaultError(e)) return e;
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code?.startsWith('ERR_ZSTD') || err?.code === 'Z_DATA_ERROR' || err?.code === 'Z_BUF_ERROR' || err?.code?.startsWith('ERR__ZLIB')) {
+    return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
+  }
+  if (err?.syscall && ['ENOSPC', 'EDQUOT', 'EACCES', 'EROFS', 'EISDIR', 'ENOENT', 'ENOTDIR', 'EPERM', 'EIO'].includes(err.code ?? '')) {
+    return fromFsError(e, target, 'write');
+  }
+  // Anything else mid-body (reset, abort, premature close) is transport trouble: retry.
+  return new WalvaultError('StorageUnavailable', ExitCode.storageUnavailable, `reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
+    cause: e,
+    retryable: true,
+  });
+}

@@ -1,0 +1,217 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import {
+  accessDeniedError,
+  ExitCode,
+  missingBucketError,
+  unavailableError,
+  WalvaultError,
+  isWalvaultError,
+} from '../../common/errors.js';
+import { TEMP_MARK, writeFileAtomic } from '../../common/fs-atomic.js';
+import type { CallOptions, GetResult, ListedObject, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
+
+// A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the
+// metadata, then the stored bytes. One file means a single atomic link()/rename() publishes data and
+// metadata together; link() refuses to replace an existing object, like If-None-Match: * on S3.
+const MAGIC = Buffer.from('WALVAULT\x01');
+const MAX_HEADER = 64 * 1024;
+
+export function encodeHeader(meta: ObjectMeta): Buffer {
+  const json = Buffer.from(JSON.stringify(meta));
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(json.length);
+  return Buffer.concat([MAGIC, len, json]);
+}
+
+export function createFileStorage(root: string): Storage {
+  return new FileStorage(root);
+}
+
+class FileStorage implements Storage {
+  readonly url: string;
+  private rootChecked = false;
+
+  constructor(private readonly root: string) {
+    this.url = `file://${root}`;
+  }
+
+  private path(key: string): string {
+    return join(this.root, ...key.split('/'));
+  }
+
+  /** The repository directory must exist: creating a missing NAS mount point would archive to local disk. */
+  private async checkRoot(): Promise<void> {
+    if (this.rootChecked) return;
+    try {
+      const s = await stat(this.root);
+      if (!s.isDirectory()) throw missingBucketError(`repository ${this.url} is not a directory`);
+    } catch (e) {
+      if (isWalvaultError(e)) throw e;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw missingBucketError(`repository directory ${this.root} does not exist (create or mount it first)`);
+      }
+      throw mapFsError(e, 'open repository', this.root);
+    }
+    this.rootChecked = true;
+  }
+
+  async putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+    await this.checkRoot();
+    const target = this.path(key);
+    const created = await this.write(key, target, Buffer.concat([encodeHeader(meta), body]), 'create', opts);
+    if (created) return { created: true };
+    const existing = await this.head(key);
+    if (!existing) return this.putIfAbsent(key, body, meta, opts);
+    return { created: false, existing };
+  }
+
+  async put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
+    await this.checkRoot();
+    await this.write(key, this.path(key), Buffer.concat([encodeHeader(meta), body]), 'replace', opts);
+  }
+
+  async upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }> {
+    await this.checkRoot();
+    let storedSize = 0;
+    const header = encodeHeader(meta);
+    const counted = Readable.from(
+      (async function* () {
+        yield header;
+        for await (const chunk of body) {
+          storedSize += (chunk as Buffer).length;
+          opts?.onProgress?.(storedSize);
+          yield chunk as Buffer;
+        }
+      })(),
+    );
+    await this.write(key, this.path(key), counted, 'replace', opts);
+    return { storedSize };
+  }
+
+  private async write(key: string, target: string, data: Buffer | Readable, mode: 'create' | 'replace', opts?: CallOptions) {
+    try {
+      await mkdir(dirname(target), { recursive: true, mode: 0o750 });
+      return await writeFileAtomic(target, data, { mode, fileMode: 0o640, ...(opts?.signal ? { signal: opts.signal } : {}) });
+    } catch (e) {
+      throw mapFsError(e, 'write', key);
+    }
+  }
+
+  async head(key: string, _opts?: CallOptions): Promise<ObjectInfo | null> {
+    await this.checkRoot();
+    const file = this.path(key);
+    let fh;
+    try {
+      fh = await open(file, 'r');
+    } catch (e) {
+      if (['ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) return null;
+      throw mapFsError(e, 'read', key);
+    }
+    try {
+      const { size, mtime } = await fh.stat();
+      const first = Buffer.alloc(Math.min(size, MAGIC.length + 4));
+      await fh.read(first, 0, first.length, 0);
+      const corrupt = () => new WalvaultError('CorruptObject', ExitCode.integrity, `object ${key} in ${this.url} has no walvault header`);
+      if (first.length < MAGIC.length + 4 || !first.subarray(0, MAGIC.length).equals(MAGIC)) throw corrupt();
+      const len = first.readUInt32BE(MAGIC.length);
+      if (len > MAX_HEADER || MAGIC.length + 4 + len > size) throw corrupt();
+      const json = Buffer.alloc(len);
+      await fh.read(json, 0, len, MAGIC.length + 4);
+      let meta: ObjectMeta;
+      try {
+        meta = JSON.parse(json.toString('utf8')) as ObjectMeta;
+      } catch {
+        throw corrupt();
+      }
+      const headerSize = MAGIC.length + 4 + len;
+      return { key, storedSize: size - headerSize, meta, lastModified: mtime, headerSize } as ObjectInfo & { headerSize: number };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
+    const info = (await this.head(key, opts)) as (ObjectInfo & { headerSize: number }) | null;
+    if (!info) return null;
+    const body = createReadStream(this.path(key), { start: info.headerSize, ...(opts?.signal ? { signal: opts.signal } : {}) });
+    const { headerSize: _drop, ...plain } = info;
+    return { info: plain, body };
+  }
+
+  async *list(prefix: string, _opts?: CallOptions): AsyncIterable<ListedObject> {
+    await this.checkRoot();
+    // Only descend into directories that can hold keys with this prefix.
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const out: ListedObject[] = [];
+    await this.walk(join(this.root, ...dirPart.split('/').filter(Boolean)), prefix, out);
+    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    yield* out;
+  }
+
+  private async walk(dir: string, prefix: string, out: ListedObject[]): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw mapFsError(e, 'list', dir);
+    }
+    for (const ent of entries) {
+      if (ent.name.startsWith(TEMP_MARK)) continue;
+      const full = join(dir, ent.name);
+      const key = relative(this.root, full).split(sep).join('/');
+      if (ent.isDirectory()) {
+        if (prefix.startsWith(key + '/') || (key + '/').startsWith(prefix) || key.startsWith(prefix)) await this.walk(full, prefix, out);
+      } else if (ent.isFile() && key.startsWith(prefix)) {
+        const s = await stat(full);
+        out.push({ key, storedSize: s.size, lastModified: s.mtime });
+      }
+    }
+  }
+
+  async delete(keys: string[], _opts?: CallOptions): Promise<void> {
+    await this.checkRoot();
+    for (const key of keys) {
+      await unlink(this.path(key)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw mapFsError(e, 'delete', key);
+      });
+    }
+  }
+
+  async abortStaleUploads(prefix: string, olderThan: Date, _opts?: CallOptions): Promise<number> {
+    await this.checkRoot();
+    let removed = 0;
+    const sweep = async (dir: string): Promise<void> => {
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const ent of entries) {
+        const full = join(dir, ent.name);
+        if (ent.isDirectory()) await sweep(full);
+        else if (ent.name.startsWith(TEMP_MARK) && (await stat(full)).mtime < olderThan) {
+          await unlink(full).catch(() => undefined);
+          removed++;
+        }
+      }
+    };
+    await sweep(join(this.root, ...prefix.split('/').filter(Boolean)));
+    return removed;
+  }
+
+  close(): void {}
+}
+
+function mapFsError(e: unknown, op: string, what: string): WalvaultError {
+  if (isWalvaultError(e)) return e;
+  const err = e as NodeJS.ErrnoException;
+  const code = err.code ?? 'EUNKNOWN';
+  const msg = `file repository: cannot ${op} ${what}: ${code}`;
+  if (err.name === 'AbortError') return unavailableError(`${msg} (aborted)`, { cause: e });
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return accessDeniedError(msg, { cause: e });
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new WalvaultError('RepositoryFull', ExitCode.storageUnavailable, `${msg} (repository filesystem is full)`, { cause: e });
+  }
+  if (['EIO', 'ESTALE', 'ETIMEDOUT', 'EAGAIN', 'EBUSY', 'EHOSTDOWN'].includes(code)) return unavailableError(msg, { cause: e });
+  return new WalvaultError('StorageError', ExitCode.storageUnavailable, msg, { cause: e });
+}

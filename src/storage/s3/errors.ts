@@ -1,0 +1,154 @@
+// The one place where AWS SDK / network errors become WalvaultErrors. Every S3 call in this
+// directory funnels its failures through classifyS3Error, so retryability is decided here only.
+import {
+  ExitCode,
+  WalvaultError,
+  accessDeniedError,
+  configError,
+  integrityError,
+  isWalvaultError,
+  missingBucketError,
+  unavailableError,
+} from '../../common/errors.js';
+
+/** The fields walvault reads from SDK service errors and Node network errors. */
+interface ErrorShape {
+  name?: unknown;
+  code?: unknown;
+  Code?: unknown;
+  message?: unknown;
+  $metadata?: { httpStatusCode?: unknown };
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+
+const UNAVAILABLE_CODES = new Set([
+  'ExpiredToken',
+  'ExpiredTokenException',
+  'TokenRefreshRequired',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequests',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'ServiceUnavailable',
+  'InternalError',
+  'ConditionalRequestConflict',
+  'OperationAborted',
+  'TimeoutError',
+  'AbortError',
+  'RequestAbortedError',
+]);
+
+const ACCESS_CODES = new Set(['AccessDenied', 'SignatureDoesNotMatch', 'InvalidAccessKeyId', 'AllAccessDisabled', 'InvalidToken']);
+const DIGEST_CODES = new Set(['BadDigest', 'InvalidDigest', 'XAmzContentSHA256Mismatch']);
+
+/** HTTP status of an SDK service error, if the server answered at all. */
+export function httpStatus(e: unknown): number | undefined {
+  const s = (e as ErrorShape | null)?.$metadata?.httpStatusCode;
+  return typeof s === 'number' ? s : undefined;
+}
+
+/** The S3 error code (`NoSuchKey`, `AccessDenied`...), a Node errno code, or the error name. */
+export function errorCode(e: unknown): string {
+  const x = e as ErrorShape | null;
+  if (typeof x?.Code === 'string' && x.Code) return x.Code;
+  if (typeof x?.code === 'string' && x.code && x.name !== 'TimeoutError' && x.name !== 'AbortError') return x.code;
+  if (typeof x?.name === 'string' && x.name && x.name !== 'Error') return x.name;
+  return 'UnknownError';
+}
+
+/** One-line SDK message; radosgw sends empty messages, which the SDK turns into 'UnknownError'. */
+function sdkMessage(e: unknown): string {
+  const m = (e as ErrorShape | null)?.message;
+  if (typeof m !== 'string') return '';
+  const line = m.replace(/\s+/g, ' ').trim();
+  if (line === '' || line === 'UnknownError' || line === 'Unknown') return '';
+  return line.length > 300 ? `${line.slice(0, 297)}...` : line;
+}
+
+/** An authoritative "this object does not exist" answer (HEAD → 404 NotFound, GET → NoSuchKey). */
+export function isMissingKey(e: unknown): boolean {
+  const code = errorCode(e);
+  return code === 'NoSuchKey' || code === 'NotFound';
+}
+
+/** What a failing call was doing: `S3 GetObject s3://bucket/prefix/key`. */
+export interface S3Op {
+  op: string;
+  /** `s3://bucket/full/key` or `s3://bucket/prefix` for bucket-level calls. */
+  target: string;
+}
+
+export function describeFailure(e: unknown, where: S3Op): string {
+  const status = httpStatus(e);
+  const code = errorCode(e);
+  const msg = sdkMessage(e);
+  const parts = [`S3 ${where.op} ${where.target} failed:`];
+  if (status !== undefined) parts.push(`HTTP ${status}`);
+  parts.push(code);
+  let text = parts.join(' ');
+  if (msg && msg !== code) text += `: ${msg}`;
+  return text;
+}
+
+function isAbortOrTimeout(e: unknown): boolean {
+  const name = (e as ErrorShape | null)?.name;
+  return name === 'AbortError' || name === 'TimeoutError';
+}
+
+/** Maps any error thrown by the SDK (or the network) during `where` to the right WalvaultError. */
+export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
+  if (isWalvaultError(e)) return e;
+  const status = httpStatus(e);
+  const code = errorCode(e);
+  const text = describeFailure(e, where);
+  const opts = { cause: e };
+
+  if (code === 'NoSuchBucket') return missingBucketError(`${text} (the bucket does not exist)`, opts);
+  if (status === 403 || ACCESS_CODES.has(code)) {
+    return accessDeniedError(
+      `${text} (check the credentials and the permissions; note that S3 answers 403 instead of 404 for a ` +
+        `missing key when the caller lacks s3:ListBucket)`,
+      opts,
+    );
+  }
+  if (DIGEST_CODES.has(code)) return integrityError(`${text} (the data was corrupted in transit)`, opts);
+  if (code === 'CredentialsProviderError' || /could not load credentials/i.test(sdkMessage(e))) {
+    return accessDeniedError(`${text} (no usable AWS credentials: set a profile, static keys or the AWS_* variables)`, opts);
+  }
+  if (/region is missing/i.test(sdkMessage(e))) return configError(`${text} (set a region)`, opts);
+  if (
+    (status !== undefined && (status >= 500 || status === 429 || status === 408)) ||
+    UNAVAILABLE_CODES.has(code) ||
+    NETWORK_CODES.has(code) ||
+    isAbortOrTimeout(e) ||
+    /socket hang up/i.test(sdkMessage(e))
+  ) {
+    return unavailableError(text, opts);
+  }
+  return new WalvaultError('StorageError', ExitCode.storageUnavailable, text, { cause: e, retryable: false });
+}
+
+/** An AbortError for `signal`, shaped like the one the SDK's HTTP handler throws. */
+export function abortErrorFor(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  const err = new Error(reason instanceof Error ? `aborted: ${reason.message}` : 'aborted', { cause: reason });
+  err.name = 'AbortError';
+  return err;
+}

@@ -1,0 +1,33 @@
+/** Everything the S3 driver needs; built by src/common/config.ts from flags, env and the config file. */
+export interface S3Options {
+  bucket: string;
+  /** Key prefix inside the bucket, without leading or trailing slash ('' for the bucket root). */
+  prefix: string;
+  /** Custom endpoint (radosgw, Swift, MinIO...); undefined = AWS. */
+  endpoint?: string;
+  region?: string;
+  forcePathStyle: boolean;
+  /** Shared config/credentials profile; undefined = SDK default chain. */
+  profile?: string;
+  /** Static credentials (config file or flags); undefined = SDK default credential chain. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  sessionToken?: string;
+  /** PEM file with extra CA certificates for TLS to the endpoint. */
+  caBundle?: string;
+  storageClass?: string;
+  /** Server-side encryption: 'AES256' or 'aws:kms'. */
+  sse?: string;
+  sseKmsKeyId?: string;
+  /** 'when_required' (default, safe for every S3-compatible store) or 'when_supported' (SDK default). */
+  checksumMode: 'when_required' | 'when_supported';
+  /** 'auto': use If-None-Match and fall back on 501; 'on': always; 'off': HEAD then PUT. */
+  conditionalWrites: 'auto' | 'on' | 'off';
+  /** TCP connect timeout, ms. */
+  connectTimeoutMs: number;
+  /** Socket idle timeout (no bytes either way), ms. */
+  idleTimeoutMs: number;
+  /** Multipart upload part size (bytes) and parallel parts, for base backups. */
+  partSize: number;
+  queueSize: number;
+}

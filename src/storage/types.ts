@@ -1,0 +1,83 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Object metadata walvault stores next to every object (S3 user metadata `x-amz-meta-walvault-*`,
+ * or the header of a file:// object). Keys are lower-case without the `walvault-` prefix.
+ *   sha256  hex SHA-256 of the ORIGINAL (uncompressed) bytes
+ *   size    length of the original bytes, decimal
+ *   codec   none | zstd | gzip
+ */
+export type ObjectMeta = Record<string, string>;
+
+export interface ObjectInfo {
+  key: string;
+  /** Stored (compressed) size in bytes. */
+  storedSize: number;
+  meta: ObjectMeta;
+  lastModified?: Date;
+}
+
+export interface ListedObject {
+  key: string;
+  storedSize: number;
+  lastModified: Date;
+}
+
+export interface GetResult {
+  info: ObjectInfo;
+  body: Readable;
+}
+
+export type PutIfAbsentResult = { created: true } | { created: false; existing: ObjectInfo };
+
+/** Per-call options; `signal` aborts the request (per-attempt timeout or the overall deadline). */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface UploadOptions extends CallOptions {
+  /** Called with the number of stored bytes sent so far. */
+  onProgress?: (storedBytes: number) => void;
+}
+
+/**
+ * The one storage interface both drivers implement. Keys are relative to the repository prefix and
+ * use `/` separators. Every method throws a WalvaultError (src/common/errors.ts) on failure:
+ * `unavailableError` (retryable) for network/5xx/throttling, `accessDeniedError` for 403 and bad
+ * credentials, `missingBucketError` when the bucket/directory does not exist. A missing key is never
+ * an exception: it is `null` (an authoritative 404/ENOENT). Retries are NOT done here: callers wrap
+ * calls with src/common/retry.ts so one policy governs every storage call.
+ */
+export interface Storage {
+  /** Human-readable location, secrets removed, e.g. `s3://bucket/prefix` or `file:///srv/wal`. */
+  readonly url: string;
+
+  /**
+   * Create `key` only if it does not exist. On an existing key returns its info (metadata) and
+   * leaves it untouched. S3: one PutObject with `If-None-Match: *` and Content-MD5; stores that answer
+   * 501 to conditional writes fall back to HEAD then PUT (remembered for the process).
+   */
+  putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult>;
+
+  /** Unconditional write (small bookkeeping objects that are meant to be replaced). */
+  put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void>;
+
+  /** Streamed upload of unknown length with bounded memory (S3 multipart); invisible until complete. */
+  upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }>;
+
+  head(key: string, opts?: CallOptions): Promise<ObjectInfo | null>;
+
+  get(key: string, opts?: CallOptions): Promise<GetResult | null>;
+
+  /** All keys under `prefix` (a key prefix, not necessarily ending in `/`), in lexical order. */
+  list(prefix: string, opts?: CallOptions): AsyncIterable<ListedObject>;
+
+  /** Deletes keys; missing keys are not an error. */
+  delete(keys: string[], opts?: CallOptions): Promise<void>;
+
+  /** Aborts multipart uploads (or removes temp files) under `prefix` started before `olderThan`. */
+  abortStaleUploads(prefix: string, olderThan: Date, opts?: CallOptions): Promise<number>;
+
+  /** Releases sockets so the process can exit promptly. */
+  close(): void;
+}
