@@ -5,6 +5,7 @@ import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
+import { checkNotAGap } from '../wal/high-water.js';
 import { parseWalName, walObjectKey } from '../wal/names.js';
 
 // restore_command = 'walvault wal-fetch %f %p'. Exit 0 only once the complete, verified file is at
@@ -25,6 +26,7 @@ export async function walFetch(config: Config, name: string, path: string): Prom
       what: `wal-fetch ${name}`,
     });
     if (!meta) {
+      if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, { policy: retryPolicy(config), deadline });
       log.info(`${name} is not in ${storage.url} (not found); exiting 1`);
       return 1;
     }

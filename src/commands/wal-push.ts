@@ -8,9 +8,11 @@ import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { ensureManifest } from '../repo/manifest.js';
 import { objectMeta, parseStoredMeta, type StoredMeta } from '../repo/objects.js';
-import { openStorage } from '../storage/open.js';
+import { openStorage, storageUrlOf } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { checkSegmentMatchesName, parseWalHeader } from '../wal/header.js';
+import { advanceHighWater } from '../wal/high-water.js';
+import { dropIfOverLimit, flushGapMarkers } from '../wal/ready-queue.js';
 import { parseWalName, walObjectKey, type WalName } from '../wal/names.js';
 
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
@@ -87,12 +89,18 @@ export async function pushWalFile(
 export async function walPush(config: Config, path: string, nameArg?: string): Promise<number> {
   const started = process.hrtime.bigint();
   const name = nameArg ?? basename(path);
-  parseWalName(name);
+  const wal = parseWalName(name);
+  if (config.maxReadyBytes !== undefined && (wal.kind === 'segment' || wal.kind === 'partial')) {
+    if (await dropIfOverLimit(path, name, config.maxReadyBytes, { spool: config.spool, repoUrl: storageUrlOf(config.repo) })) return 0;
+  }
   const file = await readLocalWal(path, name);
   const deadline = new Deadline(config.deadline * 1000);
   const storage = await openStorage(config);
   try {
     const { outcome, storedSize } = await pushWalFile(storage, file, config, deadline);
+    const ctx = { spool: config.spool, policy: retryPolicy(config), deadline, intervalMs: config.highWaterInterval * 1000 };
+    if (wal.kind === 'segment') await advanceHighWater(storage, wal.timeline, wal.name, ctx);
+    await flushGapMarkers(storage, ctx);
     if (outcome === 'pushed') {
       log.info(
         `pushed ${name} to ${storage.url} (${formatBytes(file.data.length)}, ${config.compression} ${formatBytes(storedSize)}, ${elapsed(started)})`,

@@ -21,6 +21,11 @@ export interface Config {
   deadline: number;
   connectTimeout: number;
   idleTimeout: number;
+  highWaterInterval: number;
+  maxReadyBytes?: number;
+  lookahead: number;
+  prefetch: number;
+  prefetchMaxBytes: number;
   fetchErrorPolicy: 'auto' | 'stop' | 'retry';
   fetchStopExitCode: number;
   s3Endpoint?: string;
@@ -38,6 +43,9 @@ export interface Config {
   s3ConditionalWrites: 'auto' | 'on' | 'off';
   s3PartSize: number;
   s3QueueSize: number;
+  backupWaitTimeout: number;
+  backupStaleUploadAge: number;
+  pgBinDir?: string;
 }
 
 export interface LoadedConfig {

@@ -1,5 +1,5 @@
 import pRetry from 'p-retry';
-import { describe, isWalvaultError, unavailableError, type WalvaultError } from './errors.js';
+import { describe, isWalvaultError, unavailableError, WalvaultError } from './errors.js';
 import { log } from './log.js';
 
 // The one retry/timeout policy behind every storage call: exponential backoff with jitter, a
@@ -83,13 +83,12 @@ export async function withRetry<T>(
   };
 
   const gaveUp = (): WalvaultError => {
-    const last = lastError ? `: ${lastError.message}` : '';
-    const err = unavailableError(
-      `${what}: gave up after ${attempts} attempt${attempts === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s${last}`,
-      { cause: lastError },
-    );
-    // Keep the class of the last error (e.g. AccessDenied stays AccessDenied) when it is not transient.
-    return lastError && !lastError.retryable ? lastError : err;
+    const summary = `${what}: gave up after ${attempts} attempt${attempts === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s`;
+    if (!lastError) return unavailableError(summary);
+    // A non-transient error keeps its own message; a transient one says how long we tried. Either way
+    // the class (and so the exit code) of the last failure is kept, e.g. IntegrityError stays 10.
+    if (!lastError.retryable) return lastError;
+    return new WalvaultError(lastError.code, lastError.exitCode, `${summary}: ${lastError.message}`, { cause: lastError, retryable: true });
   };
 
   try {

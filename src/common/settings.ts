@@ -29,6 +29,11 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'deadline', flag: 'deadline', env: ['WALVAULT_DEADLINE'], type: 'seconds', default: 120, describe: 'a command gives up after this many seconds in all' },
   { key: 'connectTimeout', flag: 'connect-timeout', env: ['WALVAULT_CONNECT_TIMEOUT'], type: 'seconds', default: 5, describe: 'TCP/TLS connect timeout, seconds' },
   { key: 'idleTimeout', flag: 'idle-timeout', env: ['WALVAULT_IDLE_TIMEOUT'], type: 'seconds', default: 20, describe: 'abort a request whose socket is silent this long, seconds' },
+  { key: 'highWaterInterval', flag: 'high-water-interval', env: ['WALVAULT_HIGH_WATER_INTERVAL'], type: 'seconds', default: 5, describe: 'wal-push updates the per-timeline archived high-water mark (gap detection) at most this often' },
+  { key: 'maxReadyBytes', flag: 'max-ready-bytes', env: ['WALVAULT_MAX_READY_BYTES'], type: 'bytes', describe: 'opt-in disk-full protection: past this archive backlog, wal-push drops the oldest WAL (reported archived, NOT stored; breaks PITR across it)' },
+  { key: 'lookahead', flag: 'lookahead', env: ['WALVAULT_LOOKAHEAD'], type: 'int', default: 8, describe: 'wal-push also uploads up to this many other ready WAL files (archive_status/*.ready) in parallel and records them in the spool, so their own wal-push exits at once (0 = off)' },
+  { key: 'prefetch', flag: 'prefetch', env: ['WALVAULT_PREFETCH'], type: 'int', default: 8, describe: 'after serving a segment, wal-fetch has one background process download up to this many following segments into the spool (0 = off)' },
+  { key: 'prefetchMaxBytes', flag: 'prefetch-max-bytes', env: ['WALVAULT_PREFETCH_MAX_BYTES'], type: 'bytes', default: 128 * 1024 * 1024, describe: 'disk the prefetched segments of one restore may take in the spool (e.g. 128MiB)' },
   { key: 'fetchErrorPolicy', flag: 'fetch-error-policy', env: ['WALVAULT_FETCH_ERROR_POLICY'], type: 'string', default: 'auto', choices: ['auto', 'stop', 'retry'], describe: 'wal-fetch on errors: stop = exit above 125 (recovery stops), retry = exit 1 (PostgreSQL retries/streams), auto = retry with standby.signal, else stop' },
   { key: 'fetchStopExitCode', flag: 'fetch-stop-exit-code', env: ['WALVAULT_FETCH_STOP_EXIT_CODE'], type: 'int', default: 255, describe: 'exit code (126-255) wal-fetch uses to stop recovery' },
   { key: 's3Endpoint', flag: 's3-endpoint', env: ['WALVAULT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'], type: 'string', describe: 'S3 endpoint URL for S3-compatible stores' },
@@ -46,6 +51,9 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 's3ConditionalWrites', flag: 's3-conditional-writes', env: ['WALVAULT_S3_CONDITIONAL_WRITES'], type: 'string', default: 'auto', choices: ['auto', 'on', 'off'], describe: 'If-None-Match on PutObject: auto falls back to HEAD+PUT on 501' },
   { key: 's3PartSize', flag: 's3-part-size', env: ['WALVAULT_S3_PART_SIZE'], type: 'bytes', default: 16 * 1024 * 1024, describe: 'multipart part size for base backups (e.g. 16MiB)' },
   { key: 's3QueueSize', flag: 's3-queue-size', env: ['WALVAULT_S3_QUEUE_SIZE'], type: 'int', default: 4, describe: 'parallel parts for base backups (memory = part size x queue size)' },
+  { key: 'backupWaitTimeout', flag: 'backup-wait-timeout', env: ['WALVAULT_BACKUP_WAIT_TIMEOUT'], type: 'seconds', default: 120, describe: 'backup-push waits at most this long for the WAL segment that ends the backup to be archived' },
+  { key: 'backupStaleUploadAge', flag: 'backup-stale-upload-age', env: ['WALVAULT_BACKUP_STALE_UPLOAD_AGE'], type: 'seconds', default: 86400, describe: 'backup-push aborts incomplete backup uploads older than this many seconds (left by a killed backup-push)' },
+  { key: 'pgBinDir', flag: 'pg-bin-dir', env: ['WALVAULT_PG_BIN_DIR'], type: 'string', describe: 'directory of pg_basebackup / pg_verifybackup (default: PATH, then /usr/lib/postgresql/<version>/bin)' },
 ];
 
 export type SettingSource = 'flag' | 'env' | 'file' | 'default';

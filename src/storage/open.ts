@@ -36,6 +36,12 @@ export function parseRepoUrl(url: string | undefined): RepoLocation {
   );
 }
 
+/** The same `url` the driver will report, without opening it (no SDK load on local-only paths). */
+export function storageUrlOf(repo: string | undefined): string {
+  const loc = parseRepoUrl(repo);
+  return loc.scheme === 'file' ? `file://${loc.dir}` : `s3://${loc.bucket}${loc.prefix ? `/${loc.prefix}` : ''}`;
+}
+
 export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: string }): S3Options {
   return {
     bucket: loc.bucket,

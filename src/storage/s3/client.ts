@@ -85,17 +85,18 @@ export function buildClientConfig(opts: S3Options): { config: S3ClientConfig; ag
     forcePathStyle: opts.forcePathStyle,
     requestChecksumCalculation: checksum,
     responseChecksumValidation: checksum,
-    // The handler does not wait for "100 Continue" with our external agents anyway; the header
-    // only adds a code path some S3-compatible stores handle badly.
+    // With external agents the handler sends the body without waiting for "100 Continue", so the
+    // header would only add a code path to the wire for nothing.
     expectContinueHeader: false,
     requestHandler: {
       connectionTimeout: opts.connectTimeoutMs,
-      // socketTimeout is the real inactivity timeout (no bytes either way, including mid-body of a
-      // GetObject response). requestTimeout in @smithy/node-http-handler 4.x is a deadline from
-      // the start of the request until response headers, which includes sending the whole body: a
-      // 16 MiB PUT or a 64 MiB part on a slow link would be killed while still making progress.
-      // So it is used as the bound on "waiting for the first response byte" only via socketTimeout,
-      // and the overall per-attempt deadline comes from the caller's AbortSignal.
+      // The idle timeout is socketTimeout: no bytes either way for that long, also mid-body of a
+      // GetObject response. requestTimeout is NOT used for it: in @smithy/node-http-handler 4.x it
+      // runs from the start of a request until the response headers, i.e. across the whole upload
+      // of a PUT body (measured on loopback radosgw: a 64 MiB PUT that needs ~290 ms fails with
+      // requestTimeout 100 ms and succeeds with socketTimeout 300 ms), so it would kill slow but
+      // progressing uploads.
+      // The per-attempt and overall deadlines come from the caller's AbortSignal.
       socketTimeout: opts.idleTimeoutMs,
       throwOnRequestTimeout: true,
       httpAgent: agents.http,

@@ -133,6 +133,9 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
     return accessDeniedError(`${text} (no usable AWS credentials: set a profile, static keys or the AWS_* variables)`, opts);
   }
   if (/region is missing/i.test(sdkMessage(e))) return configError(`${text} (set a region)`, opts);
+  if (/CERT|SELF_SIGNED|ERR_TLS|ERR_SSL/.test(code)) {
+    return new WalvaultError('StorageError', ExitCode.storageUnavailable, `${text} (the endpoint's TLS certificate is not trusted: set the S3 CA bundle)`, opts);
+  }
   if (
     (status !== undefined && (status >= 500 || status === 429 || status === 408)) ||
     UNAVAILABLE_CODES.has(code) ||

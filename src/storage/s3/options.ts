@@ -30,4 +30,6 @@ export interface S3Options {
   /** Multipart upload part size (bytes) and parallel parts, for base backups. */
   partSize: number;
   queueSize: number;
+  /** ListObjectsV2 MaxKeys per page; undefined = the store's default (1000). Tests use tiny pages. */
+  listPageSize?: number;
 }

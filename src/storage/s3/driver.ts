@@ -1,0 +1,316 @@
+// The S3 Storage driver. Loaded only through a dynamic import (the AWS SDK is heavy): nothing outside
+// src/storage/s3/ imports the SDK.
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type PutObjectCommandInput,
+  type S3Client,
+  type ServerSideEncryption,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { ExitCode, WalvaultError, configError, unavailableError } from '../../common/errors.js';
+import { log } from '../../common/log.js';
+import type {
+  CallOptions,
+  GetResult,
+  ListedObject,
+  ObjectInfo,
+  ObjectMeta,
+  PutIfAbsentResult,
+  Storage,
+  UploadOptions,
+} from '../types.js';
+import { guardBody } from './body.js';
+import { contentMd5, createS3Client } from './client.js';
+import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
+import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, type S3Op } from './errors.js';
+import type { S3Options } from './options.js';
+import { multipartUpload } from './upload.js';
+
+const DELETE_BATCH = 1000;
+
+/** Endpoint+bucket pairs that answered 501 to If-None-Match: remembered for the process. */
+const withoutConditionalWrites = new Set<string>();
+
+export function createS3Storage(opts: S3Options): Storage {
+  return new S3Storage(opts);
+}
+
+class S3Storage implements Storage {
+  readonly url: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly writeParams: Pick<PutObjectCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
+  /** Set after the store answered 501 to If-None-Match (Swift): HEAD then PUT from then on. */
+  private noConditionalWrites: boolean;
+  private readonly storeId: string;
+
+  constructor(private readonly opts: S3Options) {
+    if (!opts.bucket) throw configError('S3 repository needs a bucket name');
+    this.bucket = opts.bucket;
+    this.prefix = trimSlashes(opts.prefix ?? '');
+    this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
+    this.client = createS3Client(opts).client;
+    this.storeId = `${opts.endpoint ?? 'aws'}|${opts.bucket}`;
+    this.noConditionalWrites =
+      opts.conditionalWrites === 'off' || (opts.conditionalWrites === 'auto' && withoutConditionalWrites.has(this.storeId));
+    this.writeParams = {};
+    if (opts.storageClass) this.writeParams.StorageClass = opts.storageClass as StorageClass;
+    if (opts.sse) {
+      if (opts.sse !== 'AES256' && opts.sse !== 'aws:kms' && opts.sse !== 'aws:kms:dsse') {
+        throw configError(`unsupported S3 server-side encryption ${JSON.stringify(opts.sse)} (use AES256 or aws:kms)`);
+      }
+      this.writeParams.ServerSideEncryption = opts.sse as ServerSideEncryption;
+      if (opts.sseKmsKeyId) this.writeParams.SSEKMSKeyId = opts.sseKmsKeyId;
+    } else if (opts.sseKmsKeyId) {
+      throw configError('an SSE KMS key id needs S3 server-side encryption aws:kms');
+    }
+  }
+
+  private fullKey(key: string): string {
+    const k = key.replace(/^\/+/, '');
+    return this.prefix ? `${this.prefix}/${k}` : k;
+  }
+
+  private relativeKey(full: string): string {
+    return this.prefix && full.startsWith(`${this.prefix}/`) ? full.slice(this.prefix.length + 1) : full;
+  }
+
+  private where(op: string, key?: string): S3Op {
+    return { op, target: key === undefined ? this.url : `s3://${this.bucket}/${this.fullKey(key)}` };
+  }
+
+  private async send<T>(where: S3Op, signal: AbortSignal | undefined, run: (o: { abortSignal?: AbortSignal }) => Promise<T>): Promise<T> {
+    try {
+      return await run(signal ? { abortSignal: signal } : {});
+    } catch (e) {
+      throw classifyS3Error(e, where);
+    }
+  }
+
+  private putInput(key: string, body: Buffer, meta: ObjectMeta): PutObjectCommandInput {
+    return {
+      Bucket: this.bucket,
+      Key: this.fullKey(key),
+      Body: body,
+      ContentLength: body.length,
+      ContentMD5: contentMd5(body),
+      ContentType: 'application/octet-stream',
+      Metadata: toS3Meta(meta),
+      ...this.writeParams,
+    };
+  }
+
+  async putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+    if (this.noConditionalWrites) return this.headThenPut(key, body, meta, opts);
+    const where = this.where('PutObject (If-None-Match)', key);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(
+          new PutObjectCommand({ ...this.putInput(key, body, meta), IfNoneMatch: '*' }),
+          opts?.signal ? { abortSignal: opts.signal } : {},
+        );
+        return { created: true };
+      } catch (e) {
+        const status = httpStatus(e);
+        const code = errorCode(e);
+        if (status === 412 || code === 'PreconditionFailed') {
+          const existing = await this.head(key, opts);
+          if (existing) return { created: false, existing };
+          // Deleted between the PUT and the HEAD: try once more, then give up (retryable).
+          if (attempt === 0) continue;
+          throw unavailableError(`S3 ${where.op} ${where.target}: the store answered 412 but the object is missing`, { cause: e });
+        }
+        // A concurrent conditional write to the same key is in progress: worth another attempt.
+        if (status === 409 || code === 'ConditionalRequestConflict') throw unavailableError(describeFailure(e, where), { cause: e });
+        if (status === 501 || code === 'NotImplemented') {
+          if (this.opts.conditionalWrites === 'on') {
+            throw configError(
+              `${describeFailure(e, where)} (conditional writes are not supported by this store; ` +
+                `set conditional writes to auto or off)`,
+              { cause: e },
+            );
+          }
+          this.noConditionalWrites = true;
+          withoutConditionalWrites.add(this.storeId);
+          log.info(`${this.url}: the store answered 501 to If-None-Match; using HEAD then PUT (not atomic)`);
+          return this.headThenPut(key, body, meta, opts);
+        }
+        throw classifyS3Error(e, where);
+      }
+    }
+  }
+
+  /** For stores without If-None-Match (Swift s3api): not atomic, a concurrent writer can slip in. */
+  private async headThenPut(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+    const existing = await this.head(key, opts);
+    if (existing) return { created: false, existing };
+    await this.put(key, body, meta, opts);
+    return { created: true };
+  }
+
+  async put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
+    const input = this.putInput(key, body, meta);
+    await this.send(this.where('PutObject', key), opts?.signal, (o) => this.client.send(new PutObjectCommand(input), o));
+  }
+
+  async upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }> {
+    return multipartUpload({
+      client: this.client,
+      bucket: this.bucket,
+      key: this.fullKey(key),
+      where: this.where('Upload', key),
+      body,
+      params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...this.writeParams },
+      partSize: this.opts.partSize,
+      queueSize: this.opts.queueSize,
+      ...(opts?.signal ? { signal: opts.signal } : {}),
+      ...(opts?.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+  }
+
+  async head(key: string, opts?: CallOptions): Promise<ObjectInfo | null> {
+    const where = this.where('HeadObject', key);
+    try {
+      const r = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }),
+        opts?.signal ? { abortSignal: opts.signal } : {},
+      );
+      return {
+        key,
+        storedSize: r.ContentLength ?? 0,
+        meta: fromS3Meta(r.Metadata),
+        ...(r.LastModified ? { lastModified: r.LastModified } : {}),
+      };
+    } catch (e) {
+      if (isMissingKey(e)) return null;
+      throw classifyS3Error(e, where);
+    }
+  }
+
+  async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
+    const where = this.where('GetObject', key);
+    let r: GetObjectCommandOutput;
+    try {
+      r = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }),
+        opts?.signal ? { abortSignal: opts.signal } : {},
+      );
+    } catch (e) {
+      if (isMissingKey(e)) return null;
+      throw classifyS3Error(e, where);
+    }
+    if (!r.Body) throw unavailableError(`S3 GetObject ${where.target}: the response has no body`);
+    const info: ObjectInfo = {
+      key,
+      storedSize: r.ContentLength ?? 0,
+      meta: fromS3Meta(r.Metadata),
+      ...(r.LastModified ? { lastModified: r.LastModified } : {}),
+    };
+    return { info, body: guardBody(r.Body as Readable, where, opts?.signal) };
+  }
+
+  async *list(prefix: string, opts?: CallOptions): AsyncIterable<ListedObject> {
+    const full = this.fullKey(prefix); // 'repo/main/' for '': never matches 'repo/mainx/...'
+    const where = this.where('ListObjectsV2', prefix);
+    let token: string | undefined;
+    do {
+      const r = await this.send(where, opts?.signal, (o) =>
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            ...(full ? { Prefix: full } : {}),
+            ...(token ? { ContinuationToken: token } : {}),
+            ...(this.opts.listPageSize ? { MaxKeys: this.opts.listPageSize } : {}),
+          }),
+          o,
+        ),
+      );
+      for (const c of r.Contents ?? []) {
+        if (c.Key === undefined) continue;
+        yield { key: this.relativeKey(c.Key), storedSize: c.Size ?? 0, lastModified: c.LastModified ?? new Date(0) };
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(keys: string[], opts?: CallOptions): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      const where = this.where('DeleteObjects', batch.length === 1 ? batch[0] : undefined);
+      // Content-MD5 comes from the client middleware (Swift and older MinIO/Ceph require it here).
+      const r = await this.send(where, opts?.signal, (o) =>
+        this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.fullKey(k) })), Quiet: true },
+          }),
+          o,
+        ),
+      );
+      const errors = (r.Errors ?? []).filter((x) => x.Code !== 'NoSuchKey');
+      const first = errors[0];
+      if (first) {
+        const err = Object.assign(new Error(first.Message ?? ''), { name: first.Code ?? 'UnknownError', Code: first.Code });
+        const target = `s3://${this.bucket}/${first.Key ?? '?'}`;
+        const more = errors.length > 1 ? ` (and ${errors.length - 1} more keys)` : '';
+        const c = classifyS3Error(err, { op: 'DeleteObjects', target });
+        throw new WalvaultError(c.code, c.exitCode, c.message + more, { cause: c.cause, retryable: c.retryable });
+      }
+    }
+  }
+
+  async abortStaleUploads(prefix: string, olderThan: Date, opts?: CallOptions): Promise<number> {
+    const full = this.fullKey(prefix); // 'repo/main/' for '': never matches 'repo/mainx/...'
+    const where = this.where('ListMultipartUploads', prefix);
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    let aborted = 0;
+    for (;;) {
+      const r = await this.send(where, opts?.signal, (o) =>
+        this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            ...(full ? { Prefix: full } : {}),
+            ...(keyMarker ? { KeyMarker: keyMarker } : {}),
+            ...(uploadIdMarker ? { UploadIdMarker: uploadIdMarker } : {}),
+          }),
+          o,
+        ),
+      );
+      for (const u of r.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() >= olderThan.getTime()) continue;
+        const abortWhere = { op: 'AbortMultipartUpload', target: `s3://${this.bucket}/${u.Key}` };
+        try {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
+            opts?.signal ? { abortSignal: opts.signal } : {},
+          );
+          aborted++;
+        } catch (e) {
+          // NoSuchUpload (AWS, Swift) or NoSuchKey (radosgw): completed or aborted meanwhile.
+          const code = errorCode(e);
+          if (code !== 'NoSuchUpload' && code !== 'NoSuchKey' && httpStatus(e) !== 404) throw classifyS3Error(e, abortWhere);
+        }
+      }
+      if (!r.IsTruncated) break;
+      // Some stores omit the markers on a truncated page; stop rather than loop forever.
+      if (!r.NextKeyMarker && !r.NextUploadIdMarker) break;
+      keyMarker = r.NextKeyMarker;
+      uploadIdMarker = r.NextUploadIdMarker;
+    }
+    return aborted;
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}

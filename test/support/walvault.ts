@@ -1,0 +1,160 @@
+// Running the built walvault from tests, as PostgreSQL would (as the postgres user), plus temp
+// directories with a cleanup registry.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { chmod, copyFile, cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
+import { chownToPostgres, isRoot } from './pg.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const DIST_ENTRY = join(REPO_ROOT, 'dist', 'walvault.mjs');
+
+function requireDist(): void {
+  if (!existsSync(DIST_ENTRY)) throw new Error(`${DIST_ENTRY} is missing: run npm run build first`);
+}
+
+async function setModes(dir: string): Promise<void> {
+  await chmod(dir, 0o755);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await setModes(p);
+    else await chmod(p, 0o644);
+  }
+}
+
+/**
+ * Where scratch directories go: the global setup's per-run directory, which its teardown deletes
+ * even when a test forgets cleanupAll() or a worker is ended without running 'exit' handlers.
+ */
+function scratchRoot(): string {
+  try {
+    return inject('tmpRoot') || '/tmp';
+  } catch {
+    return '/tmp'; // imported outside a vitest worker
+  }
+}
+
+// Kept on globalThis: vitest may evaluate this module once per test file in the same process.
+const g = globalThis as { __walvaultBin?: Promise<string> };
+
+/**
+ * Path of an sh wrapper that runs the built walvault with the running Node binary. The repo, dist
+ * and Node may sit in directories postgres cannot read (/root, /work, a version manager), so both
+ * are copied once per test process into a world-readable dir in the per-run scratch root.
+ */
+export function walvaultBin(): Promise<string> {
+  g.__walvaultBin ??= (async () => {
+    requireDist();
+    const dir = await mkdtemp(join(scratchRoot(), 'walvault-bin-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    await cp(join(REPO_ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
+    await setModes(dir);
+    await copyFile(process.execPath, join(dir, 'node'));
+    await chmod(join(dir, 'node'), 0o755);
+    const wrapper = join(dir, 'walvault');
+    await writeFile(wrapper, `#!/bin/sh\nexec '${dir}/node' '${dir}/dist/walvault.mjs' "$@"\n`, { mode: 0o755 });
+    await chmod(wrapper, 0o755);
+    return wrapper;
+  })();
+  return g.__walvaultBin;
+}
+
+let postgresIds: { uid: number; gid: number } | undefined;
+function postgresUser(): { uid: number; gid: number } {
+  postgresIds ??= {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  };
+  return postgresIds;
+}
+
+export interface WalvaultResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface RunWalvaultOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Run through the wrapper as the postgres OS user (when root), like archive_command does. */
+  asPostgres?: boolean;
+  timeoutMs?: number;
+}
+
+/**
+ * Runs walvault with a clean environment: PATH, HOME and opts.env only, so the developer's AWS_*
+ * variables or profiles never leak into a test. As postgres it switches uid/gid in the spawn
+ * itself rather than through runuser, so exit codes and signals are walvault's own (the >125
+ * contract is tested on them) and a timeout kill reaches walvault directly.
+ */
+export async function runWalvault(args: string[], opts: RunWalvaultOptions = {}): Promise<WalvaultResult> {
+  const asPostgres = opts.asPostgres ?? false;
+  let cmd: string;
+  let argv: string[];
+  if (asPostgres) {
+    cmd = await walvaultBin();
+    argv = args;
+  } else {
+    requireDist();
+    cmd = process.execPath;
+    argv = [DIST_ENTRY, ...args];
+  }
+  const home = asPostgres && isRoot ? '/var/lib/postgresql' : (process.env.HOME ?? '/tmp');
+  const ids = asPostgres && isRoot ? postgresUser() : {};
+  const started = performance.now();
+  return new Promise((resolvePromise) => {
+    const child = spawn(cmd, argv, {
+      cwd: opts.cwd ?? (asPostgres ? '/' : REPO_ROOT),
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...ids,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('error', (err) => (stderr += `\n[walvault.ts] ${err.message}`));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout, stderr, ms: performance.now() - started });
+    });
+  });
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+
+/** Registers a cleanup step for cleanupAll() (run last-in, first-out). */
+export function registerCleanup(fn: () => Promise<void> | void): void {
+  cleanups.push(fn);
+}
+
+/** A fresh directory in the per-run scratch root, removed by cleanupAll(); owned by postgres (0700) if asked. */
+export async function tempDir(prefix: string, opts: { forPostgres?: boolean } = {}): Promise<string> {
+  const safe = prefix.replace(/[^A-Za-z0-9_.-]+/g, '-');
+  const dir = await mkdtemp(join(scratchRoot(), safe.endsWith('-') ? safe : `${safe}-`));
+  if (opts.forPostgres) {
+    await chmod(dir, 0o700);
+    await chownToPostgres(dir);
+  }
+  registerCleanup(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs every registered cleanup, newest first; throws the first error after trying them all. */
+export async function cleanupAll(): Promise<void> {
+  let first: unknown;
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()!();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first) throw first;
+}

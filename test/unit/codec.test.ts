@@ -1,0 +1,32 @@
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { CODECS, compressBuffer, compressStream, decompressStream, parseCodec } from '../../src/codec/codec.js';
+import { readAll } from '../../src/repo/objects.js';
+
+const sample = Buffer.concat([randomBytes(100_000), Buffer.alloc(500_000, 7)]);
+
+describe.each(CODECS)('codec %s', (codec) => {
+  it('round-trips a buffer through compressBuffer and decompressStream', async () => {
+    const packed = await compressBuffer(codec, sample);
+    if (codec !== 'none') expect(packed.length).toBeLessThan(sample.length);
+    const d = decompressStream(codec);
+    const out = d ? await readAll(Readable.from([packed]).pipe(d)) : packed;
+    expect(out.equals(sample)).toBe(true);
+  });
+
+  it('round-trips through the streaming compressor', async () => {
+    const c = compressStream(codec);
+    const packed = c ? await readAll(Readable.from([sample]).pipe(c)) : sample;
+    const d = decompressStream(codec);
+    const out = d ? await readAll(Readable.from([packed]).pipe(d)) : packed;
+    expect(out.equals(sample)).toBe(true);
+  });
+});
+
+describe('parseCodec', () => {
+  it('accepts known codecs case-insensitively and refuses others', () => {
+    expect(parseCodec('ZSTD')).toBe('zstd');
+    expect(() => parseCodec('lz4')).toThrow(/unknown codec/);
+  });
+});
