@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config';
 // (radosgw and Swift, started once by the global setup) and throwaway PostgreSQL clusters.
 export default defineConfig({
   test: {
+    reporters: ['default', './test/support/summary-reporter.ts'],
     projects: [
       {
         test: {
