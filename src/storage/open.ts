@@ -1,7 +1,8 @@
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
+import { repoCacheDir } from '../repo/manifest.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
 
@@ -63,6 +64,7 @@ export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: str
     idleTimeoutMs: config.idleTimeout * 1000,
     partSize: config.s3PartSize,
     queueSize: config.s3QueueSize,
+    capabilityFile: join(repoCacheDir(config.spool, storageUrlOf(config.repo)), 's3-capabilities.json'),
   };
 }
 

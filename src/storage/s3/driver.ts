@@ -1,5 +1,7 @@
 // The S3 Storage driver. Loaded only through a dynamic import (the AWS SDK is heavy): nothing outside
 // src/storage/s3/ imports the SDK.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -39,6 +41,24 @@ const DELETE_BATCH = 1000;
 /** Endpoint+bucket pairs that answered 501 to If-None-Match: remembered for the process. */
 const withoutConditionalWrites = new Set<string>();
 
+function readCapability(file: string, storeId: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { noConditionalWrites?: string }).noConditionalWrites === storeId;
+  } catch {
+    return false;
+  }
+}
+
+function rememberCapability(file: string, storeId: string): void {
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ noConditionalWrites: storeId }));
+    renameSync(`${file}.${process.pid}`, file);
+  } catch {
+    // Only a speed-up: the next process probes again.
+  }
+}
+
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
 }
@@ -60,6 +80,9 @@ class S3Storage implements Storage {
     this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
     this.client = createS3Client(opts).client;
     this.storeId = `${opts.endpoint ?? 'aws'}|${opts.bucket}`;
+    if (opts.conditionalWrites === 'auto' && opts.capabilityFile && readCapability(opts.capabilityFile, this.storeId)) {
+      withoutConditionalWrites.add(this.storeId);
+    }
     this.noConditionalWrites =
       opts.conditionalWrites === 'off' || (opts.conditionalWrites === 'auto' && withoutConditionalWrites.has(this.storeId));
     this.writeParams = {};
@@ -141,6 +164,7 @@ class S3Storage implements Storage {
           }
           this.noConditionalWrites = true;
           withoutConditionalWrites.add(this.storeId);
+          if (this.opts.capabilityFile) rememberCapability(this.opts.capabilityFile, this.storeId);
           log.info(`${this.url}: the store answered 501 to If-None-Match; using HEAD then PUT (not atomic)`);
           return this.headThenPut(key, body, meta, opts);
         }

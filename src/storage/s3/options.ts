@@ -30,6 +30,11 @@ export interface S3Options {
   /** Multipart upload part size (bytes) and parallel parts, for base backups. */
   partSize: number;
   queueSize: number;
+  /**
+   * File remembering that this store answered 501 to If-None-Match, so later processes skip the
+   * doomed conditional PUT (wal-push runs once per segment). Lives in the spool; loss costs one PUT.
+   */
+  capabilityFile?: string;
   /** ListObjectsV2 MaxKeys per page; undefined = the store's default (1000). Tests use tiny pages. */
   listPageSize?: number;
 }
