@@ -26,6 +26,58 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
     options: (y) => y.option('json', { type: 'boolean', describe: 'print JSON' }),
     handler: async (loaded, a) => (await import('./commands/config.js')).printConfig(loaded, a['json'] === true),
   },
+  {
+    usage: 'backup-push',
+    describe: 'take a base backup with pg_basebackup and stream it to the repository (libpq settings: --dbname, PGHOST, PGPORT, PGUSER...)',
+    options: (y) =>
+      y
+        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string for pg_basebackup (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
+        .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
+        .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' }),
+    handler: async ({ config }, a) =>
+      (await import('./commands/backup-push.js')).backupPush(config, {
+        ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
+        ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
+        checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
+      }),
+  },
+  {
+    usage: 'backup-list',
+    describe: 'list complete base backups, oldest first',
+    options: (y) => y.option('json', { type: 'boolean', describe: 'print one JSON array' }),
+    handler: async ({ config }, a) => (await import('./commands/backup-list.js')).backupList(config, a['json'] === true),
+  },
+  {
+    usage: 'backup-fetch <backup> <pgdata>',
+    describe: 'restore a base backup (an id or LATEST) into an empty directory and set up recovery (PITR with --target-*)',
+    options: (y) =>
+      y
+        .option('target-time', { type: 'string', describe: 'recover to this timestamp (e.g. "2026-11-24 13:59:00+01"; no zone = local time)' })
+        .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
+        .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
+        .option('target-name', { type: 'string', describe: 'recover to this restore point (pg_create_restore_point)' })
+        .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
+        .option('target-action', { type: 'string', choices: ['pause', 'promote', 'shutdown'], describe: 'what the server does at the target (PostgreSQL default: pause)' })
+        .option('target-timeline', { type: 'string', describe: 'latest (PostgreSQL default), current or a timeline number' })
+        .option('standby', { type: 'boolean', describe: 'create standby.signal instead of recovery.signal' })
+        .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
+        .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' }),
+    handler: async (loaded, a) =>
+      (await import('./commands/backup-fetch.js')).backupFetch(loaded, {
+        which: str(a['backup']),
+        pgdata: str(a['pgdata']),
+        ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
+        ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
+        ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
+        ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
+        ...(a['target-immediate'] === true ? { targetImmediate: true } : {}),
+        ...(a['target-action'] !== undefined ? { targetAction: str(a['target-action']) } : {}),
+        ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
+        ...(a['standby'] === true ? { standby: true } : {}),
+        ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
+        ...(a['restore-command'] !== undefined ? { restoreCommand: str(a['restore-command']) } : {}),
+      }),
+  },
 ];
 
 function str(v: unknown): string {
@@ -68,7 +120,11 @@ function buildParser(argv: string[], run: (h: Handler, args: Record<string, unkn
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const command = argv.find((a) => !a.startsWith('-')) ?? '';
+  // Global flags may come first (`walvault --config /etc/walvault.json wal-fetch %f %p`, as the
+  // README shows): the command is the first known command name, not the first non-flag word, or a
+  // wal-fetch error would miss the recovery-mode policy below and exit 2-125 ("not found").
+  const names = COMMANDS.map((c) => c.usage.split(' ')[0]!);
+  const command = argv.find((a) => names.includes(a)) ?? argv.find((a) => !a.startsWith('-')) ?? '';
   setLogCommand(command || 'cli');
   let config: Config | undefined;
   let result = 0;

@@ -36,6 +36,11 @@ export interface CallOptions {
 }
 
 export interface UploadOptions extends CallOptions {
+  /**
+   * Best guess of the total size, if known. S3 allows 10,000 parts, so the driver raises the part size
+   * to fit twice this estimate (a database grows during its backup; estimates undercount).
+   */
+  expectedSize?: number;
   /** Called with the number of stored bytes sent so far. */
   onProgress?: (storedBytes: number) => void;
 }

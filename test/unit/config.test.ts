@@ -69,3 +69,16 @@ describe('loadConfig', () => {
     expect(() => parseBytes('lots')).toThrow();
   });
 });
+
+describe('S3 multipart part size', () => {
+  it('keeps the configured size for small or unknown uploads and grows it to fit 10,000 parts', async () => {
+    const { partSizeFor } = await import('../../src/storage/s3/driver.js');
+    const MiB = 1024 * 1024;
+    expect(partSizeFor(16 * MiB)).toBe(16 * MiB);
+    expect(partSizeFor(16 * MiB, 10 * 1024 * MiB)).toBe(16 * MiB);
+    const tib = 1024 * 1024 * MiB;
+    const grown = partSizeFor(16 * MiB, tib);
+    expect(grown * 10_000).toBeGreaterThanOrEqual(2 * tib);
+    expect(grown % MiB).toBe(0);
+  });
+});

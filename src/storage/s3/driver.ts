@@ -59,6 +59,20 @@ function rememberCapability(file: string, storeId: string): void {
   }
 }
 
+const MAX_PARTS = 10_000;
+const MiB = 1024 * 1024;
+
+/** The configured part size, raised so that twice `expectedSize` fits in S3's 10,000 parts. */
+export function partSizeFor(configured: number, expectedSize?: number): number {
+  if (!expectedSize || expectedSize <= 0) return configured;
+  const needed = Math.ceil((expectedSize * 2) / MAX_PARTS / MiB) * MiB;
+  if (needed > configured) {
+    log.info(`raising the multipart part size to ${needed / MiB} MiB for an expected ${Math.round(expectedSize / MiB)} MiB upload`);
+    return needed;
+  }
+  return configured;
+}
+
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
 }
@@ -194,7 +208,7 @@ class S3Storage implements Storage {
       where: this.where('Upload', key),
       body,
       params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...this.writeParams },
-      partSize: this.opts.partSize,
+      partSize: partSizeFor(this.opts.partSize, opts?.expectedSize),
       queueSize: this.opts.queueSize,
       ...(opts?.signal ? { signal: opts.signal } : {}),
       ...(opts?.onProgress ? { onProgress: opts.onProgress } : {}),

@@ -1,0 +1,159 @@
+import { decompressStream, parseCodec } from '../codec/codec.js';
+import { sha256Hex } from '../common/hash.js';
+import { log } from '../common/log.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import { readAll } from '../repo/objects.js';
+import type { Storage } from '../storage/types.js';
+import { parseLsn } from '../wal/names.js';
+
+// <prefix>/backups/<id>/base.tar         the tar stream of pg_basebackup -Ft, compressed (codec in metadata)
+// <prefix>/backups/<id>/backup_manifest  PostgreSQL's manifest, uncompressed, its own object
+// <prefix>/backups/<id>/backup.json      the sentinel, written last: a backup without it does not exist
+export const BACKUPS_PREFIX = 'backups/';
+export const DATA_OBJECT = 'base.tar';
+export const MANIFEST_OBJECT = 'backup_manifest';
+export const SENTINEL_OBJECT = 'backup.json';
+
+export const backupKey = (id: string, object: string): string => `${BACKUPS_PREFIX}${id}/${object}`;
+
+/** What backup.json records. Times are ISO 8601 UTC; LSNs are "X/Y"; sizes are bytes. */
+export interface BackupInfo {
+  format: 1;
+  id: string;
+  label: string;
+  /** When the backup started (the server's START TIME when readable, else walvault's clock). */
+  startTime: string;
+  /**
+   * An instant at or after the end of the backup (the later of walvault's clock when pg_basebackup
+   * finished and the server's STOP TIME rounded up): a recovery target after it is reachable.
+   */
+  stopTime: string;
+  startLsn: string;
+  stopLsn: string;
+  checkpointLsn: string;
+  /** Timeline the backup started on (START TIMELINE) and the one its WAL range ends on. */
+  timeline: number;
+  stopTimeline: number;
+  startSegment: string;
+  stopSegment: string;
+  walSegmentSize: number;
+  /** Size of the uncompressed tar stream, its SHA-256, and what the store holds after compression. */
+  sizeBytes: number;
+  sha256: string;
+  storedBytes: number;
+  codec: string;
+  /** Files in the data directory per backup_manifest, and their total size. */
+  fileCount: number;
+  filesBytes: number;
+  manifestSha256: string;
+  pgVersion: number;
+  systemIdentifier: string;
+  /**
+   * Next transaction id (with epoch, 64-bit) of the checkpoint the backup starts from, from the
+   * backup's pg_control: transactions from this one on began after the backup started.
+   */
+  startNextXid?: string;
+  backupFrom: string;
+  serverStartTime: string;
+  serverStopTime?: string;
+  walvaultVersion: string;
+}
+
+export function isBackupInfo(x: unknown): x is BackupInfo {
+  if (typeof x !== 'object' || x === null) return false;
+  const b = x as Record<string, unknown>;
+  return (
+    b['format'] === 1 &&
+    typeof b['id'] === 'string' &&
+    typeof b['startTime'] === 'string' &&
+    typeof b['stopTime'] === 'string' &&
+    typeof b['startLsn'] === 'string' &&
+    typeof b['stopLsn'] === 'string' &&
+    typeof b['timeline'] === 'number' &&
+    typeof b['startSegment'] === 'string' &&
+    typeof b['sha256'] === 'string' &&
+    typeof b['sizeBytes'] === 'number' &&
+    typeof b['walSegmentSize'] === 'number'
+  );
+}
+
+/** Backup ids: `base_<start segment>_<UTC yyyymmddThhmmssZ>`; sortable, but always sort by startTime. */
+export function makeBackupId(startSegment: string, startTime: Date): string {
+  const ts = startTime.toISOString().replace(/\.\d+Z$/, 'Z').replace(/[-:]/g, '');
+  return `base_${startSegment}_${ts}`;
+}
+
+export const BACKUP_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** Oldest first by recorded start time, then start LSN; never by name. */
+export function sortBackups(list: BackupInfo[]): BackupInfo[] {
+  return [...list].sort((a, b) => {
+    const t = Date.parse(a.startTime) - Date.parse(b.startTime);
+    if (t !== 0) return t;
+    const la = parseLsn(a.startLsn);
+    const lb = parseLsn(b.startLsn);
+    return la < lb ? -1 : la > lb ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  });
+}
+
+export function sentinelBody(info: BackupInfo): { body: Buffer; meta: Record<string, string> } {
+  const body = Buffer.from(JSON.stringify(info, null, 2) + '\n');
+  return { body, meta: { sha256: sha256Hex(body), size: String(body.length), codec: 'none' } };
+}
+
+/** An object's bytes as text, decompressed per its codec metadata (WAL history files, backup.json). */
+export async function readObjectText(storage: Storage, key: string, signal: AbortSignal): Promise<string | null> {
+  const got = await storage.get(key, { signal });
+  if (!got) return null;
+  const raw = await readAll(got.body);
+  const codec = parseCodec(got.info.meta['codec'] ?? 'none', `${storage.url}/${key} codec`);
+  const d = decompressStream(codec);
+  if (!d) return raw.toString('utf8');
+  d.end(raw);
+  return (await readAll(d)).toString('utf8');
+}
+
+async function readSentinel(storage: Storage, key: string, policy: RetryPolicy, deadline: Deadline): Promise<BackupInfo | null> {
+  const text = await withRetry(`read ${key}`, policy, deadline, (signal) => readObjectText(storage, key, signal));
+  if (text === null) return null;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (isBackupInfo(parsed)) return parsed;
+  } catch {
+    // fall through
+  }
+  log.warn(`${storage.url}/${key} is not a walvault backup description; ignoring that backup`);
+  return null;
+}
+
+/** Every complete backup (the ones with backup.json), oldest first. */
+export async function listBackups(storage: Storage, policy: RetryPolicy, deadline: Deadline): Promise<BackupInfo[]> {
+  const keys = await withRetry('list backups', policy, deadline, async (signal) => {
+    const out: string[] = [];
+    for await (const o of storage.list(BACKUPS_PREFIX, { signal })) {
+      const rest = o.key.slice(BACKUPS_PREFIX.length);
+      const parts = rest.split('/');
+      if (parts.length === 2 && parts[1] === SENTINEL_OBJECT && BACKUP_ID.test(parts[0]!)) out.push(o.key);
+    }
+    return out;
+  });
+  const found: BackupInfo[] = [];
+  // A few GETs at a time: hundreds of backups must not open hundreds of sockets.
+  for (let i = 0; i < keys.length; i += 8) {
+    const batch = await Promise.all(keys.slice(i, i + 8).map((k) => readSentinel(storage, k, policy, deadline)));
+    for (const [j, b] of batch.entries()) {
+      if (!b) continue;
+      const dir = keys[i + j]!.slice(BACKUPS_PREFIX.length).split('/')[0];
+      if (b.id !== dir) {
+        log.warn(`${storage.url}/${keys[i + j]} names backup ${b.id} but sits under ${dir}; ignoring it`);
+        continue;
+      }
+      found.push(b);
+    }
+  }
+  return sortBackups(found);
+}
+
+export async function readBackup(storage: Storage, id: string, policy: RetryPolicy, deadline: Deadline): Promise<BackupInfo | null> {
+  return readSentinel(storage, backupKey(id, SENTINEL_OBJECT), policy, deadline);
+}

@@ -1,0 +1,197 @@
+import { backupError } from '../common/errors.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import type { Storage } from '../storage/types.js';
+import { parseLsn, segmentName, segmentNumber, segmentsPerLogId } from '../wal/names.js';
+import { readObjectText, type BackupInfo } from './catalog.js';
+import type { RecoveryTarget } from './target.js';
+
+// Before restoring anything, backup-fetch proves that the archive holds every WAL segment recovery
+// will ask for, from the backup's start segment to the target, on the timelines PostgreSQL will
+// follow. A hole found after hours of replay is the expensive way to learn the archive is broken.
+
+/** One timeline of the path recovery follows, from the segment where it begins. */
+export interface TimelineStep {
+  tli: number;
+  beginSegno: bigint;
+}
+
+export interface HistoryEntry {
+  tli: number;
+  /** LSN where this timeline ended and its child began. */
+  switchLsn: string;
+}
+
+/** `<tli>.history`: "parentTLI<TAB>switchpoint<TAB>reason" lines, comments with '#'. */
+export function parseHistory(text: string): HistoryEntry[] {
+  const out: HistoryEntry[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const m = /^(\d+)\s+([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8})/.exec(line);
+    if (!m) continue;
+    out.push({ tli: Number(m[1]), switchLsn: m[2]! });
+  }
+  return out;
+}
+
+/**
+ * The timelines recovery replays from a backup on `startTli` to `targetTli`, given the target's
+ * history: for each LSN PostgreSQL reads the segment of the newest timeline that had begun by then.
+ */
+export function timelinePath(startTli: number, startLsn: string, targetTli: number, history: HistoryEntry[], segSize: number): TimelineStep[] {
+  if (targetTli === startTli) return [{ tli: startTli, beginSegno: 0n }];
+  const steps: TimelineStep[] = [];
+  let begin = 0n;
+  for (const h of history) {
+    steps.push({ tli: h.tli, beginSegno: begin });
+    begin = parseLsn(h.switchLsn) / BigInt(segSize);
+  }
+  steps.push({ tli: targetTli, beginSegno: begin });
+  const i = history.findIndex((h) => h.tli === startTli);
+  if (i < 0) {
+    throw backupError(`timeline ${targetTli} does not descend from the backup's timeline ${startTli} (its history: ${describeHistory(history)})`);
+  }
+  if (parseLsn(startLsn) >= parseLsn(history[i]!.switchLsn)) {
+    throw backupError(
+      `timeline ${targetTli} branched off timeline ${startTli} at ${history[i]!.switchLsn}, before the backup started (${startLsn}); ` +
+        'that backup cannot be recovered onto it',
+    );
+  }
+  return steps.slice(i);
+}
+
+function describeHistory(h: HistoryEntry[]): string {
+  return h.length ? h.map((e) => `${e.tli} until ${e.switchLsn}`).join(', ') : 'empty';
+}
+
+export function timelineOf(path: TimelineStep[], segno: bigint): number {
+  let tli = path[0]!.tli;
+  for (const s of path) if (s.beginSegno <= segno) tli = s.tli;
+  return tli;
+}
+
+/** The segment names recovery needs for segments `from`..`to` (inclusive). */
+export function requiredSegments(path: TimelineStep[], from: bigint, to: bigint, segSize: number): string[] {
+  const out: string[] = [];
+  for (let s = from; s <= to; s++) out.push(segmentName(timelineOf(path, s), s, segSize));
+  return out;
+}
+
+export interface CoveragePlan {
+  targetTli: number;
+  path: TimelineStep[];
+  firstSegment: string;
+  lastSegment: string;
+  segments: number;
+}
+
+const hex8 = (n: number | bigint) => n.toString(16).toUpperCase().padStart(8, '0');
+
+/** Archived segment names (24 hex, no .partial) of one timeline and log id, i.e. one shard. */
+async function listShard(storage: Storage, tli: number, log: bigint, policy: RetryPolicy, deadline: Deadline): Promise<Set<string>> {
+  const prefix = `wal/${hex8(tli)}${hex8(log)}/`;
+  return withRetry(`list ${prefix}`, policy, deadline, async (signal) => {
+    const names = new Set<string>();
+    for await (const o of storage.list(prefix, { signal })) {
+      const name = o.key.slice(prefix.length);
+      if (/^[0-9A-F]{24}$/.test(name)) names.add(name);
+    }
+    return names;
+  });
+}
+
+/** PostgreSQL's own rule for recovery_target_timeline = 'latest': the highest N with N.history, probing upward. */
+async function newestTimeline(storage: Storage, from: number, policy: RetryPolicy, deadline: Deadline): Promise<number> {
+  let newest = from;
+  for (let probe = from + 1; ; probe++) {
+    const key = `wal/${hex8(probe)}.history`;
+    const info = await withRetry(`head ${key}`, policy, deadline, (signal) => storage.head(key, { signal }));
+    if (!info) return newest;
+    newest = probe;
+  }
+}
+
+/**
+ * Works out the timeline path and the segment range recovery needs, and checks that the archive has
+ * all of it. Throws a BackupError naming the first missing segment. `targetTimeline` is the
+ * --target-timeline value (undefined = PostgreSQL's default, latest).
+ */
+export async function checkWalCoverage(
+  storage: Storage,
+  backup: BackupInfo,
+  target: RecoveryTarget,
+  targetTimeline: string | undefined,
+  ctx: { policy: RetryPolicy; deadline: Deadline },
+): Promise<CoveragePlan> {
+  const segSize = backup.walSegmentSize;
+  const startTli = backup.timeline;
+  let targetTli: number;
+  const goal = (targetTimeline ?? 'latest').toLowerCase();
+  if (goal === 'current') targetTli = startTli;
+  else if (goal === 'latest') targetTli = await newestTimeline(storage, startTli, ctx.policy, ctx.deadline);
+  else targetTli = Number(goal);
+
+  let history: HistoryEntry[] = [];
+  if (targetTli !== startTli) {
+    const key = `wal/${hex8(targetTli)}.history`;
+    const text = await withRetry(`read ${key}`, ctx.policy, ctx.deadline, (signal) => readObjectText(storage, key, signal));
+    if (text === null) throw backupError(`recovery target timeline ${targetTli} has no history file ${storage.url}/${key}`);
+    history = parseHistory(text);
+  }
+  const path = timelinePath(startTli, backup.startLsn, targetTli, history, segSize);
+
+  const startSegno = segmentNumber(backup.startSegment, segSize);
+  const stopSegno = parseLsn(backup.stopLsn) / BigInt(segSize);
+  const per = segmentsPerLogId(segSize);
+  const shards = new Map<string, Set<string>>();
+  const shard = async (tli: number, log: bigint) => {
+    const k = `${tli}/${log}`;
+    let s = shards.get(k);
+    if (!s) {
+      s = await listShard(storage, tli, log, ctx.policy, ctx.deadline);
+      shards.set(k, s);
+    }
+    return s;
+  };
+
+  let endSegno: bigint;
+  if (target.kind === 'lsn') {
+    endSegno = parseLsn(target.lsn) / BigInt(segSize);
+  } else if (target.kind === 'immediate') {
+    endSegno = stopSegno;
+  } else {
+    // Time, xid, name or none: recovery reads until the target or the end of the archive, so every
+    // segment up to the newest archived one on the target timeline must be there.
+    const last = path[path.length - 1]!;
+    let log = (last.beginSegno > startSegno ? last.beginSegno : startSegno) / per;
+    let newest: bigint | undefined;
+    for (;;) {
+      const names = await shard(targetTli, log);
+      if (names.size === 0) break;
+      for (const n of names) {
+        const s = segmentNumber(n, segSize);
+        if (newest === undefined || s > newest) newest = s;
+      }
+      log++;
+    }
+    endSegno = newest ?? stopSegno;
+  }
+  if (endSegno < stopSegno) endSegno = stopSegno;
+
+  const needed = requiredSegments(path, startSegno, endSegno, segSize);
+  const missing: string[] = [];
+  for (const name of needed) {
+    const tli = parseInt(name.slice(0, 8), 16);
+    const log = BigInt('0x' + name.slice(8, 16));
+    if (!(await shard(tli, log)).has(name)) missing.push(name);
+  }
+  if (missing.length > 0) {
+    const first = missing[0]!;
+    const what = segmentNumber(first, segSize) <= stopSegno ? 'to make the backup consistent' : 'to reach the target';
+    throw backupError(
+      `the archive ${storage.url} lacks WAL segment ${first}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}, needed ${what}: ` +
+        `backup ${backup.id} needs ${needed[0]} through ${needed[needed.length - 1]}; nothing was restored`,
+    );
+  }
+  return { targetTli, path, firstSegment: needed[0]!, lastSegment: needed[needed.length - 1]!, segments: needed.length };
+}

@@ -1,0 +1,250 @@
+import { chown, mkdir, open } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
+import tar from 'tar-stream';
+import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
+
+// Both ends of a backup read the tar stream of pg_basebackup with tar-stream (a maintained,
+// streaming parser; it checks header checksums and reports a truncated archive):
+//  - backup-push taps it on the way to the store to pick up backup_label, backup_manifest and a
+//    few small files, without holding the stream;
+//  - backup-fetch extracts it into the new data directory, refusing anything but plain files and
+//    directories inside that directory.
+
+type Extract = ReturnType<typeof tar.extract>;
+type Header = tar.Header;
+
+/**
+ * A tar-stream extractor driven from Node streams: write() waits for it to drain (bounded memory),
+ * end() resolves once every entry was handled. Its first error is kept, so a failure reported
+ * between two writes (an entry handler failing late) still reaches the next write or end.
+ */
+class TarSink {
+  readonly extract: Extract = tar.extract();
+  private error: Error | undefined;
+  private readonly waiters = new Set<(e: Error) => void>();
+
+  constructor() {
+    this.extract.on('error', (e: Error) => {
+      this.error ??= e;
+      for (const w of [...this.waiters]) w(e);
+    });
+  }
+
+  private wait(register: (finish: (e?: Error | null) => void) => void, cb: (e?: Error | null) => void): void {
+    if (this.error) return cb(this.error);
+    let done = false;
+    const finish = (e?: Error | null) => {
+      if (done) return;
+      done = true;
+      this.waiters.delete(onError);
+      cb(e ?? null);
+    };
+    const onError = (e: Error) => finish(e);
+    this.waiters.add(onError);
+    register(finish);
+  }
+
+  write(chunk: Buffer, cb: (e?: Error | null) => void): void {
+    this.wait((finish) => {
+      if (this.extract.write(chunk)) finish();
+      else this.extract.once('drain', () => finish());
+    }, cb);
+  }
+
+  end(cb: (e?: Error | null) => void): void {
+    this.wait((finish) => {
+      this.extract.once('finish', () => finish());
+      this.extract.once('close', () => finish(this.error ?? new Error('the tar parser closed before the end of the archive')));
+      this.extract.end(undefined as never);
+    }, cb);
+  }
+
+  destroy(): void {
+    this.extract.destroy();
+  }
+}
+
+/** Small members of the backup that backup-push records. Anything else passes through unread. */
+const TAPPED: Record<string, number> = {
+  backup_label: 64 * 1024,
+  tablespace_map: 16 * 1024 * 1024,
+  PG_VERSION: 64,
+  'global/pg_control': 8192,
+  // ~150 bytes per file in the data directory: large clusters have large manifests.
+  backup_manifest: 1024 * 1024 * 1024,
+};
+
+/**
+ * Pass-through stream that parses the tar flowing through it. `files` holds the tapped members once
+ * the stream has ended; `label` resolves as soon as backup_label (pg_basebackup's first member)
+ * has been read, which is when backup-push learns the backup's start segment (and so its id).
+ */
+export class TarTap extends Transform {
+  readonly files = new Map<string, Buffer>();
+  entries = 0;
+  readonly label: Promise<Buffer>;
+  private resolveLabel!: (b: Buffer) => void;
+  private rejectLabel!: (e: Error) => void;
+  private readonly sink = new TarSink();
+
+  constructor() {
+    super({ highWaterMark: 1024 * 1024 });
+    this.label = new Promise<Buffer>((res, rej) => {
+      this.resolveLabel = res;
+      this.rejectLabel = rej;
+    });
+    this.label.catch(() => undefined);
+    this.sink.extract.on('entry', (header: Header, stream, next) => {
+      this.entries++;
+      const name = normalizeName(header.name);
+      const cap = header.type === 'file' ? TAPPED[name] : undefined;
+      if (cap === undefined) {
+        stream.on('end', () => next());
+        stream.on('error', (e: Error) => next(e));
+        stream.resume();
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (c) => {
+        if (!Buffer.isBuffer(c)) return;
+        size += c.length;
+        if (size <= cap) chunks.push(c);
+      });
+      stream.on('error', (e: Error) => next(e));
+      stream.on('end', () => {
+        if (size > cap) return next(backupError(`${name} in the backup is ${size} bytes, more than walvault reads (${cap})`));
+        const body = Buffer.concat(chunks);
+        this.files.set(name, body);
+        if (name === 'backup_label') this.resolveLabel(body);
+        next();
+      });
+    });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.sink.write(chunk, (e) => {
+      if (e) return cb(wrapTarError(e, 'the backup stream'));
+      cb(null, chunk);
+    });
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.sink.end((e) => {
+      if (e) return cb(wrapTarError(e, 'the backup stream'));
+      if (!this.files.has('backup_label')) {
+        this.rejectLabel(backupError('the backup stream ended without a backup_label'));
+      }
+      cb();
+    });
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.rejectLabel(err ?? backupError('the backup stream was closed before its backup_label'));
+    this.sink.destroy();
+    cb(err);
+  }
+}
+
+function wrapTarError(e: Error, what: string): Error {
+  if (isWalvaultError(e)) return e;
+  return backupError(`${what} is not a valid tar archive: ${e.message}`, { cause: e });
+}
+
+export function normalizeName(name: string): string {
+  return name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+}
+
+/** `root`-relative destination for a tar member, or a BackupError if it could escape `root`. */
+export function safeDestination(root: string, name: string): string {
+  const clean = normalizeName(name);
+  if (clean === '' || clean === '.') return root;
+  if (clean.includes('\0') || isAbsolute(clean) || clean.split('/').some((p) => p === '..')) {
+    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
+  }
+  const dest = resolve(root, clean);
+  if (dest !== root && !dest.startsWith(root + sep)) {
+    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
+  }
+  return dest;
+}
+
+export interface ExtractOptions {
+  owner?: { uid: number; gid: number };
+}
+
+/**
+ * A Writable that extracts the tar written into it under `root` (which must exist): plain files
+ * (0600) and directories (0700) only, as PostgreSQL creates them, files created exclusively
+ * (O_EXCL: a member appearing twice fails), never through a link. Symlinks, hard links and devices are refused: a
+ * single-tablespace backup has none, and following one could write outside the data directory.
+ */
+export function createExtractor(root: string, opts: ExtractOptions = {}): Writable & { entries: () => number } {
+  const sink = new TarSink();
+  const extract = sink.extract;
+  let entries = 0;
+  const made = new Set<string>([root]);
+
+  const ensureDir = async (dir: string, mode = 0o700): Promise<void> => {
+    if (made.has(dir)) return;
+    await ensureDir(dirname(dir));
+    try {
+      await mkdir(dir, { mode });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (opts.owner) await chown(dir, opts.owner.uid, opts.owner.gid);
+    made.add(dir);
+  };
+
+  const handle = async (header: Header, stream: NodeJS.ReadableStream & { resume(): void }): Promise<void> => {
+    const dest = safeDestination(root, header.name);
+    if (header.type === 'directory') {
+      stream.resume();
+      await ensureDir(dest);
+      return;
+    }
+    if (header.type !== 'file' && header.type !== 'contiguous-file') {
+      stream.resume();
+      throw backupError(
+        `the backup contains ${JSON.stringify(header.name)} of type ${header.type}; only files and directories are restored ` +
+          '(backups with tablespaces are not supported yet)',
+      );
+    }
+    await ensureDir(dirname(dest));
+    const fh = await open(dest, 'wx', 0o600);
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
+      if (opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
+    } finally {
+      await fh.close();
+    }
+  };
+
+  extract.on('entry', (header: Header, stream, next) => {
+    entries++;
+    handle(header, stream as never).then(
+      () => next(),
+      (e: unknown) => {
+        stream.resume();
+        next(isWalvaultError(e) ? e : fromFsError(e, `${root}/${normalizeName(header.name)}`, 'write'));
+      },
+    );
+  });
+
+  const w = new Writable({
+    highWaterMark: 1024 * 1024,
+    write(chunk: Buffer, _enc, cb) {
+      sink.write(chunk, (e) => cb(e ? wrapTarError(e, 'the backup') : null));
+    },
+    final(cb) {
+      sink.end((e) => cb(e ? wrapTarError(e, 'the backup') : null));
+    },
+    destroy(err, cb) {
+      sink.destroy();
+      cb(err);
+    },
+  });
+  return Object.assign(w, { entries: () => entries });
+}
