@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { PassThrough, pipeline, type Readable } from 'node:stream';
-import { backupError, describe as describeError, isWalvaultError, WalvaultError } from '../common/errors.js';
+import { backupError, describe as describeError, isWalvaultError } from '../common/errors.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { HashingStream, sha256Hex } from '../common/hash.js';
 import { formatBytes, log } from '../common/log.js';
@@ -11,22 +10,22 @@ import {
   backupKey,
   DATA_OBJECT,
   makeBackupId,
-  readObjectText,
   MANIFEST_OBJECT,
   SENTINEL_OBJECT,
   sentinelBody,
   type BackupInfo,
 } from '../backup/catalog.js';
-import { backupHistoryFileName, parseBackupLabel, type BackupLabel } from '../backup/label.js';
+import { backupHistoryFileName, parseBackupLabel } from '../backup/label.js';
 import { manifestWalSpan, parseBackupManifest } from '../backup/manifest.js';
+import { baseBackupFailure, nextXidFromControl, startBaseBackup, type BaseBackupOptions } from '../backup/pg-basebackup.js';
 import { findPgProgram } from '../backup/pgbin.js';
 import { Progress } from '../backup/progress.js';
 import { TarTap } from '../backup/tar.js';
-import { readRemoteManifest, type RepoManifest } from '../repo/manifest.js';
+import { phase, waitForRepoManifest, waitForWal } from '../backup/wait.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../version.js';
-import { parseWalName, segmentOfLsn, walObjectKey } from '../wal/names.js';
+import { segmentOfLsn } from '../wal/names.js';
 
 // walvault backup-push: pg_basebackup -D - -Ft -X none, streamed through SHA-256, compression and a
 // multipart upload (memory bounded by part size x queue size, whatever the database size), with the
@@ -34,72 +33,13 @@ import { parseWalName, segmentOfLsn, walObjectKey } from '../wal/names.js';
 // only once the WAL segment that ends the backup is in the archive: until then the backup does not
 // exist for backup-list and backup-fetch.
 
-export interface BackupPushOptions {
-  dbname?: string;
-  checkpoint: 'fast' | 'spread';
-  /** pg_basebackup --max-rate, e.g. "50M" (32 kB/s to 1 GB/s). */
-  maxRate?: string;
-}
-
-interface BaseBackupProcess {
-  child: ChildProcess;
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderrTail: () => string;
-  /** pg_basebackup --progress: the server's estimate of the total size, in bytes. */
-  estimate: () => number | undefined;
-}
-
-function startBaseBackup(bin: string, opts: BackupPushOptions, label: string): BaseBackupProcess {
-  const args = ['-D', '-', '-Ft', '-X', 'none', `--checkpoint=${opts.checkpoint}`, '--label', label, '--progress', '--no-password'];
-  if (opts.dbname) args.push('--dbname', opts.dbname);
-  if (opts.maxRate) args.push(`--max-rate=${opts.maxRate}`);
-  log.info(`running ${bin} ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ').replace(/--dbname \S+/, '--dbname ****')}`);
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let estimate: number | undefined;
-  let partial = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    const parts = (partial + d).split(/[\r\n]/);
-    partial = parts.pop() ?? '';
-    for (const line of parts) {
-      if (!line.trim()) continue;
-      const m = /^\s*(\d+)\/(\d+) kB \(\d+%\)/.exec(line);
-      if (m) {
-        estimate = Number(m[2]) * 1024;
-        continue;
-      }
-      lines.push(line);
-      if (lines.length > 30) lines.shift();
-      log.debug(`pg_basebackup: ${line}`);
-    }
-  });
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('error', (e) => {
-      lines.push(`cannot run ${bin}: ${e.message}`);
-      resolve({ code: 127, signal: null });
-    });
-    child.on('close', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, exit, stderrTail: () => [...lines, partial].filter((l) => l.trim()).join('\n'), estimate: () => estimate };
-}
-
-function baseBackupFailure(p: BaseBackupProcess, r: { code: number | null; signal: NodeJS.Signals | null }): WalvaultError {
-  const tail = p.stderrTail();
-  const how = r.signal ? `was killed by ${r.signal}` : `exited with ${r.code}`;
-  if (/can only write single tablespace to stdout/.test(tail)) {
-    return backupError(
-      `the cluster has more than one tablespace; walvault backup-push supports only clusters without additional tablespaces for now (pg_basebackup: ${tail.split('\n').find((l) => /tablespace/.test(l))?.trim()})`,
-    );
-  }
-  return backupError(`pg_basebackup ${how}${tail ? `: ${tail.replace(/\n/g, ' | ')}` : ''}`);
-}
+/** The pg_basebackup flags backup-push passes through (see BaseBackupOptions). */
+export type BackupPushOptions = BaseBackupOptions;
 
 export async function backupPush(config: Config, opts: BackupPushOptions): Promise<number> {
   const bin = findPgProgram('pg_basebackup', config.pgBinDir);
   if (!bin) throw backupError('pg_basebackup not found: install the PostgreSQL client programs or set pgBinDir (--pg-bin-dir)');
   const storage = await openStorage(config);
-  const policy = retryPolicy(config);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     log.warn(`received ${sig}: stopping pg_basebackup and aborting the upload`);
@@ -303,28 +243,6 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
   }
 }
 
-/**
- * checkPointCopy.nextXid from pg_control (ControlFileData: system_identifier u64 @0,
- * pg_control_version u32 @8, ..., checkPoint @32, checkPointCopy @40 whose nextXid, a 64-bit
- * FullTransactionId, sits at +24). That layout holds for pg_control versions 1201 (PostgreSQL 12),
- * 1300 (13-16) and 1700 (17); for any other version nothing is recorded.
- */
-export function nextXidFromControl(control: Buffer): string | undefined {
-  if (control.length < 72) return undefined;
-  const version = control.readUInt32LE(8);
-  if (![1201, 1300, 1700].includes(version)) return undefined;
-  return control.readBigUInt64LE(64).toString();
-}
-
-async function phase<T>(config: Config, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const deadline = new Deadline(config.deadline * 1000);
-  try {
-    return await withRetry(what, retryPolicy(config), deadline, fn);
-  } finally {
-    deadline.dispose();
-  }
-}
-
 async function removeQuietly(storage: Storage, config: Config, dataKey: string, why: unknown): Promise<void> {
   const dir = dataKey.slice(0, dataKey.lastIndexOf('/') + 1);
   try {
@@ -345,94 +263,5 @@ async function uniqueId(storage: Storage, base: string, config: Config): Promise
       return false;
     });
     if (!taken) return id;
-  }
-}
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-
-async function waitForRepoManifest(storage: Storage, config: Config, signal: AbortSignal): Promise<RepoManifest> {
-  const until = Date.now() + config.backupWaitTimeout * 1000;
-  for (let delay = 500; ; delay = Math.min(delay * 2, 5000)) {
-    const m = await phaseManifest(storage, config);
-    if (m) return m;
-    if (signal.aborted) throw signal.reason;
-    if (Date.now() >= until) {
-      throw backupError(
-        `${storage.url} has no walvault.json: no WAL has ever been archived there. Set archive_command = 'walvault wal-push %p %f' ` +
-          'on this cluster (same repository) before taking backups',
-      );
-    }
-    await sleep(delay, signal);
-  }
-}
-
-async function phaseManifest(storage: Storage, config: Config): Promise<RepoManifest | null> {
-  const deadline = new Deadline(config.deadline * 1000);
-  try {
-    return await readRemoteManifest(storage, retryPolicy(config), deadline);
-  } finally {
-    deadline.dispose();
-  }
-}
-
-/**
- * Polls until the segment holding the stop LSN (and the backup history file, for a backup taken
- * from a primary) is archived, at most backupWaitTimeout. Returns the parsed history file if found.
- */
-async function waitForWal(
-  storage: Storage,
-  config: Config,
-  stopSegment: string,
-  historyName: string | undefined,
-  signal: AbortSignal,
-): Promise<BackupLabel | undefined> {
-  const started = Date.now();
-  const until = started + config.backupWaitTimeout * 1000;
-  const segKey = walObjectKey(parseWalName(stopSegment));
-  const histKey = historyName ? walObjectKey(parseWalName(historyName)) : undefined;
-  let segDone = false;
-  let history: BackupLabel | undefined;
-  let histDone = histKey === undefined;
-  let announced = false;
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
-    if (!segDone) segDone = (await phase(config, `head ${segKey}`, (s) => storage.head(segKey, { signal: s }))) !== null;
-    if (!histDone && histKey) {
-      const text = await phase(config, `read ${histKey}`, (s) => readObjectText(storage, histKey, s));
-      if (text !== null) {
-        histDone = true;
-        try {
-          history = parseBackupLabel(text, historyName);
-        } catch (e) {
-          log.warn(`cannot read the backup history file ${historyName}: ${describeError(e)}`);
-        }
-      }
-    }
-    if (segDone && histDone) {
-      log.info(`WAL segment ${stopSegment} that ends the backup is archived${announced ? ` (after ${((Date.now() - started) / 1000).toFixed(1)} s)` : ''}`);
-      return history;
-    }
-    if (signal.aborted) throw signal.reason;
-    if (Date.now() >= until) {
-      if (segDone) {
-        log.warn(`the backup history file ${historyName} did not appear in ${storage.url}; using walvault's clock for the stop time`);
-        return undefined;
-      }
-      throw backupError(
-        `WAL segment ${stopSegment}, which holds the end of the backup, was not archived to ${storage.url} within ${config.backupWaitTimeout}s ` +
-          '(backupWaitTimeout): is archive_command walvault wal-push with this repository, and is archiving keeping up? The backup is not usable without it and was not recorded',
-      );
-    }
-    if (!announced) {
-      log.info(`waiting for WAL segment ${stopSegment} to be archived (at most ${config.backupWaitTimeout}s)`);
-      announced = true;
-    }
-    await sleep(delay, signal);
   }
 }

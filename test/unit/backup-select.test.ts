@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/catalog.js';
 import { makeBackupId, sortBackups } from '../../src/backup/catalog.js';
 import { requiredSegments, timelinePath } from '../../src/backup/coverage.js';
+import { buildRestoreCommand, confQuote, recoverySettings } from '../../src/backup/recovery-conf.js';
 import { parseTarget, parseTargetTime, selectBackup } from '../../src/backup/target.js';
-import { buildRestoreCommand, confQuote, recoverySettings } from '../../src/commands/backup-fetch.js';
 import { loadConfig } from '../../src/common/config.js';
 
 const MiB = 1024 * 1024;

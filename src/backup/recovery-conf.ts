@@ -1,0 +1,119 @@
+import { constants } from 'node:fs';
+import { appendFile, chown, open } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { LoadedConfig } from '../common/config.js';
+import { fsyncDir } from '../common/fs-atomic.js';
+import { log } from '../common/log.js';
+import { SETTINGS } from '../common/settings.js';
+import type { BackupInfo } from './catalog.js';
+import type { RecoveryTarget } from './target.js';
+
+// What backup-fetch writes so the restored server recovers on its own: restore_command (this walvault
+// running wal-fetch) and the recovery target appended to postgresql.auto.conf, and recovery.signal or
+// standby.signal.
+
+/** Settings wal-fetch has no use for; spool: the server's own user has its own cache directory. */
+const NOT_FOR_WAL_FETCH = new Set(['spool', 'backupWaitTimeout', 'backupStaleUploadAge', 'pgBinDir', 's3PartSize', 's3QueueSize']);
+
+/**
+ * The restore_command the restored server runs as its own user: this Node and this walvault
+ * bundle by absolute path, the config file if one was used, and every non-secret setting that came
+ * from a flag or the environment (PostgreSQL does not pass the operator's environment on).
+ */
+export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.execPath, script = process.argv[1] ?? ''): string {
+  const parts = [execPath, resolve(script)];
+  if (loaded.configFile) parts.push('--config', resolve(loaded.configFile));
+  const secrets: string[] = [];
+  for (const def of SETTINGS) {
+    const src = loaded.sources[def.key];
+    if (!src || (src.source !== 'flag' && src.source !== 'env')) continue;
+    if (NOT_FOR_WAL_FETCH.has(def.key)) continue;
+    const value = (loaded.config as unknown as Record<string, unknown>)[def.key];
+    if (value === undefined) continue;
+    if (def.secret) {
+      secrets.push(src.from ?? def.key);
+      continue;
+    }
+    parts.push(`--${def.flag}=${String(value)}`);
+  }
+  if (secrets.length > 0) {
+    log.warn(
+      `credentials came from ${secrets.join(', ')}, which restore_command does not carry (it is stored in postgresql.auto.conf): ` +
+        "the restored server must find them itself (a --config file readable by its user, or that user's ~/.aws)",
+    );
+  }
+  // %f / %p are PostgreSQL's; a literal % in our arguments must be written %%.
+  return [...parts.map((p) => shellQuote(p).replace(/%/g, '%%')), 'wal-fetch', '%f', '%p'].join(' ');
+}
+
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_/.:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A postgresql.conf string literal. */
+export function confQuote(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+export function recoverySettings(
+  target: RecoveryTarget,
+  opts: { targetAction?: string },
+  timeline: string | undefined,
+  restoreCommand: string,
+): Array<[string, string]> {
+  const s: Array<[string, string]> = [['restore_command', restoreCommand]];
+  switch (target.kind) {
+    case 'time':
+      s.push(['recovery_target_time', target.pg]);
+      break;
+    case 'lsn':
+      s.push(['recovery_target_lsn', target.lsn]);
+      break;
+    case 'xid':
+      s.push(['recovery_target_xid', target.xid]);
+      break;
+    case 'name':
+      s.push(['recovery_target_name', target.name]);
+      break;
+    case 'immediate':
+      s.push(['recovery_target', 'immediate']);
+      break;
+    case 'none':
+      break;
+  }
+  if (opts.targetAction) s.push(['recovery_target_action', opts.targetAction]);
+  if (timeline) s.push(['recovery_target_timeline', timeline]);
+  return s;
+}
+
+export async function writeRecoverySettings(
+  pgdata: string,
+  backup: BackupInfo,
+  target: RecoveryTarget,
+  opts: { targetAction?: string; standby?: boolean },
+  timeline: string | undefined,
+  restoreCommand: string,
+  owner: { uid: number; gid: number } | undefined,
+): Promise<void> {
+  const autoConf = join(pgdata, 'postgresql.auto.conf');
+  const lines = [
+    '',
+    `# Added by walvault backup-fetch ${backup.id} at ${new Date().toISOString()}`,
+    ...recoverySettings(target, opts, timeline, restoreCommand).map(([k, v]) => `${k} = ${confQuote(v)}`),
+    '',
+  ];
+  await appendFile(autoConf, lines.join('\n'), { mode: 0o600 });
+  const signalFile = join(pgdata, opts.standby ? 'standby.signal' : 'recovery.signal');
+  const fh = await open(signalFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  await fh.sync();
+  await fh.close();
+  const conf = await open(autoConf, 'r+');
+  await conf.sync();
+  await conf.close();
+  if (owner) {
+    await chown(autoConf, owner.uid, owner.gid);
+    await chown(signalFile, owner.uid, owner.gid);
+  }
+  await fsyncDir(pgdata);
+  log.info(`wrote restore_command${target.kind === 'none' ? '' : ' and the recovery target'} to ${autoConf}: restore_command = ${restoreCommand}`);
+}
