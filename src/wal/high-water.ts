@@ -20,6 +20,9 @@ export interface HighWater {
   updatedAt: string;
 }
 
+/** Longest a push spends on bookkeeping writes (high-water mark, gap markers) after its WAL is safe. */
+export const BOOKKEEPING_BUDGET_MS = 5_000;
+
 export function highWaterKey(timeline: number): string {
   return `state/timeline-${timeline.toString(16).toUpperCase().padStart(8, '0')}.json`;
 }
@@ -61,13 +64,17 @@ export async function advanceHighWater(
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline; intervalMs: number; force?: boolean },
 ): Promise<void> {
   const file = join(repoCacheDir(ctx.spool, storage.url), `timeline-${timeline}.json`);
+  // A small budget of its own: a store that keeps failing this write must not slow every push down
+  // to the full retry deadline when the WAL itself is already safe.
+  const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
+  const quick = { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline: budget };
   try {
     let state = await readFile(file, 'utf8').then(
       (t) => JSON.parse(t) as LocalState,
       () => null,
     );
     if (!state) {
-      const remote = await readHighWater(storage, timeline, ctx);
+      const remote = await readHighWater(storage, timeline, quick);
       state = remote
         ? { ...remote, remoteLast: remote.last, writtenAt: 0 }
         : { timeline, first: last, last, updatedAt: new Date().toISOString(), writtenAt: 0 };
@@ -79,7 +86,7 @@ export async function advanceHighWater(
     if (state.remoteLast !== state.last && due) {
       const mark: HighWater = { timeline, first: state.first, last: state.last, updatedAt: new Date().toISOString() };
       const body = Buffer.from(JSON.stringify(mark) + '\n');
-      await withRetry(`write ${highWaterKey(timeline)}`, ctx.policy, ctx.deadline, (signal) =>
+      await withRetry(`write ${highWaterKey(timeline)}`, quick.policy, quick.deadline, (signal) =>
         storage.put(highWaterKey(timeline), body, { sha256: sha256Hex(body), size: String(body.length), codec: 'none' }, { signal }),
       );
       state = { ...state, ...mark, remoteLast: mark.last, writtenAt: Date.now() };
@@ -88,6 +95,8 @@ export async function advanceHighWater(
     await writeFileAtomic(file, Buffer.from(JSON.stringify(state)));
   } catch (e) {
     log.warn(`could not update the archive high-water mark for timeline ${timeline}: ${describe(e)}`);
+  } finally {
+    budget.dispose();
   }
 }
 

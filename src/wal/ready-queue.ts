@@ -7,6 +7,7 @@ import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
 import { repoCacheDir } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
+import { BOOKKEEPING_BUDGET_MS } from './high-water.js';
 
 // Opt-in disk-full protection (maxReadyBytes). If archiving cannot keep up, pg_wal grows until the
 // filesystem fills and PostgreSQL PANICs. Past the limit, wal-push reports the oldest files as archived
@@ -80,12 +81,23 @@ export async function flushGapMarkers(
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline },
 ): Promise<void> {
   const dir = pendingDir(ctx.spool, storage.url);
-  const names = await readdir(dir).catch(() => [] as string[]);
-  for (const file of names.filter((n) => n.endsWith('.json'))) {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
+  if (names.length === 0) return;
+  const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
+  const policy = { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) };
+  try {
+    await flushEach(storage, dir, names, policy, budget);
+  } finally {
+    budget.dispose();
+  }
+}
+
+async function flushEach(storage: Storage, dir: string, names: string[], policy: RetryPolicy, deadline: Deadline): Promise<void> {
+  for (const file of names) {
     try {
       const body = await readFile(join(dir, file));
       const key = gapMarkerKey(file.slice(0, -'.json'.length));
-      await withRetry(`write ${key}`, ctx.policy, ctx.deadline, (signal) =>
+      await withRetry(`write ${key}`, policy, deadline, (signal) =>
         storage.put(key, body, { sha256: sha256Hex(body), size: String(body.length), codec: 'none' }, { signal }),
       );
       await unlink(join(dir, file));

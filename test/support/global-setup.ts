@@ -6,8 +6,8 @@
 // WALVAULT_TEST_STORES selects the servers: "rgw,swift" (default), "rgw", "swift" or "none" (for
 // runs that need no S3, e.g. unit tests only). A requested server that fails to start fails the
 // run with the start script's stderr: integration tests must never skip silently.
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
@@ -69,6 +69,20 @@ function requestedStores(): StoreName[] {
   return [...new Set(names)] as StoreName[];
 }
 
+/** Copies dist/ and this Node into a postgres-readable dir with an sh wrapper; '' without a build. */
+function prepareWalvaultBin(tmpRoot: string): string {
+  const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+  if (!existsSync(join(repo, 'dist', 'walvault.mjs'))) return '';
+  const dir = mkdtempSync(join(tmpRoot, 'walvault-bin-'));
+  cpSync(join(repo, 'dist'), join(dir, 'dist'), { recursive: true });
+  copyFileSync(process.execPath, join(dir, 'node'));
+  execFileSync('chmod', ['-R', 'u=rwX,go=rX', dir]);
+  chmodSync(join(dir, 'node'), 0o755);
+  const wrapper = join(dir, 'walvault');
+  writeFileSync(wrapper, `#!/bin/sh\nexec '${dir}/node' '${dir}/dist/walvault.mjs' "$@"\n`, { mode: 0o755 });
+  return wrapper;
+}
+
 const tail = (s: string, lines = 40) => s.trimEnd().split('\n').slice(-lines).join('\n');
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
@@ -81,6 +95,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   chmodSync(root, 0o755);
   chmodSync(tmpRoot, 0o755);
   project.provide('tmpRoot', tmpRoot);
+  // Copied here, before any test process spawns children: a fork that inherits the copy's write fd
+  // makes exec of the new node binary fail with ETXTBSY ("Text file busy").
+  project.provide('walvaultBin', prepareWalvaultBin(tmpRoot));
   const stateDir = (name: StoreName) => join(root, name);
 
   let stopped = false;

@@ -29,6 +29,8 @@ declare module 'vitest' {
     stores: TestStore[];
     /** Per-run scratch directory (0755) under /tmp, deleted by the global teardown. */
     tmpRoot: string;
+    /** The walvault wrapper prepared by the global setup ('' when dist/ was not built). */
+    walvaultBin: string;
   }
 }
 

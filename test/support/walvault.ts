@@ -36,6 +36,14 @@ function scratchRoot(): string {
   }
 }
 
+function providedBin(): string {
+  try {
+    return inject('walvaultBin') || '';
+  } catch {
+    return '';
+  }
+}
+
 // Kept on globalThis: vitest may evaluate this module once per test file in the same process.
 const g = globalThis as { __walvaultBin?: Promise<string> };
 
@@ -46,6 +54,8 @@ const g = globalThis as { __walvaultBin?: Promise<string> };
  */
 export function walvaultBin(): Promise<string> {
   g.__walvaultBin ??= (async () => {
+    const prepared = providedBin();
+    if (prepared) return prepared;
     requireDist();
     const dir = await mkdtemp(join(scratchRoot(), 'walvault-bin-'));
     process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
