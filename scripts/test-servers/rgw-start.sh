@@ -27,6 +27,8 @@ MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-2147483648}
 BIND=127.0.0.1
 NPORTS=10
 
+. "$(dirname "$0")/lib.sh"
+
 # ---------------------------------------------------------------- install (CI starts from a bare Debian)
 missing=()
 command -v ceph-mon   >/dev/null 2>&1 || missing+=(ceph-mon)
@@ -35,70 +37,13 @@ command -v radosgw    >/dev/null 2>&1 || missing+=(radosgw)
 command -v ceph       >/dev/null 2>&1 || missing+=(ceph-common)
 command -v monmaptool >/dev/null 2>&1 || missing+=(ceph-base)
 command -v curl       >/dev/null 2>&1 || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}" >&2
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  # The Swift script may install at the same moment (global setup starts both in parallel):
-  # serialise on one lock so neither apt-get fails on dpkg's lock.
-  apt_install() {
-    $SUDO env DEBIAN_FRONTEND=noninteractive flock -w 900 /tmp/walvault-test-apt.lock \
-      apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$@" >&2
-  }
-  if ! apt_install "${missing[@]}"; then
-    $SUDO flock -w 900 /tmp/walvault-test-apt.lock apt-get -o DPkg::Lock::Timeout=300 update >&2
-    apt_install "${missing[@]}"
-  fi
-fi
+apt_install_missing "${missing[@]}"
 
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 CONF=$STATE/ceph.conf RUN=$STATE/run LOG=$STATE/log
 
-# running = exists and is not a zombie (an exited child that nobody has reaped yet)
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-alive() { [ -f "$1" ] && running "$(cat "$1")"; }
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-
-# Ports bound by anyone (TCP and UDP, IPv4 and IPv6, any state), read from /proc so that
-# no iproute2 is needed on a bare CI image.
-used_ports() {
-  local f local_addr
-  for f in /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6; do
-    [ -r "$f" ] || continue
-    while read -r _ local_addr _; do
-      [ "$local_addr" = local_address ] || echo $((16#${local_addr##*:}))
-    done < "$f"
-  done
-}
-# Are COUNT consecutive ports from BASE all unused?
-range_free() { # BASE COUNT
-  local used p
-  used=" $(used_ports | sort -un | tr '\n' ' ') "
-  for ((p = $1; p < $1 + $2; p++)); do
-    case $used in *" $p "*) return 1 ;; esac
-  done
-}
-# A random base in [LOW, HIGH) whose COUNT consecutive ports are all unused. Random rather than
-# "first free" so parallel starts (rgw and Swift, or two test runs) rarely race for one range;
-# kept below the kernel's ephemeral range (32768+) so outgoing connections cannot take them.
-pick_free_base() { # COUNT LOW HIGH
-  local count=$1 low=$2 high=$3 base
-  for _ in $(seq 100); do
-    base=$((low + (RANDOM * 32768 + RANDOM) % (high - low - count)))
-    if range_free "$base" "$count"; then echo "$base"; return 0; fi
-  done
-  echo "rgw-start: no free range of $count ports in $low..$high" >&2
-  return 1
-}
-
-print_info() {
-  echo "S3_ENDPOINT=http://$BIND:$PORT"
-  echo "S3_ACCESS_KEY=$ACCESS_KEY"
-  echo "S3_SECRET_KEY=$SECRET_KEY"
-  echo "S3_REGION=us-east-1"
-  echo "S3_FORCE_PATH_STYLE=true"
-  echo "PID_FILE=$RUN/rgw.pid"
-}
+print_info() { print_s3_env "http://$BIND:$PORT" "$ACCESS_KEY" "$SECRET_KEY" "$RUN/rgw.pid"; }
 
 # Already up? (with no PORT given, the port recorded by the previous start is the one to check)
 CHECK_PORT=${PORT:-$(cat "$STATE/port" 2>/dev/null || true)}
@@ -112,11 +57,7 @@ fi
 # Stop leftovers of a previous run of this STATE_DIR (our PIDs only), then start from scratch.
 for s in rgw osd mon; do
   f=$RUN/$s.pid
-  if alive "$f"; then
-    p=$(cat "$f"); kill "$p" 2>/dev/null || true
-    for _ in $(seq 100); do running "$p" || break; sleep 0.1; done
-    if running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
-  fi
+  if alive "$f"; then stop_pid "$(cat "$f")"; fi
   rm -f "$f"
 done
 rm -rf "$STATE/mon" "$STATE/osd" "$STATE/rgw" "$RUN" "$LOG" "$STATE/monmap" "$CONF"
@@ -124,8 +65,7 @@ mkdir -p "$STATE/mon/a" "$STATE/osd/0" "$STATE/rgw" "$RUN" "$LOG"
 
 # Without PORT, keep the previous port when it is free again, so a restart keeps the endpoint.
 if [ -z "$PORT" ]; then
-  PORT=$(cat "$STATE/port" 2>/dev/null || true)
-  if [ -z "$PORT" ] || ! range_free "$PORT" $NPORTS; then PORT=$(pick_free_base $NPORTS 20000 26000); fi
+  PORT=$(reuse_or_pick_port "$STATE" $NPORTS 20000 26000)
 fi
 echo "$PORT" > "$STATE/port"
 MON_PORT=$((PORT + 1))

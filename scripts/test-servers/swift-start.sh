@@ -34,6 +34,8 @@ esac
 S3_ACCOUNT=${ACCESS_KEY%%:*}
 S3_USER=${ACCESS_KEY#*:}
 
+. "$(dirname "$0")/lib.sh"
+
 # ---------------------------------------------------------------- install (CI starts from a bare Debian)
 missing=()
 command -v swift-proxy-server     >/dev/null 2>&1 || missing+=(swift-proxy)
@@ -43,71 +45,14 @@ command -v swift-object-server    >/dev/null 2>&1 || missing+=(swift-object)
 command -v swift-ring-builder     >/dev/null 2>&1 || missing+=(swift)
 command -v memcached              >/dev/null 2>&1 || missing+=(memcached)
 command -v curl                   >/dev/null 2>&1 || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}" >&2
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  # The rgw script may install at the same moment (global setup starts both in parallel):
-  # serialise on one lock so neither apt-get fails on dpkg's lock.
-  apt_install() {
-    $SUDO env DEBIAN_FRONTEND=noninteractive flock -w 900 /tmp/walvault-test-apt.lock \
-      apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$@" >&2
-  }
-  if ! apt_install "${missing[@]}"; then
-    $SUDO flock -w 900 /tmp/walvault-test-apt.lock apt-get -o DPkg::Lock::Timeout=300 update >&2
-    apt_install "${missing[@]}"
-  fi
-fi
+apt_install_missing "${missing[@]}"
 
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 ETC=$STATE/etc RUN=$STATE/run LOG=$STATE/log DEV=$STATE/srv
 mkdir -p "$ETC" "$RUN" "$LOG" "$DEV/d1" "$STATE/cache"
 
-# running = exists and is not a zombie (an exited child that nobody has reaped yet)
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-alive() { [ -f "$1" ] && running "$(cat "$1")"; }
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
-
-# Ports bound by anyone (TCP and UDP, IPv4 and IPv6, any state), read from /proc so that
-# no iproute2 is needed on a bare CI image.
-used_ports() {
-  local f local_addr
-  for f in /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6; do
-    [ -r "$f" ] || continue
-    while read -r _ local_addr _; do
-      [ "$local_addr" = local_address ] || echo $((16#${local_addr##*:}))
-    done < "$f"
-  done
-}
-# Are COUNT consecutive ports from BASE all unused?
-range_free() { # BASE COUNT
-  local used p
-  used=" $(used_ports | sort -un | tr '\n' ' ') "
-  for ((p = $1; p < $1 + $2; p++)); do
-    case $used in *" $p "*) return 1 ;; esac
-  done
-}
-# A random base in [LOW, HIGH) whose COUNT consecutive ports are all unused. Random rather than
-# "first free" so parallel starts (rgw and Swift, or two test runs) rarely race for one range;
-# kept below the kernel's ephemeral range (32768+) so outgoing connections cannot take them.
-pick_free_base() { # COUNT LOW HIGH
-  local count=$1 low=$2 high=$3 base
-  for _ in $(seq 100); do
-    base=$((low + (RANDOM * 32768 + RANDOM) % (high - low - count)))
-    if range_free "$base" "$count"; then echo "$base"; return 0; fi
-  done
-  echo "swift-start: no free range of $count ports in $low..$high" >&2
-  return 1
-}
-
-print_info() {
-  echo "S3_ENDPOINT=http://$BIND:$PORT"
-  echo "S3_ACCESS_KEY=$ACCESS_KEY"
-  echo "S3_SECRET_KEY=$SECRET_KEY"
-  echo "S3_REGION=us-east-1"
-  echo "S3_FORCE_PATH_STYLE=true"
-  echo "PID_FILE=$RUN/proxy.pid"
-}
+print_info() { print_s3_env "http://$BIND:$PORT" "$ACCESS_KEY" "$SECRET_KEY" "$RUN/proxy.pid"; }
 
 all_alive() { local s; for s in $SERVERS; do alive "$RUN/$s.pid" || return 1; done; }
 
@@ -124,17 +69,14 @@ for s in $SERVERS; do
 done
 for s in $SERVERS; do
   if [ -f "$RUN/$s.pid" ]; then
-    p=$(cat "$RUN/$s.pid")
-    for _ in $(seq 50); do running "$p" || break; sleep 0.1; done
-    if running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
+    wait_or_kill "$(cat "$RUN/$s.pid")" 50
     rm -f "$RUN/$s.pid"
   fi
 done
 
 # Without PORT, keep the previous port when it is free again, so a restart keeps the endpoint.
 if [ -z "$PORT" ]; then
-  PORT=$(cat "$STATE/port" 2>/dev/null || true)
-  if [ -z "$PORT" ] || ! range_free "$PORT" $NPORTS; then PORT=$(pick_free_base $NPORTS 26000 32000); fi
+  PORT=$(reuse_or_pick_port "$STATE" $NPORTS 26000 32000)
 fi
 echo "$PORT" > "$STATE/port"
 ACC_PORT=$((PORT + 1))

@@ -5,7 +5,7 @@
 set -euo pipefail
 STATE=${1:?usage: $0 STATE_DIR [--purge]}
 RUN=$STATE/run
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+. "$(dirname "$0")/lib.sh"
 # Signal all first, then wait: the servers are independent, so they shut down in parallel.
 pids=()
 for s in proxy object container account memcached; do
@@ -15,9 +15,6 @@ for s in proxy object container account memcached; do
   if running "$p"; then kill "$p" 2>/dev/null || true; pids+=("$p"); fi
   rm -f "$f"
 done
-for p in "${pids[@]}"; do
-  for _ in $(seq 100); do running "$p" || break; sleep 0.1; done
-  if running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
-done
+for p in "${pids[@]}"; do wait_or_kill "$p"; done
 if [ "${2:-}" = "--purge" ]; then rm -rf "$STATE"; fi
 echo "swift-s3 stopped ($STATE)" >&2

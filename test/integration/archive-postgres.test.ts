@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { chownToPostgres, PgCluster } from '../support/pg.js';
-import { createTestBucket, getRaw, listKeys, testStores } from '../support/stores.js';
+import { PgCluster } from '../support/pg.js';
+import { createTestBucket, getRaw, listKeys, testStores, writeRepoConfig } from '../support/stores.js';
 import { cleanupAll, tempDir, walvaultBin } from '../support/walvault.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -20,20 +20,7 @@ describe.each(testStores())('PostgreSQL 15 archiving through walvault on $name',
   it('archives every segment under pgbench load with matching SHA-256 and no failures', async () => {
     const bucket = await createTestBucket(store, 'walarch');
     const home = await tempDir('wv-arch', { forPostgres: true });
-    const configFile = join(home, 'walvault.json');
-    await writeFile(
-      configFile,
-      JSON.stringify({
-        repo: `s3://${bucket}/pg`,
-        s3Endpoint: store.endpoint,
-        s3Region: store.region,
-        s3ForcePathStyle: true,
-        s3AccessKeyId: store.accessKeyId,
-        s3SecretAccessKey: store.secretAccessKey,
-        spool: join(home, 'spool'),
-      }),
-    );
-    await chownToPostgres(configFile);
+    const configFile = await writeRepoConfig(store, bucket, 'pg', home);
     const bin = await walvaultBin();
 
     const pg = await PgCluster.create({

@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chownToPostgres, PgCluster } from '../support/pg.js';
-import { createTestBucket, deleteRaw, getRaw, listKeys, listMultipartUploads, putRaw, testStores, type TestStore } from '../support/stores.js';
+import { PgCluster } from '../support/pg.js';
+import { createTestBucket, deleteRaw, getRaw, listKeys, listMultipartUploads, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
 // Issue 3 end to end on one PostgreSQL 15 cluster archiving through walvault to radosgw: a base
@@ -97,21 +97,7 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
   beforeAll(async () => {
     bucket = await createTestBucket(store, 'pitr');
     const home = await tempDir('wv-pitr', { forPostgres: true });
-    configFile = join(home, 'walvault.json');
-    await writeFile(
-      configFile,
-      JSON.stringify({
-        repo: `s3://${bucket}/pg`,
-        s3Endpoint: store.endpoint,
-        s3Region: store.region,
-        s3ForcePathStyle: true,
-        s3AccessKeyId: store.accessKeyId,
-        s3SecretAccessKey: store.secretAccessKey,
-        spool: join(home, 'spool'),
-        s3PartSize: '5MiB',
-      }),
-    );
-    await chownToPostgres(configFile);
+    configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
     env = { WALVAULT_CONFIG: configFile, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
     const bin = await walvaultBin();
     pg = await PgCluster.create({

@@ -2,6 +2,8 @@
 // The helpers use the SDK directly (not walvault's storage layer) so that a test can check what
 // walvault really wrote, or plant objects walvault must cope with.
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -13,6 +15,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
+import { chownToPostgres } from './pg.js';
 
 export interface TestStore {
   name: 'rgw' | 'swift';
@@ -172,4 +175,35 @@ export function envFor(store: TestStore, bucket: string, prefix: string): Record
     WALVAULT_S3_FORCE_PATH_STYLE: 'true',
     AWS_EC2_METADATA_DISABLED: 'true',
   };
+}
+
+/**
+ * Writes `<home>/walvault.json` pointing at `s3://<bucket>/<prefix>` on this store, with its spool
+ * in `<home>/spool`, and hands it to postgres so PostgreSQL's archiver (running walvault as postgres,
+ * with its own environment) can read it. `extra` adds settings or overrides these (a test going
+ * through a proxy sets its own s3Endpoint). Returns the file's path.
+ */
+export async function writeRepoConfig(
+  store: TestStore,
+  bucket: string,
+  prefix: string,
+  home: string,
+  extra: Record<string, unknown> = {},
+): Promise<string> {
+  const configFile = join(home, 'walvault.json');
+  await writeFile(
+    configFile,
+    JSON.stringify({
+      repo: `s3://${bucket}/${prefix}`,
+      s3Endpoint: store.endpoint,
+      s3Region: store.region,
+      s3ForcePathStyle: true,
+      s3AccessKeyId: store.accessKeyId,
+      s3SecretAccessKey: store.secretAccessKey,
+      spool: join(home, 'spool'),
+      ...extra,
+    }),
+  );
+  await chownToPostgres(configFile);
+  return configFile;
 }

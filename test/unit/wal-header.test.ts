@@ -1,18 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkSegmentMatchesName, parseWalHeader } from '../../src/wal/header.js';
-
-export function fakeSegment(opts: { segSize?: number; segno?: bigint; sysid?: bigint; magic?: number; fill?: number } = {}): Buffer {
-  const segSize = opts.segSize ?? 1024 * 1024;
-  const buf = Buffer.alloc(segSize, opts.fill ?? 0);
-  buf.writeUInt16LE(opts.magic ?? 0xd110, 0);
-  buf.writeUInt16LE(0x0007, 2);
-  buf.writeUInt32LE(1, 4);
-  buf.writeBigUInt64LE((opts.segno ?? 1n) * BigInt(segSize), 8);
-  buf.writeBigUInt64LE(opts.sysid ?? 7000000000000000001n, 24);
-  buf.writeUInt32LE(segSize, 32);
-  buf.writeUInt32LE(8192, 36);
-  return buf;
-}
+import { fakeSegment } from '../support/wal-fixtures.js';
 
 describe('WAL long page header', () => {
   it('reads system identifier, version and segment size', () => {
