@@ -1,7 +1,6 @@
 // Entry point. Kept tiny and free of static imports of our own code: the compile cache must be on
 // before the rest of walvault is parsed, and an old Node must get a clear message, not a SyntaxError.
 import module from 'node:module';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
@@ -11,18 +10,23 @@ if (major < 22 || (major === 22 && minor < 15)) {
       'Point archive_command/restore_command at a newer node binary.\n',
   );
   // wal-fetch must not answer "not found" (1) for a broken installation during archive recovery.
-  process.exit(process.argv[2] === 'wal-fetch' ? 255 : 4);
+  process.exit(process.argv.slice(2).includes('wal-fetch') ? 255 : 4);
 }
 
 // The cache lives in the invoking user's spool (PostgreSQL runs us as its own user): a cache
 // directory owned by someone else would be silently unusable.
 try {
-  const spool = process.env['WALVAULT_SPOOL'] || join(process.env['HOME'] || homedir(), '.cache', 'walvault');
+  const spool = process.env['WALVAULT_SPOOL'] || join(process.env['HOME'] || (await import('node:os')).homedir(), '.cache', 'walvault');
   module.enableCompileCache?.(join(spool, 'compile-cache'));
 } catch {
   // Only a speed-up; never a reason to fail.
 }
 
+// wal-push and wal-fetch run once per WAL segment: they skip yargs (more expensive to load than Node's
+// own start-up) unless the command line is unusual; see src/spool/fast-cli.ts.
+const argv = process.argv.slice(2);
+const { fastMain } = await import('./spool/fast-cli.js');
+const fast = await fastMain(argv);
+if (fast !== null) process.exit(fast);
 const { main } = await import('./cli.js');
-const code = await main(process.argv.slice(2));
-process.exit(code);
+process.exit(await main(argv));

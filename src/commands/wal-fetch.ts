@@ -6,18 +6,35 @@ import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
 import { checkNotAGap } from '../wal/high-water.js';
-import { parseWalName, walObjectKey } from '../wal/names.js';
+import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
+import { tryFastFetch } from '../spool/fast-fetch.js';
+import { prefetchContext } from '../spool/prefetch.js';
+import { afterSegmentServed } from '../spool/prefetch-spool.js';
 
 // restore_command = 'walvault wal-fetch %f %p'. Exit 0 only once the complete, verified file is at
 // %p; exit 1 only when the repository authoritatively says the file does not exist. Every other
 // outcome is an error, mapped to an exit code by the recovery-mode policy in the CLI.
-export async function walFetch(config: Config, name: string, path: string): Promise<number> {
-  const started = process.hrtime.bigint();
+export async function walFetch(
+  config: Config,
+  name: string,
+  path: string,
+  opts: { spoolChecked?: boolean; started?: bigint } = {},
+): Promise<number> {
+  const started = opts.started ?? process.hrtime.bigint();
   const wal = parseWalName(name);
   const target = resolve(path);
   // A walvault killed mid-fetch leaves only a temp file: remove it before PostgreSQL looks around.
   await cleanupStaleTemps(dirname(target));
-  const deadline = new Deadline(config.deadline * 1000);
+
+  // Prefetched, or answered by the running prefetch worker: see src/spool/fast-fetch.ts.
+  if (!opts.spoolChecked) {
+    const answered = await tryFastFetch(config, name, path, started);
+    if (answered !== null) return answered;
+  }
+
+  // The deadline covers the whole command, including any wait for the prefetch worker.
+  const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
   const storage = await openStorage(config);
   try {
     const meta = await downloadVerified(storage, walObjectKey(wal), target, {
@@ -31,6 +48,10 @@ export async function walFetch(config: Config, name: string, path: string): Prom
       return 1;
     }
     log.info(`fetched ${name} from ${storage.url} (${formatBytes(meta.size)}, ${meta.codec}, verified SHA-256, ${elapsed(started)})`);
+    if (config.prefetch > 0 && wal.kind === 'segment') {
+      const ctx = await prefetchContext(config, storage, deadline);
+      if (ctx) await afterSegmentServed(config, ctx, wal.name, nextSegment(wal.name, ctx.segSize));
+    }
     return 0;
   } finally {
     deadline.dispose();

@@ -1,116 +1,144 @@
-import { readFile, stat } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { compressBuffer } from '../codec/codec.js';
+import { basename, dirname, join, resolve } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
-import { conflictError, fromFsError, localFileError } from '../common/errors.js';
-import { sha256Hex } from '../common/hash.js';
+import { describe } from '../common/errors.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
-import { Deadline, withRetry } from '../common/retry.js';
-import { ensureManifest } from '../repo/manifest.js';
-import { objectMeta, parseStoredMeta, type StoredMeta } from '../repo/objects.js';
+import { Deadline, type RetryPolicy } from '../common/retry.js';
+import { logFastPathHit, tryFastPush } from '../spool/fast-push.js';
+import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../spool/lookahead.js';
+import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from '../spool/push-batch.js';
+import { listPushRecords, pruneRecords } from '../spool/push-records.js';
+import { askPusher, pusherDir, startPusher } from '../spool/pusher.js';
+import { repoCacheDirOf } from '../spool/repo-key.js';
 import { openStorage, storageUrlOf } from '../storage/open.js';
-import type { Storage } from '../storage/types.js';
-import { checkSegmentMatchesName, parseWalHeader } from '../wal/header.js';
 import { advanceHighWater } from '../wal/high-water.js';
 import { dropIfOverLimit, flushGapMarkers } from '../wal/ready-queue.js';
-import { parseWalName, walObjectKey, type WalName } from '../wal/names.js';
+import { parseWalName } from '../wal/names.js';
+
+export { pushWalFile, type PushOutcome } from '../spool/push-batch.js';
 
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
+//
+// Speed (README "Speed"): a file uploaded ahead is answered from its spool record after re-hashing
+// it (fast path, src/spool/fast-push.ts); otherwise a running look-ahead worker is asked for it; and
+// otherwise it is pushed here, together with up to `lookahead` other ready files (look-ahead), after
+// which a worker takes over the rest of the backlog.
 
-export interface LocalWalFile {
-  wal: WalName;
-  path: string;
-  data: Buffer;
-  sha256: string;
-  header?: ReturnType<typeof parseWalHeader>;
-}
-
-/** Reads and checks a WAL file PostgreSQL handed us. Name validation happens before any I/O. */
-export async function readLocalWal(path: string, name: string): Promise<LocalWalFile> {
-  const wal = parseWalName(name);
-  const what = `${path} (${wal.name})`;
-  let data: Buffer;
-  try {
-    const s = await stat(path);
-    if (s.isDirectory()) throw localFileError(`${what} is a directory, not a WAL file`);
-    if (!s.isFile()) throw localFileError(`${what} is not a regular file`);
-    data = await readFile(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw localFileError(`${what} does not exist`);
-    throw fromFsError(e, what, 'read');
-  }
-  const file: LocalWalFile = { wal, path, data, sha256: sha256Hex(data) };
-  if (wal.kind === 'segment' || wal.kind === 'partial') {
-    file.header = parseWalHeader(data, what);
-    checkSegmentMatchesName(file.header, wal.segment!, data.length, what);
-  } else if (data.length === 0) {
-    throw localFileError(`${what} is empty`);
-  }
-  return file;
-}
-
-export type PushOutcome = 'pushed' | 'already-archived';
-
-/** Pushes one local WAL file with no-overwrite semantics. Shared by wal-push and its look-ahead. */
-export async function pushWalFile(
-  storage: Storage,
-  file: LocalWalFile,
-  config: Config,
-  deadline: Deadline,
-): Promise<{ outcome: PushOutcome; storedSize: number }> {
-  const policy = retryPolicy(config);
-  const what = `wal-push ${file.wal.name}`;
-  if (file.header) await ensureManifest(storage, file.header, file.path, { spool: config.spool, policy, deadline });
-  const body = await compressBuffer(config.compression, file.data, config.compressionLevel);
-  const mine: StoredMeta = { sha256: file.sha256, size: file.data.length, codec: config.compression };
-  const key = walObjectKey(file.wal);
-  const res = await withRetry(what, policy, deadline, (signal) => storage.putIfAbsent(key, body, objectMeta(mine), { signal }));
-  if (res.created) return { outcome: 'pushed', storedSize: body.length };
-
-  // PostgreSQL re-archives after a crash: identical content is success, anything else is a conflict.
-  let theirs: StoredMeta;
-  try {
-    theirs = parseStoredMeta(res.existing, `${storage.url}/${key}`);
-  } catch {
-    throw conflictError(
-      `${file.wal.name} already exists in ${storage.url} without walvault metadata; refusing to overwrite it (local SHA-256 ${file.sha256})`,
-    );
-  }
-  if (theirs.sha256 !== mine.sha256 || theirs.size !== mine.size) {
-    throw conflictError(
-      `${file.wal.name} is already archived with different content: archive SHA-256 ${theirs.sha256} (${theirs.size} bytes), ` +
-        `local SHA-256 ${mine.sha256} (${mine.size} bytes); refusing to overwrite (two clusters writing to one repository?)`,
-    );
-  }
-  return { outcome: 'already-archived', storedSize: res.existing.storedSize };
-}
-
-export async function walPush(config: Config, path: string, nameArg?: string): Promise<number> {
+export async function walPush(config: Config, path: string, nameArg?: string, opts: { fastPathChecked?: boolean } = {}): Promise<number> {
   const started = process.hrtime.bigint();
   const name = nameArg ?? basename(path);
   const wal = parseWalName(name);
-  if (config.maxReadyBytes !== undefined && (wal.kind === 'segment' || wal.kind === 'partial')) {
-    if (await dropIfOverLimit(path, name, config.maxReadyBytes, { spool: config.spool, repoUrl: storageUrlOf(config.repo) })) return 0;
+  // Uploaded earlier by a look-ahead and verified again now (size + SHA-256): nothing to send. This
+  // comes before the backlog check: a file that is in the archive is never reported as dropped.
+  if (!opts.fastPathChecked) {
+    const hit = await tryFastPush(config, path, name);
+    if (hit) {
+      logFastPathHit(config, name, hit.sha256, hit.repo, started);
+      return 0;
+    }
   }
-  const file = await readLocalWal(path, name);
-  const deadline = new Deadline(config.deadline * 1000);
-  const storage = await openStorage(config);
+  const repoUrl = storageUrlOf(config.repo);
+  if (config.maxReadyBytes !== undefined && (wal.kind === 'segment' || wal.kind === 'partial')) {
+    if (await dropIfOverLimit(path, name, config.maxReadyBytes, { spool: config.spool, repoUrl })) return 0;
+  }
+
+  const walDir = dirname(path);
+  const repoCache = repoCacheDirOf(config.spool, repoUrl);
+  // The look-ahead worker of this pg_wal may have it in hand already: no need to load the SDK here.
+  if (config.lookahead > 0) {
+    const waitMs = Math.min(config.attemptTimeout, config.deadline / 2) * 1000;
+    if ((await askPusher(config, repoCache, walDir, name, waitMs)) === 'recorded') {
+      const hit = await tryFastPush(config, path, name);
+      if (hit) {
+        logFastPathHit(config, name, hit.sha256, hit.repo, started);
+        return 0;
+      }
+    }
+  }
+
+  // Look-ahead: the other ready files PostgreSQL will ask for next, minus those already recorded.
+  const ready = config.lookahead > 0 ? await listReady(walDir) : [];
+  const recorded = ready.length > 0 ? new Set(await listPushRecords(repoCache)) : new Set<string>();
+  const extra = pickLookahead(ready, wal, config.lookahead, recorded);
+
+  // More ready files than one look-ahead takes: a worker starts on the rest right away and keeps
+  // uploading while PostgreSQL works through the ones recorded here (the fast path).
+  const taken = new Set([name, ...extra.map((w) => w.name)]);
+  if (pickLookahead(ready, wal, 1, new Set([...taken, ...recorded])).length > 0) {
+    await startPusher({
+      config,
+      dir: pusherDir(repoCache, walDir),
+      walDir: resolve(walDir),
+      repoCache,
+      repoUrl,
+      skip: [...taken],
+      parentPid: process.pid,
+      ...(wal.kind === 'segment' ? { base: { timeline: wal.timeline, last: wal.name } } : {}),
+    });
+  }
+
+  const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
+  // Reading and compressing start while the storage driver (the AWS SDK) is still loading.
+  const opening = openStorage(config);
+  opening.catch(() => undefined);
   try {
-    const { outcome, storedSize } = await pushWalFile(storage, file, config, deadline);
-    const ctx = { spool: config.spool, policy: retryPolicy(config), deadline, intervalMs: config.highWaterInterval * 1000 };
-    if (wal.kind === 'segment') await advanceHighWater(storage, wal.timeline, wal.name, ctx);
+    const policy = retryPolicy(config);
+    // A look-ahead file that fails is simply pushed by its own wal-push later: do not retry it long.
+    const lookaheadPolicy: RetryPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
+    const budget = new ByteBudget(LOOKAHEAD_MEMORY);
+    // The foreground file goes first: its reservation is taken before any look-ahead file's.
+    const fgSize = await fileSize(path);
+    await budget.acquire(fgSize);
+    const foreground = prepareAndPush(opening, path, name, config, deadline, budget, policy, fgSize);
+    const others = extra.map((w) =>
+      prepareAndPush(opening, join(walDir, w.name), w.name, config, deadline, budget, lookaheadPolicy).then(async (done) => {
+        await recordUpload(repoCache, repoUrl, done.file);
+        return done;
+      }),
+    );
+    const [fg, ...la] = await Promise.allSettled([foreground, ...others]);
+    const storage = await opening;
+    const archived = new Set<string>();
+    const failed: string[] = [];
+    la.forEach((r, i) => {
+      if (r.status === 'fulfilled') archived.add(extra[i]!.name);
+      else {
+        failed.push(extra[i]!.name);
+        log.warn(`look-ahead upload of ${extra[i]!.name} failed (its own wal-push will retry): ${describe(r.reason)}`);
+      }
+    });
+    if (fg!.status === 'rejected') throw fg!.reason;
+    const { file, outcome, storedSize } = fg!.value;
+
+    const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000 };
+    // The mark may only claim an unbroken run: this segment and the look-ahead ones right after it.
+    // This segment first, so that a timeline's very first mark starts here; the second call only
+    // moves the local mark unless a remote write is due (advanceHighWater rate-limits those).
+    if (wal.kind === 'segment' && file.header) {
+      await advanceHighWater(storage, wal.timeline, wal.name, ctx);
+      const end = contiguousEnd(wal.name, archived, file.header.segmentSize);
+      if (end !== wal.name) await advanceHighWater(storage, wal.timeline, end, ctx);
+    }
     await flushGapMarkers(storage, ctx);
+    // Records of files PostgreSQL no longer lists as ready (archived since, or recycled) go.
+    if (ready.length > 0) await pruneRecords(repoCache, new Set(await listReady(walDir)), archived).catch(() => undefined);
+
+    const names = [...archived].sort();
+    const ahead = names.length > 0 ? `; look-ahead uploaded ${names.length} more (${names.length > 1 ? `${names[0]}..${names.at(-1)}` : names[0]})` : '';
+    const aheadFailed = failed.length > 0 ? `; ${failed.length} look-ahead uploads failed` : '';
     if (outcome === 'pushed') {
       log.info(
-        `pushed ${name} to ${storage.url} (${formatBytes(file.data.length)}, ${config.compression} ${formatBytes(storedSize)}, ${elapsed(started)})`,
+        `pushed ${name} to ${storage.url} (${formatBytes(file.size)}, ${file.codec} ${formatBytes(storedSize)}${ahead}${aheadFailed}, ${elapsed(started)})`,
       );
     } else {
-      log.info(`${name} was already archived in ${storage.url} with identical content (SHA-256 ${file.sha256.slice(0, 16)}...); nothing to do`);
+      log.info(
+        `${name} was already archived in ${storage.url} with identical content (SHA-256 ${file.sha256.slice(0, 16)}...); nothing to do${ahead}${aheadFailed}`,
+      );
     }
     return 0;
   } finally {
     deadline.dispose();
-    storage.close();
+    await opening.then((st) => st.close()).catch(() => undefined);
   }
 }

@@ -70,7 +70,9 @@ export async function withRetry<T>(
   const attempt = async (attemptNumber: number): Promise<T> => {
     attempts = attemptNumber;
     if (deadline.expired) throw gaveUp();
-    const timeout = AbortSignal.timeout(Math.min(policy.attemptTimeoutMs, Math.max(1, deadline.remainingMs())));
+    // AbortSignal.timeout() throws ERR_OUT_OF_RANGE on a fractional delay (a Deadline built from an
+    // hrtime difference has one): whole milliseconds only.
+    const timeout = AbortSignal.timeout(Math.ceil(Math.min(policy.attemptTimeoutMs, Math.max(1, deadline.remainingMs()))));
     const signal = AbortSignal.any([deadline.signal, timeout]);
     try {
       return await fn(signal, attemptNumber);
@@ -84,7 +86,13 @@ export async function withRetry<T>(
 
   const gaveUp = (): WalvaultError => {
     const summary = `${what}: gave up after ${attempts} attempt${attempts === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s`;
-    if (!lastError) return unavailableError(summary);
+    if (!lastError) {
+      // Earlier steps of the command used up the whole deadline: say so instead of "0 attempts".
+      if (attempts === 0 || deadline.expired) {
+        return unavailableError(`${summary}: the command's deadline of ${deadline.ms / 1000}s ran out (raise deadline if this store is slow)`);
+      }
+      return unavailableError(summary);
+    }
     // A non-transient error keeps its own message; a transient one says how long we tried. Either way
     // the class (and so the exit code) of the last failure is kept, e.g. IntegrityError stays 10.
     if (!lastError.retryable) return lastError;
@@ -107,7 +115,9 @@ export async function withRetry<T>(
       },
       onFailedAttempt: ({ error, attemptNumber, retriesLeft, retryDelay }) => {
         if (isWalvaultError(error)) lastError = error;
-        if (isWalvaultError(error) && error.retryable && retriesLeft > 0 && !deadline.expired) {
+        // (Runs before shouldRetry: an integrity failure past the limit gets no "retrying" line.)
+        const lastIntegrity = isWalvaultError(error) && error.code === 'IntegrityError' && integrityFailures >= MAX_INTEGRITY_RETRIES;
+        if (isWalvaultError(error) && error.retryable && retriesLeft > 0 && !deadline.expired && !lastIntegrity) {
           log.warn(`${what}: attempt ${attemptNumber} failed (${describe(error)}); retrying in ${retryDelay} ms`);
         }
       },

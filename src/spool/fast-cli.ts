@@ -1,0 +1,152 @@
+import { loadConfig, type Config } from '../common/config.js';
+import { describe as describeError, ExitCode, isWalvaultError } from '../common/errors.js';
+import { log, setLogCommand, setLogLevel } from '../common/log.js';
+import { SETTINGS } from '../common/settings.js';
+import { basename } from 'node:path';
+import { logFastPathHit, tryFastPush } from './fast-push.js';
+import { tryFastFetch } from './fast-fetch.js';
+import { PREFETCH_COMMAND, PREFETCH_JOB_ENV } from './prefetch-spool.js';
+import { PUSHER_COMMAND, PUSHER_JOB_ENV } from './pusher.js';
+
+// The commands PostgreSQL runs once per WAL file (wal-push, wal-fetch) and the hidden prefetch worker,
+// dispatched without yargs: loading and setting up yargs costs more than Node's own start-up, paid
+// once per 16 MiB segment. Only the plain argument shapes PostgreSQL and the README use are handled
+// here (`[--flag value | --flag=value]... command args...`, flags from the settings table); anything
+// else (help, version, short options, unknown flags, wrong arity) returns null and goes to the full
+// yargs CLI, which then parses, validates and reports exactly as before.
+
+
+const ARITY: Record<string, [number, number]> = { 'wal-push': [1, 2], 'wal-fetch': [2, 2], [PREFETCH_COMMAND]: [0, 0], [PUSHER_COMMAND]: [0, 0] };
+
+export interface HotArgs {
+  command: string;
+  args: string[];
+  flags: Record<string, string | boolean>;
+}
+
+const BY_NAME = new Map<string, { key: string; boolean: boolean }>();
+for (const s of SETTINGS) {
+  BY_NAME.set(s.flag, { key: s.flag, boolean: s.type === 'boolean' });
+  BY_NAME.set(s.key, { key: s.flag, boolean: s.type === 'boolean' });
+}
+BY_NAME.set('config', { key: 'config', boolean: false });
+
+export function parseHotArgv(argv: string[]): HotArgs | null {
+  const positionals: string[] = [];
+  const flags: Record<string, string | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const tok = argv[i]!;
+    if (!tok.startsWith('-')) {
+      if (tok === '') return null;
+      positionals.push(tok);
+      continue;
+    }
+    if (!tok.startsWith('--') || tok === '--') return null;
+    const eq = tok.indexOf('=');
+    let name = tok.slice(2, eq < 0 ? undefined : eq);
+    let value: string | boolean | undefined = eq < 0 ? undefined : tok.slice(eq + 1);
+    let negated = false;
+    if (!BY_NAME.has(name) && name.startsWith('no-') && BY_NAME.get(name.slice(3))?.boolean) {
+      name = name.slice(3);
+      negated = true;
+    }
+    const def = BY_NAME.get(name);
+    if (!def || flags[def.key] !== undefined) return null;
+    if (def.boolean) {
+      if (negated) {
+        if (value !== undefined) return null;
+        value = false;
+      } else if (value === undefined) {
+        const next = argv[i + 1];
+        if (next === 'true' || next === 'false') {
+          value = next === 'true';
+          i++;
+        } else {
+          value = true;
+        }
+      } else if (value === 'true' || value === 'false') {
+        value = value === 'true';
+      } else {
+        return null;
+      }
+    } else if (value === undefined) {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('-')) return null;
+      value = next;
+      i++;
+    }
+    flags[def.key] = value;
+  }
+  const [command, ...args] = positionals;
+  const arity = command === undefined ? undefined : ARITY[command];
+  if (!arity || args.length < arity[0] || args.length > arity[1]) return null;
+  return { command: command!, args, flags };
+}
+
+/** Runs a hot command and returns its exit code, or null when the full CLI must handle argv. */
+export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number | null> {
+  const hot = parseHotArgv(argv);
+  if (!hot) return null;
+  setLogCommand(hot.command);
+  let config: Config | undefined;
+  try {
+    if (hot.command === PREFETCH_COMMAND) {
+      const raw = env[PREFETCH_JOB_ENV];
+      if (!raw) return null;
+      const { runPrefetchWorker } = await import('./prefetch-worker.js');
+      const job = JSON.parse(raw) as Parameters<typeof runPrefetchWorker>[0];
+      config = job.config;
+      setLogLevel(config.logLevel);
+      return await runPrefetchWorker(job);
+    }
+    if (hot.command === PUSHER_COMMAND) {
+      const raw = env[PUSHER_JOB_ENV];
+      if (!raw) return null;
+      const { runPusher } = await import('./pusher-worker.js');
+      const job = JSON.parse(raw) as Parameters<typeof runPusher>[0];
+      config = job.config;
+      setLogLevel(config.logLevel);
+      return await runPusher(job);
+    }
+    config = loadConfig(hot.flags, env).config;
+    setLogLevel(config.logLevel);
+    if (hot.command === 'wal-push') {
+      const [path, name] = hot.args as [string, string | undefined];
+      const walName = name ?? basename(path);
+      const started = process.hrtime.bigint();
+      // The first thing to try, before the rest of wal-push (and the storage driver) is loaded.
+      const hit = await tryFastPush(config, path, walName).catch(() => null);
+      if (hit) {
+        logFastPathHit(config, walName, hit.sha256, hit.repo, started);
+        return 0;
+      }
+      const { walPush } = await import('../commands/wal-push.js');
+      return await walPush(config, path, name, { fastPathChecked: true });
+    }
+    const [name, path] = hot.args as [string, string];
+    const started = process.hrtime.bigint();
+    const answered = await tryFastFetch(config, name, path, started);
+    if (answered !== null) return answered;
+    const { walFetch } = await import('../commands/wal-fetch.js');
+    return await walFetch(config, name, path, { spoolChecked: true, started });
+  } catch (e) {
+    return reportFailure(hot.command, e, config);
+  }
+}
+
+/** Same reporting as the yargs CLI (src/cli.ts): one error line, wal-fetch through its recovery policy. */
+async function reportFailure(command: string, e: unknown, config: Config | undefined): Promise<number> {
+  const err = isWalvaultError(e) ? e : undefined;
+  const message = `${err?.code ?? 'InternalError'}: ${describeError(e)}`;
+  if (!err) log.debug(`stack: ${(e as Error)?.stack ?? ''}`);
+  if (command === 'wal-fetch') {
+    const { detectRecoveryMode, fetchErrorDecision } = await import('../wal/recovery-mode.js');
+    const fallback = { fetchErrorPolicy: 'auto', fetchStopExitCode: 255 } as Config;
+    const decision = fetchErrorDecision(config ?? fallback, detectRecoveryMode());
+    log.error(`${message}; ${decision.reason}`);
+    return decision.exitCode;
+  }
+  log.error(message);
+  if (command === PREFETCH_COMMAND || command === PUSHER_COMMAND) return 0;
+  return err?.exitCode ?? ExitCode.internal;
+}

@@ -1,0 +1,46 @@
+import type { Config } from '../common/config.js';
+import { elapsed } from '../common/log.js';
+import { parseWalName } from '../wal/names.js';
+import { logLine } from './light.js';
+import { readPushRecord, removePushRecord, verifyAgainstRecord } from './push-records.js';
+import { repoCacheDirOf, repoUrlOf } from './repo-key.js';
+
+// The no-network path of wal-push: PostgreSQL asks to archive a file that an earlier wal-push already
+// uploaded by look-ahead. Exit 0 is only allowed after re-reading the local file and finding exactly
+// the size and SHA-256 recorded when it was uploaded; anything else (no record, unreadable record,
+// different content under the same name) falls through to the normal push, which then uploads or
+// refuses on conflict. Runs before the storage driver (and the AWS SDK) is loaded.
+
+export interface FastPushHit {
+  sha256: string;
+  size: number;
+  repo: string;
+}
+
+/** Returns the verified record, or null when the normal push must run. Never throws. */
+export async function tryFastPush(config: Config, path: string, name: string): Promise<FastPushHit | null> {
+  // Name validation before any I/O: the name becomes a file name in the spool.
+  try {
+    parseWalName(name);
+  } catch {
+    return null; // the normal path reports it
+  }
+  const repo = repoUrlOf(config.repo);
+  if (!repo) return null; // the normal path reports the configuration error
+  const cache = repoCacheDirOf(config.spool, repo);
+  const rec = await readPushRecord(cache, name);
+  if (!rec) return null;
+  if (rec.repo !== repo) return null;
+  const v = verifyAgainstRecord(path, rec);
+  if (!v.ok) {
+    logLine(config, 'wal-push', 'warn', `look-ahead record for ${name} not trusted (${v.reason}); pushing it normally`);
+    // A stale record would fail again at every retry: drop it.
+    await removePushRecord(cache, name);
+    return null;
+  }
+  return { sha256: rec.sha256, size: rec.size, repo };
+}
+
+export function logFastPathHit(config: Config, name: string, sha256: string, repo: string, started: bigint): void {
+  logLine(config, 'wal-push', 'info', `${name} was uploaded ahead to ${repo} and is unchanged (SHA-256 ${sha256.slice(0, 16)}... verified); nothing to do (${elapsed(started)})`);
+}

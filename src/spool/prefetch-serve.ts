@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { link, rename, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fsyncDirSync, tempPathFor } from './light.js';
+import { verifyFileSync } from './push-records.js';
+import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './prefetch-spool.js';
+import { workerRunning } from './worker-control.js';
+
+// Handing a prefetched file to PostgreSQL, and asking a running prefetch worker for a file.
+
+export type ServeResult = { served: true; size: number; sha256: string } | { served: false; reason?: string };
+
+/**
+ * Hands the prefetched `name` to `target` if it is in the spool and verifies: it is hard-linked to a
+ * temp file beside `target` (one inode, no copy), re-hashed against its record, renamed to `target`,
+ * and `target`'s directory is fsynced (the content was fsynced when it was downloaded). Across
+ * filesystems it is copied to the temp file instead, hashed on the way and fsynced. A file that
+ * fails verification is deleted and `{ served: false, reason }` returned.
+ */
+export async function serveFromSpool(dir: string, name: string, target: string): Promise<ServeResult> {
+  const file = join(dir, name);
+  const rec = readRecord(dir, name);
+  if (!rec || !existsSync(file)) return { served: false };
+  const temp = tempPathFor(target);
+  try {
+    try {
+      await link(file, temp);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return { served: false }; // dropped meanwhile
+      if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw e;
+      const copied = copyVerified(file, temp, rec);
+      if (copied) return dropBad(dir, name, copied);
+    }
+    const v = verifyFileSync(temp, rec.size, rec.sha256);
+    if (!v.ok) return dropBad(dir, name, v.reason ?? 'verification failed');
+    await rename(temp, target);
+    fsyncDirSync(dirname(target));
+    return { served: true, size: rec.size, sha256: rec.sha256 };
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+async function dropBad(dir: string, name: string, reason: string): Promise<ServeResult> {
+  await unlink(join(dir, name)).catch(() => undefined);
+  await unlink(join(dir, `${name}.json`)).catch(() => undefined);
+  return { served: false, reason };
+}
+
+/** Copies `source` to `temp` (created new), hashing on the way; fsyncs it. Returns a reason on mismatch. */
+function copyVerified(source: string, temp: string, rec: PrefetchRecord): string | undefined {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  let total = 0;
+  const from = openSync(source, 'r');
+  try {
+    const to = openSync(temp, 'wx', 0o600);
+    try {
+      for (;;) {
+        const n = readSync(from, buf, 0, buf.length, null);
+        if (n === 0) break;
+        hash.update(buf.subarray(0, n));
+        for (let off = 0; off < n; ) off += writeSync(to, buf, off, n - off);
+        total += n;
+      }
+      fsyncSync(to);
+    } finally {
+      closeSync(to);
+    }
+  } finally {
+    closeSync(from);
+  }
+  const actual = hash.digest('hex');
+  if (total !== rec.size || actual !== rec.sha256) return `SHA-256 ${actual} (${total} bytes) differs from the recorded ${rec.sha256} (${rec.size} bytes)`;
+  return undefined;
+}
+
+export type WorkerAnswer = 'file' | 'absent' | 'ask-repository';
+
+/**
+ * Asks the running worker for `name` (it prefetches segments from there on) and waits for its
+ * answer: the file in the spool, or "absent" (the repository answered 404 to the worker for this
+ * very request and, for a segment, the high-water mark says it is not a gap). Anything else (no
+ * worker, an error, no answer in time) means: ask the repository yourself.
+ */
+export async function askWorker(
+  ctx: PrefetchContext,
+  name: string,
+  segment: boolean,
+  timeline: number,
+  opts: { fingerprint: string; waitMs: number },
+): Promise<WorkerAnswer> {
+  if (!workerRunning(ctx.dir, opts.fingerprint)) return 'ask-repository';
+  const missFile = join(ctx.dir, `${name}.miss`);
+  await unlink(missFile).catch(() => undefined);
+  const reqId = `${process.pid}-${process.hrtime.bigint()}`;
+  const prev = await readState(ctx.dir);
+  await writeState(ctx.dir, {
+    timeline: segment ? timeline : (prev?.timeline ?? timeline),
+    ...(segment ? { next: name } : prev?.next ? { next: prev.next } : {}),
+    req: name,
+    reqId,
+    at: Date.now(),
+  });
+  const until = Date.now() + opts.waitMs;
+  for (let i = 0; Date.now() < until; i++) {
+    if (readRecord(ctx.dir, name) && existsSync(join(ctx.dir, name))) return 'file';
+    const answer = readMiss(missFile);
+    if (answer?.reqId === reqId) {
+      await unlink(missFile).catch(() => undefined);
+      return answer.result === 'absent' ? 'absent' : 'ask-repository';
+    }
+    if (i % 20 === 19 && !workerRunning(ctx.dir)) return 'ask-repository';
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return 'ask-repository';
+}
+
+function readMiss(path: string): MissAnswer | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as MissAnswer;
+  } catch {
+    return null;
+  }
+}

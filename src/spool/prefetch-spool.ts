@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../common/config.js';
+import { log } from '../common/log.js';
+import { repoCacheDirOf, repoUrlOf } from './repo-key.js';
+import { startWorker } from './worker-control.js';
+
+// The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
+// Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
+// being restored (restore_command runs in it), so two restores on one machine never share files.
+//
+//   <name>           a WAL file downloaded and verified by the worker (temp + fsync + rename)
+//   <name>.json      its record: size and SHA-256 of the original bytes (from the object metadata)
+//   <name>.inflight  the worker is downloading it right now
+//   <name>.miss      the worker's answer to one request (req id inside): not in the repository
+//   state.json       PostgreSQL's latest request and where prefetching continues
+//   worker.lock      pid of the running worker, touched while it runs
+//   worker.log       the worker's log
+//
+// wal-fetch serves a file from here only after re-hashing it against its record. Files are matched
+// by exact WAL file name, which includes the timeline, so a segment of one timeline is never handed
+// over for another. "Not found" is never kept: a .miss answers exactly one request (its id), and is
+// only written after the worker asked the repository for that request (see prefetch-worker.ts).
+
+export interface PrefetchRecord {
+  v: 1;
+  name: string;
+  size: number;
+  sha256: string;
+  fetchedAt: string;
+}
+
+export interface PrefetchState {
+  /** Timeline of the latest segment request. */
+  timeline: number;
+  /** First segment to prefetch (the one after the last served, or the one requested). */
+  next?: string;
+  /** A file wal-fetch is waiting for, and the id of that request. */
+  req?: string;
+  reqId?: string;
+  at: number;
+}
+
+export interface MissAnswer {
+  reqId: string;
+  result: 'absent' | 'error';
+  detail?: string;
+}
+
+/** The hidden command of the worker, and the environment variable carrying its job. */
+export const PREFETCH_COMMAND = 'wal-prefetch';
+export const PREFETCH_JOB_ENV = 'WALVAULT_PREFETCH_JOB';
+
+export interface PrefetchContext {
+  dir: string;
+  segSize: number;
+}
+
+export interface PrefetchJob extends PrefetchContext {
+  config: Config;
+}
+
+const STATE_FILE = 'state.json';
+export const SEGMENT = /^[0-9A-F]{24}$/;
+const ENTRY = /^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history)$/;
+
+export function prefetchDir(repoCache: string, systemIdentifier: string, dataDir: string): string {
+  const d = createHash('sha256').update(dataDir).digest('hex').slice(0, 12);
+  return join(repoCache, 'prefetch', `${systemIdentifier}-${d}`);
+}
+
+export function timelineOf(name: string): number {
+  return parseInt(name.slice(0, 8), 16);
+}
+
+export async function readState(dir: string): Promise<PrefetchState | null> {
+  try {
+    const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as PrefetchState;
+    return typeof s.timeline === 'number' && (s.next === undefined || SEGMENT.test(s.next)) ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function writeState(dir: string, state: PrefetchState): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `${STATE_FILE}.${process.pid}.tmp`);
+  await writeFile(temp, JSON.stringify(state), { mode: 0o600 });
+  await rename(temp, join(dir, STATE_FILE));
+}
+
+/** WAL files (complete, renamed into place) in the spool, with their sizes. */
+export async function listEntries(dir: string): Promise<Array<{ name: string; size: number }>> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const out: Array<{ name: string; size: number }> = [];
+  for (const n of names) {
+    if (!ENTRY.test(n)) continue;
+    const s = await stat(join(dir, n)).catch(() => null);
+    if (s) out.push({ name: n, size: s.size });
+  }
+  return out;
+}
+
+/** Deletes prefetched files (file, record, answers) whose WAL file name `drop(name)` accepts. */
+export async function dropEntries(dir: string, drop: (name: string) => boolean): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const f of names) {
+    const base = /^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history)(?=$|\.)/.exec(f)?.[0];
+    if (!base || !drop(base)) continue;
+    await unlink(join(dir, f)).catch(() => undefined);
+  }
+}
+
+export async function writeRecord(dir: string, rec: PrefetchRecord): Promise<void> {
+  const temp = join(dir, `${rec.name}.json.${process.pid}.tmp`);
+  await writeFile(temp, JSON.stringify(rec), { mode: 0o600 });
+  await rename(temp, join(dir, `${rec.name}.json`));
+}
+
+export function readRecord(dir: string, name: string): PrefetchRecord | null {
+  try {
+    const r = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as PrefetchRecord;
+    if (r.v === 1 && r.name === name && Number.isSafeInteger(r.size) && /^[0-9a-f]{64}$/.test(r.sha256)) return r;
+  } catch {
+    // absent or torn
+  }
+  return null;
+}
+
+/**
+ * This restore's spool directory from the locally cached repository manifest (written by wal-push
+ * and by the first wal-fetch that had to read it), or null when there is none yet.
+ */
+export async function prefetchContextFromCache(config: Config): Promise<PrefetchContext | null> {
+  const url = repoUrlOf(config.repo);
+  if (!url) return null;
+  const cache = repoCacheDirOf(config.spool, url);
+  try {
+    return contextFromManifest(cache, JSON.parse(await readFile(join(cache, 'walvault.json'), 'utf8')));
+  } catch {
+    return null;
+  }
+}
+
+export function contextFromManifest(cache: string, m: { systemIdentifier?: unknown; walSegmentSize?: unknown }): PrefetchContext | null {
+  if (typeof m.systemIdentifier !== 'string' || !/^\d+$/.test(m.systemIdentifier) || typeof m.walSegmentSize !== 'number') return null;
+  return { dir: prefetchDir(cache, m.systemIdentifier, process.cwd()), segSize: m.walSegmentSize };
+}
+
+/**
+ * PostgreSQL asked for a newer timeline's history file (it looks for one at the start of recovery
+ * and whenever it runs out of WAL): segments of older timelines are of no further use, and the
+ * worker stops prefetching them until PostgreSQL asks for a segment again.
+ */
+export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number): Promise<void> {
+  try {
+    const prev = await readState(ctx.dir);
+    if (prev && timeline > prev.timeline) {
+      await writeState(ctx.dir, { timeline, at: Date.now() });
+      await dropEntries(ctx.dir, (n) => timelineOf(n) < timeline);
+    }
+  } catch (e) {
+    log.debug(`prefetch bookkeeping failed: ${String(e)}`);
+  }
+}
+
+/**
+ * After segment `name` was handed to PostgreSQL: prefetch continues after it; segments of other
+ * timelines and those PostgreSQL has gone past are dropped. `name` itself stays until a later one is
+ * served: PostgreSQL asks for the last segment again at the end of recovery.
+ */
+export async function afterSegmentServed(config: Config, ctx: PrefetchContext, name: string, next: string): Promise<void> {
+  try {
+    const tli = timelineOf(name);
+    await writeState(ctx.dir, { timeline: tli, next, at: Date.now() });
+    await dropEntries(ctx.dir, (n) => timelineOf(n) !== tli || n < name);
+    await startPrefetchWorker({ config, ...ctx });
+  } catch (e) {
+    log.debug(`prefetch bookkeeping failed: ${String(e)}`);
+  }
+}
+
+/** Starts the prefetch worker of this restore unless one is running. Never throws. */
+export async function startPrefetchWorker(job: PrefetchJob): Promise<void> {
+  await startWorker(job.dir, PREFETCH_COMMAND, PREFETCH_JOB_ENV, job);
+}

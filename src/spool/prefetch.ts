@@ -1,0 +1,32 @@
+import { join } from 'node:path';
+import { retryPolicy, type Config } from '../common/config.js';
+import { describe } from '../common/errors.js';
+import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
+import { log } from '../common/log.js';
+import type { Deadline } from '../common/retry.js';
+import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
+import type { Storage } from '../storage/types.js';
+import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './prefetch-spool.js';
+import { repoCacheDirOf, repoUrlOf } from './repo-key.js';
+
+/**
+ * The prefetch spool directory of this restore, keyed by repository, system identifier and data
+ * directory. The system identifier comes from the cached repository manifest, read from the
+ * repository once (and cached) when there is no copy yet. Null when prefetch cannot be keyed.
+ */
+export async function prefetchContext(config: Config, storage: Storage, deadline: Deadline): Promise<PrefetchContext | null> {
+  try {
+    const cached = await prefetchContextFromCache(config);
+    if (cached) return cached;
+    const url = repoUrlOf(config.repo);
+    if (!url) return null;
+    const remote = await readRemoteManifest(storage, retryPolicy(config), deadline);
+    if (!remote) return null;
+    const cache = repoCacheDirOf(config.spool, url);
+    await ensureDir(cache).then(() => writeFileAtomic(join(cache, MANIFEST_KEY), Buffer.from(JSON.stringify(remote))));
+    return contextFromManifest(cache, remote);
+  } catch (e) {
+    log.debug(`prefetch unavailable: ${describe(e)}`);
+    return null;
+  }
+}

@@ -1,0 +1,102 @@
+import { stat } from 'node:fs/promises';
+import { retryPolicy, type Config } from '../common/config.js';
+import { conflictError, describe } from '../common/errors.js';
+import { log } from '../common/log.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import { ensureManifest } from '../repo/manifest.js';
+import { objectMeta, parseStoredMeta, type StoredMeta } from '../repo/objects.js';
+import type { Storage } from '../storage/types.js';
+import { walObjectKey } from '../wal/names.js';
+import { prepareLocalWal, type PreparedWal } from './local-wal.js';
+import type { ByteBudget } from './lookahead.js';
+import { writePushRecord } from './push-records.js';
+
+// One WAL file from disk to the repository, shared by wal-push, its look-ahead and the look-ahead
+// worker: read and checked, hashed and compressed within a memory budget, uploaded with the
+// no-overwrite rule, and (for look-ahead uploads) recorded in the spool.
+
+export type PushOutcome = 'pushed' | 'already-archived';
+
+/** Pushes one local WAL file with no-overwrite semantics. Shared by wal-push and its look-ahead. */
+export async function pushWalFile(
+  storage: Storage,
+  file: PreparedWal,
+  config: Config,
+  deadline: Deadline,
+  policy: RetryPolicy = retryPolicy(config),
+): Promise<{ outcome: PushOutcome; storedSize: number }> {
+  const what = `wal-push ${file.wal.name}`;
+  if (file.header) await ensureManifest(storage, file.header, file.path, { spool: config.spool, policy, deadline });
+  const mine: StoredMeta = { sha256: file.sha256, size: file.size, codec: file.codec };
+  const key = walObjectKey(file.wal);
+  const res = await withRetry(what, policy, deadline, (signal) => storage.putIfAbsent(key, file.body, objectMeta(mine), { signal }));
+  if (res.created) return { outcome: 'pushed', storedSize: file.body.length };
+
+  // PostgreSQL re-archives after a crash: identical content is success, anything else is a conflict.
+  let theirs: StoredMeta;
+  try {
+    theirs = parseStoredMeta(res.existing, `${storage.url}/${key}`);
+  } catch {
+    throw conflictError(
+      `${file.wal.name} already exists in ${storage.url} without walvault metadata; refusing to overwrite it (local SHA-256 ${file.sha256})`,
+    );
+  }
+  if (theirs.sha256 !== mine.sha256 || theirs.size !== mine.size) {
+    throw conflictError(
+      `${file.wal.name} is already archived with different content: archive SHA-256 ${theirs.sha256} (${theirs.size} bytes), ` +
+        `local SHA-256 ${mine.sha256} (${mine.size} bytes); refusing to overwrite (two clusters writing to one repository?)`,
+    );
+  }
+  return { outcome: 'already-archived', storedSize: res.existing.storedSize };
+}
+
+
+/** Bytes of WAL that uploads of one wal-push may hold at once (see ByteBudget); one file always fits. */
+export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
+
+export interface PushedFile {
+  file: PreparedWal;
+  outcome: PushOutcome;
+  storedSize: number;
+}
+
+export async function prepareAndPush(
+  storage: Storage | Promise<Storage>,
+  path: string,
+  name: string,
+  config: Config,
+  deadline: Deadline,
+  budget: ByteBudget,
+  policy: RetryPolicy,
+  reserved?: number,
+): Promise<PushedFile> {
+  // Reserve the file's size before reading it; after compression only the body is held.
+  let held = reserved ?? (await fileSize(path));
+  if (reserved === undefined) await budget.acquire(held);
+  try {
+    const file = await prepareLocalWal(path, name, config.compression, config.compressionLevel);
+    budget.release(held - Math.min(held, file.body.length));
+    held = Math.min(held, file.body.length);
+    // (the storage driver may still be loading: reading and compressing overlap with it)
+    const { outcome, storedSize } = await pushWalFile(await storage, file, config, deadline, policy);
+    return { file, outcome, storedSize };
+  } finally {
+    budget.release(held);
+  }
+}
+
+export const fileSize = (path: string) => stat(path).then((s) => s.size, () => 0);
+
+
+/** Records a look-ahead upload in the spool so that the file's own wal-push can skip the network. */
+export async function recordUpload(repoCache: string, repoUrl: string, file: PreparedWal): Promise<void> {
+  await writePushRecord(repoCache, {
+    v: 1,
+    name: file.wal.name,
+    size: file.size,
+    sha256: file.sha256,
+    ...file.stat,
+    repo: repoUrl,
+    pushedAt: new Date().toISOString(),
+  }).catch((e) => log.debug(`cannot record the look-ahead upload of ${file.wal.name}: ${describe(e)}`));
+}

@@ -1,0 +1,158 @@
+import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+// What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
+// call for that file can exit 0 at once: one small JSON file per WAL file, in the spool (outside
+// PGDATA), per repository. The record is only a hint: the fast path trusts it only after re-reading
+// the local file and finding the same size and SHA-256, so a stale record (a different file under the
+// same name: a new cluster, a restored backup, a rewound primary) is never taken for an upload.
+//
+// This module is on the startup-critical path of every wal-push: Node built-ins only, no imports of
+// the rest of walvault except what the caller passes in.
+
+export interface PushRecord {
+  v: 1;
+  name: string;
+  size: number;
+  sha256: string;
+  /** stat of the local file when it was read for the upload (diagnostics; content decides). */
+  mtimeMs: number;
+  ino: number;
+  dev: number;
+  /** Repository URL the object is in (the directory is per repository too; checked again). */
+  repo: string;
+  pushedAt: string;
+}
+
+/** `<repoCacheDir>/pushed`: the caller computes repoCacheDir (src/repo/manifest.ts). */
+export function pushRecordDir(repoCache: string): string {
+  return join(repoCache, 'pushed');
+}
+
+function recordPath(repoCache: string, name: string): string {
+  return join(pushRecordDir(repoCache), `${name}.json`);
+}
+
+export async function writePushRecord(repoCache: string, rec: PushRecord): Promise<void> {
+  const dir = pushRecordDir(repoCache);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // temp + rename: a reader sees a whole record or none. No fsync: a record lost in a crash only
+  // costs one normal (idempotent) push, and a torn one fails to parse and is ignored.
+  const final = recordPath(repoCache, rec.name);
+  const temp = `${final}.${process.pid}.tmp`;
+  await writeFile(temp, JSON.stringify(rec), { mode: 0o600 });
+  await rename(temp, final);
+}
+
+export async function readPushRecord(repoCache: string, name: string): Promise<PushRecord | null> {
+  let text: string;
+  try {
+    text = await readFile(recordPath(repoCache, name), 'utf8');
+  } catch {
+    return null;
+  }
+  return parsePushRecord(text, name);
+}
+
+export function parsePushRecord(text: string, name: string): PushRecord | null {
+  try {
+    const r = JSON.parse(text) as PushRecord;
+    if (
+      r &&
+      r.v === 1 &&
+      r.name === name &&
+      Number.isSafeInteger(r.size) &&
+      r.size > 0 &&
+      typeof r.sha256 === 'string' &&
+      /^[0-9a-f]{64}$/.test(r.sha256) &&
+      typeof r.repo === 'string'
+    ) {
+      return r;
+    }
+  } catch {
+    // torn or foreign file: not a record
+  }
+  return null;
+}
+
+export async function removePushRecord(repoCache: string, name: string): Promise<void> {
+  await unlink(recordPath(repoCache, name)).catch(() => undefined);
+}
+
+/** Names that have a record (cheap: one readdir). */
+export async function listPushRecords(repoCache: string): Promise<string[]> {
+  const names = await readdir(pushRecordDir(repoCache)).catch(() => [] as string[]);
+  return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -'.json'.length));
+}
+
+/**
+ * Drops records whose file is no longer waiting for archiving (PostgreSQL archived it and recycled
+ * it, or the record belongs to another incarnation), keeping `keep`. Best effort.
+ */
+export async function pruneRecords(repoCache: string, stillReady: Set<string>, keep: Set<string> = new Set()): Promise<void> {
+  const dir = pushRecordDir(repoCache);
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  for (const entry of entries) {
+    if (entry.endsWith('.tmp')) {
+      // a writer killed between write and rename; harmless, tidy it
+      if (!entry.includes(`.${process.pid}.`)) await unlink(join(dir, entry)).catch(() => undefined);
+      continue;
+    }
+    if (!entry.endsWith('.json')) continue;
+    const name = entry.slice(0, -'.json'.length);
+    if (!stillReady.has(name) && !keep.has(name)) await unlink(join(dir, entry)).catch(() => undefined);
+  }
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Why the file was not trusted (for the log). */
+  reason?: string;
+}
+
+/** Chunk size for hashing: big enough for few syscalls, small enough to stay in the CPU cache. */
+const CHUNK = 1024 * 1024;
+
+/** Checks a local file against a recorded upload: same size and SHA-256, or not trusted. */
+export function verifyAgainstRecord(path: string, rec: PushRecord): VerifyResult {
+  return verifyFileSync(path, rec.size, rec.sha256);
+}
+
+/**
+ * Re-reads `path` and checks its size and SHA-256. Synchronous on purpose: on the fast paths it is
+ * the whole job, and a sync read loop into one reused buffer is the cheapest way to hash a 16 MiB
+ * segment in a process that has nothing else to do.
+ */
+export function verifyFileSync(path: string, size: number, sha256: string): VerifyResult {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    return { ok: false, reason: `cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { ok: false, reason: `${path} is not a regular file` };
+    if (st.size !== size) return { ok: false, reason: `size ${st.size} differs from the recorded ${size}` };
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, size)));
+    let total = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      hash.update(n === buf.length ? buf : buf.subarray(0, n));
+      total += n;
+      if (total > size) break;
+    }
+    if (total !== size) return { ok: false, reason: `read ${total} bytes, the record says ${size}` };
+    const actual = hash.digest('hex');
+    if (actual !== sha256) return { ok: false, reason: `SHA-256 ${actual} differs from the recorded ${sha256}` };
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, reason: `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
+  } finally {
+    closeSync(fd);
+  }
+}

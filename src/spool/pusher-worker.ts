@@ -1,0 +1,165 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { retryPolicy } from '../common/config.js';
+import { describe } from '../common/errors.js';
+import { log } from '../common/log.js';
+import { Deadline } from '../common/retry.js';
+import { openStorage } from '../storage/open.js';
+import type { Storage } from '../storage/types.js';
+import { advanceHighWater } from '../wal/high-water.js';
+import { flushGapMarkers } from '../wal/ready-queue.js';
+import { parseWalName } from '../wal/names.js';
+import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './lookahead.js';
+import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from './push-batch.js';
+import { listPushRecords, pruneRecords } from './push-records.js';
+import { readPusherState, type PusherJob } from './pusher.js';
+import { releaseLock, takeLock, touchLock } from './worker-control.js';
+
+// The look-ahead worker (see pusher.ts): uploads the ready files of one pg_wal directory that have
+// no record yet, oldest first (history files first), with bounded memory and concurrency, records
+// each success, advances the high-water mark over the unbroken run it extends, and exits after a few
+// idle seconds. It never renames PostgreSQL's .ready files and never answers for PostgreSQL: each
+// file's own wal-push still verifies the local bytes against the record before exiting 0.
+
+const MAX_INFLIGHT = 4;
+const POLL_MS = 20;
+const IDLE_MS = 10_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runPusher(job: PusherJob): Promise<number> {
+  const { config, dir, walDir, repoCache, repoUrl } = job;
+  if (!(await takeLock(dir, config))) return 0;
+  const policy = retryPolicy(config);
+  // A file that fails is pushed by its own wal-push later: do not retry it long here.
+  const lookaheadPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
+  const storage = openStorage(config);
+  storage.catch(() => undefined);
+  const budget = new ByteBudget(LOOKAHEAD_MEMORY);
+  const running = new Map<string, Promise<void>>();
+  const failed = new Set<string>();
+  const uploaded = new Set<string>();
+  let base = job.base;
+  let baseMarked = false;
+  let pendingAdvance = false;
+  let segSize: number | undefined;
+  const skip = new Set(job.skip ?? []);
+  let seenReq = '';
+  let lastTouch = 0;
+  let idleSince = Date.now();
+  let request: { name: string; reqId: string } | undefined;
+
+  try {
+    for (;;) {
+      if (Date.now() - lastTouch > 1_000) {
+        lastTouch = Date.now();
+        await touchLock(dir);
+      }
+      const state = await readPusherState(dir);
+      if (state?.reqId && state.req && state.reqId !== seenReq) {
+        seenReq = state.reqId;
+        request = { name: state.req, reqId: state.reqId };
+        failed.delete(state.req); // asked for: try again, whatever happened before
+        uploaded.delete(state.req);
+      }
+      const ready = (await listReady(walDir)).sort(archiveOrder);
+      const recorded = new Set(await listPushRecords(repoCache));
+      // A waiting wal-push's file first, then PostgreSQL's order.
+      const queue = request ? [request.name, ...ready.filter((n) => n !== request!.name)] : ready;
+      let started = 0;
+      for (const name of queue) {
+        if (running.size >= MAX_INFLIGHT) break;
+        if (recorded.has(name) || running.has(name) || failed.has(name) || uploaded.has(name)) continue;
+        if (request?.name !== name) {
+          if (skip.has(name)) continue;
+          // Like the look-ahead: segments older than the one PostgreSQL asked for are its business.
+          if (job.base && !name.endsWith('.history') && name <= job.base.last) continue;
+        }
+        try {
+          parseWalName(name);
+        } catch {
+          continue;
+        }
+        started++;
+        running.set(name, upload(name).finally(() => running.delete(name)));
+      }
+      if (running.size === 0 && started === 0) {
+        if (pendingAdvance && !parentAlive()) {
+          const deadline = new Deadline(config.deadline * 1000);
+          await advance(await storage, deadline).finally(() => deadline.dispose());
+        }
+        if (Date.now() - idleSince > IDLE_MS) break;
+        await sleep(POLL_MS);
+      } else {
+        idleSince = Date.now();
+        await Promise.race([...running.values(), sleep(POLL_MS)]);
+      }
+    }
+    const s = await storage;
+    const deadline = new Deadline(config.deadline * 1000);
+    await flushGapMarkers(s, { spool: config.spool, policy, deadline }).finally(() => deadline.dispose());
+  } catch (e) {
+    log.warn(`look-ahead worker stopped: ${describe(e)}`);
+  } finally {
+    await Promise.allSettled([...running.values()]);
+    await pruneRecords(repoCache, new Set(await listReady(walDir)), uploaded).catch(() => undefined);
+    await storage.then((s) => s.close()).catch(() => undefined);
+    await releaseLock(dir);
+  }
+  return 0;
+
+  async function upload(name: string): Promise<void> {
+    const deadline = new Deadline(config.deadline * 1000);
+    try {
+      const path = join(walDir, name);
+      const size = await fileSize(path);
+      await budget.acquire(size);
+      const done = await prepareAndPush(storage, path, name, config, deadline, budget, lookaheadPolicy, size);
+      await recordUpload(repoCache, repoUrl, done.file);
+      uploaded.add(name);
+      if (done.file.header) segSize = done.file.header.segmentSize;
+      await advance(await storage, deadline);
+    } catch (e) {
+      failed.add(name);
+      log.warn(`look-ahead upload of ${name} failed (its own wal-push will retry): ${describe(e)}`);
+      const asked = request?.name === name ? request : undefined; // tells that wal-push to push it itself
+      if (asked) {
+        await writeFile(join(dir, `${name}.answer`), JSON.stringify({ reqId: asked.reqId, result: 'error', detail: describe(e) }), {
+          mode: 0o600,
+        }).catch(() => undefined);
+      }
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /** Moves the high-water mark over the unbroken run of archived segments after `base`. */
+  async function advance(s: Storage, deadline: Deadline): Promise<void> {
+    if (!base || !segSize) return;
+    // The starting wal-push writes the mark for its own batch: two writers could move it backwards.
+    if (parentAlive()) {
+      pendingAdvance = true;
+      return;
+    }
+    pendingAdvance = false;
+    const archived = new Set([...uploaded, ...(await listPushRecords(repoCache))]);
+    const end = contiguousEnd(base.last, archived, segSize);
+    if (end === base.last) return;
+    const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000 };
+    // The base first, so that a timeline's very first mark starts there (as wal-push does).
+    if (!baseMarked) await advanceHighWater(s, base.timeline, base.last, ctx);
+    baseMarked = true;
+    base = { ...base, last: end };
+    await advanceHighWater(s, base.timeline, end, ctx);
+  }
+
+  function parentAlive(): boolean {
+    if (!job.parentPid) return false;
+    try {
+      process.kill(job.parentPid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  }
+}

@@ -1,0 +1,176 @@
+// Prefetching wal-fetch: after serving a segment, a detached worker downloads the next ones into the
+// spool; later calls hand them over after re-hashing them (and ask the running worker, which has the
+// SDK loaded, for the rest). Correctness only: a corrupted spool file is never served, a timeline
+// switch never serves one timeline's segment for another, a miss inside the archived range stays a
+// gap, and two restores on one machine keep separate spools.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestBucket, deleteRaw, envFor, testStores, type TestStore } from '../support/stores.js';
+import { fakeSegment, segName } from '../support/wal-fixtures.js';
+import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
+
+function findAll(dir: string, pred: (name: string) => boolean): string[] {
+  const out: string[] = [];
+  if (!existsSync(dir)) return out;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...findAll(p, pred));
+    else if (pred(e.name)) out.push(p);
+  }
+  return out;
+}
+
+async function until(what: string, pred: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe(`prefetching wal-fetch on ${store.name}`, () => {
+  let bucket: string;
+  let work: string;
+  beforeAll(async () => {
+    bucket = await createTestBucket(store, 'prefetch');
+    work = await tempDir('wv-prefetch');
+  });
+  afterAll(async () => {
+    for (const lock of findAll(work, (n) => n === 'worker.lock')) {
+      try {
+        process.kill(Number(readFileSync(lock, 'utf8')), 'SIGTERM');
+      } catch {
+        // gone
+      }
+    }
+    await cleanupAll();
+  });
+
+  /** A repository with the given files pushed (name -> bytes), and a PGDATA-like working directory. */
+  async function setup(label: string, files: Array<[string, Buffer]>) {
+    const dir = join(work, label);
+    await mkdir(dir, { recursive: true });
+    const env = { ...envFor(store, bucket, label), WALVAULT_SPOOL: join(dir, 'spool'), WALVAULT_LOOKAHEAD: '0', WALVAULT_DEADLINE: '20', WALVAULT_HIGH_WATER_INTERVAL: '0.001' };
+    for (const [name, data] of files) {
+      await writeFile(join(dir, name), data);
+      const r = await runWalvault(['wal-push', join(dir, name), name], { env });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const pgdata = join(dir, 'pgdata');
+    await mkdir(join(pgdata, 'pg_wal'), { recursive: true });
+    await writeFile(join(pgdata, 'recovery.signal'), '');
+    const fetch = async (name: string, cwd = pgdata) => {
+      const r = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env, cwd });
+      return { r, bytes: r.code === 0 ? await readFile(join(cwd, 'pg_wal/RECOVERYXLOG')) : undefined };
+    };
+    const spoolFiles = (name: string) => findAll(join(dir, 'spool'), (n) => n === name);
+    const key = (name: string) => `${label}/wal/${name.slice(0, 16)}/${name}`;
+    return { dir, pgdata, env, fetch, spoolFiles, key };
+  }
+
+  const seg = (segno: number, tli = 1, seed = segno) => [segName(segno, tli), fakeSegment({ segno: BigInt(segno), seed: seed + tli * 1000 })] as [string, Buffer];
+
+  it('hands over prefetched segments only verified, and never a corrupted one', async () => {
+    const segs = [1, 2, 3, 4, 5, 6].map((n) => seg(n));
+    const t = await setup('basic', segs);
+    const first = await t.fetch(segs[0]![0]);
+    expect(first.r.code, first.r.stderr).toBe(0);
+    expect(first.bytes!.equals(segs[0]![1])).toBe(true);
+    await until('the worker to prefetch segment 3', () => t.spoolFiles(segs[2]![0]).length === 1 && t.spoolFiles(`${segs[2]![0]}.json`).length === 1);
+
+    const second = await t.fetch(segs[1]![0]);
+    expect(second.r.code, second.r.stderr).toBe(0);
+    expect(second.r.stderr).toMatch(/fetched 000000010000000000000002 from the prefetch spool \(1\.00 MiB, verified SHA-256/);
+    expect(second.bytes!.equals(segs[1]![1])).toBe(true);
+
+    // Bytes changed in the spool behind walvault's back: not served, fetched again from the store.
+    const [spooled] = t.spoolFiles(segs[2]![0]);
+    const bad = readFileSync(spooled!);
+    bad[bad.length >> 1]! ^= 0xff;
+    await writeFile(spooled!, bad);
+    const third = await t.fetch(segs[2]![0]);
+    expect(third.r.code, third.r.stderr).toBe(0);
+    expect(third.r.stderr).toMatch(/prefetched 000000010000000000000003 not used \(SHA-256 [0-9a-f]{64} differs/);
+    expect(third.bytes!.equals(segs[2]![1])).toBe(true);
+    expect(sha(third.bytes!)).toBe(sha(segs[2]![1]));
+
+    // PostgreSQL asks for the last segment again at the end of recovery: still answered locally.
+    const again = await t.fetch(segs[2]![0]);
+    expect(again.r.code, again.r.stderr).toBe(0);
+    expect(again.bytes!.equals(segs[2]![1])).toBe(true);
+
+    for (const [name, data] of segs.slice(3)) {
+      const f = await t.fetch(name);
+      expect(f.r.code, f.r.stderr).toBe(0);
+      expect(f.bytes!.equals(data), name).toBe(true);
+    }
+    // Past the end: 1, and nothing at %p (the worker asked the store for this very request).
+    const end = await t.fetch(segName(7));
+    expect(end.r.code, end.r.stderr).toBe(1);
+    expect(end.r.stderr).toMatch(/000000010000000000000007 is not in s3:\/\/.* \(not found/);
+  });
+
+  it('does not serve segments of timeline 1 for timeline 2 after a switch', async () => {
+    const history = Buffer.from('1\t0/4000000\tno recovery target specified\n');
+    const tli1 = [1, 2, 3, 4, 5, 6].map((n) => seg(n, 1));
+    const tli2 = [4, 5, 6].map((n) => seg(n, 2)); // same segment numbers, other bytes
+    const t = await setup('timeline', [...tli1, ...tli2, ['00000002.history', history]]);
+    expect(tli2[0]![1].equals(tli1[3]![1])).toBe(false);
+
+    expect((await t.fetch(tli1[1]![0])).r.code).toBe(0);
+    expect((await t.fetch(tli1[2]![0])).r.code).toBe(0);
+    await until('timeline 1 segments 4-6 in the spool', () => [3, 4, 5].every((i) => t.spoolFiles(tli1[i]![0]).length === 1));
+
+    // The promotion's history file: timeline 1 entries are dropped.
+    const h = await t.fetch('00000002.history');
+    expect(h.r.code, h.r.stderr).toBe(0);
+    expect(h.bytes!.equals(history)).toBe(true);
+    for (const i of [3, 4, 5]) expect(t.spoolFiles(tli1[i]![0])).toEqual([]);
+
+    for (const [name, data] of tli2) {
+      const f = await t.fetch(name);
+      expect(f.r.code, `${name}: ${f.r.stderr}`).toBe(0);
+      expect(f.bytes!.equals(data), `${name} must be timeline 2's bytes`).toBe(true);
+    }
+    // A late timeline-1 request (another recovery) still gets timeline 1's own bytes.
+    const late = await t.fetch(tli1[4]![0]);
+    expect(late.bytes!.equals(tli1[4]![1])).toBe(true);
+  });
+
+  it('answers a segment missing inside the archived range as a gap, even when the worker is asked', async () => {
+    const segs = [1, 2, 3, 4, 5].map((n) => seg(n));
+    const t = await setup('gap', segs);
+    await deleteRaw(store, bucket, t.key(segs[3]![0]));
+    expect((await t.fetch(segs[0]![0])).r.code).toBe(0);
+    expect((await t.fetch(segs[1]![0])).r.code).toBe(0);
+    expect((await t.fetch(segs[2]![0])).r.code).toBe(0);
+    const gap = await t.fetch(segs[3]![0]);
+    expect(gap.r.code, gap.r.stderr).toBe(255);
+    expect(gap.r.stderr).toMatch(/WalGap: 000000010000000000000004 is missing/);
+    expect(existsSync(join(t.pgdata, 'pg_wal', 'RECOVERYXLOG')) && readFileSync(join(t.pgdata, 'pg_wal', 'RECOVERYXLOG')).equals(segs[3]![1])).toBe(false);
+  });
+
+  it('keeps two restores of one repository on one machine apart', async () => {
+    const segs = [1, 2, 3, 4].map((n) => seg(n));
+    const t = await setup('two', segs);
+    const other = join(t.dir, 'pgdata2');
+    await mkdir(join(other, 'pg_wal'), { recursive: true });
+    expect((await t.fetch(segs[0]![0])).r.code).toBe(0);
+    expect((await t.fetch(segs[0]![0], other)).r.code).toBe(0);
+    await until('both restores to have prefetched segment 3', () => t.spoolFiles(segs[2]![0]).length === 2);
+    const dirs = t.spoolFiles(segs[2]![0]).map((p) => p.split('/').slice(-2, -1)[0]);
+    expect(new Set(dirs).size).toBe(2);
+    for (const d of dirs) expect(d).toMatch(/^\d+-[0-9a-f]{12}$/);
+    const a = await t.fetch(segs[1]![0]);
+    const b = await t.fetch(segs[1]![0], other);
+    expect(a.r.stderr).toMatch(/prefetch spool/);
+    expect(b.r.stderr).toMatch(/prefetch spool/);
+    expect(a.bytes!.equals(segs[1]![1]) && b.bytes!.equals(segs[1]![1])).toBe(true);
+  });
+});
