@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, chownToPostgres, PgCluster, PG_BIN_DIR, runAsPostgres } from '../support/pg.js';
-import { createTestBucket, envFor, getRaw, listKeys, testStores, type TestStore } from '../support/stores.js';
+import { createTestBucket, envFor, getRaw, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
 
@@ -236,20 +236,7 @@ describe(`PostgreSQL archiving with look-ahead and recovery with prefetch on ${s
   it('archives every segment with failed_count 0, and a restore replays them all', async () => {
     const bucket = await createTestBucket(store, 'lapg');
     home = await tempDir('wv-lapg', { forPostgres: true });
-    const configFile = join(home, 'walvault.json');
-    await writeFile(
-      configFile,
-      JSON.stringify({
-        repo: `s3://${bucket}/pg`,
-        s3Endpoint: store.endpoint,
-        s3Region: store.region,
-        s3ForcePathStyle: true,
-        s3AccessKeyId: store.accessKeyId,
-        s3SecretAccessKey: store.secretAccessKey,
-        spool: join(home, 'spool'),
-      }),
-    );
-    await chownToPostgres(configFile);
+    const configFile = await writeRepoConfig(store, bucket, 'pg', home);
     const bin = await walvaultBin();
     const walvault = `${bin} --config ${configFile}`;
 
