@@ -8,7 +8,7 @@
 # scripts/test-servers/rgw-start.sh, then measures on the same database:
 #   1. pg_basebackup -D - -Ft -X none --checkpoint=fast > /dev/null   (the floor: no hashing,
 #      compression or upload)
-#   2. walvault backup-push with default settings (zstd, 16 MiB parts x 4) under /usr/bin/time -v
+#   2. walvault backup-push with default settings (zstd, 16 MiB parts x 3) under /usr/bin/time -v
 #   3. the same with WALVAULT_COMPRESSION=none (every byte goes over the wire)
 # and prints peak RSS, wall time, MiB/s and the ratio to pg_basebackup. Everything it starts is
 # stopped and removed at the end (also on failure).
