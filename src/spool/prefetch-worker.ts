@@ -21,6 +21,8 @@ import { releaseLock, takeLock, touchLock } from './worker-control.js';
 
 const CONCURRENCY = 4;
 const POLL_MS = 5;
+/** While nothing is asked or running (a standby waiting for new WAL), poll less often: no busy CPU. */
+const IDLE_POLL_MAX_MS = 50;
 /** No new request from PostgreSQL for this long: the restore is over or paused; exit. */
 const IDLE_MS = 10_000;
 
@@ -83,7 +85,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       }
       if (running.size === 0 && started === 0) {
         if (Date.now() - idleSince > IDLE_MS) return;
-        await sleep(POLL_MS);
+        await sleep(Math.min(IDLE_POLL_MAX_MS, POLL_MS * 2 ** Math.min(4, Math.floor((Date.now() - idleSince) / 200))));
       } else {
         idleSince = Date.now();
         await Promise.race([...running.values(), sleep(POLL_MS)]);
