@@ -72,7 +72,7 @@ describe('loadConfig', () => {
 
 describe('S3 multipart part size', () => {
   it('keeps the configured size for small or unknown uploads and grows it to fit 10,000 parts', async () => {
-    const { partSizeFor } = await import('../../src/storage/s3/driver.js');
+    const { partSizeFor } = await import('../../src/storage/s3/upload.js');
     const MiB = 1024 * 1024;
     expect(partSizeFor(16 * MiB)).toBe(16 * MiB);
     expect(partSizeFor(16 * MiB, 10 * 1024 * MiB)).toBe(16 * MiB);

@@ -1,7 +1,5 @@
 // The S3 Storage driver. Loaded only through a dynamic import (the AWS SDK is heavy): nothing outside
 // src/storage/s3/ imports the SDK.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -34,44 +32,10 @@ import { contentMd5, createS3Client } from './client.js';
 import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
-import { multipartUpload } from './upload.js';
+import { multipartUpload, partSizeFor } from './upload.js';
+import { rememberCapability, readCapability, withoutConditionalWrites } from './capabilities.js';
 
 const DELETE_BATCH = 1000;
-
-/** Endpoint+bucket pairs that answered 501 to If-None-Match: remembered for the process. */
-const withoutConditionalWrites = new Set<string>();
-
-function readCapability(file: string, storeId: string): boolean {
-  try {
-    return (JSON.parse(readFileSync(file, 'utf8')) as { noConditionalWrites?: string }).noConditionalWrites === storeId;
-  } catch {
-    return false;
-  }
-}
-
-function rememberCapability(file: string, storeId: string): void {
-  try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ noConditionalWrites: storeId }));
-    renameSync(`${file}.${process.pid}`, file);
-  } catch {
-    // Only a speed-up: the next process probes again.
-  }
-}
-
-const MAX_PARTS = 10_000;
-const MiB = 1024 * 1024;
-
-/** The configured part size, raised so that twice `expectedSize` fits in S3's 10,000 parts. */
-export function partSizeFor(configured: number, expectedSize?: number): number {
-  if (!expectedSize || expectedSize <= 0) return configured;
-  const needed = Math.ceil((expectedSize * 2) / MAX_PARTS / MiB) * MiB;
-  if (needed > configured) {
-    log.info(`raising the multipart part size to ${needed / MiB} MiB for an expected ${Math.round(expectedSize / MiB)} MiB upload`);
-    return needed;
-  }
-  return configured;
-}
 
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);

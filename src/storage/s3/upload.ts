@@ -17,6 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { configError, isWalvaultError, localFileError } from '../../common/errors.js';
+import { log } from '../../common/log.js';
 import { abortErrorFor, classifyS3Error, type S3Op } from './errors.js';
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -139,4 +140,18 @@ async function abortLeftover(p: MultipartUploadParams, uploadId: string | undefi
     // NoSuchUpload (AWS, Swift) / NoSuchKey (radosgw): already gone. Anything else: the upload stays
     // until abortStaleUploads; the original failure is what the caller needs to see.
   }
+}
+
+const MAX_PARTS = 10_000;
+const MiB = 1024 * 1024;
+
+/** The configured part size, raised so that twice `expectedSize` fits in S3's 10,000 parts. */
+export function partSizeFor(configured: number, expectedSize?: number): number {
+  if (!expectedSize || expectedSize <= 0) return configured;
+  const needed = Math.ceil((expectedSize * 2) / MAX_PARTS / MiB) * MiB;
+  if (needed > configured) {
+    log.info(`raising the multipart part size to ${needed / MiB} MiB for an expected ${Math.round(expectedSize / MiB)} MiB upload`);
+    return needed;
+  }
+  return configured;
 }
