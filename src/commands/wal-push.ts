@@ -8,11 +8,11 @@ import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../spool/lo
 import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from '../spool/push-batch.js';
 import { listPushRecords, pruneRecords } from '../spool/push-records.js';
 import { askPusher, pusherDir, startPusher } from '../spool/pusher.js';
-import { repoCacheDirOf } from '../spool/repo-key.js';
 import { openStorage, storageUrlOf } from '../storage/open.js';
 import { advanceHighWater } from '../wal/high-water.js';
 import { dropIfOverLimit, flushGapMarkers } from '../wal/ready-queue.js';
 import { parseWalName } from '../wal/names.js';
+import { repoCacheDir } from '../repo/cache-dir.js';
 
 export { pushWalFile, type PushOutcome } from '../spool/push-batch.js';
 
@@ -43,7 +43,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   }
 
   const walDir = dirname(path);
-  const repoCache = repoCacheDirOf(config.spool, repoUrl);
+  const repoCache = repoCacheDir(config.spool, repoUrl);
   // The look-ahead worker of this pg_wal may have it in hand already: no need to load the SDK here.
   if (config.lookahead > 0) {
     const waitMs = Math.min(config.attemptTimeout, config.deadline / 2) * 1000;

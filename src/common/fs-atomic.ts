@@ -1,18 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromFsError } from './errors.js';
+import { TEMP_MARK, tempPathFor } from './temp-names.js';
 
 // basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse
 // overwrites), fsync the directory. A crash leaves at most a temp file, never a partial target.
-export const TEMP_MARK = '.walvault-tmp.';
-
-export function tempPathFor(target: string): string {
-  return join(dirname(target), `${TEMP_MARK}${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-}
 
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, constants.O_RDONLY);

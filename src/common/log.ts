@@ -4,20 +4,25 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
 let threshold: LogLevel = 'info';
-let tag = 'walvault';
+let command = '';
 
 export function setLogLevel(level: LogLevel): void {
   threshold = level;
 }
 
-export function setLogCommand(command: string): void {
-  tag = `walvault ${command}[${process.pid}]`;
+export function setLogCommand(name: string): void {
+  command = name;
+}
+
+/** The one log line format, also used by the fast paths' synchronous writer (src/spool/light.ts). */
+export function formatLogLine(name: string, level: LogLevel, message: string): string {
+  const tag = name ? `walvault ${name}[${process.pid}]` : 'walvault';
+  return `${tag} ${level.toUpperCase()}: ${message.replace(/[\r\n]+/g, ' ')}\n`;
 }
 
 function write(level: LogLevel, message: string): void {
   if (ORDER[level] > ORDER[threshold]) return;
-  const line = message.replace(/[\r\n]+/g, ' ');
-  process.stderr.write(`${tag} ${level.toUpperCase()}: ${line}\n`);
+  process.stderr.write(formatLogLine(command, level, message));
 }
 
 export const log = {

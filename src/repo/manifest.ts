@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoMismatchError, WalvaultError, ExitCode } from '../common/errors.js';
@@ -9,7 +8,10 @@ import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../version.js';
 import type { WalHeader } from '../wal/header.js';
+import { repoCacheDir } from './cache-dir.js';
 import { readAll } from './objects.js';
+
+export { repoCacheDir };
 
 // <prefix>/walvault.json binds a repository to one PostgreSQL system: created by the first segment
 // pushed, then every push must match it. Two clusters on one prefix (split brain, a copy-pasted
@@ -64,10 +66,6 @@ function parseManifest(text: string, repoUrl: string): RepoManifest {
   throw new WalvaultError('CorruptObject', ExitCode.integrity, `repository manifest ${repoUrl}/${MANIFEST_KEY} is not a walvault manifest`);
 }
 
-/** Local copy of the (immutable) manifest, so a push does not pay a GET for it every time. */
-export function repoCacheDir(spool: string, repoUrl: string): string {
-  return join(spool, 'repos', createHash('sha256').update(repoUrl).digest('hex').slice(0, 16));
-}
 
 export async function readRemoteManifest(
   storage: Storage,

@@ -6,7 +6,7 @@ import { askWorker, serveFromSpool } from './prefetch-serve.js';
 import { afterSegmentServed, noteHistoryRequest, prefetchContextFromCache } from './prefetch-spool.js';
 import { configFingerprint } from './worker-control.js';
 import { hasTempFiles, logLine } from './light.js';
-import { repoUrlOf } from './repo-key.js';
+import { repoUrlOf } from '../storage/open.js';
 
 // The no-SDK path of wal-fetch: the file PostgreSQL asks for was prefetched by the worker an earlier
 // wal-fetch started, or that worker (which has the storage client loaded already) fetches it now.

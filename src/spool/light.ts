@@ -1,20 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import type { Config } from '../common/config.js';
+import { formatLogLine } from '../common/log.js';
+import { TEMP_MARK } from '../common/temp-names.js';
 
-// Import-light twins of a few helpers for the per-file fast paths (wal-push of a recorded file,
-// wal-fetch from the prefetch spool). The originals pull in stream code, and process.stderr costs
-// a few milliseconds to set up on a pipe; these use plain synchronous fs calls.
-// test/unit/spool-fast.test.ts checks them against the originals.
-
-/** Same as TEMP_MARK in src/common/fs-atomic.ts: cleanupStaleTemps() must recognise our temp files. */
-export const TEMP_MARK = '.walvault-tmp.';
-
-/** Same naming as tempPathFor() in src/common/fs-atomic.ts. */
-export function tempPathFor(target: string): string {
-  return join(dirname(target), `${TEMP_MARK}${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-}
+// Synchronous, import-light helpers for the per-file fast paths (wal-push of a recorded file,
+// wal-fetch from the prefetch spool): process.stderr costs a few milliseconds to set up on a pipe,
+// so log lines (same format as src/common/log.ts) go out with writeSync, and fsync is synchronous.
 
 export function fsyncDirSync(dir: string): void {
   const fd = openSync(dir, 'r');
@@ -32,10 +23,6 @@ export function hasTempFiles(dir: string): boolean {
   } catch {
     return false;
   }
-}
-
-export function formatLogLine(command: string, level: 'info' | 'warn', message: string): string {
-  return `walvault ${command}[${process.pid}] ${level.toUpperCase()}: ${message.replace(/[\r\n]+/g, ' ')}\n`;
 }
 
 /** One log line in the format of src/common/log.ts, honouring the configured level. */

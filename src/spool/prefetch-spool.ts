@@ -4,8 +4,9 @@ import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { log } from '../common/log.js';
-import { repoCacheDirOf, repoUrlOf } from './repo-key.js';
 import { startWorker } from './worker-control.js';
+import { repoCacheDir } from '../repo/cache-dir.js';
+import { repoUrlOf } from '../storage/open.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
@@ -136,7 +137,7 @@ export function readRecord(dir: string, name: string): PrefetchRecord | null {
 export async function prefetchContextFromCache(config: Config): Promise<PrefetchContext | null> {
   const url = repoUrlOf(config.repo);
   if (!url) return null;
-  const cache = repoCacheDirOf(config.spool, url);
+  const cache = repoCacheDir(config.spool, url);
   try {
     return contextFromManifest(cache, JSON.parse(await readFile(join(cache, 'walvault.json'), 'utf8')));
   } catch {

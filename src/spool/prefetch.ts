@@ -7,7 +7,8 @@ import type { Deadline } from '../common/retry.js';
 import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
 import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './prefetch-spool.js';
-import { repoCacheDirOf, repoUrlOf } from './repo-key.js';
+import { repoCacheDir } from '../repo/cache-dir.js';
+import { repoUrlOf } from '../storage/open.js';
 
 /**
  * The prefetch spool directory of this restore, keyed by repository, system identifier and data
@@ -22,7 +23,7 @@ export async function prefetchContext(config: Config, storage: Storage, deadline
     if (!url) return null;
     const remote = await readRemoteManifest(storage, retryPolicy(config), deadline);
     if (!remote) return null;
-    const cache = repoCacheDirOf(config.spool, url);
+    const cache = repoCacheDir(config.spool, url);
     await ensureDir(cache).then(() => writeFileAtomic(join(cache, MANIFEST_KEY), Buffer.from(JSON.stringify(remote))));
     return contextFromManifest(cache, remote);
   } catch (e) {

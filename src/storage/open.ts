@@ -2,7 +2,7 @@ import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
-import { repoCacheDir } from '../repo/manifest.js';
+import { repoCacheDir } from '../repo/cache-dir.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
 
@@ -41,6 +41,15 @@ export function parseRepoUrl(url: string | undefined): RepoLocation {
 export function storageUrlOf(repo: string | undefined): string {
   const loc = parseRepoUrl(repo);
   return loc.scheme === 'file' ? `file://${loc.dir}` : `s3://${loc.bucket}${loc.prefix ? `/${loc.prefix}` : ''}`;
+}
+
+/** storageUrlOf(), or undefined for a missing or invalid repository (the full path reports those). */
+export function repoUrlOf(repo: string | undefined): string | undefined {
+  try {
+    return storageUrlOf(repo);
+  } catch {
+    return undefined;
+  }
 }
 
 export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: string }): S3Options {

@@ -5,20 +5,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/common/config.js';
-import { repoCacheDir } from '../../src/repo/manifest.js';
+import { repoCacheDir } from '../../src/repo/cache-dir.js';
 import { parseHotArgv } from '../../src/spool/fast-cli.js';
 import { tryFastPush } from '../../src/spool/fast-push.js';
 import { askWorker, serveFromSpool } from '../../src/spool/prefetch-serve.js';
 import { dropEntries, prefetchDir, writeRecord } from '../../src/spool/prefetch-spool.js';
 import { pushRecordDir, verifyFileSync, writePushRecord } from '../../src/spool/push-records.js';
-import { repoCacheDirOf, repoUrlOf } from '../../src/spool/repo-key.js';
-import { storageUrlOf } from '../../src/storage/open.js';
+import { repoUrlOf, storageUrlOf } from '../../src/storage/open.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const root = mkdtempSync(join(tmpdir(), 'wv-spool-unit-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-describe('import-light repository keys', () => {
+describe('repository keys for the fast paths', () => {
   it.each([
     's3://bucket/prefix',
     's3://bucket',
@@ -30,7 +29,7 @@ describe('import-light repository keys', () => {
     'file:///',
   ])('%s gives the same URL and cache directory as the storage layer', (url) => {
     expect(repoUrlOf(url)).toBe(storageUrlOf(url));
-    expect(repoCacheDirOf('/spool', repoUrlOf(url)!)).toBe(repoCacheDir('/spool', storageUrlOf(url)));
+    expect(repoCacheDir('/spool', repoUrlOf(url)!)).toMatch(/^\/spool\/repos\/[0-9a-f]{16}$/);
   });
 
   it.each([undefined, '', 's3://B/x', 'http://x', 'file://relative/x'])('%j is not a repository', (url) => {
@@ -104,7 +103,7 @@ describe('tryFastPush (the no-network wal-push)', () => {
   const spool = join(root, 'spool');
   const repo = 's3://bucket/cluster';
   const config = loadConfig({ repo, spool }, {}).config;
-  const cache = repoCacheDirOf(spool, repoUrlOf(repo)!);
+  const cache = repoCacheDir(spool, repoUrlOf(repo)!);
 
   async function recorded(name: string, content: Buffer) {
     const path = join(root, name);
@@ -215,19 +214,20 @@ describe('prefetch spool hand-over', () => {
   });
 });
 
-describe('import-light helpers match the originals', () => {
+describe('helpers shared with the fast paths', () => {
   it('names temp files the way cleanupStaleTemps() recognises', async () => {
-    const fsAtomic = await import('../../src/common/fs-atomic.js');
-    const light = await import('../../src/spool/light.js');
-    expect(light.TEMP_MARK).toBe(fsAtomic.TEMP_MARK);
-    const a = light.tempPathFor('/x/pg_wal/RECOVERYXLOG').replace(/[0-9a-f]{8}$/, '');
-    const b = fsAtomic.tempPathFor('/x/pg_wal/RECOVERYXLOG').replace(/[0-9a-f]{8}$/, '');
-    expect(a).toBe(b);
+    const { cleanupStaleTemps } = await import('../../src/common/fs-atomic.js');
+    const { tempPathFor } = await import('../../src/common/temp-names.js');
+    const dir = join(root, 'temps');
+    await mkdir(dir);
+    const temp = tempPathFor(join(dir, 'RECOVERYXLOG'));
+    writeFileSync(temp, 'partial');
+    expect(await cleanupStaleTemps(dir)).toBe(1);
+    expect(existsSync(temp)).toBe(false);
   });
 
-  it('writes log lines in the format of src/common/log.ts', async () => {
-    const { log, setLogCommand, setLogLevel } = await import('../../src/common/log.js');
-    const { formatLogLine } = await import('../../src/spool/light.js');
+  it('writes log lines in one format', async () => {
+    const { log, setLogCommand, setLogLevel, formatLogLine } = await import('../../src/common/log.js');
     const writes: string[] = [];
     const orig = process.stderr.write.bind(process.stderr);
     process.stderr.write = ((chunk: string) => (writes.push(String(chunk)), true)) as typeof process.stderr.write;
@@ -240,5 +240,6 @@ describe('import-light helpers match the originals', () => {
       process.stderr.write = orig;
     }
     expect(writes).toEqual([formatLogLine('wal-push', 'info', 'hello\nworld'), formatLogLine('wal-push', 'warn', 'careful')]);
+    expect(writes[0]).toBe(`walvault wal-push[${process.pid}] INFO: hello world\n`);
   });
 });

@@ -10,7 +10,8 @@ import {
   WalvaultError,
   isWalvaultError,
 } from '../../common/errors.js';
-import { TEMP_MARK, writeFileAtomic } from '../../common/fs-atomic.js';
+import { writeFileAtomic } from '../../common/fs-atomic.js';
+import { TEMP_MARK } from '../../common/temp-names.js';
 import type { CallOptions, GetResult, ListedObject, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
 // A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the
