@@ -152,7 +152,8 @@ export async function tempDir(prefix: string, opts: { forPostgres?: boolean } = 
     await chmod(dir, 0o700);
     await chownToPostgres(dir);
   }
-  registerCleanup(() => rm(dir, { recursive: true, force: true }));
+  // Retries: a detached prefetch/look-ahead worker of the test may still be finishing a file in it.
+  registerCleanup(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }));
   return dir;
 }
 
