@@ -34,12 +34,23 @@ export function parseHistory(text: string): HistoryEntry[] {
   return out;
 }
 
+/** What of a backup decides which timelines can recover it: where it starts and where it ends. */
+export type BackupSpan = Pick<BackupInfo, 'timeline' | 'checkpointLsn' | 'stopLsn' | 'stopTimeline'>;
+
 /**
- * The timelines recovery replays from a backup on `startTli` to `targetTli`, given the target's
- * history: for each LSN PostgreSQL reads the segment of the newest timeline that had begun by then.
+ * The timelines recovery replays from a backup to `targetTli`, given the target's history: for each
+ * LSN PostgreSQL reads the segment of the newest timeline that had begun by then. The backup is only
+ * consistent once replayed to its stop LSN, so the target timeline must contain the backup's END:
+ * the checkpoint on the start timeline and the stop LSN on the stop timeline (PostgreSQL refuses a
+ * timeline that forked before its minimum recovery point). A fork between start and stop is refused.
  */
-export function timelinePath(startTli: number, startLsn: string, targetTli: number, history: HistoryEntry[], segSize: number): TimelineStep[] {
-  if (targetTli === startTli) return [{ tli: startTli, beginSegno: 0n }];
+export function timelinePath(b: BackupSpan, targetTli: number, history: HistoryEntry[], segSize: number): TimelineStep[] {
+  const startTli = b.timeline;
+  const stopTli = b.stopTimeline ?? b.timeline;
+  if (targetTli === startTli && stopTli === startTli) return [{ tli: startTli, beginSegno: 0n }];
+  if (targetTli === startTli) {
+    throw backupError(`the backup ends on timeline ${stopTli} (it started on ${startTli}); it cannot be recovered onto timeline ${targetTli}`);
+  }
   const steps: TimelineStep[] = [];
   let begin = 0n;
   for (const h of history) {
@@ -51,11 +62,26 @@ export function timelinePath(startTli: number, startLsn: string, targetTli: numb
   if (i < 0) {
     throw backupError(`timeline ${targetTli} does not descend from the backup's timeline ${startTli} (its history: ${describeHistory(history)})`);
   }
-  if (parseLsn(startLsn) >= parseLsn(history[i]!.switchLsn)) {
+  if (parseLsn(b.checkpointLsn) >= parseLsn(history[i]!.switchLsn)) {
     throw backupError(
-      `timeline ${targetTli} branched off timeline ${startTli} at ${history[i]!.switchLsn}, before the backup started (${startLsn}); ` +
+      `timeline ${targetTli} branched off timeline ${startTli} at ${history[i]!.switchLsn}, before the backup's checkpoint (${b.checkpointLsn}); ` +
         'that backup cannot be recovered onto it',
     );
+  }
+  if (stopTli !== targetTli) {
+    const j = history.findIndex((h) => h.tli === stopTli);
+    if (j < i) {
+      throw backupError(
+        `timeline ${targetTli} does not pass through timeline ${stopTli}, on which the backup ended (its history: ${describeHistory(history)})`,
+      );
+    }
+    // The stop LSN is the end of the backup's last record: a fork exactly there keeps all of it.
+    if (parseLsn(b.stopLsn) > parseLsn(history[j]!.switchLsn)) {
+      throw backupError(
+        `timeline ${targetTli} branched off timeline ${stopTli} at ${history[j]!.switchLsn}, before the backup ended (stop LSN ${b.stopLsn}); ` +
+          'recovery onto it would never make the backup consistent; choose another backup or timeline',
+      );
+    }
   }
   return steps.slice(i);
 }
@@ -138,7 +164,7 @@ export async function checkWalCoverage(
     if (text === null) throw backupError(`recovery target timeline ${targetTli} has no history file ${storage.url}/${key}`);
     history = parseHistory(text);
   }
-  const path = timelinePath(startTli, backup.startLsn, targetTli, history, segSize);
+  const path = timelinePath(backup, targetTli, history, segSize);
 
   const startSegno = segmentNumber(backup.startSegment, segSize);
   const stopSegno = parseLsn(backup.stopLsn) / BigInt(segSize);

@@ -54,40 +54,87 @@ const TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\
 
 /**
  * Reads a timestamp such as `2026-11-24 13:59:00`, `2026-11-24T13:59:00.123456+02:00` or
- * `2026-11-24 11:59:00 UTC`. Without a zone it is local time of the machine running walvault (TZ),
- * and walvault writes the target with an explicit +00 offset, so PostgreSQL's TimeZone setting
- * cannot change its meaning. Microseconds are kept.
+ * `2026-11-24 11:59:00 UTC`. Without a zone it is local time of the machine running walvault (TZ, or
+ * `zone`, an IANA name, for tests), and walvault writes the target with an explicit +00 offset, so
+ * PostgreSQL's TimeZone setting cannot change its meaning. Microseconds are kept. A date that does
+ * not exist (2026-02-30, 24:00) is refused rather than rolled over, and so is a local time that
+ * names two instants (the repeated hour when clocks go back) or none (the skipped hour).
  */
-export function parseTargetTime(text: string): { pg: string; ms: number } {
+export function parseTargetTime(text: string, zone?: string): { pg: string; ms: number } {
   const m = TIME.exec(text.trim());
-  const bad = () =>
-    usageError(`--target-time ${JSON.stringify(text)} is not a timestamp (e.g. "2026-11-24 13:59:00", "2026-11-24T11:59:00Z", "2026-11-24 13:59:00+02")`);
+  const bad = (why = 'is not a timestamp') =>
+    usageError(`--target-time ${JSON.stringify(text)} ${why} (e.g. "2026-11-24 13:59:00", "2026-11-24T11:59:00Z", "2026-11-24 13:59:00+02")`);
   if (!m) throw bad();
-  const [, y, mo, d, h = '0', mi = '0', s = '0', frac = '', zone] = m;
+  const [, y, mo, d, h = '0', mi = '0', s = '0', frac = '', tz] = m;
   const fields = [Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)] as const;
-  if (fields[1] > 11 || fields[2] < 1 || fields[2] > 31 || fields[3] > 23 || fields[4] > 59 || fields[5] > 60) throw bad();
+  const asUtc = Date.UTC(...fields);
+  // Date.UTC rolls 02-30 over to 03-02 and 24:00 to the next day: a field it changed did not exist.
+  const back = new Date(asUtc);
+  const same =
+    back.getUTCFullYear() === fields[0] && back.getUTCMonth() === fields[1] && back.getUTCDate() === fields[2] &&
+    back.getUTCHours() === fields[3] && back.getUTCMinutes() === fields[4] && back.getUTCSeconds() === fields[5];
+  if (!Number.isFinite(asUtc) || !same) throw bad('is not a date and time that exists (check the day of the month, hours 00-23, minutes and seconds 00-59)');
   const micros = Number(frac.padEnd(6, '0'));
   let baseMs: number;
-  if (zone === undefined) {
-    baseMs = new Date(...fields).getTime();
+  if (tz === undefined) {
+    const found = localInstants(asUtc, zone);
+    if (found.length !== 1) {
+      const where = zone ?? (process.env['TZ'] || 'the local time zone');
+      throw bad(
+        found.length === 0
+          ? `does not exist in ${where} (the clocks skip that hour); give an explicit offset such as +01 or Z`
+          : `is ambiguous in ${where} (the clocks go back and that hour happens twice); give an explicit offset such as +01 or Z`,
+      );
+    }
+    baseMs = found[0]!;
   } else {
     let offsetMin = 0;
-    const z = zone.toUpperCase();
+    const z = tz.toUpperCase();
     if (z !== 'Z' && z !== 'UTC' && z !== 'GMT') {
       const sign = z[0] === '-' ? -1 : 1;
       const digits = z.slice(1).replace(':', '');
       const hh = digits.length <= 2 ? digits : digits.slice(0, -2);
       const mm = digits.length <= 2 ? '0' : digits.slice(-2);
       offsetMin = sign * (Number(hh) * 60 + Number(mm));
-      if (Math.abs(offsetMin) > 15 * 60) throw bad();
+      if (Math.abs(offsetMin) > 15 * 60 || Number(mm) > 59) throw bad();
     }
-    baseMs = Date.UTC(...fields) - offsetMin * 60_000;
+    baseMs = asUtc - offsetMin * 60_000;
   }
-  if (!Number.isFinite(baseMs)) throw bad();
   const ms = baseMs + micros / 1000;
   const iso = new Date(baseMs).toISOString(); // 2026-11-24T11:59:00.000Z
   const pg = `${iso.slice(0, 10)} ${iso.slice(11, 19)}.${String(micros).padStart(6, '0')}+00`;
   return { pg, ms };
+}
+
+/**
+ * The instants whose wall-clock time in the zone is `wall` (that wall time read as if UTC): none in a
+ * skipped hour, two in a repeated one. Offsets are taken a day either side, which covers any single
+ * transition.
+ */
+function localInstants(wall: number, zone: string | undefined): number[] {
+  const offset = zone === undefined ? (t: number) => -new Date(t).getTimezoneOffset() * 60_000 : zoneOffset(zone);
+  const DAY = 86_400_000;
+  const candidates = new Set([offset(wall - DAY), offset(wall), offset(wall + DAY)]);
+  return [...candidates].map((o) => wall - o).filter((t) => offset(t) === wall - t).sort((a, b) => a - b);
+}
+
+/** UTC offset (ms) of an IANA zone at an instant, from what Intl prints there. */
+function zoneOffset(zone: string): (t: number) => number {
+  const fmt = new Intl.DateTimeFormat('en-US', {
+    timeZone: zone,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: 'numeric',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: 'numeric',
+    second: 'numeric',
+  });
+  return (t: number) => {
+    const p = Object.fromEntries(fmt.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+    const wall = Date.UTC(Number(p['year']), Number(p['month']) - 1, Number(p['day']), Number(p['hour']), Number(p['minute']), Number(p['second']));
+    return wall - Math.floor(t / 1000) * 1000;
+  };
 }
 
 export function describeTarget(t: RecoveryTarget): string {

@@ -8,6 +8,8 @@ import { loadConfig } from '../../src/common/config.js';
 
 const MiB = 1024 * 1024;
 
+const span = (timeline: number, checkpointLsn: string, stopLsn: string, stopTimeline = timeline) => ({ timeline, checkpointLsn, stopLsn, stopTimeline });
+
 function backup(id: string, startTime: string, stopTime: string, startLsn: string, stopLsn: string): BackupInfo {
   return {
     format: 1,
@@ -54,7 +56,59 @@ describe('recovery targets', () => {
     const local = parseTargetTime('2026-11-24 13:59:00');
     expect(local.ms).toBe(new Date(2026, 10, 24, 13, 59, 0).getTime());
     expect(() => parseTargetTime('yesterday')).toThrow(/not a timestamp/);
-    expect(() => parseTargetTime('2026-13-01 00:00:00Z')).toThrow(/not a timestamp/);
+    expect(() => parseTargetTime('2026-13-01 00:00:00Z')).toThrow(/not a date and time that exists/);
+  });
+
+  it('trust: --target-time refuses impossible dates', () => {
+    for (const t of [
+      '2026-02-30 12:00:00Z',
+      '2026-02-29 00:00:00+00',
+      '2026-04-31',
+      '2026-13-01 00:00:00Z',
+      '2026-00-10 00:00:00Z',
+      '2026-11-24 24:00:00Z',
+      '2026-11-24 24:00',
+      '2026-11-24 23:60:00Z',
+      '2026-11-24 23:59:60Z',
+      '2026-11-24 12:00:00+01:75',
+    ]) {
+      expect(() => parseTargetTime(t), t).toThrow(/--target-time .* (is not a date and time that exists|is not a timestamp)/);
+      expect(() => parseTarget({ targetTime: t }), t).toThrow(expect.objectContaining({ exitCode: 2 }));
+    }
+    // The real edges still pass: leap day, last second of the day, midnight.
+    expect(parseTargetTime('2028-02-29 23:59:59Z').pg).toBe('2028-02-29 23:59:59.000000+00');
+    expect(parseTargetTime('2026-12-31 00:00:00+00').pg).toBe('2026-12-31 00:00:00.000000+00');
+  });
+
+  it('trust: --target-time refuses ambiguous local times', () => {
+    // Europe/Berlin 2026: clocks go forward 29 March 02:00 -> 03:00, back 25 October 03:00 -> 02:00.
+    const zone = 'Europe/Berlin';
+    expect(() => parseTargetTime('2026-10-25 02:30:00', zone)).toThrow(/is ambiguous in Europe\/Berlin .* explicit offset/);
+    expect(() => parseTargetTime('2026-03-29 02:30:00', zone)).toThrow(/does not exist in Europe\/Berlin .* explicit offset/);
+    // Either side of the changes, and with an explicit offset inside them, it is one instant.
+    expect(parseTargetTime('2026-10-25 01:59:59', zone).pg).toBe('2026-10-24 23:59:59.000000+00');
+    expect(parseTargetTime('2026-10-25 03:00:00', zone).pg).toBe('2026-10-25 02:00:00.000000+00');
+    expect(parseTargetTime('2026-03-29 03:00:00', zone).pg).toBe('2026-03-29 01:00:00.000000+00');
+    expect(parseTargetTime('2026-10-25 02:30:00+02', zone).pg).toBe('2026-10-25 00:30:00.000000+00');
+    expect(parseTargetTime('2026-10-25 02:30:00+01', zone).pg).toBe('2026-10-25 01:30:00.000000+00');
+    expect(parseTargetTime('2026-07-01 12:00:00', zone).pg).toBe('2026-07-01 10:00:00.000000+00');
+
+    // The same through the process's TZ, as `walvault backup-fetch --target-time` reads it.
+    const saved = process.env['TZ'];
+    try {
+      process.env['TZ'] = 'Europe/Berlin';
+      expect(new Date(Date.UTC(2026, 6, 1)).getTimezoneOffset()).toBe(-120); // the runtime honours TZ
+      for (const t of ['2026-10-25 02:00', '2026-10-25 02:59:59.999999', '2026-03-29 02:15:00']) {
+        expect(() => parseTarget({ targetTime: t }), t).toThrow(expect.objectContaining({ exitCode: 2, message: expect.stringMatching(/explicit offset/) }));
+      }
+      expect(parseTarget({ targetTime: '2026-11-24 13:59:00' })).toMatchObject({ pg: '2026-11-24 12:59:00.000000+00' });
+      process.env['TZ'] = 'America/New_York'; // 1 November 2026, 02:00 EDT -> 01:00 EST
+      expect(() => parseTargetTime('2026-11-01 01:30:00')).toThrow(/ambiguous in America\/New_York/);
+      expect(parseTargetTime('2026-11-01 01:30:00-05').pg).toBe('2026-11-01 06:30:00.000000+00');
+    } finally {
+      if (saved === undefined) delete process.env['TZ'];
+      else process.env['TZ'] = saved;
+    }
   });
 
   it('accepts exactly one target', () => {
@@ -125,12 +179,12 @@ describe('backup selection', () => {
 
 describe('WAL coverage plan', () => {
   it('needs every segment from the start to the end on one timeline', () => {
-    const path = timelinePath(1, '0/200028', 1, [], MiB);
+    const path = timelinePath(span(1, '0/200060', '0/300100'), 1, [], MiB);
     expect(requiredSegments(path, 2n, 4n, MiB)).toEqual(['000000010000000000000002', '000000010000000000000003', '000000010000000000000004']);
   });
 
   it('follows a timeline switch: the switch segment comes from the new timeline', () => {
-    const path = timelinePath(1, '0/200028', 2, [{ tli: 1, switchLsn: '0/4000A0' }], MiB);
+    const path = timelinePath(span(1, '0/200060', '0/300100'), 2, [{ tli: 1, switchLsn: '0/4000A0' }], MiB);
     expect(requiredSegments(path, 2n, 5n, MiB)).toEqual([
       '000000010000000000000002',
       '000000010000000000000003',
@@ -140,10 +194,40 @@ describe('WAL coverage plan', () => {
   });
 
   it('refuses a timeline that branched off before the backup started, or does not descend from it', () => {
-    expect(() => timelinePath(1, '0/500028', 2, [{ tli: 1, switchLsn: '0/4000A0' }], MiB)).toThrow(/before the backup started/);
-    expect(() => timelinePath(3, '0/500028', 4, [{ tli: 1, switchLsn: '0/4000A0' }, { tli: 2, switchLsn: '0/6000A0' }], MiB)).toThrow(
+    expect(() => timelinePath(span(1, '0/500060', '0/600100'), 2, [{ tli: 1, switchLsn: '0/4000A0' }], MiB)).toThrow(/before the backup's checkpoint/);
+    expect(() => timelinePath(span(3, '0/500060', '0/600100'), 4, [{ tli: 1, switchLsn: '0/4000A0' }, { tli: 2, switchLsn: '0/6000A0' }], MiB)).toThrow(
       /does not descend/,
     );
+  });
+
+  it('trust: coverage checks the timeline switch against the backup end', () => {
+    // Backup from 0/200028 (checkpoint 0/200060) to 0/500100 on timeline 1.
+    const b = span(1, '0/200060', '0/500100');
+    // Timeline 2 forked at 0/4000A0: after the start, before the end. The backup's data files hold
+    // timeline 1's changes up to 0/500100, which timeline 2 never had: refused.
+    expect(() => timelinePath(b, 2, [{ tli: 1, switchLsn: '0/4000A0' }], MiB)).toThrow(/before the backup ended \(stop LSN 0\/500100\)/);
+    // Between the checkpoint and the stop LSN, even in the stop segment itself.
+    expect(() => timelinePath(b, 2, [{ tli: 1, switchLsn: '0/5000F8' }], MiB)).toThrow(/before the backup ended/);
+    // Through an intermediate timeline: 1 -> 2 at 0/300000 is what breaks it, not 2 -> 3.
+    expect(() => timelinePath(b, 3, [{ tli: 1, switchLsn: '0/300000' }, { tli: 2, switchLsn: '0/900000' }], MiB)).toThrow(/branched off timeline 1/);
+    // A fork exactly at or after the stop LSN keeps the whole backup.
+    expect(timelinePath(b, 2, [{ tli: 1, switchLsn: '0/500100' }], MiB).map((s) => s.tli)).toEqual([1, 2]);
+    expect(timelinePath(b, 2, [{ tli: 1, switchLsn: '0/700000' }], MiB).map((s) => s.tli)).toEqual([1, 2]);
+    // A backup taken on a standby whose upstream was promoted while it ran starts on 1 and ends on 2:
+    // the 1 -> 2 switch between start and stop is its own history, fine on 2 and its descendants...
+    const crossing = span(1, '0/200060', '0/500100', 2);
+    const h12 = { tli: 1, switchLsn: '0/4000A0' };
+    expect(requiredSegments(timelinePath(crossing, 2, [h12], MiB), 2n, 5n, MiB)).toEqual([
+      '000000010000000000000002',
+      '000000010000000000000003',
+      '000000020000000000000004',
+      '000000020000000000000005',
+    ]);
+    expect(timelinePath(crossing, 3, [h12, { tli: 2, switchLsn: '0/600000' }], MiB).map((s) => s.tli)).toEqual([1, 2, 3]);
+    // ...but not on timeline 1 (it never reaches the end), nor on a 3 that left 2 before the end.
+    expect(() => timelinePath(crossing, 1, [], MiB)).toThrow(/ends on timeline 2/);
+    expect(() => timelinePath(crossing, 3, [h12, { tli: 2, switchLsn: '0/500000' }], MiB)).toThrow(/branched off timeline 2 at 0\/500000, before the backup ended/);
+    expect(() => timelinePath(crossing, 3, [{ tli: 1, switchLsn: '0/4000A0' }], MiB)).toThrow(/does not pass through timeline 2/);
   });
 });
 
