@@ -114,7 +114,7 @@ export interface CoveragePlan {
 const hex8 = (n: number | bigint) => n.toString(16).toUpperCase().padStart(8, '0');
 
 /** Archived segment names (24 hex, no .partial) of one timeline and log id, i.e. one shard. */
-async function listShard(storage: Storage, tli: number, log: bigint, policy: RetryPolicy, deadline: Deadline): Promise<Set<string>> {
+export async function listShard(storage: Storage, tli: number, log: bigint, policy: RetryPolicy, deadline: Deadline): Promise<Set<string>> {
   const prefix = `wal/${hex8(tli)}${hex8(log)}/`;
   return withRetry(`list ${prefix}`, policy, deadline, async (signal) => {
     const names = new Set<string>();

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { backupError, type WalvaultError } from '../common/errors.js';
 import { log } from '../common/log.js';
+import { within } from './wait.js';
 
 // The pg_basebackup child of backup-push (-D - -Ft -X none: the tar on stdout), its stderr (progress
 // estimate and the last lines for error messages), how its failure is reported, and what backup-push
@@ -54,6 +55,29 @@ export function startBaseBackup(bin: string, opts: BaseBackupOptions, label: str
     child.on('close', (code, signal) => resolve({ code, signal }));
   });
   return { child, exit, stderrTail: () => [...lines, partial].filter((l) => l.trim()).join('\n'), estimate: () => estimate };
+}
+
+/** How long pg_basebackup gets to exit after closing its output, and after each signal. */
+export const EXIT_AFTER_EOF_MS = 30_000;
+export const STOP_GRACE_MS = 5_000;
+
+/**
+ * Stops pg_basebackup by its PID: SIGTERM, then SIGKILL after a grace period; gives up (with a
+ * warning naming the PID) rather than wait for a process that even SIGKILL does not end.
+ */
+export async function stopBaseBackup(p: BaseBackupProcess, graceMs = STOP_GRACE_MS): Promise<void> {
+  const pid = p.child.pid;
+  if (pid === undefined || p.child.exitCode !== null || p.child.signalCode !== null) return;
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      return; // already gone
+    }
+    if ((await within(p.exit, graceMs)) !== 'timeout') return;
+    if (sig === 'SIGTERM') log.warn(`pg_basebackup (pid ${pid}) did not exit ${graceMs / 1000}s after SIGTERM; sending SIGKILL`);
+  }
+  log.warn(`pg_basebackup (pid ${pid}) did not exit ${graceMs / 1000}s after SIGKILL; leaving it`);
 }
 
 export function baseBackupFailure(p: BaseBackupProcess, r: { code: number | null; signal: NodeJS.Signals | null }): WalvaultError {

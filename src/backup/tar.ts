@@ -83,6 +83,8 @@ const TAPPED: Record<string, number> = {
 export class TarTap extends Transform {
   readonly files = new Map<string, Buffer>();
   entries = 0;
+  /** The member whose header was read last (backup-push: global/pg_control means the data is all sent). */
+  lastEntry: string | undefined;
   readonly label: Promise<Buffer>;
   private resolveLabel!: (b: Buffer) => void;
   private rejectLabel!: (e: Error) => void;
@@ -98,6 +100,7 @@ export class TarTap extends Transform {
     this.sink.extract.on('entry', (header: Header, stream, next) => {
       this.entries++;
       const name = normalizeName(header.name);
+      this.lastEntry = name;
       const cap = header.type === 'file' ? TAPPED[name] : undefined;
       if (cap === undefined) {
         stream.on('end', () => next());

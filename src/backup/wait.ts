@@ -21,6 +21,16 @@ export async function phase<T>(config: Config, what: string, fn: (signal: AbortS
   }
 }
 
+/** `p`, or 'timeout' if it has not settled within `ms` (the timer does not keep the process alive). */
+export function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    t = setTimeout(() => resolve('timeout'), ms);
+    t.unref();
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+}
+
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -46,7 +56,7 @@ export async function waitForRepoManifest(storage: Storage, config: Config, sign
   }
 }
 
-async function phaseManifest(storage: Storage, config: Config): Promise<RepoManifest | null> {
+export async function phaseManifest(storage: Storage, config: Config): Promise<RepoManifest | null> {
   const deadline = new Deadline(config.deadline * 1000);
   try {
     return await readRemoteManifest(storage, retryPolicy(config), deadline);

@@ -17,11 +17,19 @@ import {
 } from '../backup/catalog.js';
 import { backupHistoryFileName, parseBackupLabel } from '../backup/label.js';
 import { manifestWalSpan, parseBackupManifest } from '../backup/manifest.js';
-import { baseBackupFailure, nextXidFromControl, startBaseBackup, type BaseBackupOptions } from '../backup/pg-basebackup.js';
+import { archiveWaitError, watchArchiveWait } from '../backup/archive-wait.js';
+import {
+  baseBackupFailure,
+  EXIT_AFTER_EOF_MS,
+  nextXidFromControl,
+  startBaseBackup,
+  stopBaseBackup,
+  type BaseBackupOptions,
+} from '../backup/pg-basebackup.js';
 import { findPgProgram } from '../backup/pgbin.js';
 import { Progress } from '../backup/progress.js';
 import { TarTap } from '../backup/tar.js';
-import { phase, waitForRepoManifest, waitForWal } from '../backup/wait.js';
+import { phase, waitForRepoManifest, waitForWal, within } from '../backup/wait.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../version.js';
@@ -95,6 +103,8 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
   });
   // A failed pg_basebackup must not complete the upload of a truncated stream.
   let childError: unknown;
+  // Set when the server kept the stream open past backupWaitTimeout waiting for archive_command.
+  let archiveStalled = false;
   const childFailed = pgbb.exit.then((r) => {
     if (r.code !== 0 || r.signal) {
       const err = signal.aborted ? (signal.reason as Error) : baseBackupFailure(pgbb, r);
@@ -107,12 +117,26 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
   childFailed.catch(() => undefined);
   const onAbort = () => out.destroy(signal.reason as Error);
   signal.addEventListener('abort', onAbort, { once: true });
+  const watch = watchArchiveWait({
+    source: pgbb.child.stdout!,
+    // pg_control is sent last, and pg_basebackup's stdio may hold back the end of it.
+    streamed: () => tap.lastEntry === 'global/pg_control',
+    released: () => tap.files.has('backup_manifest'),
+    timeoutMs: config.backupWaitTimeout * 1000,
+    onTimeout: () => {
+      archiveStalled = true;
+      log.warn(`the server is still waiting for WAL to be archived ${config.backupWaitTimeout}s after the data was streamed; stopping pg_basebackup (pid ${pgbb.child.pid})`);
+      out.destroy(backupError('the WAL archive wait timed out'));
+    },
+  });
 
   let uploadedKey: string | undefined;
+  let labelStart: string | undefined;
   let progress: Progress | undefined;
   try {
     const labelBuf = await Promise.race([tap.label, childFailed.then(() => tap.label)]);
     const label = parseBackupLabel(labelBuf.toString('utf8'));
+    labelStart = label.startSegment;
     const startTime = label.startTime ?? new Date();
     const id = await uniqueId(storage, makeBackupId(label.startSegment, startTime), config);
     log.info(`backup ${id}: started at ${label.startLsn} on timeline ${label.startTimeline} (${label.startSegment}), uploading to ${storage.url}`);
@@ -133,10 +157,18 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
         signal,
         ...(expectedSize ? { expectedSize } : {}),
       });
-      await pipelineDone;
+      // The upload ends only after pg_basebackup closed its output: what follows is immediate, unless
+      // a stage or the child hangs, which must not hang backup-push.
+      if ((await within(pipelineDone, EXIT_AFTER_EOF_MS)) === 'timeout') {
+        throw backupError(`the backup stream did not finish ${EXIT_AFTER_EOF_MS / 1000}s after its upload completed`);
+      }
       if (pipelineError) throw pipelineError;
+      if ((await within(pgbb.exit, EXIT_AFTER_EOF_MS)) === 'timeout') {
+        throw backupError(`pg_basebackup (pid ${pgbb.child.pid}) closed its output but did not exit within ${EXIT_AFTER_EOF_MS / 1000}s`);
+      }
       await childFailed;
     } finally {
+      watch.stop();
       clearInterval(ticker);
       prog.update(hashing.bytes);
       prog.done();
@@ -227,19 +259,21 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
     process.stdout.write(`${id}\n`);
     return 0;
   } catch (caught) {
+    watch.stop();
     progress?.done();
-    pgbb.child.kill('SIGTERM');
     out.destroy();
-    // The root cause first: a failed pg_basebackup or an interrupt also breaks the upload's source.
-    await Promise.race([pgbb.exit, new Promise((r) => setTimeout(r, 2000))]);
-    const e = childError ?? (signal.aborted ? signal.reason : caught);
+    await stopBaseBackup(pgbb);
+    // The root cause first: a failed pg_basebackup, an archive that never caught up or an interrupt
+    // also break the upload's source. The upload itself was aborted when its source failed.
+    const e = archiveStalled
+      ? await archiveWaitError(storage, config, labelStart, opts.dbname)
+      : (childError ?? (signal.aborted ? signal.reason : caught));
     // Nothing without backup.json counts; still, do not leave a stray tar behind when we can help it.
     if (uploadedKey) await removeQuietly(storage, config, uploadedKey, e);
     throw e instanceof Error && !isWalvaultError(e) ? backupError(`backup-push failed: ${e.message}`, { cause: e }) : e;
   } finally {
     signal.removeEventListener('abort', abortChild);
     signal.removeEventListener('abort', onAbort);
-    await pgbb.exit;
   }
 }
 
@@ -249,7 +283,8 @@ async function removeQuietly(storage: Storage, config: Config, dataKey: string, 
     await phase(config, `remove the incomplete backup ${dir}`, (s) =>
       storage.delete([dataKey, `${dir}${MANIFEST_OBJECT}`], { signal: s }),
     );
-    log.info(`removed the incomplete backup ${storage.url}/${dir} after: ${describeError(why)}`);
+    // The reason follows as the error line; repeating a long one here would only double it.
+    log.info(`removed the incomplete backup ${storage.url}/${dir} (${(describeError(why).split(':')[0] ?? '').slice(0, 80)})`);
   } catch (e) {
     log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored): ${describeError(e)}`);
   }
