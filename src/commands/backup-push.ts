@@ -269,7 +269,7 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
       ? await archiveWaitError(storage, config, labelStart, opts.dbname)
       : (childError ?? (signal.aborted ? signal.reason : caught));
     // Nothing without backup.json counts; still, do not leave a stray tar behind when we can help it.
-    if (uploadedKey) await removeQuietly(storage, config, uploadedKey, e);
+    if (uploadedKey) await removeQuietly(storage, config, uploadedKey);
     throw e instanceof Error && !isWalvaultError(e) ? backupError(`backup-push failed: ${e.message}`, { cause: e }) : e;
   } finally {
     signal.removeEventListener('abort', abortChild);
@@ -277,14 +277,14 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
   }
 }
 
-async function removeQuietly(storage: Storage, config: Config, dataKey: string, why: unknown): Promise<void> {
+async function removeQuietly(storage: Storage, config: Config, dataKey: string): Promise<void> {
   const dir = dataKey.slice(0, dataKey.lastIndexOf('/') + 1);
   try {
     await phase(config, `remove the incomplete backup ${dir}`, (s) =>
       storage.delete([dataKey, `${dir}${MANIFEST_OBJECT}`], { signal: s }),
     );
-    // The reason follows as the error line; repeating a long one here would only double it.
-    log.info(`removed the incomplete backup ${storage.url}/${dir} (${(describeError(why).split(':')[0] ?? '').slice(0, 80)})`);
+    // The reason follows as the error line: repeating it here would only double a long line.
+    log.info(`removed the incomplete backup ${storage.url}/${dir}`);
   } catch (e) {
     log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored): ${describeError(e)}`);
   }
