@@ -2,6 +2,8 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { PassThrough, Writable } from 'node:stream';
+import { watchArchiveWait } from '../../src/backup/archive-wait.js';
 import { startBaseBackup, stopBaseBackup } from '../../src/backup/pg-basebackup.js';
 
 // backup-push stops pg_basebackup by PID and never waits on it without a bound: a child that
@@ -35,5 +37,42 @@ describe('stopping pg_basebackup', () => {
     const started = performance.now();
     await stopBaseBackup(p, 5_000);
     expect(performance.now() - started).toBeLessThan(100);
+  });
+});
+
+// The archive-wait clock runs only while walvault sits idle on pg_basebackup's output after the last
+// data file: time the upload spends holding the stream back is not the server's wait.
+describe('the archive wait clock', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('fires after the timeout once the data is streamed and the source is idle', async () => {
+    const source = new PassThrough();
+    source.pipe(new Writable({ write: (_c, _e, cb) => cb() }));
+    let streamed = false;
+    let fired = 0;
+    const w = watchArchiveWait({ source, streamed: () => streamed, released: () => false, timeoutMs: 500, onTimeout: () => fired++ });
+    await sleep(800);
+    expect(fired, 'not before the data is streamed').toBe(0);
+    streamed = true;
+    await sleep(1_100);
+    w.stop();
+    expect(fired).toBe(1);
+  });
+
+  it('does not count time while the source is held back, nor after the server released the stream', async () => {
+    const held = new PassThrough();
+    held.pipe(new Writable({ highWaterMark: 1, write: () => undefined })); // never drains
+    held.write(Buffer.alloc(64 * 1024));
+    await sleep(50);
+    expect(held.readableFlowing).toBe(false);
+    let fired = 0;
+    const a = watchArchiveWait({ source: held, streamed: () => true, released: () => false, timeoutMs: 300, onTimeout: () => fired++ });
+    const idle = new PassThrough();
+    idle.pipe(new Writable({ write: (_c, _e, cb) => cb() }));
+    const b = watchArchiveWait({ source: idle, streamed: () => true, released: () => true, timeoutMs: 300, onTimeout: () => fired++ });
+    await sleep(900);
+    a.stop();
+    b.stop();
+    expect(fired).toBe(0);
   });
 });
