@@ -80,8 +80,8 @@ async function laterFileOf(storage: Storage, timeline: number, afterKey: string,
   return withRetry(`list wal/${hex8(timeline)}* after ${afterKey}`, ctx.policy, ctx.deadline, async (signal) => {
     let seen = 0;
     for await (const o of storage.list(`wal/${hex8(timeline)}`, { signal, startAfter: afterKey })) {
-      if (o.key <= afterKey) continue; // a store that ignores StartAfter costs time, not correctness
-      const proof = proves(o.key, timeline, segment);
+      // (a store that ignored StartAfter would list from the start: keys up to the missing one prove nothing)
+      const proof = o.key > afterKey ? proves(o.key, timeline, segment) : null;
       if (proof) return proof;
       if (++seen >= MAX_LISTED_KEYS) {
         log.warn(`gap check: no later file of timeline ${timeline} among the first ${seen} keys after ${afterKey}; not listing further`);
@@ -109,7 +109,8 @@ function proves(key: string, timeline: number, segment: string): string | null {
  */
 async function laterBranch(storage: Storage, timeline: number, segment: string, ctx: Ctx): Promise<string | null> {
   let segSize: number | undefined;
-  for (let tli = timeline + 1; tli <= Math.min(timeline + MAX_LATER_TIMELINES, 0xffffffff); tli++) {
+  const lastTli = Math.min(timeline + MAX_LATER_TIMELINES, 0xffffffff);
+  for (let tli = timeline + 1; tli <= lastTli; tli++) {
     const key = `wal/${hex8(tli)}.history`;
     const body = await readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_HISTORY_BYTES });
     if (body === null) return null;
@@ -122,7 +123,7 @@ async function laterBranch(storage: Storage, timeline: number, segment: string, 
       return `timeline ${tli} branched from timeline ${timeline} at ${formatLsn(branch.switchpoint)}, after it (${key})`;
     }
   }
-  log.warn(`gap check: stopped reading history files after ${MAX_LATER_TIMELINES} later timelines`);
+  if (lastTli > timeline) log.warn(`gap check: stopped reading history files at timeline ${lastTli}`);
   return null;
 }
 

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExitCode, WalvaultError, describe, isWalvaultError } from '../common/errors.js';
+import { ExitCode, WalvaultError, badWalNameError, describe, isWalvaultError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
@@ -12,7 +12,7 @@ import type { Storage } from '../storage/types.js';
 // "Not found" is only trustworthy above what the archive is known to hold. Per timeline, wal-push
 // records the range [first, last] of segments archived contiguously (PostgreSQL archives in order and
 // never skips a file, so a successful push of N means everything from `first` to N is archived).
-// wal-fetch treats a miss inside that range as a gap (error), not as the end of WAL.
+// wal-fetch treats a miss inside that range as a gap (error), not as the end of WAL (gap-check.ts).
 export interface HighWater {
   timeline: number;
   first: string;
@@ -78,7 +78,7 @@ export async function readHighWater(
   timeline: number,
   ctx: { policy: RetryPolicy; deadline: Deadline },
 ): Promise<HighWater | null> {
-  if (!validTimeline(timeline)) throw new WalvaultError('InvalidTimeline', ExitCode.badWalName, `timeline ${timeline} is out of range`);
+  if (!validTimeline(timeline)) throw badWalNameError(`timeline ${timeline} is out of range (1 to FFFFFFFF)`);
   const key = highWaterKey(timeline);
   const body = await readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_STATE_BYTES });
   return body === null ? null : parseHighWater(body.toString('utf8'), timeline, `${storage.url}/${key}`);
