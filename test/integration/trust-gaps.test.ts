@@ -8,9 +8,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
-import { createTestBucket, deleteRaw, envFor, getRaw, putRaw, testStores, type TestStore } from '../support/stores.js';
+import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
+import { createTestBucket, deleteRaw, envFor, getRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { fakeSegment, segName, writeFakeSegment } from '../support/wal-fixtures.js';
-import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
+import { cleanupAll, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
 
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -258,5 +259,60 @@ describe(`trust: the look-ahead worker and the high-water mark on ${store.name}`
     const retried = await runWalvault(['wal-push', `pg_wal/${first!.name}`, first!.name], { env, cwd: pgdata });
     expect(retried.code, retried.stderr).toBe(0);
     expect(await expectTruthful()).toMatchObject({ first: first!.name });
+  });
+});
+
+// The consequence under a real PostgreSQL: a segment deleted from the archive (and the state object
+// gone with it) used to end archive recovery early, at the hole, and promote onto a new timeline
+// with the WAL after it never replayed. Now restore_command fails and recovery stops instead.
+describe(`trust: PostgreSQL recovery over a hole in the archive on ${store.name}`, () => {
+  const clusters: PgCluster[] = [];
+  afterAll(async () => {
+    for (const c of clusters) await c.destroy();
+    await cleanupAll();
+  });
+
+  it('trust: a listing reveals a gap the mark does not (PostgreSQL stops instead of promoting)', async () => {
+    const bucket = await createTestBucket(store, 'trustpg');
+    const home = await tempDir('wv-trust-pg', { forPostgres: true });
+    const configFile = await writeRepoConfig(store, bucket, 'pg', home, { prefetch: 2 });
+    const walvault = `${await walvaultBin()} --config ${configFile}`;
+    const pg = await PgCluster.create({ walSegSizeMb: 1, conf: { archive_mode: 'on', archive_command: `${walvault} wal-push %p %f`, archive_timeout: 0 } });
+    clusters.push(pg);
+    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await pg.query('CREATE TABLE t (n int)');
+    const backup = join(home, 'backup');
+    const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', backup, '-X', 'none', '-c', 'fast', '-h', pg.host, '-p', String(pg.port), '-U', 'postgres']);
+    expect(bb.code, bb.stderr).toBe(0);
+    const after: string[] = [];
+    for (let i = 1; i <= 5; i++) {
+      await pg.query(`INSERT INTO t SELECT g FROM generate_series(1, 1000) g`);
+      after.push(await pg.query('SELECT pg_walfile_name(pg_switch_wal())'));
+    }
+    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= after.at(-1)!, 60_000);
+    await pg.stop();
+
+    const hole = after[2]!;
+    await deleteRaw(store, bucket, walKey('pg', hole));
+    await deleteRaw(store, bucket, `pg/${STATE1}`);
+    await writeFile(join(backup, 'recovery.signal'), '');
+    await writeFile(join(backup, 'postgresql.auto.conf'), `restore_command = '${walvault} wal-fetch %f %p'\narchive_mode = off\n`);
+    const restored = await PgCluster.fromDataDir(backup);
+    clusters.push(restored);
+    // (not -w: a hot standby accepts connections once consistent, before recovery reaches the hole)
+    await restored.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' }, wait: false });
+    const outcome = /FATAL: |selected new timeline ID|archive recovery complete/;
+    const until = Date.now() + 120_000;
+    let log = '';
+    while (!outcome.test((log = await restored.readLog().catch(() => '')))) {
+      if (Date.now() > until) throw new Error(`recovery reached no outcome\n${log}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    await new Promise((r) => setTimeout(r, 2_000)); // a FATAL in the startup process shuts the server down
+    log = await restored.readLog();
+    expect(log).toMatch(new RegExp(`WalGap: ${hole} is missing .*, but ${after[3]} of the same timeline is archived`));
+    expect(log).toMatch(/FATAL: .*(could not restore file|restore_command)/);
+    expect(log).not.toMatch(/archive recovery complete|selected new timeline ID/);
+    expect(await restored.isRunning()).toBe(false);
   });
 });
