@@ -173,3 +173,33 @@ describe('timeline history files', () => {
     expectCorrupt(() => parseTimelineHistory(text, 3, where), where);
   });
 });
+
+describe('file:// list with startAfter (the gap check reads one timeline after the missing name)', () => {
+  it('returns only the keys after it, in order, without descending into earlier shards', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'wv-list-after-'));
+    try {
+      const storage = createFileStorage(dir);
+      const keys = [
+        'wal/00000001.history',
+        'wal/0000000100000000/000000010000000000000001',
+        'wal/0000000100000000/000000010000000000000002',
+        'wal/0000000100000000/000000010000000000000003',
+        'wal/000000010000000000000002.00000028.backup',
+        'wal/0000000100000001/000000010000000100000000',
+        'wal/0000000200000000/000000020000000000000003',
+      ];
+      for (const k of keys) await storage.put(k, Buffer.from('x'), {});
+      const list = async (prefix: string, startAfter?: string) => {
+        const out: string[] = [];
+        for await (const o of storage.list(prefix, startAfter === undefined ? {} : { startAfter })) out.push(o.key);
+        return out;
+      };
+      expect(await list('wal/00000001', keys[2])).toEqual([keys[3], keys[4], keys[5]]);
+      expect(await list('wal/00000001', 'wal/0000000100000000/')).toEqual(keys.slice(1, 6));
+      expect(await list('wal/00000001', 'wal/0000000100000001/000000010000000100000000')).toEqual([]);
+      expect(await list('wal/00000001')).toEqual(keys.slice(0, 6));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
