@@ -5,7 +5,7 @@ import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
-import { checkNotAGap } from '../wal/high-water.js';
+import { checkMissIsNotAGap } from '../wal/gap-check.js';
 import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
 import { tryFastFetch } from '../spool/fast-fetch.js';
 import { prefetchContext } from '../spool/prefetch.js';
@@ -43,7 +43,7 @@ export async function walFetch(
       what: `wal-fetch ${name}`,
     });
     if (!meta) {
-      if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, { policy: retryPolicy(config), deadline });
+      await checkMissIsNotAGap(storage, wal, { policy: retryPolicy(config), deadline });
       log.info(`${name} is not in ${storage.url} (not found); exiting 1`);
       return 1;
     }

@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream';
-import { parseCodec, decompressStream, type Codec } from '../codec/codec.js';
+import { CODECS, parseCodec, decompressStream, type Codec } from '../codec/codec.js';
 import { ExitCode, fromFsError, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
-import { HashingStream } from '../common/hash.js';
+import { HashingStream, sha256Hex } from '../common/hash.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { ObjectInfo, ObjectMeta, Storage } from '../storage/types.js';
 
@@ -21,7 +21,9 @@ export function objectMeta(m: StoredMeta): ObjectMeta {
 export function parseStoredMeta(info: ObjectInfo, where: string): StoredMeta {
   const { sha256, size, codec } = info.meta;
   const n = Number(size);
-  if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(n) || n < 0 || !codec) {
+  // An unknown codec is the object's fault, not the configuration's: CorruptObject like the rest.
+  const known = (CODECS as readonly string[]).includes(codec ?? '');
+  if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256) || !/^\d{1,16}$/.test(size ?? '') || !Number.isSafeInteger(n) || !codec || !known) {
     throw new WalvaultError(
       'CorruptObject',
       ExitCode.integrity,
@@ -35,6 +37,60 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
+}
+
+/**
+ * GET a small object (a state object, a timeline history file) into memory, verified like every
+ * download: metadata present, declared size at most `maxSize`, output never past the declared size,
+ * SHA-256 and size equal to the metadata. Null on an authoritative "not found".
+ */
+export async function readVerifiedSmall(
+  storage: Storage,
+  key: string,
+  ctx: { policy: RetryPolicy; deadline: Deadline; what: string; maxSize: number },
+): Promise<Buffer | null> {
+  const where = `${storage.url}/${key}`;
+  return withRetry(ctx.what, ctx.policy, ctx.deadline, async (signal) => {
+    const got = await storage.get(key, { signal });
+    if (!got) return null;
+    let meta: StoredMeta;
+    try {
+      meta = parseStoredMeta(got.info, where);
+      if (meta.size > ctx.maxSize) {
+        throw new WalvaultError('CorruptObject', ExitCode.integrity, `${where} declares ${meta.size} bytes, more than such an object can hold (${ctx.maxSize})`);
+      }
+    } catch (e) {
+      got.body.destroy();
+      throw e;
+    }
+    const decompress = decompressStream(meta.codec);
+    // (pipe() does not forward a source error: without this a reset body would hang the loop)
+    if (decompress) got.body.on('error', (e) => decompress.destroy(e));
+    const source: AsyncIterable<Buffer> = decompress ? got.body.pipe(decompress) : got.body;
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    try {
+      for await (const c of source) {
+        bytes += (c as Buffer).length;
+        if (bytes > meta.size) {
+          throw new WalvaultError('IntegrityError', ExitCode.integrity, `${where} holds more than the ${meta.size} bytes its metadata declares`);
+        }
+        chunks.push(c as Buffer);
+      }
+    } catch (e) {
+      got.body.destroy();
+      decompress?.destroy();
+      throw classifyDownloadError(e, where, where);
+    }
+    const body = Buffer.concat(chunks);
+    const actual = sha256Hex(body);
+    if (body.length !== meta.size || actual !== meta.sha256) {
+      throw integrityError(
+        `${where} failed verification: got ${body.length} bytes with SHA-256 ${actual}, expected ${meta.size} bytes with SHA-256 ${meta.sha256}`,
+      );
+    }
+    return body;
+  });
 }
 
 /**

@@ -7,7 +7,7 @@ import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
-import { checkNotAGap } from '../wal/high-water.js';
+import { checkMissIsNotAGap } from '../wal/gap-check.js';
 import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
 import { dropEntries, listEntries, readState, SEGMENT, timelineOf, writeRecord, type MissAnswer, type PrefetchJob, type PrefetchState } from './prefetch-spool.js';
 import { releaseLock, takeLock, touchLock } from './worker-control.js';
@@ -142,8 +142,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       if (!meta) {
         onMissing(name);
         if (requested) {
-          // The same rule as wal-fetch's own: a segment missing inside the archived range is a gap.
-          if (wal.kind === 'segment') await checkNotAGap(s, name, { policy: retryPolicy(config), deadline });
+          // The same rule as wal-fetch's own (src/wal/gap-check.ts): a miss the archive contradicts is a gap.
+          await checkMissIsNotAGap(s, wal, { policy: retryPolicy(config), deadline });
           await answer({ result: 'absent' });
         }
         return;

@@ -3,12 +3,13 @@ import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
-import { Deadline } from '../common/retry.js';
+import { Deadline, withRetry } from '../common/retry.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { advanceHighWater } from '../wal/high-water.js';
 import { flushGapMarkers } from '../wal/ready-queue.js';
-import { parseWalName } from '../wal/names.js';
+import { parseWalName, walObjectKey } from '../wal/names.js';
+import { parseStoredMeta } from '../repo/objects.js';
 import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './lookahead.js';
 import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from './push-batch.js';
 import { listPushRecords, pruneRecords } from './push-records.js';
@@ -145,12 +146,26 @@ export async function runPusher(job: PusherJob): Promise<number> {
     const archived = new Set([...uploaded, ...(await listPushRecords(repoCache))]);
     const end = contiguousEnd(base.last, archived, segSize);
     if (end === base.last) return;
+    // The base is the parent's own file, and the parent may have failed to push it: a mark from it
+    // would claim a segment the archive does not hold. Only the archive itself can vouch for it.
+    if (!baseMarked && !archived.has(base.last) && !(await inArchive(s, base.last, deadline))) return;
     const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000 };
     // The base first, so that a timeline's very first mark starts there (as wal-push does).
     if (!baseMarked) await advanceHighWater(s, base.timeline, base.last, ctx);
     baseMarked = true;
     base = { ...base, last: end };
     await advanceHighWater(s, base.timeline, end, ctx);
+  }
+
+  async function inArchive(s: Storage, name: string, deadline: Deadline): Promise<boolean> {
+    const key = walObjectKey(parseWalName(name));
+    try {
+      const info = await withRetry(`check ${key}`, lookaheadPolicy, deadline, (signal) => s.head(key, { signal }));
+      return info !== null && parseStoredMeta(info, `${s.url}/${key}`) !== null;
+    } catch (e) {
+      log.debug(`cannot confirm that ${name} is archived, the high-water mark stays where it is: ${describe(e)}`);
+      return false;
+    }
   }
 
   function parentAlive(): boolean {

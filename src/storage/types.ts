@@ -35,6 +35,11 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface ListOptions extends CallOptions {
+  /** Only keys that sort after this key (relative to the repository, like `prefix`). */
+  startAfter?: string;
+}
+
 export interface UploadOptions extends CallOptions {
   /**
    * Best guess of the total size, if known. S3 allows 10,000 parts, so the driver raises the part size
@@ -74,8 +79,11 @@ export interface Storage {
 
   get(key: string, opts?: CallOptions): Promise<GetResult | null>;
 
-  /** All keys under `prefix` (a key prefix, not necessarily ending in `/`), in lexical order. */
-  list(prefix: string, opts?: CallOptions): AsyncIterable<ListedObject>;
+  /**
+   * All keys under `prefix` (a key prefix, not necessarily ending in `/`), in lexical order; with
+   * `startAfter`, only those after it (S3 `StartAfter`: the store skips the rest, no paging through it).
+   */
+  list(prefix: string, opts?: ListOptions): AsyncIterable<ListedObject>;
 
   /** Deletes keys; missing keys are not an error. */
   delete(keys: string[], opts?: CallOptions): Promise<void>;

@@ -1,18 +1,18 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExitCode, WalvaultError, describe, walGapError } from '../common/errors.js';
+import { ExitCode, WalvaultError, badWalNameError, describe, isWalvaultError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
-import { readAll } from '../repo/objects.js';
+import { readVerifiedSmall } from '../repo/objects.js';
 import { repoCacheDir } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
 
 // "Not found" is only trustworthy above what the archive is known to hold. Per timeline, wal-push
 // records the range [first, last] of segments archived contiguously (PostgreSQL archives in order and
 // never skips a file, so a successful push of N means everything from `first` to N is archived).
-// wal-fetch treats a miss inside that range as a gap (error), not as the end of WAL.
+// wal-fetch treats a miss inside that range as a gap (error), not as the end of WAL (gap-check.ts).
 export interface HighWater {
   timeline: number;
   first: string;
@@ -32,25 +32,75 @@ interface LocalState extends HighWater {
   writtenAt?: number;
 }
 
-function parse(text: string): HighWater | null {
+/** A state object is a few hundred bytes: anything declaring more is not one. */
+const MAX_STATE_BYTES = 4096;
+const FIELDS = ['first', 'last', 'timeline', 'updatedAt'];
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * The mark of `timeline` from the text of its state object, every field checked: a mark that cannot
+ * be trusted is an error (CorruptObject), never "no mark", which would turn a gap into the end of WAL.
+ */
+export function parseHighWater(text: string, timeline: number, where: string): HighWater {
+  const corrupt = (why: string) => new WalvaultError('CorruptObject', ExitCode.integrity, `${where} is not a valid high-water mark: ${why}`);
+  let v: unknown;
   try {
-    const v = JSON.parse(text) as HighWater;
-    if (typeof v.first === 'string' && typeof v.last === 'string' && /^[0-9A-F]{24}$/.test(v.last)) return v;
+    v = JSON.parse(text);
   } catch {
-    // fall through
+    throw corrupt('not JSON');
   }
-  return null;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw corrupt('not a JSON object');
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).sort();
+  if (keys.join() !== FIELDS.join()) throw corrupt(`fields ${JSON.stringify(keys)}, expected ${JSON.stringify(FIELDS)}`);
+  if (o.timeline !== timeline) throw corrupt(`timeline ${JSON.stringify(o.timeline)}, expected ${timeline}`);
+  const tli = timeline.toString(16).toUpperCase().padStart(8, '0');
+  for (const f of ['first', 'last'] as const) {
+    const name = o[f];
+    if (typeof name !== 'string' || !/^[0-9A-F]{24}$/.test(name) || !name.startsWith(tli)) {
+      throw corrupt(`${f} ${JSON.stringify(name)} is not a segment name of timeline ${tli}`);
+    }
+  }
+  if ((o.first as string) > (o.last as string)) throw corrupt(`first ${o.first as string} is after last ${o.last as string}`);
+  if (typeof o.updatedAt !== 'string' || !ISO_TIME.test(o.updatedAt) || Number.isNaN(Date.parse(o.updatedAt))) {
+    throw corrupt(`updatedAt ${JSON.stringify(o.updatedAt)} is not an ISO 8601 time`);
+  }
+  return { timeline, first: o.first as string, last: o.last as string, updatedAt: o.updatedAt };
 }
 
+function validTimeline(timeline: number): boolean {
+  return Number.isSafeInteger(timeline) && timeline >= 1 && timeline <= 0xffffffff;
+}
+
+/** The mark of `timeline`, verified (metadata SHA-256/size/codec) and validated; null if there is none. */
 export async function readHighWater(
   storage: Storage,
   timeline: number,
   ctx: { policy: RetryPolicy; deadline: Deadline },
 ): Promise<HighWater | null> {
-  return withRetry(`read ${highWaterKey(timeline)}`, ctx.policy, ctx.deadline, async (signal) => {
-    const got = await storage.get(highWaterKey(timeline), { signal });
-    return got ? parse((await readAll(got.body)).toString('utf8')) : null;
-  });
+  if (!validTimeline(timeline)) throw badWalNameError(`timeline ${timeline} is out of range (1 to FFFFFFFF)`);
+  const key = highWaterKey(timeline);
+  const body = await readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_STATE_BYTES });
+  return body === null ? null : parseHighWater(body.toString('utf8'), timeline, `${storage.url}/${key}`);
+}
+
+/** The spool's copy is only a cache: one that does not validate is ignored (the store is asked). */
+async function readLocalState(file: string, timeline: number): Promise<LocalState | null> {
+  try {
+    const { remoteLast, writtenAt, ...mark } = JSON.parse(await readFile(file, 'utf8')) as LocalState;
+    const checked: LocalState = parseHighWater(JSON.stringify(mark), timeline, file);
+    if (remoteLast !== undefined) {
+      if (typeof remoteLast !== 'string' || !/^[0-9A-F]{24}$/.test(remoteLast) || remoteLast > checked.last) return null;
+      checked.remoteLast = remoteLast;
+    }
+    if (writtenAt !== undefined) {
+      if (!Number.isFinite(writtenAt)) return null;
+      checked.writtenAt = writtenAt;
+    }
+    return checked;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -69,12 +119,17 @@ export async function advanceHighWater(
   const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
   const quick = { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline: budget };
   try {
-    let state = await readFile(file, 'utf8').then(
-      (t) => JSON.parse(t) as LocalState,
-      () => null,
-    );
+    let state = await readLocalState(file, timeline);
     if (!state) {
-      const remote = await readHighWater(storage, timeline, quick);
+      const remote = await readHighWater(storage, timeline, quick).catch((e: unknown) => {
+        // A damaged mark would disable gap detection for good: replace it with one this push can
+        // vouch for (its own segment) rather than keep failing on it.
+        if (isWalvaultError(e) && e.exitCode === ExitCode.integrity) {
+          log.warn(`replacing the unusable high-water mark of timeline ${timeline}: ${describe(e)}`);
+          return null;
+        }
+        throw e;
+      });
       state = remote
         ? { ...remote, remoteLast: remote.last, writtenAt: 0 }
         : { timeline, first: last, last, updatedAt: new Date().toISOString(), writtenAt: 0 };
@@ -97,27 +152,5 @@ export async function advanceHighWater(
     log.warn(`could not update the archive high-water mark for timeline ${timeline}: ${describe(e)}`);
   } finally {
     budget.dispose();
-  }
-}
-
-/** Called by wal-fetch when a segment is not found: inside the archived range it is a gap. */
-export async function checkNotAGap(
-  storage: Storage,
-  segment: string,
-  ctx: { policy: RetryPolicy; deadline: Deadline },
-): Promise<void> {
-  const timeline = parseInt(segment.slice(0, 8), 16);
-  let mark: HighWater | null;
-  try {
-    mark = await readHighWater(storage, timeline, ctx);
-  } catch (e) {
-    // Cannot tell a gap from the end of WAL: that is an error too, never "not found".
-    throw new WalvaultError('StorageUnavailable', ExitCode.storageUnavailable, `${segment} not found, and the high-water mark cannot be read: ${describe(e)}`);
-  }
-  if (mark && segment >= mark.first && segment <= mark.last) {
-    throw walGapError(
-      `${segment} is missing from ${storage.url}, but timeline ${timeline} was archived from ${mark.first} through ${mark.last}: ` +
-        'a gap in the archive, not the end of WAL',
-    );
   }
 }

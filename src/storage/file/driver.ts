@@ -12,7 +12,7 @@ import {
 } from '../../common/errors.js';
 import { writeFileAtomic } from '../../common/fs-atomic.js';
 import { TEMP_MARK } from '../../common/temp-names.js';
-import type { CallOptions, GetResult, ListedObject, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
+import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
 // A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the
 // metadata, then the stored bytes. One file means a single atomic link()/rename() publishes data and
@@ -142,17 +142,17 @@ class FileStorage implements Storage {
     return { info: plain, body };
   }
 
-  async *list(prefix: string, _opts?: CallOptions): AsyncIterable<ListedObject> {
+  async *list(prefix: string, opts?: ListOptions): AsyncIterable<ListedObject> {
     await this.checkRoot();
     // Only descend into directories that can hold keys with this prefix.
     const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     const out: ListedObject[] = [];
-    await this.walk(join(this.root, ...dirPart.split('/').filter(Boolean)), prefix, out);
+    await this.walk(join(this.root, ...dirPart.split('/').filter(Boolean)), prefix, out, opts?.startAfter ?? '');
     out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     yield* out;
   }
 
-  private async walk(dir: string, prefix: string, out: ListedObject[]): Promise<void> {
+  private async walk(dir: string, prefix: string, out: ListedObject[], after: string): Promise<void> {
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -165,8 +165,10 @@ class FileStorage implements Storage {
       const full = join(dir, ent.name);
       const key = relative(this.root, full).split(sep).join('/');
       if (ent.isDirectory()) {
-        if (prefix.startsWith(key + '/') || (key + '/').startsWith(prefix) || key.startsWith(prefix)) await this.walk(full, prefix, out);
-      } else if (ent.isFile() && key.startsWith(prefix)) {
+        // A directory whose every key sorts at or before `after` is skipped unread.
+        if (after && key + '/' < after && !after.startsWith(key + '/')) continue;
+        if (prefix.startsWith(key + '/') || (key + '/').startsWith(prefix) || key.startsWith(prefix)) await this.walk(full, prefix, out, after);
+      } else if (ent.isFile() && key.startsWith(prefix) && key > after) {
         const s = await stat(full);
         out.push({ key, storedSize: s.size, lastModified: s.mtime });
       }

@@ -19,6 +19,7 @@ import { ExitCode, WalvaultError, configError, unavailableError } from '../../co
 import { log } from '../../common/log.js';
 import type {
   CallOptions,
+  ListOptions,
   GetResult,
   ListedObject,
   ObjectInfo,
@@ -220,7 +221,7 @@ class S3Storage implements Storage {
     return { info, body: guardBody(r.Body as Readable, where, opts?.signal) };
   }
 
-  async *list(prefix: string, opts?: CallOptions): AsyncIterable<ListedObject> {
+  async *list(prefix: string, opts?: ListOptions): AsyncIterable<ListedObject> {
     const full = this.fullKey(prefix); // 'repo/main/' for '': never matches 'repo/mainx/...'
     const where = this.where('ListObjectsV2', prefix);
     let token: string | undefined;
@@ -231,6 +232,7 @@ class S3Storage implements Storage {
             Bucket: this.bucket,
             ...(full ? { Prefix: full } : {}),
             ...(token ? { ContinuationToken: token } : {}),
+            ...(!token && opts?.startAfter ? { StartAfter: this.fullKey(opts.startAfter) } : {}),
             ...(this.opts.listPageSize ? { MaxKeys: this.opts.listPageSize } : {}),
           }),
           o,

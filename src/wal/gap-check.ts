@@ -1,0 +1,141 @@
+import { describe, ExitCode, isWalvaultError, walGapError, WalvaultError } from '../common/errors.js';
+import { log } from '../common/log.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import { readRemoteManifest } from '../repo/manifest.js';
+import { readVerifiedSmall } from '../repo/objects.js';
+import type { Storage } from '../storage/types.js';
+import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
+import { formatLsn, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
+import { parseTimelineHistory } from './timeline-history.js';
+
+// wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
+// should be there. Run on the not-found path only (never when the file is found), with independent
+// signals, any one of which makes the miss a gap (WalGap) instead of the end of WAL:
+//   - the timeline's high-water mark (state/timeline-<TLI>.json) covers the segment;
+//   - one bounded listing of the timeline's keys after the missing name finds a later file of it;
+//   - a later timeline's history says it branched from this timeline after the segment;
+//   - for a missing <TLI>.history: the timeline's state object or its segments exist.
+// Evidence that cannot be read or trusted is an error too, never "not found".
+
+type Ctx = { policy: RetryPolicy; deadline: Deadline };
+
+/** Keys read from the one listing: enough to pass a timeline's .partial and .backup files. */
+export const MAX_LISTED_KEYS = 1000;
+/** Later timelines whose history files are read (PostgreSQL itself stops at the first missing one). */
+export const MAX_LATER_TIMELINES = 64;
+const MAX_HISTORY_BYTES = 1024 * 1024;
+
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+
+/** Throws WalGap (or the error that prevents deciding) when the missing `wal` is not the end of WAL. */
+export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ctx): Promise<void> {
+  if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, ctx);
+  else if (wal.kind === 'history') await checkHistoryNotAGap(storage, wal.timeline, ctx);
+}
+
+export async function checkNotAGap(storage: Storage, segment: string, ctx: Ctx): Promise<void> {
+  const timeline = parseInt(segment.slice(0, 8), 16);
+  const gap = (why: string) => walGapError(`${segment} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
+  const mark = await markOf(storage, timeline, segment, ctx);
+  if (mark && segment >= mark.first && segment <= mark.last) {
+    throw gap(`timeline ${timeline} was archived from ${mark.first} through ${mark.last}`);
+  }
+  const later = await laterFileOf(storage, timeline, walObjectKey(parseWalName(segment)), segment, ctx);
+  if (later) throw gap(`${later} of the same timeline is archived`);
+  const branch = await laterBranch(storage, timeline, segment, ctx);
+  if (branch) throw gap(branch);
+}
+
+/** A missing <TLI>.history is normal (PostgreSQL probes for the next timeline) unless TLI was archived. */
+export async function checkHistoryNotAGap(storage: Storage, timeline: number, ctx: Ctx): Promise<void> {
+  if (timeline <= 1) return; // timeline 1 never has a history file
+  const name = `${hex8(timeline)}.history`;
+  const gap = (why: string) => walGapError(`${name} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
+  const mark = await markOf(storage, timeline, name, ctx);
+  if (mark) throw gap(`timeline ${timeline} was archived (${highWaterKey(timeline)}: ${mark.first} through ${mark.last})`);
+  const later = await laterFileOf(storage, timeline, `wal/${name}`, '', ctx);
+  if (later) throw gap(`${later} of timeline ${timeline} is archived`);
+}
+
+async function markOf(storage: Storage, timeline: number, missing: string, ctx: Ctx): Promise<HighWater | null> {
+  try {
+    return await readHighWater(storage, timeline, ctx);
+  } catch (e) {
+    // Cannot tell a gap from the end of WAL: that is an error too, never "not found".
+    if (isWalvaultError(e) && e.exitCode === ExitCode.integrity) {
+      throw new WalvaultError(e.code, e.exitCode, `${missing} not found, and the high-water mark cannot be trusted: ${e.message}`, { cause: e });
+    }
+    const code = isWalvaultError(e) ? e.code : 'StorageUnavailable';
+    const exit = isWalvaultError(e) ? e.exitCode : ExitCode.storageUnavailable;
+    throw new WalvaultError(code, exit, `${missing} not found, and the high-water mark cannot be read: ${describe(e)}`, { cause: e });
+  }
+}
+
+/**
+ * The first file of `timeline` archived after `afterKey` whose segment sorts after `segment`
+ * (segments, .partial and .backup files: PostgreSQL archives in order, so any of them proves the
+ * missing one was archived before it). One listing, read for at most MAX_LISTED_KEYS keys.
+ */
+async function laterFileOf(storage: Storage, timeline: number, afterKey: string, segment: string, ctx: Ctx): Promise<string | null> {
+  return withRetry(`list wal/${hex8(timeline)}* after ${afterKey}`, ctx.policy, ctx.deadline, async (signal) => {
+    let seen = 0;
+    for await (const o of storage.list(`wal/${hex8(timeline)}`, { signal, startAfter: afterKey })) {
+      // (a store that ignored StartAfter would list from the start: keys up to the missing one prove nothing)
+      const proof = o.key > afterKey ? proves(o.key, timeline, segment) : null;
+      if (proof) return proof;
+      if (++seen >= MAX_LISTED_KEYS) {
+        log.warn(`gap check: no later file of timeline ${timeline} among the first ${seen} keys after ${afterKey}; not listing further`);
+        return null;
+      }
+    }
+    return null;
+  });
+}
+
+function proves(key: string, timeline: number, segment: string): string | null {
+  let wal: WalName;
+  try {
+    wal = parseWalName(key.slice(key.lastIndexOf('/') + 1));
+  } catch {
+    return null; // not a WAL file (a stray key): says nothing
+  }
+  if (wal.kind === 'history' || wal.timeline !== timeline || walObjectKey(wal) !== key) return null;
+  return wal.segment! > segment ? wal.name : null;
+}
+
+/**
+ * A later timeline that PostgreSQL can find (history files T+1, T+2... up to the first missing one)
+ * and that left `timeline` after `segment`: then `timeline` held `segment`. Returns the reason.
+ */
+async function laterBranch(storage: Storage, timeline: number, segment: string, ctx: Ctx): Promise<string | null> {
+  let segSize: number | undefined;
+  const lastTli = Math.min(timeline + MAX_LATER_TIMELINES, 0xffffffff);
+  for (let tli = timeline + 1; tli <= lastTli; tli++) {
+    const key = `wal/${hex8(tli)}.history`;
+    const body = await readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_HISTORY_BYTES });
+    if (body === null) return null;
+    const branch = parseTimelineHistory(body.toString('utf8'), tli, `${storage.url}/${key}`).find((b) => b.parent === timeline);
+    if (!branch) continue;
+    segSize ??= await segmentSize(storage, ctx);
+    // The parent holds every segment wholly before the switch point; the one containing it is read
+    // from the child timeline.
+    if (segmentNumber(segment, segSize) < branch.switchpoint / BigInt(segSize)) {
+      return `timeline ${tli} branched from timeline ${timeline} at ${formatLsn(branch.switchpoint)}, after it (${key})`;
+    }
+  }
+  if (lastTli > timeline) log.warn(`gap check: stopped reading history files at timeline ${lastTli}`);
+  return null;
+}
+
+async function segmentSize(storage: Storage, ctx: Ctx): Promise<number> {
+  const m = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
+  const size = m?.walSegmentSize;
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 << 20 || size > 1 << 30 || (size & (size - 1)) !== 0) {
+    throw new WalvaultError(
+      'CorruptObject',
+      ExitCode.integrity,
+      `${storage.url} holds timeline history but no valid repository manifest (walvault.json) giving the WAL segment size`,
+    );
+  }
+  return size;
+}
