@@ -12,7 +12,7 @@ import type { Storage } from '../storage/types.js';
 import { backupKey, DATA_OBJECT, MANIFEST_OBJECT, type BackupInfo } from './catalog.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
-import { createExtractor } from './tar.js';
+import { createExtractor } from './extract.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
