@@ -1,4 +1,5 @@
-import { chown, mkdir, open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
@@ -25,19 +26,35 @@ export function safeDestination(root: string, name: string): string {
 }
 
 export interface ExtractOptions {
-  owner?: { uid: number; gid: number };
+  /** fsync every file and directory before the end resolves (default true; off only to measure its cost). */
+  durable?: boolean;
 }
+
+export interface Extractor extends Writable {
+  entries(): number;
+  /** Files and directories fsynced so far. */
+  synced(): { files: number; dirs: number };
+}
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
 
 /**
  * A Writable that extracts the tar written into it under `root` (which must exist): plain files
  * (0600) and directories (0700) only, as PostgreSQL creates them, files created exclusively
- * (O_EXCL: a member appearing twice fails), never through a link. Symlinks, hard links and devices are refused: a
- * single-tablespace backup has none, and following one could write outside the data directory.
+ * (O_EXCL: a member appearing twice fails), never through a link. Symlinks, hard links and devices
+ * are refused: a single-tablespace backup has none, and following one could write outside the data
+ * directory. Each file is fsynced before it is closed and each directory once at the end, so the
+ * tree is durable when the stream finishes. It never changes ownership: a restore for another user
+ * runs this in a process with that user's ids (restore-worker.ts), so the kernel, not a check here,
+ * keeps a symlink swapped in by a racing process from taking the writes anywhere that user could
+ * not write anyway.
  */
-export function createExtractor(root: string, opts: ExtractOptions = {}): Writable & { entries: () => number } {
+export function createExtractor(root: string, opts: ExtractOptions = {}): Extractor {
+  const durable = opts.durable ?? true;
   const sink = new TarSink();
   const extract = sink.extract;
   let entries = 0;
+  const synced = { files: 0, dirs: 0 };
   const made = new Set<string>([root]);
 
   const ensureDir = async (dir: string, mode = 0o700): Promise<void> => {
@@ -48,7 +65,9 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Writab
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    if (opts.owner) await chown(dir, opts.owner.uid, opts.owner.gid);
+    // mkdir's EEXIST does not say what exists: a symlink there was not put there by this backup.
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw backupError(`${dir} became a ${st.isSymbolicLink() ? 'symbolic link' : 'non-directory'} during the restore; refusing to write through it`);
     made.add(dir);
   };
 
@@ -67,12 +86,29 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Writab
       );
     }
     await ensureDir(dirname(dest));
-    const fh = await open(dest, 'wx', 0o600);
+    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
-      if (opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
+      if (durable) {
+        await fh.sync();
+        synced.files++;
+      }
     } finally {
       await fh.close();
+    }
+  };
+
+  // Deepest first, so each directory is synced after the entries created in it.
+  const syncDirs = async (): Promise<void> => {
+    if (!durable) return;
+    for (const dir of [...made].sort((a, b) => b.length - a.length)) {
+      const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      try {
+        await fh.sync();
+        synced.dirs++;
+      } finally {
+        await fh.close();
+      }
     }
   };
 
@@ -93,12 +129,18 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Writab
       sink.write(chunk, (e) => cb(e ? wrapTarError(e, 'the backup') : null));
     },
     final(cb) {
-      sink.end((e) => cb(e ? wrapTarError(e, 'the backup') : null));
+      sink.end((e) => {
+        if (e) return cb(wrapTarError(e, 'the backup'));
+        syncDirs().then(
+          () => cb(null),
+          (err: unknown) => cb(fromFsError(err, `a directory under ${root}`, 'write')),
+        );
+      });
     },
     destroy(err, cb) {
       sink.destroy();
       cb(err);
     },
   });
-  return Object.assign(w, { entries: () => entries });
+  return Object.assign(w, { entries: () => entries, synced: () => ({ ...synced }) });
 }
