@@ -114,6 +114,9 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
 
   extract.on('entry', (header: Header, stream, next) => {
     entries++;
+    // A failure is reported once, through next(); tar-stream then destroys the entry stream with
+    // the same error, which must not become an uncaught 'error' event.
+    stream.on('error', () => undefined);
     handle(header, stream as never).then(
       () => next(),
       (e: unknown) => {
