@@ -37,6 +37,8 @@ export interface Extractor extends Writable {
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
+/** File fsyncs in flight at once (each holds one open descriptor). */
+const MAX_PENDING_SYNCS = 16;
 
 /**
  * A Writable that extracts the tar written into it under `root` (which must exist): plain files
@@ -85,21 +87,39 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
           '(backups with tablespaces are not supported yet)',
       );
     }
+    if (syncError) throw syncError;
     await ensureDir(dirname(dest));
     const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    let handedOff = false;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
       if (durable) {
-        await fh.sync();
-        synced.files++;
+        // The fsync runs while the next members are written: the disk flushes one file while
+        // the stream fills the next (the end waits for all of them).
+        track(fh.sync().then(() => void synced.files++).finally(() => fh.close()));
+        handedOff = true;
       }
     } finally {
-      await fh.close();
+      if (!handedOff) await fh.close();
     }
+    if (pending.size >= MAX_PENDING_SYNCS) await Promise.race(pending);
+  };
+
+  const pending = new Set<Promise<void>>();
+  let syncError: unknown;
+  const track = (p: Promise<void>): void => {
+    const q: Promise<void> = p
+      .catch((e: unknown) => {
+        syncError ??= fromFsError(e, `a file under ${root}`, 'write');
+      })
+      .finally(() => pending.delete(q));
+    pending.add(q);
   };
 
   // Deepest first, so each directory is synced after the entries created in it.
   const syncDirs = async (): Promise<void> => {
+    await Promise.all(pending);
+    if (syncError) throw syncError;
     if (!durable) return;
     for (const dir of [...made].sort((a, b) => b.length - a.length)) {
       const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
