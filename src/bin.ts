@@ -25,6 +25,11 @@ try {
 // wal-push and wal-fetch run once per WAL segment: they skip yargs (more expensive to load than Node's
 // own start-up) unless the command line is unusual; see src/spool/fast-cli.ts.
 const argv = process.argv.slice(2);
+// backup-fetch's extraction as the data directory's owner (src/backup/restore-worker.ts).
+if (argv[0] === '__restore-worker') {
+  const { workerMain } = await import('./backup/restore-worker.js');
+  process.exit(await workerMain(argv.slice(1)));
+}
 const { fastMain } = await import('./spool/fast-cli.js');
 const fast = await fastMain(argv);
 if (fast !== null) process.exit(fast);

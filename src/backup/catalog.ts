@@ -1,10 +1,12 @@
 import { decompressStream, parseCodec } from '../codec/codec.js';
+import { backupError, isWalvaultError } from '../common/errors.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { readAll } from '../repo/objects.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn } from '../wal/names.js';
+import { BACKUP_ID_GRAMMAR, validateBackupInfo } from './sentinel-check.js';
 
 // <prefix>/backups/<id>/base.tar         the tar stream of pg_basebackup -Ft, compressed (codec in metadata)
 // <prefix>/backups/<id>/backup_manifest  PostgreSQL's manifest, uncompressed, its own object
@@ -59,31 +61,15 @@ export interface BackupInfo {
   walvaultVersion: string;
 }
 
-export function isBackupInfo(x: unknown): x is BackupInfo {
-  if (typeof x !== 'object' || x === null) return false;
-  const b = x as Record<string, unknown>;
-  return (
-    b['format'] === 1 &&
-    typeof b['id'] === 'string' &&
-    typeof b['startTime'] === 'string' &&
-    typeof b['stopTime'] === 'string' &&
-    typeof b['startLsn'] === 'string' &&
-    typeof b['stopLsn'] === 'string' &&
-    typeof b['timeline'] === 'number' &&
-    typeof b['startSegment'] === 'string' &&
-    typeof b['sha256'] === 'string' &&
-    typeof b['sizeBytes'] === 'number' &&
-    typeof b['walSegmentSize'] === 'number'
-  );
-}
-
 /** Backup ids: `base_<start segment>_<UTC yyyymmddThhmmssZ>`; sortable, but always sort by startTime. */
 export function makeBackupId(startSegment: string, startTime: Date): string {
   const ts = startTime.toISOString().replace(/\.\d+Z$/, 'Z').replace(/[-:]/g, '');
   return `base_${startSegment}_${ts}`;
 }
 
-export const BACKUP_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+export function isBackupId(s: string): boolean {
+  return BACKUP_ID_GRAMMAR.test(s);
+}
 
 /** Oldest first by recorded start time, then start LSN; never by name. */
 export function sortBackups(list: BackupInfo[]): BackupInfo[] {
@@ -113,44 +99,60 @@ export async function readObjectText(storage: Storage, key: string, signal: Abor
   return (await readAll(d)).toString('utf8');
 }
 
+/** A backup.json that exists: validated field by field (a BackupError naming the object otherwise). */
 async function readSentinel(storage: Storage, key: string, policy: RetryPolicy, deadline: Deadline): Promise<BackupInfo | null> {
   const text = await withRetry(`read ${key}`, policy, deadline, (signal) => readObjectText(storage, key, signal));
   if (text === null) return null;
+  const what = `${storage.url}/${key}`;
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(text);
-    if (isBackupInfo(parsed)) return parsed;
+    parsed = JSON.parse(text);
   } catch {
-    // fall through
+    throw backupError(`${what} is not a valid backup description: not JSON`);
   }
-  log.warn(`${storage.url}/${key} is not a walvault backup description; ignoring that backup`);
-  return null;
+  const info = validateBackupInfo(parsed, what);
+  const dir = key.slice(BACKUPS_PREFIX.length).split('/')[0];
+  if (info.id !== dir) throw backupError(`${what} names backup ${info.id} but sits under ${dir}`);
+  return info;
 }
 
-/** Every complete backup (the ones with backup.json), oldest first. */
-export async function listBackups(storage: Storage, policy: RetryPolicy, deadline: Deadline): Promise<BackupInfo[]> {
+/**
+ * Every complete backup (the ones with backup.json), oldest first. A backup.json that fails
+ * validation is left out with a warning, and its error kept in `rejected` (by backup id) so that a
+ * command asking for that very backup can fail with it.
+ */
+export async function listBackups(
+  storage: Storage,
+  policy: RetryPolicy,
+  deadline: Deadline,
+  rejected: Map<string, Error> = new Map(),
+): Promise<BackupInfo[]> {
   const keys = await withRetry('list backups', policy, deadline, async (signal) => {
     const out: string[] = [];
     for await (const o of storage.list(BACKUPS_PREFIX, { signal })) {
       const rest = o.key.slice(BACKUPS_PREFIX.length);
       const parts = rest.split('/');
-      if (parts.length === 2 && parts[1] === SENTINEL_OBJECT && BACKUP_ID.test(parts[0]!)) out.push(o.key);
+      if (parts.length !== 2 || parts[1] !== SENTINEL_OBJECT) continue;
+      if (isBackupId(parts[0]!)) out.push(o.key);
+      else rejected.set(parts[0]!, backupError(`${storage.url}/${o.key}: ${JSON.stringify(parts[0]).slice(0, 80)} is not a backup id walvault creates`));
     }
     return out;
   });
   const found: BackupInfo[] = [];
   // A few GETs at a time: hundreds of backups must not open hundreds of sockets.
   for (let i = 0; i < keys.length; i += 8) {
-    const batch = await Promise.all(keys.slice(i, i + 8).map((k) => readSentinel(storage, k, policy, deadline)));
-    for (const [j, b] of batch.entries()) {
-      if (!b) continue;
-      const dir = keys[i + j]!.slice(BACKUPS_PREFIX.length).split('/')[0];
-      if (b.id !== dir) {
-        log.warn(`${storage.url}/${keys[i + j]} names backup ${b.id} but sits under ${dir}; ignoring it`);
-        continue;
-      }
-      found.push(b);
-    }
+    const batch = await Promise.all(
+      keys.slice(i, i + 8).map((k) =>
+        readSentinel(storage, k, policy, deadline).catch((e: unknown) => {
+          if (!isWalvaultError(e) || e.code !== 'BackupError') throw e;
+          rejected.set(k.slice(BACKUPS_PREFIX.length).split('/')[0]!, e);
+          return null;
+        }),
+      ),
+    );
+    for (const b of batch) if (b) found.push(b);
   }
+  for (const e of rejected.values()) log.warn(`${e.message}; ignoring that backup`);
   return sortBackups(found);
 }
 

@@ -1,5 +1,5 @@
 import { accessSync, constants, readdirSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { configError } from '../common/errors.js';
 
 // Where PostgreSQL's client programs live: the pgBinDir setting, then (for a given major version,
@@ -22,20 +22,22 @@ export function findPgProgram(name: string, pgBinDir: string | undefined, versio
     if (!executable(p)) throw configError(`pgBinDir ${pgBinDir} has no executable ${name}`);
     return p;
   }
-  if (version) {
+  // `version` comes from backup.json: only a plain major version may become part of a path.
+  if (typeof version === 'number' && Number.isInteger(version) && version >= 10 && version <= 999) {
     const p = join(DEBIAN_ROOT, String(version), 'bin', name);
     if (executable(p)) return p;
   }
   for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
-    if (!dir) continue;
+    // A relative entry ("." or empty) would run whatever sits in the current directory.
+    if (!isAbsolute(dir)) continue;
     const p = join(dir, name);
     if (executable(p)) return p;
   }
   let versions: number[] = [];
   try {
     versions = readdirSync(DEBIAN_ROOT)
+      .filter((d) => /^[1-9]\d{0,2}$/.test(d))
       .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 0)
       .sort((a, b) => b - a);
   } catch {
     // not Debian-style

@@ -1,11 +1,10 @@
-import { constants } from 'node:fs';
-import { appendFile, chown, open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { LoadedConfig } from '../common/config.js';
-import { fsyncDir } from '../common/fs-atomic.js';
+import { configError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { SETTINGS } from '../common/settings.js';
 import type { BackupInfo } from './catalog.js';
+import { writeAsOwner, type Owner } from './restore-worker.js';
 import type { RecoveryTarget } from './target.js';
 
 // What backup-fetch writes so the restored server recovers on its own: restore_command (this walvault
@@ -21,8 +20,8 @@ const NOT_FOR_WAL_FETCH = new Set(['spool', 'backupWaitTimeout', 'backupStaleUpl
  * from a flag or the environment (PostgreSQL does not pass the operator's environment on).
  */
 export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.execPath, script = process.argv[1] ?? ''): string {
-  const parts = [execPath, resolve(script)];
-  if (loaded.configFile) parts.push('--config', resolve(loaded.configFile));
+  const parts = [confSafe(execPath, 'the path of node', configError), confSafe(resolve(script), 'the path of walvault', configError)];
+  if (loaded.configFile) parts.push('--config', confSafe(resolve(loaded.configFile), 'the config file path (--config or WALVAULT_CONFIG)', configError));
   const secrets: string[] = [];
   for (const def of SETTINGS) {
     const src = loaded.sources[def.key];
@@ -34,7 +33,10 @@ export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.exe
       secrets.push(src.from ?? def.key);
       continue;
     }
-    parts.push(`--${def.flag}=${String(value)}`);
+    const fail = src.source === 'flag' ? usageError : configError;
+    const text = withoutUserInfo(confSafe(String(value), src.from ?? def.key, fail));
+    if (text !== String(value)) secrets.push(`the user-info of ${src.from ?? def.key}`);
+    parts.push(`--${def.flag}=${text}`);
   }
   if (secrets.length > 0) {
     log.warn(
@@ -44,6 +46,32 @@ export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.exe
   }
   // %f / %p are PostgreSQL's; a literal % in our arguments must be written %%.
   return [...parts.map((p) => shellQuote(p).replace(/%/g, '%%')), 'wal-fetch', '%f', '%p'].join(' ');
+}
+
+// postgresql.conf has no escape for a line break inside a string: a newline in a value would end
+// the setting and start a new line of configuration.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** `value`, or `fail` when it holds a control character (it is bound for postgresql.auto.conf). */
+export function confSafe(value: string, what: string, fail: (m: string) => Error = usageError): string {
+  const m = CONTROL.exec(value);
+  if (m) {
+    const code = `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+    throw fail(`${what} contains a control character (${code}); it cannot be written to postgresql.auto.conf`);
+  }
+  return value;
+}
+
+/** A URL's user-info (user:password@) never goes into restore_command: it is stored in plain text. */
+export function withoutUserInfo(value: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(value)) return value;
+  try {
+    const u = new URL(value);
+    if (!u.username && !u.password) return value;
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
+  } catch {
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
+  }
 }
 
 export function shellQuote(s: string): string {
@@ -83,6 +111,8 @@ export function recoverySettings(
   }
   if (opts.targetAction) s.push(['recovery_target_action', opts.targetAction]);
   if (timeline) s.push(['recovery_target_timeline', timeline]);
+  // Every value here comes from a flag (or from a restore_command already checked setting by setting).
+  for (const [k, v] of s) confSafe(v, k === 'restore_command' ? 'restore_command (--restore-command)' : `${k} (--${k.replace(/^recovery_/, '').replace(/_/g, '-')})`);
   return s;
 }
 
@@ -93,7 +123,7 @@ export async function writeRecoverySettings(
   opts: { targetAction?: string; standby?: boolean },
   timeline: string | undefined,
   restoreCommand: string,
-  owner: { uid: number; gid: number } | undefined,
+  owner: Owner | undefined,
 ): Promise<void> {
   const autoConf = join(pgdata, 'postgresql.auto.conf');
   const lines = [
@@ -102,18 +132,11 @@ export async function writeRecoverySettings(
     ...recoverySettings(target, opts, timeline, restoreCommand).map(([k, v]) => `${k} = ${confQuote(v)}`),
     '',
   ];
-  await appendFile(autoConf, lines.join('\n'), { mode: 0o600 });
-  const signalFile = join(pgdata, opts.standby ? 'standby.signal' : 'recovery.signal');
-  const fh = await open(signalFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  await fh.sync();
-  await fh.close();
-  const conf = await open(autoConf, 'r+');
-  await conf.sync();
-  await conf.close();
-  if (owner) {
-    await chown(autoConf, owner.uid, owner.gid);
-    await chown(signalFile, owner.uid, owner.gid);
-  }
-  await fsyncDir(pgdata);
+  // As the data directory's owner, never through a link (restore-worker.ts, pgdata-files.ts).
+  const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
+  await writeAsOwner(pgdata, owner, [
+    { name: 'postgresql.auto.conf', data: Buffer.from(lines.join('\n')).toString('base64'), append: true },
+    { name: signalFile, data: '' },
+  ]);
   log.info(`wrote restore_command${target.kind === 'none' ? '' : ' and the recovery target'} to ${autoConf}: restore_command = ${restoreCommand}`);
 }

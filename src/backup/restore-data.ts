@@ -1,18 +1,21 @@
 import { execFile } from 'node:child_process';
-import { chown, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, rmdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressStream, parseCodec } from '../codec/codec.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { backupError, describe as describeError, ExitCode, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
-import { HashingStream, sha256Hex } from '../common/hash.js';
+import { HashingStream } from '../common/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
 import { backupKey, DATA_OBJECT, MANIFEST_OBJECT, type BackupInfo } from './catalog.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
-import { createExtractor } from './tar.js';
+import { createExtractor } from './extract.js';
+import { needsWorker, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
@@ -23,7 +26,7 @@ export async function restoreData(
   config: Config,
   backup: BackupInfo,
   pgdata: string,
-  owner: { uid: number; gid: number } | undefined,
+  owner: Owner | undefined,
   signal: AbortSignal,
 ): Promise<void> {
   const key = backupKey(backup.id, DATA_OBJECT);
@@ -43,10 +46,11 @@ export async function restoreData(
       const hashing = new HashingStream();
       const ticker = setInterval(() => progress.update(hashing.bytes), 200);
       ticker.unref();
-      const extractor = createExtractor(pgdata, owner ? { owner } : {});
+      const sink = openSink(pgdata, owner);
       const decompress = decompressStream(codec);
+      let result: WorkerResult;
       try {
-        await (pipeline as (...a: unknown[]) => Promise<void>)(got.body, ...(decompress ? [decompress] : []), hashing, extractor, { signal });
+        result = await sink.run((pipeline as (...a: unknown[]) => Promise<void>)(got.body, ...(decompress ? [decompress] : []), hashing, sink.stream, { signal }));
       } catch (e) {
         if (signal.aborted) throw signal.reason;
         throw classifyStreamError(e, `${storage.url}/${key}`);
@@ -62,16 +66,43 @@ export async function restoreData(
         );
       }
       progress.done();
-      log.info(`restored ${formatBytes(backup.sizeBytes)} (${extractor.entries()} entries) into ${pgdata}; SHA-256 verified`);
+      log.info(
+        `restored ${formatBytes(backup.sizeBytes)} (${result.entries} entries, ${result.files} files and ${result.dirs} directories fsynced) into ${pgdata}` +
+          `${needsWorker(owner) ? ` as uid ${owner.uid}` : ''}; SHA-256 verified`,
+      );
       return;
     } catch (e) {
       progress.done();
       const retryable = isWalvaultError(e) && e.retryable && !signal.aborted;
       if (!retryable || attempt >= maxAttempts) throw e;
       log.warn(`restore attempt ${attempt} failed (${describeError(e)}); emptying ${pgdata} and starting over`);
-      await wipe(pgdata, false);
+      await wipe(pgdata, false, owner);
     }
   }
+}
+
+/**
+ * Where the tar stream goes: an extractor in this process, or the stdin of a worker running as
+ * `owner`. `run` waits for both the feeding pipeline and the extraction; when both fail, the
+ * worker's own error is the cause unless the feed failed first for its own reasons.
+ */
+function openSink(pgdata: string, owner: Owner | undefined): { stream: Writable; run: (feed: Promise<void>) => Promise<WorkerResult> } {
+  if (!needsWorker(owner)) {
+    const ex = createExtractor(pgdata);
+    return { stream: ex, run: async (feed) => (await feed, { entries: ex.entries(), ...ex.synced() }) };
+  }
+  const worker = startWorker('extract', pgdata, owner);
+  return {
+    stream: worker.stdin!,
+    run: async (feed) => {
+      const [f, w] = await Promise.allSettled([feed.catch((e: unknown) => (worker.kill(), Promise.reject(e))), worker.done]);
+      if (w.status === 'fulfilled' && f.status === 'fulfilled') return w.value as unknown as WorkerResult;
+      const feedErr = f.status === 'rejected' ? (f.reason as NodeJS.ErrnoException) : undefined;
+      const brokenPipe = feedErr?.code === 'EPIPE' || feedErr?.code === 'ERR_STREAM_DESTROYED' || feedErr?.code === 'ERR_STREAM_PREMATURE_CLOSE';
+      if (w.status === 'rejected' && (!feedErr || brokenPipe)) throw w.reason;
+      throw feedErr ?? (w as PromiseRejectedResult).reason;
+    },
+  };
 }
 
 function classifyStreamError(e: unknown, where: string): unknown {
@@ -87,42 +118,43 @@ function classifyStreamError(e: unknown, where: string): unknown {
 }
 
 /** pg_basebackup put backup_manifest into the tar; if it is missing, take the separate copy. */
-export async function checkManifestFile(
-  storage: Storage,
-  config: Config,
-  backup: BackupInfo,
-  pgdata: string,
-  owner: { uid: number; gid: number } | undefined,
-): Promise<void> {
+export async function checkManifestFile(storage: Storage, config: Config, backup: BackupInfo, pgdata: string, owner: Owner | undefined): Promise<void> {
   const path = join(pgdata, MANIFEST_OBJECT);
-  const local = await readFile(path).catch(() => null);
-  if (local) {
-    if (backup.manifestSha256 && sha256Hex(local) !== backup.manifestSha256) {
+  const local = await sha256AsOwner(pgdata, owner, MANIFEST_OBJECT);
+  if (local !== null) {
+    if (backup.manifestSha256 && local !== backup.manifestSha256) {
       throw integrityError(`${path} does not match the manifest recorded for backup ${backup.id}`);
     }
     return;
   }
   const key = backupKey(backup.id, MANIFEST_OBJECT);
   const deadline = new Deadline(config.deadline * 1000);
+  // Downloaded and verified in a directory only this process's user can enter, then written in
+  // like every other file of the data directory.
+  const tmp = await mkdtemp(join(tmpdir(), 'walvault-manifest-'));
   try {
     const { downloadVerified } = await import('../repo/objects.js');
-    const meta = await downloadVerified(storage, key, path, { policy: retryPolicy(config), deadline, what: `get ${key}` });
+    const staged = join(tmp, MANIFEST_OBJECT);
+    const meta = await downloadVerified(storage, key, staged, { policy: retryPolicy(config), deadline, what: `get ${key}` });
     if (!meta) throw backupError(`backup ${backup.id} has no backup_manifest, neither in the tar nor as ${storage.url}/${key}`);
-    if (owner) await chown(path, owner.uid, owner.gid);
+    await writeAsOwner(pgdata, owner, [{ name: MANIFEST_OBJECT, data: (await readFile(staged)).toString('base64') }]);
   } finally {
     deadline.dispose();
+    await rm(tmp, { recursive: true, force: true });
   }
 }
 
-export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: string): Promise<void> {
+/** pg_verifybackup over the restored tree, as the tree's owner (it reads what that user put there). */
+export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: string, owner?: Owner): Promise<void> {
   const bin = findPgProgram('pg_verifybackup', config.pgBinDir, backup.pgVersion);
   if (!bin) {
     log.warn('pg_verifybackup not found: the restored files were checked against the SHA-256 of the backup only');
     return;
   }
   const started = Date.now();
+  const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/' } : {};
   const r = await new Promise<{ code: number; out: string }>((resolvePromise) => {
-    execFile(bin, ['--no-parse-wal', '--quiet', pgdata], { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(bin, ['--no-parse-wal', '--quiet', pgdata], { maxBuffer: 16 * 1024 * 1024, ...as }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
       resolvePromise({ code, out: `${stdout}${stderr}`.trim() });
     });
@@ -137,14 +169,16 @@ export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: s
   log.info(`pg_verifybackup: every file matches backup_manifest (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
-/** Leaves nothing behind: removes a directory we created, or empties one that was empty before. */
-export async function wipe(pgdata: string, created: boolean): Promise<void> {
+/**
+ * Leaves nothing behind: removes a directory we created, or empties one that was empty before. What
+ * is inside belongs to `owner` and is removed by a worker running as `owner`: a recursive delete as
+ * root would follow a directory swapped for a link out of the tree.
+ */
+export async function wipe(pgdata: string, created: boolean, owner?: Owner): Promise<void> {
   try {
-    if (created) {
-      await rm(pgdata, { recursive: true, force: true });
-      return;
-    }
-    for (const name of await readdir(pgdata)) await rm(join(pgdata, name), { recursive: true, force: true });
+    if (needsWorker(owner)) await startWorker('wipe', pgdata, owner).done;
+    else for (const name of await readdir(pgdata)) await rm(join(pgdata, name), { recursive: true, force: true });
+    if (created) await rmdir(pgdata);
   } catch (e) {
     log.error(`could not clean up ${pgdata} after the failure: ${describeError(e)}; remove its contents before using it`);
   }

@@ -1,15 +1,12 @@
-import { chown, mkdir, open } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve, sep } from 'node:path';
-import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import tar from 'tar-stream';
-import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
+import { backupError, isWalvaultError } from '../common/errors.js';
 
 // Both ends of a backup read the tar stream of pg_basebackup with tar-stream (a maintained,
 // streaming parser; it checks header checksums and reports a truncated archive):
 //  - backup-push taps it on the way to the store to pick up backup_label, backup_manifest and a
 //    few small files, without holding the stream;
-//  - backup-fetch extracts it into the new data directory, refusing anything but plain files and
-//    directories inside that directory.
+//  - backup-fetch extracts it into the new data directory (extract.ts).
 
 type Extract = ReturnType<typeof tar.extract>;
 type Header = tar.Header;
@@ -19,7 +16,7 @@ type Header = tar.Header;
  * end() resolves once every entry was handled. Its first error is kept, so a failure reported
  * between two writes (an entry handler failing late) still reaches the next write or end.
  */
-class TarSink {
+export class TarSink {
   readonly extract: Extract = tar.extract();
   private error: Error | undefined;
   private readonly waiters = new Set<(e: Error) => void>();
@@ -150,104 +147,11 @@ export class TarTap extends Transform {
   }
 }
 
-function wrapTarError(e: Error, what: string): Error {
+export function wrapTarError(e: Error, what: string): Error {
   if (isWalvaultError(e)) return e;
   return backupError(`${what} is not a valid tar archive: ${e.message}`, { cause: e });
 }
 
 export function normalizeName(name: string): string {
   return name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
-}
-
-/** `root`-relative destination for a tar member, or a BackupError if it could escape `root`. */
-export function safeDestination(root: string, name: string): string {
-  const clean = normalizeName(name);
-  if (clean === '' || clean === '.') return root;
-  if (clean.includes('\0') || isAbsolute(clean) || clean.split('/').some((p) => p === '..')) {
-    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
-  }
-  const dest = resolve(root, clean);
-  if (dest !== root && !dest.startsWith(root + sep)) {
-    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
-  }
-  return dest;
-}
-
-export interface ExtractOptions {
-  owner?: { uid: number; gid: number };
-}
-
-/**
- * A Writable that extracts the tar written into it under `root` (which must exist): plain files
- * (0600) and directories (0700) only, as PostgreSQL creates them, files created exclusively
- * (O_EXCL: a member appearing twice fails), never through a link. Symlinks, hard links and devices are refused: a
- * single-tablespace backup has none, and following one could write outside the data directory.
- */
-export function createExtractor(root: string, opts: ExtractOptions = {}): Writable & { entries: () => number } {
-  const sink = new TarSink();
-  const extract = sink.extract;
-  let entries = 0;
-  const made = new Set<string>([root]);
-
-  const ensureDir = async (dir: string, mode = 0o700): Promise<void> => {
-    if (made.has(dir)) return;
-    await ensureDir(dirname(dir));
-    try {
-      await mkdir(dir, { mode });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    if (opts.owner) await chown(dir, opts.owner.uid, opts.owner.gid);
-    made.add(dir);
-  };
-
-  const handle = async (header: Header, stream: NodeJS.ReadableStream & { resume(): void }): Promise<void> => {
-    const dest = safeDestination(root, header.name);
-    if (header.type === 'directory') {
-      stream.resume();
-      await ensureDir(dest);
-      return;
-    }
-    if (header.type !== 'file' && header.type !== 'contiguous-file') {
-      stream.resume();
-      throw backupError(
-        `the backup contains ${JSON.stringify(header.name)} of type ${header.type}; only files and directories are restored ` +
-          '(backups with tablespaces are not supported yet)',
-      );
-    }
-    await ensureDir(dirname(dest));
-    const fh = await open(dest, 'wx', 0o600);
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
-      if (opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
-    } finally {
-      await fh.close();
-    }
-  };
-
-  extract.on('entry', (header: Header, stream, next) => {
-    entries++;
-    handle(header, stream as never).then(
-      () => next(),
-      (e: unknown) => {
-        stream.resume();
-        next(isWalvaultError(e) ? e : fromFsError(e, `${root}/${normalizeName(header.name)}`, 'write'));
-      },
-    );
-  });
-
-  const w = new Writable({
-    highWaterMark: 1024 * 1024,
-    write(chunk: Buffer, _enc, cb) {
-      sink.write(chunk, (e) => cb(e ? wrapTarError(e, 'the backup') : null));
-    },
-    final(cb) {
-      sink.end((e) => cb(e ? wrapTarError(e, 'the backup') : null));
-    },
-    destroy(err, cb) {
-      sink.destroy();
-      cb(err);
-    },
-  });
-  return Object.assign(w, { entries: () => entries });
 }

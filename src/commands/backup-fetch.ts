@@ -1,13 +1,15 @@
 import { execFileSync } from 'node:child_process';
-import { chmod, chown, lstat, mkdir, readdir, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readdir, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { retryPolicy, type LoadedConfig } from '../common/config.js';
 import { backupError, describe as describeError, usageError } from '../common/errors.js';
+import { fsyncDir } from '../common/fs-atomic.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { listBackups, type BackupInfo } from '../backup/catalog.js';
+import { isBackupId, listBackups, type BackupInfo } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
-import { buildRestoreCommand, writeRecoverySettings } from '../backup/recovery-conf.js';
+import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
 import { openStorage } from '../storage/open.js';
@@ -43,10 +45,15 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   if (timeline !== undefined && !/^(latest|current|[1-9]\d{0,9})$/.test(timeline)) {
     throw usageError(`--target-timeline must be latest, current or a timeline number, got ${JSON.stringify(opts.targetTimeline)}`);
   }
+  if (opts.which.toUpperCase() !== 'LATEST' && !isBackupId(opts.which)) {
+    throw usageError(`${JSON.stringify(opts.which)} is not a backup id (base_<start segment>_<yyyymmddThhmmssZ>, as backup-list shows) nor LATEST`);
+  }
+  const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
+  // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
+  recoverySettings(target, opts, timeline, restoreCommand);
   const pgdata = resolve(opts.pgdata);
   const created = await checkTargetDir(pgdata);
   const owner = await resolveOwner(opts.owner, pgdata, created);
-  const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
 
   const storage = await openStorage(config);
   const abort = new AbortController();
@@ -62,7 +69,10 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     const deadline = new Deadline(config.deadline * 1000);
     let backup: BackupInfo;
     try {
-      const backups = await listBackups(storage, policy, deadline);
+      const rejected = new Map<string, Error>();
+      const backups = await listBackups(storage, policy, deadline, rejected);
+      const named = rejected.get(opts.which);
+      if (named) throw named;
       const chosen = selectBackup(backups, opts.which, target, storage.url);
       backup = chosen.backup;
       log.info(`restoring backup ${backup.id} (${chosen.why}; ended ${backup.stopTime} at ${backup.stopLsn}) to ${describeTarget(target)}`);
@@ -77,15 +87,13 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
 
     // 2. Restore. From here on a failure empties the directory again.
     try {
-      if (created) await mkdir(pgdata, { mode: 0o700 });
-      await chmod(pgdata, 0o700);
-      if (owner) await chown(pgdata, owner.uid, owner.gid);
+      await prepareTargetDir(pgdata, created, owner);
       await restoreData(storage, config, backup, pgdata, owner, abort.signal);
       await checkManifestFile(storage, config, backup, pgdata, owner);
-      await verifyBackup(config, backup, pgdata);
+      await verifyBackup(config, backup, pgdata, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
-      await wipe(pgdata, created);
+      await wipe(pgdata, created, owner);
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -99,6 +107,24 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     process.off('SIGTERM', onSignal);
     storage.close();
   }
+}
+
+/**
+ * Creates (or takes) the target directory and hands it to `owner` through an open descriptor of
+ * the directory itself, never by a path a link could redirect; the parent is fsynced so the new
+ * entry survives a crash.
+ */
+async function prepareTargetDir(pgdata: string, created: boolean, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  if (created) await mkdir(pgdata, { mode: 0o700 });
+  const fh = await open(pgdata, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    await fh.chmod(0o700);
+    if (owner) await fh.chown(owner.uid, owner.gid);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  if (created) await fsyncDir(dirname(pgdata));
 }
 
 /** Returns true when the directory does not exist yet (and its parent does). Refuses a non-empty one. */

@@ -5,7 +5,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createExtractor, TarTap } from '../../src/backup/tar.js';
+import { createExtractor } from '../../src/backup/extract.js';
+import { TarTap } from '../../src/backup/tar.js';
 
 type Entry = { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; body?: string; mode?: number; linkname?: string };
 

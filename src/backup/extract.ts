@@ -1,0 +1,169 @@
+import { constants } from 'node:fs';
+import { lstat, mkdir, open } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
+import { Writable } from 'node:stream';
+import type tar from 'tar-stream';
+import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
+import { normalizeName, TarSink, wrapTarError } from './tar.js';
+
+// backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything
+// but plain files and directories inside that directory.
+
+type Header = tar.Header;
+
+/** `root`-relative destination for a tar member, or a BackupError if it could escape `root`. */
+export function safeDestination(root: string, name: string): string {
+  const clean = normalizeName(name);
+  if (clean === '' || clean === '.') return root;
+  if (clean.includes('\0') || isAbsolute(clean) || clean.split('/').some((p) => p === '..')) {
+    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
+  }
+  const dest = resolve(root, clean);
+  if (dest !== root && !dest.startsWith(root + sep)) {
+    throw backupError(`the backup contains the path ${JSON.stringify(name)}, which would land outside the data directory; refusing it`);
+  }
+  return dest;
+}
+
+export interface ExtractOptions {
+  /** fsync every file and directory before the end resolves (default true; off only to measure its cost). */
+  durable?: boolean;
+}
+
+export interface Extractor extends Writable {
+  entries(): number;
+  /** Files and directories fsynced so far. */
+  synced(): { files: number; dirs: number };
+}
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
+/** File fsyncs in flight at once (each holds one open descriptor). */
+const MAX_PENDING_SYNCS = 16;
+
+/**
+ * A Writable that extracts the tar written into it under `root` (which must exist): plain files
+ * (0600) and directories (0700) only, as PostgreSQL creates them, files created exclusively
+ * (O_EXCL: a member appearing twice fails), never through a link. Symlinks, hard links and devices
+ * are refused: a single-tablespace backup has none, and following one could write outside the data
+ * directory. Each file is fsynced before it is closed and each directory once at the end, so the
+ * tree is durable when the stream finishes. It never changes ownership: a restore for another user
+ * runs this in a process with that user's ids (restore-worker.ts), so the kernel, not a check here,
+ * keeps a symlink swapped in by a racing process from taking the writes anywhere that user could
+ * not write anyway.
+ */
+export function createExtractor(root: string, opts: ExtractOptions = {}): Extractor {
+  const durable = opts.durable ?? true;
+  const sink = new TarSink();
+  const extract = sink.extract;
+  let entries = 0;
+  const synced = { files: 0, dirs: 0 };
+  const made = new Set<string>([root]);
+
+  const ensureDir = async (dir: string, mode = 0o700): Promise<void> => {
+    if (made.has(dir)) return;
+    await ensureDir(dirname(dir));
+    try {
+      await mkdir(dir, { mode });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    // mkdir's EEXIST does not say what exists: a symlink there was not put there by this backup.
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw backupError(`${dir} became a ${st.isSymbolicLink() ? 'symbolic link' : 'non-directory'} during the restore; refusing to write through it`);
+    made.add(dir);
+  };
+
+  const handle = async (header: Header, stream: NodeJS.ReadableStream & { resume(): void }): Promise<void> => {
+    const dest = safeDestination(root, header.name);
+    if (header.type === 'directory') {
+      stream.resume();
+      await ensureDir(dest);
+      return;
+    }
+    if (header.type !== 'file' && header.type !== 'contiguous-file') {
+      stream.resume();
+      throw backupError(
+        `the backup contains ${JSON.stringify(header.name)} of type ${header.type}; only files and directories are restored ` +
+          '(backups with tablespaces are not supported yet)',
+      );
+    }
+    if (syncError) throw syncError;
+    await ensureDir(dirname(dest));
+    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    let handedOff = false;
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
+      if (durable) {
+        // The fsync runs while the next members are written: the disk flushes one file while
+        // the stream fills the next (the end waits for all of them).
+        track(fh.sync().then(() => void synced.files++).finally(() => fh.close()));
+        handedOff = true;
+      }
+    } finally {
+      if (!handedOff) await fh.close();
+    }
+    if (pending.size >= MAX_PENDING_SYNCS) await Promise.race(pending);
+  };
+
+  const pending = new Set<Promise<void>>();
+  let syncError: unknown;
+  const track = (p: Promise<void>): void => {
+    const q: Promise<void> = p
+      .catch((e: unknown) => {
+        syncError ??= fromFsError(e, `a file under ${root}`, 'write');
+      })
+      .finally(() => pending.delete(q));
+    pending.add(q);
+  };
+
+  // Deepest first, so each directory is synced after the entries created in it.
+  const syncDirs = async (): Promise<void> => {
+    await Promise.all(pending);
+    if (syncError) throw syncError;
+    if (!durable) return;
+    for (const dir of [...made].sort((a, b) => b.length - a.length)) {
+      const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      try {
+        await fh.sync();
+        synced.dirs++;
+      } finally {
+        await fh.close();
+      }
+    }
+  };
+
+  extract.on('entry', (header: Header, stream, next) => {
+    entries++;
+    // A failure is reported once, through next(); tar-stream then destroys the entry stream with
+    // the same error, which must not become an uncaught 'error' event.
+    stream.on('error', () => undefined);
+    handle(header, stream as never).then(
+      () => next(),
+      (e: unknown) => {
+        stream.resume();
+        next(isWalvaultError(e) ? e : fromFsError(e, `${root}/${normalizeName(header.name)}`, 'write'));
+      },
+    );
+  });
+
+  const w = new Writable({
+    highWaterMark: 1024 * 1024,
+    write(chunk: Buffer, _enc, cb) {
+      sink.write(chunk, (e) => cb(e ? wrapTarError(e, 'the backup') : null));
+    },
+    final(cb) {
+      sink.end((e) => {
+        if (e) return cb(wrapTarError(e, 'the backup'));
+        syncDirs().then(
+          () => cb(null),
+          (err: unknown) => cb(fromFsError(err, `a directory under ${root}`, 'write')),
+        );
+      });
+    },
+    destroy(err, cb) {
+      sink.destroy();
+      cb(err);
+    },
+  });
+  return Object.assign(w, { entries: () => entries, synced: () => ({ ...synced }) });
+}

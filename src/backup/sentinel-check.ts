@@ -1,0 +1,83 @@
+import { CODECS } from '../codec/codec.js';
+import { backupError } from '../common/errors.js';
+import type { BackupInfo } from './catalog.js';
+
+// backup.json comes from the repository, which whoever can write the bucket controls; backup-fetch
+// often runs as root. Every field is checked against what backup-push writes before any of it
+// becomes a path (pg_verifybackup's directory, object keys), a size, a number or a log line.
+
+/** What makeBackupId creates (plus the _<n> suffix backup-push adds when the name is taken). */
+export const BACKUP_ID_GRAMMAR = /^base_[0-9A-F]{24}_\d{8}T\d{6}Z(?:_[1-9]\d{0,5})?$/;
+
+const LSN = /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/;
+const SEGMENT = /^[0-9A-F]{24}$/;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+const DECIMAL_U64 = /^\d{1,20}$/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const MiB = 1024 * 1024;
+
+type Rec = Record<string, unknown>;
+
+/** `x` as a BackupInfo, or a BackupError naming `what` (the object) and the first bad field. */
+export function validateBackupInfo(x: unknown, what: string): BackupInfo {
+  const bad = (field: string, why: string): never => {
+    const shown: string | undefined = JSON.stringify((x as Rec)[field]);
+    throw backupError(`${what} is not a valid backup description: "${field}" ${why} (got ${shown === undefined ? 'nothing' : shown.slice(0, 80)})`);
+  };
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) throw backupError(`${what} is not a valid backup description: not a JSON object`);
+  const b = x as Rec;
+  const str = (f: string, re: RegExp, why: string): string => {
+    const v = b[f];
+    if (typeof v !== 'string' || !re.test(v)) bad(f, why);
+    return v as string;
+  };
+  const text = (f: string, optional = false): void => {
+    const v = b[f];
+    if (optional && v === undefined) return;
+    if (typeof v !== 'string' || v.length > 1024 || CONTROL.test(v)) bad(f, 'must be text of at most 1024 characters without control characters');
+  };
+  const int = (f: string, min: number, max: number): number => {
+    const v = b[f];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) bad(f, `must be an integer from ${min} to ${max}`);
+    return v as number;
+  };
+  if (b['format'] !== 1) bad('format', 'must be 1');
+  str('id', BACKUP_ID_GRAMMAR, 'must be a backup id base_<24 hex digits>_<yyyymmddThhmmssZ>');
+  text('label');
+  for (const f of ['startTime', 'stopTime']) {
+    if (!Number.isFinite(Date.parse(str(f, ISO_UTC, 'must be an ISO 8601 UTC time')))) bad(f, 'must be a real date');
+  }
+  const lsnOf = (f: string) => {
+    const [hi, lo] = str(f, LSN, 'must be an LSN X/Y (upper-case hex)').split('/');
+    return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+  };
+  const start = lsnOf('startLsn');
+  if (lsnOf('stopLsn') < start) bad('stopLsn', 'must not be before startLsn');
+  lsnOf('checkpointLsn');
+  const tli = int('timeline', 1, 0xffffffff);
+  const stopTli = int('stopTimeline', 1, 0xffffffff);
+  if (stopTli < tli) bad('stopTimeline', 'must not be below timeline');
+  for (const f of ['startSegment', 'stopSegment']) {
+    if (/^0{8}/.test(str(f, SEGMENT, 'must be a WAL segment name (24 upper-case hex digits)'))) bad(f, 'names timeline 0');
+  }
+  const seg = int('walSegmentSize', MiB, 1024 * MiB);
+  if ((seg & (seg - 1)) !== 0) bad('walSegmentSize', 'must be a power of two');
+  int('sizeBytes', 0, Number.MAX_SAFE_INTEGER);
+  int('storedBytes', 0, Number.MAX_SAFE_INTEGER);
+  int('fileCount', 0, Number.MAX_SAFE_INTEGER);
+  int('filesBytes', 0, Number.MAX_SAFE_INTEGER);
+  str('sha256', SHA256, 'must be a SHA-256 in lower-case hex');
+  str('manifestSha256', /^(?:[0-9a-f]{64})?$/, 'must be a SHA-256 in lower-case hex');
+  if (typeof b['codec'] !== 'string' || !(CODECS as readonly string[]).includes(b['codec'])) bad('codec', `must be one of ${CODECS.join(', ')}`);
+  // 0 when backup-push could not read PG_VERSION; else a major version, which names a directory.
+  const v = int('pgVersion', 0, 999);
+  if (v !== 0 && v < 10) bad('pgVersion', 'must be 0 (unknown) or a PostgreSQL major version from 10');
+  str('systemIdentifier', DECIMAL_U64, 'must be a decimal 64-bit number');
+  if (b['startNextXid'] !== undefined) str('startNextXid', DECIMAL_U64, 'must be a decimal 64-bit number');
+  if (b['backupFrom'] !== 'primary' && b['backupFrom'] !== 'standby') bad('backupFrom', 'must be primary or standby');
+  text('serverStartTime');
+  text('serverStopTime', true);
+  text('walvaultVersion');
+  return b as unknown as BackupInfo;
+}

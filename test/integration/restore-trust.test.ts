@@ -1,0 +1,166 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chownToPostgres, isRoot, PgCluster } from '../support/pg.js';
+import { cleanupAll, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+
+// Issue 8 items 6 and 7 end to end: backup-fetch run as root with --owner postgres on a real
+// backup of a small PostgreSQL 15 cluster in a file:// repository.
+
+describe('backup-fetch as root for another user', () => {
+  let pg: PgCluster;
+  let repoArgs: string[];
+  let spool: string;
+
+  /** As root, through the world-readable copy of walvault (its restore worker runs it as postgres). */
+  const wv = async (args: string[], env: Record<string, string> = {}): Promise<WalvaultResult> => {
+    const bin = await walvaultBin();
+    return new Promise((resolve) => {
+      const started = performance.now();
+      const child = spawn(bin, [...args, ...repoArgs], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/root', WALVAULT_SPOOL: spool, ...pg.connectionEnv(), ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 150_000);
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr, ms: performance.now() - started });
+      });
+    });
+  };
+
+  beforeAll(async () => {
+    // The race below is only meaningful when root restores for a less privileged user.
+    expect(isRoot, 'these tests run as root (like backup-fetch --owner)').toBe(true);
+    const repo = join(await tempDir('wv-rtrust-repo', { forPostgres: true }), 'repo');
+    await mkdir(repo);
+    spool = await tempDir('wv-rtrust-spool');
+    const bin = await walvaultBin();
+    await chownToPostgres(repo);
+    repoArgs = ['--repo', `file://${repo}`];
+    pg = await PgCluster.create({
+      walSegSizeMb: 1,
+      conf: { archive_mode: 'on', archive_command: `${bin} --repo file://${repo} wal-push %p %f`, archive_timeout: 0 },
+    });
+    await pg.start();
+    await pg.query('CREATE TABLE t AS SELECT generate_series(1, 1000) AS n');
+    const push = await wv(['backup-push']);
+    expect(push.code, push.stderr).toBe(0);
+  }, 300_000);
+
+  afterAll(async () => {
+    await pg?.destroy();
+    await cleanupAll();
+  });
+
+  it('trust: a symlink race during a root restore writes nothing outside pgdata', async () => {
+    // A directory only root may write, like /etc: the racer points the restore at it.
+    const outside = await tempDir('wv-outside');
+    await chmod(outside, 0o755);
+    const before = await stat(outside);
+    const pgdata = join(await tempDir('wv-race', { forPostgres: true }), 'data');
+    const swaps = join(await tempDir('wv-race-log', { forPostgres: true }), 'swaps');
+    // As postgres, as fast as it can: the moment base/1 is a real directory, exchange it atomically
+    // (renameat2 RENAME_EXCHANGE, so the restore never sees it missing) with a symlink to `outside`.
+    const script = [
+      'import ctypes, os, sys',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'd, link, outside, log = sys.argv[1:5]',
+      'while True:',
+      '    try:',
+      '        if os.path.isdir(d) and not os.path.islink(d):',
+      '            if not os.path.lexists(link): os.symlink(outside, link)',
+      '            if libc.renameat2(-100, link.encode(), -100, d.encode(), 2) == 0:',
+      '                with open(log, "a") as f: f.write("swap\\n")',
+      '    except OSError:',
+      '        pass',
+    ].join('\n');
+    const { uid, gid } = await postgresIds();
+    const racer = spawn('python3', ['-c', script, join(pgdata, 'base', '1'), join(pgdata, 'base', 'swapped'), outside, swaps], {
+      uid,
+      gid,
+      cwd: '/',
+      detached: true,
+      stdio: 'ignore',
+    });
+    let r: WalvaultResult;
+    try {
+      r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres']);
+    } finally {
+      process.kill(-racer.pid!, 'SIGKILL');
+    }
+    const swapped = existsSync(swaps) ? (await readFile(swaps, 'utf8')).trim().split('\n').length : 0;
+    expect(swapped, `the racer never swapped base/1 in (restore: ${r.code} ${r.stderr})`).toBeGreaterThan(0);
+    expect(await readdir(outside), r.stderr).toEqual([]);
+    const after = await stat(outside);
+    expect({ uid: after.uid, gid: after.gid, mode: after.mode, mtime: after.mtimeMs }).toEqual({
+      uid: before.uid,
+      gid: before.gid,
+      mode: before.mode,
+      mtime: before.mtimeMs,
+    });
+    // Either the restore noticed the swap and failed cleanly, or it finished untouched by it.
+    if (r.code !== 0) {
+      expect(r.stderr, r.stderr).toMatch(/ERROR: (BackupError|LocalWriteError): .*(symbolic link|EACCES|ENOENT|ENOTDIR|ELOOP)/);
+      // The racer is still at work while backup-fetch empties the directory: it may win that race
+      // too (its own files), and backup-fetch must then say so.
+      const left = existsSync(pgdata) ? await readdir(pgdata) : [];
+      if (left.length > 0) expect(r.stderr).toMatch(/could not clean up .*; remove its contents before using it/);
+    }
+  }, 180_000);
+
+  it('trust: no control character reaches postgresql.auto.conf (exit codes)', async () => {
+    const base = await tempDir('wv-ctl', { forPostgres: true });
+    const cases: Array<[string[], number, RegExp]> = [
+      [['--target-name', 'x\nrestore_command = \'id\''], 2, /UsageError: recovery_target_name \(--target-name\) contains a control character/],
+      [['--restore-command', 'true\nrecovery_target = immediate'], 2, /UsageError: restore_command \(--restore-command\) contains a control character/],
+      [['--s3-region', 'eu\u0007west'], 2, /UsageError: --s3-region contains a control character/],
+    ];
+    for (const [extra, code, message] of cases) {
+      const pgdata = join(base, `d${code}${extra[0]}`);
+      const r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres', ...extra]);
+      expect(r.code, r.stderr).toBe(code);
+      expect(r.stderr).toMatch(message);
+      expect(existsSync(pgdata), `${pgdata} was created`).toBe(false);
+    }
+    // The same value from the environment is a configuration error.
+    const pgdata = join(base, 'env');
+    const r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres'], { WALVAULT_S3_REGION: 'eu\u0007west' });
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/ConfigError: WALVAULT_S3_REGION contains a control character/);
+    expect(existsSync(pgdata)).toBe(false);
+  }, 120_000);
+
+  it('restores as the owner: every file and directory belongs to postgres', async () => {
+    const pgdata = join(await tempDir('wv-owned', { forPostgres: true }), 'data');
+    const r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres', '--target-immediate']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/files and \d+ directories fsynced\) into .* as uid \d+/);
+    const { uid, gid } = await postgresIds();
+    const notOwned: string[] = [];
+    const walk = async (d: string) => {
+      const s = await stat(d);
+      if (s.uid !== uid || s.gid !== gid) notOwned.push(d);
+      if (!s.isDirectory()) return;
+      for (const n of await readdir(d)) await walk(join(d, n));
+    };
+    await walk(pgdata);
+    expect(notOwned).toEqual([]);
+    expect(await readFile(join(pgdata, 'postgresql.auto.conf'), 'utf8')).toMatch(/recovery_target = 'immediate'/);
+    expect(existsSync(join(pgdata, 'recovery.signal'))).toBe(true);
+  }, 120_000);
+});
+
+async function postgresIds(): Promise<{ uid: number; gid: number }> {
+  const { execFileSync } = await import('node:child_process');
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  };
+}
