@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeConfig, loadConfig, parseBytes } from '../../src/common/config.js';
+import { execFileSync } from 'node:child_process';
+import { main } from '../../src/cli.js';
 import { ExitCode } from '../../src/common/errors.js';
 import { formatLogLine } from '../../src/common/log.js';
 
@@ -124,7 +126,7 @@ describe('trust: settings', () => {
     expect(configErrorOf(() => loadConfig({ spool, compression: 'gzip', 'compression-level': '15' }, {})).message).toMatch(/compressionLevel 15 is out of range for gzip/);
   });
 
-  it('trust: numbers must be numbers', () => {
+  it('trust: numbers must be numbers', async () => {
     const flagCases: Array<[string, unknown]> = [
       ['retries', ''],
       ['retries', '12abc'],
@@ -178,6 +180,10 @@ describe('trust: settings', () => {
       expect(err.exitCode, `${key}: ${JSON.stringify(value)}`).toBe(ExitCode.config);
       expect(err.message).toContain(`${key} (from config file ${path}): `);
     }
+    // yargs alone would read --s3-force-path-style=yes as false: the full CLI refuses it like the fast path.
+    expect(await main(['config', '--spool', spool, '--s3-force-path-style=yes'])).toBe(ExitCode.config);
+    expect(await main(['wal-push', '--spool', spool, '--s3ForcePathStyle=1', '/nonexistent', '000000010000000000000001'])).toBe(ExitCode.config);
+
     // A secret in the wrong type is not echoed.
     const secretFile = file('{"s3SecretAccessKey": ["hunter2-secret"]}');
     expect(configErrorOf(() => loadConfig({ spool, config: secretFile }, {})).message).not.toContain('hunter2');
@@ -233,6 +239,10 @@ describe('trust: settings', () => {
     chmodSync(open, 0o777);
     symlinkSync(join(open, 'real.json'), join(sub, 'link.json'));
     expect(configErrorOf(() => loadConfig({ spool, config: join(sub, 'link.json') }, {})).message).toMatch(new RegExp(`directory ${open} is writable by other users`));
+
+    // A FIFO would block the read forever: refused before it is opened.
+    execFileSync('mkfifo', ['-m', '0600', join(sub, 'fifo.json')]);
+    expect(configErrorOf(() => loadConfig({ spool, config: join(sub, 'fifo.json') }, {})).message).toBe(`config file ${join(sub, 'fifo.json')} is not a regular file`);
 
     // Owned by another user (not root): refused even when not writable by others.
     if (process.geteuid!() === 0) {
