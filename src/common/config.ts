@@ -104,7 +104,7 @@ function readConfigFile(path: string, stats: Map<string, Stats>): Record<string,
     text = readFileSync(trustedConfigFile(path, stats), 'utf8');
   } catch (e) {
     if (isWalvaultError(e)) throw e;
-    throw configError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code}`);
+    throw configError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let parsed: unknown;
