@@ -29,7 +29,7 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'compression', flag: 'compression', env: ['WALVAULT_COMPRESSION'], type: 'string', default: 'zstd', choices: ['zstd', 'gzip', 'none'], describe: 'codec for new objects' },
   { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', max: 22, describe: 'codec level (zstd default 3, gzip default 6)' },
   { key: 'logLevel', flag: 'log-level', env: ['WALVAULT_LOG_LEVEL'], type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'stderr verbosity' },
-  { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, max: 100, describe: 'retries per storage call after the first attempt' },
+  { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, max: 1_000_000, describe: 'retries per storage call after the first attempt' },
   { key: 'retryMinDelay', flag: 'retry-min-delay', env: ['WALVAULT_RETRY_MIN_DELAY'], type: 'seconds', default: 0.2, describe: 'first backoff delay, seconds (doubles, with jitter)' },
   { key: 'retryMaxDelay', flag: 'retry-max-delay', env: ['WALVAULT_RETRY_MAX_DELAY'], type: 'seconds', default: 5, describe: 'longest backoff delay, seconds' },
   { key: 'attemptTimeout', flag: 'attempt-timeout', env: ['WALVAULT_ATTEMPT_TIMEOUT'], type: 'seconds', default: 60, describe: 'one request including its body is aborted after this many seconds' },

@@ -118,7 +118,7 @@ describe('trust: settings', () => {
     const { config } = loadConfig({ spool, deadline: '2147483', 'attempt-timeout': '2147483' }, {});
     expect(config.deadline * 1000).toBeLessThanOrEqual(2 ** 31 - 1);
     // Counts that become parallel work, memory or timers have upper bounds too.
-    for (const [flag, value] of [['retries', '1000000'], ['lookahead', '100000'], ['prefetch', '100000'], ['s3-queue-size', '10000'], ['s3-part-size', '6GiB'], ['backup-stale-upload-age', '1e12']]) {
+    for (const [flag, value] of [['retries', '1000001'], ['lookahead', '100000'], ['prefetch', '100000'], ['s3-queue-size', '10000'], ['s3-part-size', '6GiB'], ['backup-stale-upload-age', '1e12']]) {
       const e = configErrorOf(() => loadConfig({ spool, [flag!]: value }, {}));
       expect(e.exitCode, `${flag}=${value}`).toBe(ExitCode.config);
       expect(e.message).toMatch(/must be at most|expected a positive number/);
