@@ -1,6 +1,6 @@
 import yargs, { type Argv } from 'yargs';
 import { loadConfig, type Config, type LoadedConfig } from './common/config.js';
-import { describe as describeError, ExitCode, isWalvaultError, usageError, type WalvaultError } from './common/errors.js';
+import { configError, describe as describeError, ExitCode, isWalvaultError, usageError, type WalvaultError } from './common/errors.js';
 import { log, setLogCommand, setLogLevel } from './common/log.js';
 import { SETTINGS } from './common/settings.js';
 import { VERSION } from './version.js';
@@ -129,6 +129,7 @@ export async function main(argv: string[]): Promise<number> {
   let config: Config | undefined;
   let result = 0;
   try {
+    refuseLooseBooleans(argv);
     let ran = false;
     await buildParser(argv, async (handler, args) => {
       ran = true;
@@ -141,6 +142,21 @@ export async function main(argv: string[]): Promise<number> {
     return result;
   } catch (e) {
     return reportFailure(command, e, config);
+  }
+}
+
+/**
+ * yargs reads `--s3-force-path-style=yes` (or =maybe) as false without a word. A boolean flag takes
+ * true or false, as in the fast path (src/spool/fast-cli.ts), which leaves anything else to here.
+ */
+function refuseLooseBooleans(argv: string[]): void {
+  for (const tok of argv) {
+    if (tok === '--') return;
+    const m = /^--(?:no-)?([^=]+)=(.*)$/s.exec(tok);
+    const def = m && SETTINGS.find((s) => s.type === 'boolean' && (s.flag === m[1] || s.key === m[1]));
+    if (def && !/^(true|false)$/.test(m[2]!)) {
+      throw configError(`${def.key} (from --${def.flag}): expected true or false, got ${JSON.stringify(m[2]!.slice(0, 40))}`);
+    }
   }
 }
 

@@ -1,10 +1,16 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, type Stats } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configError } from './errors.js';
+import { coerceSetting } from './config-values.js';
+import { configError, isWalvaultError } from './errors.js';
+import { trustedConfigFile, trustedSpool } from './file-trust.js';
+import { jsonErrorPosition } from './json-position.js';
 import type { LogLevel } from './log.js';
+import { maskUserInfo } from './redact.js';
 import type { RetryPolicy } from './retry.js';
-import { SETTINGS, type SettingDef, type SettingSource } from './settings.js';
+import { SETTINGS, type SettingSource } from './settings.js';
+
+export { parseBytes } from './config-values.js';
 
 // Precedence: command-line flag > environment > config file (--config / WALVAULT_CONFIG) > default.
 // archive_command runs with PostgreSQL's environment, which operators rarely control, hence the file.
@@ -56,7 +62,8 @@ export interface LoadedConfig {
 
 export function loadConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const configFile = str(flags['config']) ?? nonEmpty(env['WALVAULT_CONFIG']);
-  const file = configFile ? readConfigFile(configFile) : {};
+  const stats = new Map<string, Stats>(); // the config file's and the spool's directories often share parents
+  const file = configFile ? readConfigFile(configFile, stats) : {};
   const known = new Set(SETTINGS.map((s) => s.key));
   for (const k of Object.keys(file)) {
     if (!known.has(k)) throw configError(`config file ${configFile}: unknown setting ${JSON.stringify(k)}`);
@@ -83,26 +90,30 @@ export function loadConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEn
         sources[def.key] = { source: 'default' };
       }
     }
-    if (raw !== undefined) values[def.key] = coerce(def, raw, sources[def.key]!);
+    if (raw !== undefined) values[def.key] = coerceSetting(def, raw, sources[def.key]!);
   }
-  values['spool'] ??= defaultSpool(env);
+  values['spool'] = trustedSpool((values['spool'] as string | undefined) ?? defaultSpool(env), stats);
   const config = values as unknown as Config;
   validate(config);
   return { config, sources, ...(configFile ? { configFile } : {}) };
 }
 
-function readConfigFile(path: string): Record<string, unknown> {
+function readConfigFile(path: string, stats: Map<string, Stats>): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileSync(trustedConfigFile(path, stats), 'utf8');
   } catch (e) {
+    if (isWalvaultError(e)) throw e;
     throw configError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch (e) {
-    throw configError(`config file ${path} is not valid JSON: ${(e as Error).message}`);
+  } catch {
+    // Never JSON.parse's message: it quotes the text, and the file holds credentials.
+    const at = jsonErrorPosition(text);
+    throw configError(`config file ${path} is not valid JSON${at ? ` (syntax error at line ${at.line}, column ${at.column})` : ''}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw configError(`config file ${path} must hold one JSON object`);
@@ -110,62 +121,14 @@ function readConfigFile(path: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-function where(src: { source: SettingSource; from?: string }): string {
-  return src.from ?? src.source;
-}
-
-function coerce(def: SettingDef, raw: unknown, src: { source: SettingSource; from?: string }): unknown {
-  const bad = (why: string) => configError(`${def.key} (from ${where(src)}): ${why}`);
-  const text = typeof raw === 'string' ? raw.trim() : raw;
-  let value: unknown;
-  switch (def.type) {
-    case 'string':
-      if (typeof text !== 'string' && typeof text !== 'number') throw bad('expected a string');
-      value = String(text);
-      break;
-    case 'boolean':
-      if (typeof text === 'boolean') value = text;
-      else if (typeof text === 'string' && /^(true|1|yes|on)$/i.test(text)) value = true;
-      else if (typeof text === 'string' && /^(false|0|no|off)$/i.test(text)) value = false;
-      else throw bad(`expected true or false, got ${JSON.stringify(raw)}`);
-      break;
-    case 'int': {
-      const n = typeof text === 'number' ? text : Number(text);
-      if (!Number.isInteger(n) || n < 0) throw bad(`expected a whole number, got ${JSON.stringify(raw)}`);
-      value = n;
-      break;
-    }
-    case 'seconds': {
-      const n = typeof text === 'number' ? text : Number(text);
-      if (!Number.isFinite(n) || n <= 0) throw bad(`expected a positive number of seconds, got ${JSON.stringify(raw)}`);
-      value = n;
-      break;
-    }
-    case 'bytes':
-      value = parseBytes(text, bad);
-      break;
-  }
-  if (def.choices && !def.choices.includes(String(value))) {
-    throw bad(`expected one of ${def.choices.join(', ')}, got ${JSON.stringify(raw)}`);
-  }
-  return value;
-}
-
-export function parseBytes(raw: unknown, bad: (why: string) => Error = (w) => configError(w)): number {
-  if (typeof raw === 'number' && Number.isInteger(raw) && raw > 0) return raw;
-  const m = /^(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i.exec(String(raw).trim());
-  if (!m) throw bad(`expected a size such as 16MiB, got ${JSON.stringify(raw)}`);
-  const unit = (m[2] ?? 'b').toLowerCase()[0]!;
-  const mult = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[unit] ?? 1;
-  return Math.round(Number(m[1]) * mult);
-}
-
 function validate(c: Config): void {
   if (c.fetchStopExitCode < 126 || c.fetchStopExitCode > 255) {
     throw configError(`fetchStopExitCode must be between 126 and 255 (PostgreSQL stops recovery only above 125), got ${c.fetchStopExitCode}`);
   }
-  if (c.s3PartSize < 5 * 1024 * 1024) throw configError('s3PartSize must be at least 5MiB (S3 minimum part size)');
-  if (c.s3QueueSize < 1) throw configError('s3QueueSize must be at least 1');
+  const maxLevel = c.compression === 'gzip' ? 9 : c.compression === 'zstd' ? 22 : Infinity;
+  if (c.compressionLevel !== undefined && c.compressionLevel > maxLevel) {
+    throw configError(`compressionLevel ${c.compressionLevel} is out of range for ${c.compression} (at most ${maxLevel})`);
+  }
   if (c.retryMaxDelay < c.retryMinDelay) throw configError('retryMaxDelay must not be below retryMinDelay');
 }
 
@@ -199,17 +162,13 @@ export function describeConfig(loaded: LoadedConfig): Array<{ key: string; value
     const src = loaded.sources[def.key]!;
     let value = v === undefined ? '(unset)' : String(v);
     if (def.secret && v !== undefined) value = def.key === 's3AccessKeyId' ? mask(String(v)) : '****';
-    if (def.key === 'repo' && typeof v === 'string') value = stripUserInfo(v);
+    else if (typeof v === 'string') value = maskUserInfo(v); // repo, s3Endpoint: https://user:pass@host
     return { key: def.key, value, source: src.from ? `${src.source}:${src.from}` : src.source };
   });
 }
 
 function mask(s: string): string {
   return s.length <= 4 ? '****' : `${s.slice(0, 4)}****`;
-}
-
-function stripUserInfo(url: string): string {
-  return url.replace(/^([a-z0-9]+:\/\/)[^/@]*@/i, '$1****@');
 }
 
 function str(v: unknown): string | undefined {

@@ -1,3 +1,5 @@
+import { maskUserInfo } from './redact.js';
+
 // One line per event on stderr: PostgreSQL copies archive_command/restore_command stderr into its log,
 // so every line must stand alone and never contain a secret.
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -17,7 +19,7 @@ export function setLogCommand(name: string): void {
 /** The one log line format, also used by the fast paths' synchronous writer (src/spool/light.ts). */
 export function formatLogLine(name: string, level: LogLevel, message: string): string {
   const tag = name ? `walvault ${name}[${process.pid}]` : 'walvault';
-  return `${tag} ${level.toUpperCase()}: ${message.replace(/[\r\n]+/g, ' ')}\n`;
+  return `${tag} ${level.toUpperCase()}: ${maskUserInfo(message.replace(/[\r\n]+/g, ' '))}\n`;
 }
 
 function write(level: LogLevel, message: string): void {

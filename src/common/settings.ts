@@ -13,16 +13,23 @@ export interface SettingDef {
   default?: string | number | boolean;
   choices?: string[];
   secret?: boolean;
+  /** Bounds checked at load (ints, seconds and sizes); 'seconds' default to what a timer accepts. */
+  min?: number;
+  max?: number;
   describe: string;
 }
+
+/** Node's timers (setTimeout, AbortSignal.timeout, socket timeouts) hold at most 2^31-1 ms; a longer
+ * delay fires after 1 ms instead, so a longer duration would turn every wait into an instant timeout. */
+export const TIMER_MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 export const SETTINGS: readonly SettingDef[] = [
   { key: 'repo', flag: 'repo', env: ['WALVAULT_REPO'], type: 'string', describe: 'repository URL: s3://bucket/prefix or file:///path' },
   { key: 'spool', flag: 'spool', env: ['WALVAULT_SPOOL'], type: 'string', describe: 'local cache directory outside PGDATA (default ~/.cache/walvault)' },
   { key: 'compression', flag: 'compression', env: ['WALVAULT_COMPRESSION'], type: 'string', default: 'zstd', choices: ['zstd', 'gzip', 'none'], describe: 'codec for new objects' },
-  { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', describe: 'codec level (zstd default 3, gzip default 6)' },
+  { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', max: 22, describe: 'codec level (zstd default 3, gzip default 6)' },
   { key: 'logLevel', flag: 'log-level', env: ['WALVAULT_LOG_LEVEL'], type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'stderr verbosity' },
-  { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, describe: 'retries per storage call after the first attempt' },
+  { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, max: 1_000_000, describe: 'retries per storage call after the first attempt' },
   { key: 'retryMinDelay', flag: 'retry-min-delay', env: ['WALVAULT_RETRY_MIN_DELAY'], type: 'seconds', default: 0.2, describe: 'first backoff delay, seconds (doubles, with jitter)' },
   { key: 'retryMaxDelay', flag: 'retry-max-delay', env: ['WALVAULT_RETRY_MAX_DELAY'], type: 'seconds', default: 5, describe: 'longest backoff delay, seconds' },
   { key: 'attemptTimeout', flag: 'attempt-timeout', env: ['WALVAULT_ATTEMPT_TIMEOUT'], type: 'seconds', default: 60, describe: 'one request including its body is aborted after this many seconds' },
@@ -31,9 +38,9 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'idleTimeout', flag: 'idle-timeout', env: ['WALVAULT_IDLE_TIMEOUT'], type: 'seconds', default: 20, describe: 'abort a request whose socket is silent this long, seconds' },
   { key: 'highWaterInterval', flag: 'high-water-interval', env: ['WALVAULT_HIGH_WATER_INTERVAL'], type: 'seconds', default: 5, describe: 'wal-push updates the per-timeline archived high-water mark (gap detection) at most this often' },
   { key: 'maxReadyBytes', flag: 'max-ready-bytes', env: ['WALVAULT_MAX_READY_BYTES'], type: 'bytes', describe: 'opt-in disk-full protection: past this archive backlog, wal-push drops the oldest WAL (reported archived, NOT stored; breaks PITR across it)' },
-  { key: 'lookahead', flag: 'lookahead', env: ['WALVAULT_LOOKAHEAD'], type: 'int', default: 8, describe: 'wal-push also uploads up to this many other ready WAL files (archive_status/*.ready) in parallel and records them in the spool, so their own wal-push exits at once (0 = off)' },
-  { key: 'prefetch', flag: 'prefetch', env: ['WALVAULT_PREFETCH'], type: 'int', default: 8, describe: 'after serving a segment, wal-fetch has one background process download up to this many following segments into the spool (0 = off)' },
-  { key: 'prefetchMaxBytes', flag: 'prefetch-max-bytes', env: ['WALVAULT_PREFETCH_MAX_BYTES'], type: 'bytes', default: 128 * 1024 * 1024, describe: 'disk the prefetched segments of one restore may take in the spool (e.g. 128MiB)' },
+  { key: 'lookahead', flag: 'lookahead', env: ['WALVAULT_LOOKAHEAD'], type: 'int', default: 8, max: 64, describe: 'wal-push also uploads up to this many other ready WAL files (archive_status/*.ready) in parallel and records them in the spool, so their own wal-push exits at once (0 = off)' },
+  { key: 'prefetch', flag: 'prefetch', env: ['WALVAULT_PREFETCH'], type: 'int', default: 8, max: 256, describe: 'after serving a segment, wal-fetch has one background process download up to this many following segments into the spool (0 = off)' },
+  { key: 'prefetchMaxBytes', flag: 'prefetch-max-bytes', env: ['WALVAULT_PREFETCH_MAX_BYTES'], type: 'bytes', default: 128 * 1024 * 1024, max: 1024 ** 4, describe: 'disk the prefetched segments of one restore may take in the spool (e.g. 128MiB)' },
   { key: 'fetchErrorPolicy', flag: 'fetch-error-policy', env: ['WALVAULT_FETCH_ERROR_POLICY'], type: 'string', default: 'auto', choices: ['auto', 'stop', 'retry'], describe: 'wal-fetch on errors: stop = exit above 125 (recovery stops), retry = exit 1 (PostgreSQL retries/streams), auto = retry with standby.signal, else stop' },
   { key: 'fetchStopExitCode', flag: 'fetch-stop-exit-code', env: ['WALVAULT_FETCH_STOP_EXIT_CODE'], type: 'int', default: 255, describe: 'exit code (126-255) wal-fetch uses to stop recovery' },
   { key: 's3Endpoint', flag: 's3-endpoint', env: ['WALVAULT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL'], type: 'string', describe: 'S3 endpoint URL for S3-compatible stores' },
@@ -49,10 +56,10 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 's3SseKmsKeyId', flag: 's3-sse-kms-key-id', env: ['WALVAULT_S3_SSE_KMS_KEY_ID'], type: 'string', describe: 'KMS key id for aws:kms' },
   { key: 's3ChecksumMode', flag: 's3-checksum-mode', env: ['WALVAULT_S3_CHECKSUM_MODE'], type: 'string', default: 'when_required', choices: ['when_required', 'when_supported'], describe: 'SDK flexible checksums (when_supported breaks many non-AWS stores)' },
   { key: 's3ConditionalWrites', flag: 's3-conditional-writes', env: ['WALVAULT_S3_CONDITIONAL_WRITES'], type: 'string', default: 'auto', choices: ['auto', 'on', 'off'], describe: 'If-None-Match on PutObject: auto falls back to HEAD+PUT on 501' },
-  { key: 's3PartSize', flag: 's3-part-size', env: ['WALVAULT_S3_PART_SIZE'], type: 'bytes', default: 16 * 1024 * 1024, describe: 'multipart part size for base backups (e.g. 16MiB)' },
-  { key: 's3QueueSize', flag: 's3-queue-size', env: ['WALVAULT_S3_QUEUE_SIZE'], type: 'int', default: 3, describe: 'parallel parts for base backups (memory = part size x queue size)' },
+  { key: 's3PartSize', flag: 's3-part-size', env: ['WALVAULT_S3_PART_SIZE'], type: 'bytes', default: 16 * 1024 * 1024, min: 5 * 1024 * 1024, max: 5 * 1024 ** 3, describe: 'multipart part size for base backups (e.g. 16MiB)' },
+  { key: 's3QueueSize', flag: 's3-queue-size', env: ['WALVAULT_S3_QUEUE_SIZE'], type: 'int', default: 3, min: 1, max: 64, describe: 'parallel parts for base backups (memory = part size x queue size)' },
   { key: 'backupWaitTimeout', flag: 'backup-wait-timeout', env: ['WALVAULT_BACKUP_WAIT_TIMEOUT'], type: 'seconds', default: 120, describe: 'backup-push waits at most this long for the WAL segment that ends the backup to be archived' },
-  { key: 'backupStaleUploadAge', flag: 'backup-stale-upload-age', env: ['WALVAULT_BACKUP_STALE_UPLOAD_AGE'], type: 'seconds', default: 86400, describe: 'backup-push aborts incomplete backup uploads older than this many seconds (left by a killed backup-push)' },
+  { key: 'backupStaleUploadAge', flag: 'backup-stale-upload-age', env: ['WALVAULT_BACKUP_STALE_UPLOAD_AGE'], type: 'seconds', default: 86400, max: 3650 * 86400, describe: 'backup-push aborts incomplete backup uploads older than this many seconds (left by a killed backup-push)' },
   { key: 'pgBinDir', flag: 'pg-bin-dir', env: ['WALVAULT_PG_BIN_DIR'], type: 'string', describe: 'directory of pg_basebackup / pg_verifybackup (default: PATH, then /usr/lib/postgresql/<version>/bin)' },
 ];
 

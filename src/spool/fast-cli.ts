@@ -13,7 +13,9 @@ import { PUSHER_COMMAND, PUSHER_JOB_ENV } from './pusher.js';
 // once per 16 MiB segment. Only the plain argument shapes PostgreSQL and the README use are handled
 // here (`[--flag value | --flag=value]... command args...`, flags from the settings table); anything
 // else (help, version, short options, unknown flags, wrong arity) returns null and goes to the full
-// yargs CLI, which then parses, validates and reports exactly as before.
+// yargs CLI, which then parses, validates and reports exactly as before. Values are checked by
+// loadConfig for both (types, ranges, who may write the config file and the spool); a boolean flag
+// takes only true or false, here and in src/cli.ts.
 
 
 const ARITY: Record<string, [number, number]> = { 'wal-push': [1, 2], 'wal-fetch': [2, 2], [PREFETCH_COMMAND]: [0, 0], [PUSHER_COMMAND]: [0, 0] };

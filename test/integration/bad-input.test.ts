@@ -6,7 +6,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type ExpectStatic } from 'vitest';
 import { FAST_TIMEOUTS } from '../support/fault-proxy.js';
-import { chownToPostgres, freePort } from '../support/pg.js';
+import { chownToPostgres, freePort, isRoot } from '../support/pg.js';
 import { createTestBucket, envFor, testStores } from '../support/stores.js';
 import { fakeSegment, segName, writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
@@ -17,6 +17,11 @@ const DEADLINE_MS = Number(FAST_TIMEOUTS.WALVAULT_DEADLINE) * 1000;
 interface Ctx {
   /** Owned by postgres (0700 in a world-traversable root) so postgres rows can use it. */
   dir: string;
+  /**
+   * Owned by the user running the rows (root): their spool and config files. walvault refuses a
+   * spool or config file that another user (postgres) could change.
+   */
+  own: string;
   good: string;
   fileRepo: string;
   env: Record<string, string>;
@@ -61,7 +66,7 @@ const LOCAL_ROWS: Row[] = [
   { name: 'too many arguments', push: (c) => ['wal-push', c.good, SEG, 'extra'], fetch: (c) => ['wal-fetch', SEG, join(c.dir, 'OUT'), 'extra'], code: 2, stderr: /ERROR: UsageError: Unknown argument: extra/ },
   { name: 'bad value for a choice flag', push: (c) => ['wal-push', '--compression', 'lz4', c.good, SEG], fetch: (c) => ['wal-fetch', '--compression', 'lz4', SEG, join(c.dir, 'OUT')], code: 4, stderr: /ERROR: ConfigError: compression \(from --compression\): expected one of zstd, gzip, none, got "lz4"$/ },
   { name: 'not a WAL file name', push: (c) => pushArgs(c.good, '../../etc/passwd'), fetch: (c) => ['wal-fetch', '../../etc/passwd', join(c.dir, 'OUT')], code: 3, stderr: /ERROR: BadWalName: / },
-  { name: 'unreadable %p (mode 000, as postgres)', push: (c) => pushArgs(join(c.dir, 'unreadable', SEG)), asPostgres: true, code: 5, stderr: /ERROR: LocalFileError: cannot read .*EACCES/ },
+  { name: 'unreadable %p (mode 000, as postgres)', push: (c) => pushArgs(join(c.dir, 'unreadable', SEG)), env: (c) => ({ ...c.env, WALVAULT_SPOOL: join(c.dir, 'spool') }), asPostgres: true, code: 5, stderr: /ERROR: LocalFileError: cannot read .*EACCES/ },
   { name: '%p missing', push: (c) => pushArgs(join(c.dir, 'nowhere', SEG)), code: 5, stderr: /ERROR: LocalFileError: .* does not exist$/ },
   { name: '%p a directory', push: (c) => pushArgs(join(c.dir, 'adir', SEG)), code: 5, stderr: /ERROR: LocalFileError: .* is a directory/ },
   { name: 'non-WAL content under a WAL name', push: (c) => pushArgs(join(c.dir, 'junk', SEG)), code: 5, stderr: /ERROR: LocalFileError: .* is not a WAL segment: no long page header/ },
@@ -73,11 +78,24 @@ const LOCAL_ROWS: Row[] = [
   { name: 'unknown repository scheme', env: (c) => ({ ...c.env, WALVAULT_REPO: 'ftp://host/wal' }), code: 4, stderr: /ERROR: ConfigError: repository "ftp:\/\/host\/wal": unknown scheme "ftp"/ },
   { name: 'invalid bucket name', env: (c) => ({ ...c.env, WALVAULT_REPO: 's3://Bad_Bucket/x' }), code: 4, stderr: /ERROR: ConfigError: repository s3:\/\/Bad_Bucket\/x: "Bad_Bucket" is not a valid bucket name/ },
   { name: 'relative file:// path', env: (c) => ({ ...c.env, WALVAULT_REPO: 'file://relative/dir' }), code: 4, stderr: /ERROR: ConfigError: repository file:\/\/relative\/dir/ },
-  { name: 'malformed config file', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.dir, 'bad.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*bad\.json is not valid JSON/ },
-  { name: 'config file that is not an object', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.dir, 'array.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*array\.json must hold one JSON object/ },
-  { name: 'config file with an unknown key', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.dir, 'typo.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*typo\.json: unknown setting "reop"/ },
-  { name: 'missing config file', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.dir, 'absent.json') }), code: 4, stderr: /ERROR: ConfigError: cannot read config file .*absent\.json: ENOENT/ },
+  { name: 'malformed config file', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.own, 'bad.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*bad\.json is not valid JSON/ },
+  { name: 'config file that is not an object', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.own, 'array.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*array\.json must hold one JSON object/ },
+  { name: 'config file with an unknown key', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.own, 'typo.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*typo\.json: unknown setting "reop"/ },
+  { name: 'missing config file', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.own, 'absent.json') }), code: 4, stderr: /ERROR: ConfigError: cannot read config file .*absent\.json: ENOENT/ },
   { name: 'bad setting value', env: (c) => ({ ...c.env, WALVAULT_DEADLINE: 'soon' }), code: 4, stderr: /ERROR: ConfigError: deadline \(from WALVAULT_DEADLINE\): expected a positive number of seconds, got "soon"/ },
+  {
+    name: 'trust: a deadline beyond timer range is refused (--deadline 3000000)',
+    push: (c) => ['wal-push', '--deadline', '3000000', c.good, SEG],
+    fetch: (c) => ['wal-fetch', '--deadline', '3000000', SEG, join(c.dir, 'OUT')],
+    code: 4,
+    stderr: /ERROR: ConfigError: deadline \(from --deadline\): 3000000 seconds is longer than a timer can wait \(at most 2147483 s, about 24\.8 days\)$/,
+  },
+  { name: 'trust: a config file others can write is refused', env: (c) => ({ ...c.env, WALVAULT_CONFIG: join(c.own, 'open.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*\/open\.json is writable by other users \(mode 0666\), who could change what walvault does: chmod go-w .*\/open\.json$/ },
+  { name: 'trust: a spool others can write is refused', env: (c) => ({ ...c.env, WALVAULT_SPOOL: join(c.own, 'open-spool') }), code: 4, stderr: /ERROR: ConfigError: spool directory .*\/open-spool is writable by other users \(mode 0777\), who could change what walvault does: chmod go-w .*\/open-spool$/ },
+  // Root running with postgres's config file: postgres could make root run its programs (pgBinDir).
+  ...(isRoot
+    ? [{ name: "trust: a config file another user owns is refused (root, postgres's file)", env: (c: Ctx) => ({ ...c.env, WALVAULT_CONFIG: join(c.dir, 'theirs.json') }), code: 4, stderr: /ERROR: ConfigError: config file .*\/theirs\.json is owned by uid \d+, who could make walvault \(uid 0\) act for them; it must belong to uid 0 or root: chown 0 .*\/theirs\.json$/ }]
+    : []),
   { name: 'missing file:// repository directory', env: (c) => ({ ...c.env, WALVAULT_REPO: `file://${c.dir}/no-such-repo` }), code: 13, stderr: /ERROR: MissingBucket: repository directory .*no-such-repo does not exist/ },
 ];
 
@@ -86,23 +104,30 @@ describe('bad input (no store involved)', () => {
 
   beforeAll(async () => {
     const dir = await tempDir('wv-badinput', { forPostgres: true });
+    const own = await tempDir('wv-badinput-own');
     for (const d of ['unreadable', 'adir', 'junk', 'short', 'empty', 'repo', 'spool']) await mkdir(join(dir, d));
+    await mkdir(join(own, 'spool'));
+    await mkdir(join(own, 'open-spool'));
+    await chmod(join(own, 'open-spool'), 0o777);
     await mkdir(join(dir, 'adir', SEG));
     const good = (await writeFakeSegment(dir, 1)).path;
     await writeFile(join(dir, 'unreadable', SEG), fakeSegment({ segno: 1n }));
     await writeFile(join(dir, 'junk', SEG), Buffer.alloc(1024 * 1024, 0x41));
     await writeFile(join(dir, 'short', SEG), fakeSegment({ segno: 1n }).subarray(0, 256 * 1024));
     await writeFile(join(dir, 'empty', SEG), '');
-    await writeFile(join(dir, 'bad.json'), '{ "repo": "file:///tmp", }');
-    await writeFile(join(dir, 'array.json'), '["repo"]');
-    await writeFile(join(dir, 'typo.json'), JSON.stringify({ reop: 'file:///tmp' }));
+    await writeFile(join(own, 'bad.json'), '{ "repo": "file:///tmp", }');
+    await writeFile(join(own, 'array.json'), '["repo"]');
+    await writeFile(join(own, 'typo.json'), JSON.stringify({ reop: 'file:///tmp' }));
+    await writeFile(join(own, 'open.json'), '{}');
+    await chmod(join(own, 'open.json'), 0o666);
+    await writeFile(join(dir, 'theirs.json'), '{}');
     await chownToPostgres(dir);
     await chmod(join(dir, 'unreadable', SEG), 0o000);
     // Build the postgres wrapper (a copy of node) before the concurrent rows fork children: a child
     // forked while the copy is open for writing makes exec of it fail with ETXTBSY.
     await walvaultBin();
     const fileRepo = `file://${join(dir, 'repo')}`;
-    ctx = { dir, good, fileRepo, env: { WALVAULT_REPO: fileRepo, WALVAULT_SPOOL: join(dir, 'spool'), ...FAST_TIMEOUTS } };
+    ctx = { dir, own, good, fileRepo, env: { WALVAULT_REPO: fileRepo, WALVAULT_SPOOL: join(own, 'spool'), ...FAST_TIMEOUTS } };
   });
   afterAll(cleanupAll);
 
@@ -183,7 +208,7 @@ describe.each(testStores())('bad input against S3 on $name', (store) => {
         retryMaxDelay: 0.3,
       }),
     );
-    ctx = { dir, good, fileRepo: '', env };
+    ctx = { dir, own: dir, good, fileRepo: '', env };
   });
   afterAll(cleanupAll);
 

@@ -98,7 +98,9 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     bucket = await createTestBucket(store, 'pitr');
     const home = await tempDir('wv-pitr', { forPostgres: true });
     configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    env = { WALVAULT_CONFIG: configFile, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+    // These commands run as root, which must not use postgres's spool (walvault refuses it): a spool of its own.
+    const spool = join(await tempDir('wv-pitr-root'), 'spool');
+    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
     const bin = await walvaultBin();
     pg = await PgCluster.create({
       walSegSizeMb: 1,

@@ -2,7 +2,7 @@
 // The helpers use the SDK directly (not walvault's storage layer) so that a test can check what
 // walvault really wrote, or plant objects walvault must cope with.
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CreateBucketCommand,
@@ -15,7 +15,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
-import { chownToPostgres } from './pg.js';
+import { tempDir } from './walvault.js';
 
 export interface TestStore {
   name: 'rgw' | 'swift';
@@ -178,10 +178,13 @@ export function envFor(store: TestStore, bucket: string, prefix: string): Record
 }
 
 /**
- * Writes `<home>/walvault.json` pointing at `s3://<bucket>/<prefix>` on this store, with its spool
- * in `<home>/spool`, and hands it to postgres so PostgreSQL's archiver (running walvault as postgres,
- * with its own environment) can read it. `extra` adds settings or overrides these (a test going
- * through a proxy sets its own s3Endpoint). Returns the file's path.
+ * Writes a `walvault.json` pointing at `s3://<bucket>/<prefix>` on this store, with its spool in
+ * `<home>/spool`, for PostgreSQL's archiver (running walvault as postgres, with its own environment).
+ * walvault refuses a config file that a user other than the one running it (or root) could change,
+ * so the file is root's (0644 in its own 0755 directory): postgres may read it and the tests, run
+ * as root, may use it too (with a spool of their own: postgres's spool is refused to root).
+ * `extra` adds settings or overrides these (a test going through a proxy sets its own s3Endpoint).
+ * Returns the file's path.
  */
 export async function writeRepoConfig(
   store: TestStore,
@@ -190,7 +193,9 @@ export async function writeRepoConfig(
   home: string,
   extra: Record<string, unknown> = {},
 ): Promise<string> {
-  const configFile = join(home, 'walvault.json');
+  const dir = await tempDir('wv-config');
+  await chmod(dir, 0o755);
+  const configFile = join(dir, 'walvault.json');
   await writeFile(
     configFile,
     JSON.stringify({
@@ -203,7 +208,7 @@ export async function writeRepoConfig(
       spool: join(home, 'spool'),
       ...extra,
     }),
+    { mode: 0o644 },
   );
-  await chownToPostgres(configFile);
   return configFile;
 }
