@@ -1,7 +1,7 @@
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { parseLsn, segmentName, segmentNumber, segmentsPerLogId } from '../wal/names.js';
+import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
 import { readObjectText, type BackupInfo } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
 
@@ -167,7 +167,7 @@ export async function checkWalCoverage(
   const path = timelinePath(backup, targetTli, history, segSize);
 
   const startSegno = segmentNumber(backup.startSegment, segSize);
-  const stopSegno = parseLsn(backup.stopLsn) / BigInt(segSize);
+  const stopSegno = segmentNumber(segmentOfEndLsn(backup.stopLsn, 1, segSize), segSize);
   const per = segmentsPerLogId(segSize);
   const shards = new Map<string, Set<string>>();
   const shard = async (tli: number, log: bigint) => {

@@ -33,7 +33,7 @@ import { phase, waitForRepoManifest, waitForWal, within } from '../backup/wait.j
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../version.js';
-import { segmentOfLsn } from '../wal/names.js';
+import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 
 // walvault backup-push: pg_basebackup -D - -Ft -X none, streamed through SHA-256, compression and a
 // multipart upload (memory bounded by part size x queue size, whatever the database size), with the
@@ -208,7 +208,7 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
     }
     const segSize = repo.walSegmentSize;
     const startSegment = segmentOfLsn(span.startLsn, span.startTimeline, segSize);
-    const stopSegment = segmentOfLsn(span.stopLsn, span.stopTimeline, segSize);
+    const stopSegment = segmentOfEndLsn(span.stopLsn, span.stopTimeline, segSize);
     const history = label.backupFrom === 'primary' ? backupHistoryFileName(label.startSegment, label.startLsn, segSize) : undefined;
     const historyLabel = await waitForWal(storage, config, stopSegment, history, signal);
 

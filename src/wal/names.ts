@@ -74,6 +74,16 @@ export function segmentOfLsn(lsn: string, timeline: number, segSize: number): st
   return segmentName(timeline, parseLsn(lsn) / BigInt(segSize), segSize);
 }
 
+/**
+ * Segment holding the last byte before an END pointer such as a backup's stop LSN (PostgreSQL's
+ * XLByteToPrevSeg): an end exactly on a segment boundary belongs to the segment before it, which is
+ * the file pg_backup_stop waits for and names in the backup history file.
+ */
+export function segmentOfEndLsn(lsn: string, timeline: number, segSize: number): string {
+  const end = parseLsn(lsn);
+  return segmentName(timeline, (end > 0n ? end - 1n : 0n) / BigInt(segSize), segSize);
+}
+
 export function parseLsn(lsn: string): bigint {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn.trim());
   if (!m) throw badWalNameError(`${JSON.stringify(lsn)} is not an LSN (expected X/Y in hex)`);

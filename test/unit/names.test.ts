@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/common/errors.js';
-import { formatLsn, nextSegment, parseLsn, parseWalName, segmentName, segmentNumber, segmentOfLsn, walObjectKey } from '../../src/wal/names.js';
+import { formatLsn, nextSegment, parseLsn, parseWalName, segmentName, segmentNumber, segmentOfEndLsn, segmentOfLsn, walObjectKey } from '../../src/wal/names.js';
 
 describe('parseWalName', () => {
   it.each([
@@ -55,6 +55,13 @@ describe('keys and segment arithmetic', () => {
   it('maps LSNs to segments', () => {
     expect(segmentOfLsn('0/3000028', 1, 16 * 1024 * 1024)).toBe('000000010000000000000003');
     expect(segmentOfLsn('1/A0000000', 2, 16 * 1024 * 1024)).toBe('0000000200000001000000A0');
+  });
+
+  it('trust: a backup ending exactly on a segment boundary ends in the segment before it', () => {
+    const seg = 16 * 1024 * 1024;
+    expect(segmentOfEndLsn('0/3000028', 1, seg)).toBe('000000010000000000000003');
+    expect(segmentOfEndLsn('0/4000000', 1, seg)).toBe('000000010000000000000003');
+    expect(segmentOfEndLsn('1/0', 2, seg)).toBe('0000000200000000000000FF');
     expect(formatLsn(parseLsn('16/B374D848'))).toBe('16/B374D848');
   });
 });
