@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
@@ -121,16 +121,27 @@ describe.each(stores)('trust: bounded by what was declared ($name)', (store) => 
     expectOneError(r, /LocalFileError: .*is a FIFO, not a WAL file/, context);
     expect(r.ms, context).toBeLessThan(5000);
 
-    // A FIFO among the look-ahead candidates: the requested segment is pushed, the FIFO skipped.
+    // A FIFO among the look-ahead candidates: the requested segment is pushed, the FIFO skipped,
+    // the regular file after it uploaded ahead and recorded.
     const seg = await writeFakeSegment(pgWal, 8, { seed: 8 });
-    await writeFile(join(pgWal, 'archive_status', `${seg.name}.ready`), '');
-    await writeFile(join(pgWal, 'archive_status', `${fifoName}.ready`), '');
+    const ahead = await writeFakeSegment(pgWal, 10, { seed: 10 });
+    for (const n of [seg.name, fifoName, ahead.name]) await writeFile(join(pgWal, 'archive_status', `${n}.ready`), '');
     const la = await runWalvault(['wal-push', seg.path, seg.name], { env, timeoutMs: 30_000 });
     const laContext = `exit ${la.code} signal ${la.signal} in ${Math.round(la.ms)} ms\n${la.stderr}`;
     expect(la.signal, laContext).toBeNull();
     expect(la.code, laContext).toBe(0);
     expect(la.stderr, laContext).toMatch(new RegExp(`look-ahead upload of ${fifoName} failed .*is a FIFO`));
+    expect(la.stderr, laContext).toMatch(new RegExp(`look-ahead uploaded 1 more \\(${ahead.name}\\)`));
     expect(la.ms, laContext).toBeLessThan(5000 + 3000);
+
+    // The recorded file replaced by a FIFO: the fast path (which re-reads it) does not block either.
+    await unlink(ahead.path);
+    execFileSync('mkfifo', [ahead.path]);
+    const fp = await runWalvault(['wal-push', ahead.path, ahead.name], { env, timeoutMs: 30_000 });
+    const fpContext = `exit ${fp.code} signal ${fp.signal} in ${Math.round(fp.ms)} ms\n${fp.stderr}`;
+    expect(fp.signal, fpContext).toBeNull();
+    expect(fp.code, fpContext).toBe(5);
+    expectOneError(fp, /LocalFileError: .*is a FIFO, not a WAL file/, fpContext);
   });
 
   it('trust: large segments are pushed in bounded memory', { timeout: 300_000 }, async () => {
