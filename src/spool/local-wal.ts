@@ -173,10 +173,12 @@ async function spoolCompressed(
   await swept;
   const temp = tempPathFor(join(tmpDir, base.wal.name));
   const dispose = () => unlink(temp).catch(() => undefined);
+  let sinkError: unknown;
   try {
     const z = compressStream(base.codec, level)!;
     const md5 = new Md5Count();
     const done = pipeline(z, md5, createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
+    done.catch((e: unknown) => (sinkError = e));
     const r = await read({ z, done });
     const size = md5.bytes;
     const fh = await openBody(temp);
@@ -184,8 +186,8 @@ async function spoolCompressed(
     return { ...base, ...r, body, dispose: () => fh.close().then(dispose, dispose) };
   } catch (e) {
     await dispose();
-    if (isWalvaultError(e)) throw e;
-    throw fromFsError(e, temp, 'write');
+    // The spool's disk (full, read-only) is not the WAL file's: report which one failed.
+    throw e === sinkError && !isWalvaultError(e) ? fromFsError(e, temp, 'write') : e;
   }
 }
 

@@ -189,3 +189,27 @@ describe.each(stores)('trust: bounded by what was declared ($name)', (store) => 
     console.log(`trust-bounds: 128 MiB random segments, peak RSS zstd+look-ahead ${zRss.toFixed(0)} MiB, none ${nRss.toFixed(0)} MiB`);
   });
 });
+
+describe('trust: large segments are pushed in bounded memory (file:// repository)', () => {
+  afterAll(cleanupAll);
+
+  it('stores a streamed body (compressed and uncompressed) and fetches the same bytes', { timeout: 120_000 }, async () => {
+    const dir = await tempDir('wv-bounds-file');
+    const repo = join(dir, 'repo');
+    await mkdir(join(dir, 'pg_wal'), { recursive: true });
+    await mkdir(repo);
+    const restore = join(dir, 'restore');
+    await mkdir(join(restore, 'pg_wal'), { recursive: true });
+    await writeFile(join(restore, 'standby.signal'), '');
+    const env = { WALVAULT_REPO: `file://${repo}`, WALVAULT_SPOOL: join(dir, 'spool'), WALVAULT_PREFETCH: '0', WALVAULT_LOOKAHEAD: '0' };
+    for (const [segno, codec] of [[2, 'zstd'], [3, 'none']] as const) {
+      const s = await writeLargeSegment(join(dir, 'pg_wal'), segno, { segSize: 32 * MiB, fill: 'random', seed: segno });
+      const p = await runWalvault(['wal-push', s.path, s.name], { env: { ...env, WALVAULT_COMPRESSION: codec } });
+      expect(p.code, p.stderr).toBe(0);
+      const f = await runWalvault(['wal-fetch', s.name, `pg_wal/${s.name}`], { env, cwd: restore });
+      expect(f.code, f.stderr).toBe(0);
+      expect(await fileSha(join(restore, 'pg_wal', s.name)), `${codec}\n${p.stderr}`).toBe(s.sha256);
+    }
+    expect(readdirSync(join(dir, 'spool', 'tmp')), 'spooled bodies left').toEqual([]);
+  });
+});
