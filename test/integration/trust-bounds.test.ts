@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, headRaw, putRaw, testStores } from '../support/stores.js';
 import { segName, writeFakeSegment, writeLargeSegment } from '../support/wal-fixtures.js';
-import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
+import { cleanupAll, REPO_ROOT, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -45,8 +45,8 @@ function expectOneError(r: WalvaultResult, cls: RegExp, context: string): void {
   expect(errors[0], context).toMatch(cls);
 }
 
-/** Peak RSS in MiB from /usr/bin/time's last stderr line (prefix RSS_PREFIX). */
-const RSS_PREFIX = ['/usr/bin/time', '-f', 'peak-rss-kib %M'];
+/** Peak RSS in MiB of a command run with the prefix RSS_PREFIX. */
+const RSS_PREFIX = [process.execPath, join(REPO_ROOT, 'test', 'support', 'peak-rss.mjs')];
 function peakRssMiB(r: WalvaultResult): number {
   const m = /peak-rss-kib (\d+)/.exec(r.stderr);
   if (!m) throw new Error(`no peak RSS in stderr:\n${r.stderr}`);
