@@ -91,12 +91,14 @@ export function sentinelBody(info: BackupInfo): { body: Buffer; meta: Record<str
 export async function readObjectText(storage: Storage, key: string, signal: AbortSignal): Promise<string | null> {
   const got = await storage.get(key, { signal });
   if (!got) return null;
-  const raw = await readAll(got.body);
-  const codec = parseCodec(got.info.meta['codec'] ?? 'none', `${storage.url}/${key} codec`);
+  const where = `${storage.url}/${key}`;
+  const declared = Number(got.info.meta['size']);
+  const limit = Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined;
+  const codec = parseCodec(got.info.meta['codec'] ?? 'none', `${where} codec`);
   const d = decompressStream(codec);
-  if (!d) return raw.toString('utf8');
-  d.end(raw);
-  return (await readAll(d)).toString('utf8');
+  if (!d) return (await readAll(got.body, limit, where)).toString('utf8');
+  d.end(await readAll(got.body, undefined, where));
+  return (await readAll(d, limit, where)).toString('utf8');
 }
 
 /** A backup.json that exists: validated field by field (a BackupError naming the object otherwise). */

@@ -43,7 +43,7 @@ export async function restoreData(
       }
       if (!got) throw backupError(`${storage.url}/${key} is missing: backup ${backup.id} is damaged`);
       const codec = parseCodec(got.info.meta['codec'] ?? backup.codec, `${storage.url}/${key} codec`);
-      const hashing = new HashingStream();
+      const hashing = new HashingStream({ limit: backup.sizeBytes, what: `${storage.url}/${key}` });
       const ticker = setInterval(() => progress.update(hashing.bytes), 200);
       ticker.unref();
       const sink = openSink(pgdata, owner);

@@ -5,7 +5,7 @@ import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline, type RetryPolicy } from '../common/retry.js';
 import { logFastPathHit, tryFastPush } from '../spool/fast-push.js';
 import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../spool/lookahead.js';
-import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from '../spool/push-batch.js';
+import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../spool/push-batch.js';
 import { listPushRecords, pruneRecords } from '../spool/push-records.js';
 import { askPusher, pusherDir, startPusher } from '../spool/pusher.js';
 import { openStorage, storageUrlOf } from '../storage/open.js';
@@ -88,7 +88,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     const lookaheadPolicy: RetryPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
     const budget = new ByteBudget(LOOKAHEAD_MEMORY);
     // The foreground file goes first: its reservation is taken before any look-ahead file's.
-    const fgSize = await fileSize(path);
+    const fgSize = await memoryReservation(path);
     await budget.acquire(fgSize);
     const foreground = prepareAndPush(opening, path, name, config, deadline, budget, policy, fgSize);
     const others = extra.map((w) =>

@@ -25,6 +25,19 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
   deadlineMs: 120_000,
 };
 
+/**
+ * Body bytes one `attemptTimeout` covers. A PUT of a larger body (a 1 GiB WAL segment) gets one more
+ * `attemptTimeout` per started 64 MiB, so the timeout bounds throughput (64 MiB per 60 s by default,
+ * ~1 MiB/s), not the object's size; `idleTimeout` still ends a stalled transfer, and `deadline` the
+ * whole command.
+ */
+export const ATTEMPT_TIMEOUT_BYTES = 64 * 1024 * 1024;
+
+export function policyForBody(policy: RetryPolicy, bytes: number): RetryPolicy {
+  const units = Math.max(1, Math.ceil(bytes / ATTEMPT_TIMEOUT_BYTES));
+  return units === 1 ? policy : { ...policy, attemptTimeoutMs: policy.attemptTimeoutMs * units };
+}
+
 /** Integrity failures are retried only a couple of times: a corrupt object stays corrupt. */
 const MAX_INTEGRITY_RETRIES = 2;
 

@@ -32,7 +32,7 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, max: 1_000_000, describe: 'retries per storage call after the first attempt' },
   { key: 'retryMinDelay', flag: 'retry-min-delay', env: ['WALVAULT_RETRY_MIN_DELAY'], type: 'seconds', default: 0.2, describe: 'first backoff delay, seconds (doubles, with jitter)' },
   { key: 'retryMaxDelay', flag: 'retry-max-delay', env: ['WALVAULT_RETRY_MAX_DELAY'], type: 'seconds', default: 5, describe: 'longest backoff delay, seconds' },
-  { key: 'attemptTimeout', flag: 'attempt-timeout', env: ['WALVAULT_ATTEMPT_TIMEOUT'], type: 'seconds', default: 60, describe: 'one request including its body is aborted after this many seconds' },
+  { key: 'attemptTimeout', flag: 'attempt-timeout', env: ['WALVAULT_ATTEMPT_TIMEOUT'], type: 'seconds', default: 60, describe: 'one request including its body is aborted after this many seconds (per started 64 MiB of a larger PUT body)' },
   { key: 'deadline', flag: 'deadline', env: ['WALVAULT_DEADLINE'], type: 'seconds', default: 120, describe: 'a command gives up after this many seconds in all' },
   { key: 'connectTimeout', flag: 'connect-timeout', env: ['WALVAULT_CONNECT_TIMEOUT'], type: 'seconds', default: 5, describe: 'TCP/TLS connect timeout, seconds' },
   { key: 'idleTimeout', flag: 'idle-timeout', env: ['WALVAULT_IDLE_TIMEOUT'], type: 'seconds', default: 20, describe: 'abort a request whose socket is silent this long, seconds' },

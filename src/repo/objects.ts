@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { CODECS, parseCodec, decompressStream, type Codec } from '../codec/codec.js';
 import { ExitCode, fromFsError, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
-import { HashingStream, sha256Hex } from '../common/hash.js';
+import { HashingStream, sha256Hex, sizeExceededError } from '../common/hash.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { ObjectInfo, ObjectMeta, Storage } from '../storage/types.js';
 
@@ -33,9 +33,25 @@ export function parseStoredMeta(info: ObjectInfo, where: string): StoredMeta {
   return { sha256, size: n, codec: parseCodec(codec, `${where} codec`) };
 }
 
-export async function readAll(stream: Readable): Promise<Buffer> {
+/** Bookkeeping objects (manifest, state, backup.json, history) are kilobytes; nothing read whole is larger. */
+export const SMALL_OBJECT_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * Reads a small object's body (or its decompressed stream) into memory, stopping at `limit` bytes:
+ * pass the size its metadata declares when known. Past the limit the stream is destroyed and the
+ * result is a non-retryable IntegrityError.
+ */
+export async function readAll(stream: Readable, limit = SMALL_OBJECT_LIMIT, what = 'object'): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
+  let total = 0;
+  for await (const c of stream) {
+    total += (c as Buffer).length;
+    if (total > limit) {
+      stream.destroy();
+      throw sizeExceededError(what, limit);
+    }
+    chunks.push(c as Buffer);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -113,7 +129,7 @@ export async function downloadVerified(
       got.body.destroy();
       throw e;
     }
-    const hashing = new HashingStream();
+    const hashing = new HashingStream({ limit: meta.size, what: `${storage.url}/${key}` });
     const decompress = decompressStream(meta.codec);
     const stages: Array<NodeJS.ReadableStream> = decompress ? [got.body, decompress, hashing] : [got.body, hashing];
     const verify = () => {

@@ -1,19 +1,30 @@
+import { constants, createWriteStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import type { Transform } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { join } from 'node:path';
 import { compressBuffer, compressStream, type Codec } from '../codec/codec.js';
 import { fromFsError, isWalvaultError, localFileError } from '../common/errors.js';
+import { cleanupStaleTemps, ensureDir } from '../common/fs-atomic.js';
+import { tempPathFor } from '../common/temp-names.js';
+import type { PutBody } from '../storage/types.js';
 import { checkSegmentMatchesName, parseWalHeader, type WalHeader } from '../wal/header.js';
 import { parseWalName, type WalName } from '../wal/names.js';
+import { Md5Count, openBody, readRange, streamed } from './large-body.js';
 
 // Reads one WAL file that PostgreSQL handed over (or that the look-ahead picked from
 // archive_status/*.ready) and turns it into what is uploaded: SHA-256 and size of the original bytes,
-// the long page header checked against the name, and the compressed body.
+// the long page header checked against the name, and the body.
 //
 // Memory matters here: one wal-push may prepare up to 1 + lookahead files, and the process already
-// carries Node and the AWS SDK (~75 MiB). So compressed codecs stream the file through the hash and
-// the compressor in 1 MiB chunks from two reused buffers; only the (small) compressed body is kept.
-// Uncompressed uploads need the whole file as the PutObject body anyway.
+// carries Node and the AWS SDK (~75 MiB). The file is always read in 1 MiB chunks from a small
+// shared pool. Files up to IN_MEMORY_MAX (the default 16 MiB segment) keep their body in memory, the
+// fast path. Larger ones (initdb --wal-segsize up to 1 GiB) never are: uncompressed, the body is
+// the WAL file itself, read again for the upload; compressed, it is spooled to a private temp file.
+// Either way its MD5 is computed here and checked by the store, so bytes that change between the
+// two reads are refused, never stored under the first read's SHA-256.
 
 export interface PreparedWal {
   wal: WalName;
@@ -24,9 +35,16 @@ export interface PreparedWal {
   header?: WalHeader;
   codec: Codec;
   /** What is stored: the original bytes (codec none) or their compressed form. */
-  body: Buffer;
+  body: PutBody;
   stat: { mtimeMs: number; ino: number; dev: number };
+  /** Removes the spooled body, if any; idempotent. */
+  dispose(): Promise<void>;
 }
+
+/** Largest file whose body is held in memory. */
+export const IN_MEMORY_MAX = 16 * 1024 * 1024;
+/** Memory one streamed file holds at most: two read chunks, the compressor's state, stream buffers. */
+export const STREAMED_MEMORY = 8 * 1024 * 1024;
 
 const CHUNK = 1024 * 1024;
 const pool: Buffer[] = [];
@@ -34,23 +52,21 @@ const takeChunk = (): Buffer => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
 const releaseChunk = (b: Buffer): void => {
   if (pool.length < 4) pool.push(b);
 };
+const noop = async () => undefined;
 
-/** Reads and checks a WAL file. Name validation happens before any I/O. */
-export async function prepareLocalWal(path: string, name: string, codec: Codec, level?: number): Promise<PreparedWal> {
+/** Bytes of memory preparing and uploading a file of `size` bytes holds (for ByteBudget). */
+export const memoryFor = (size: number): number => (size > IN_MEMORY_MAX ? STREAMED_MEMORY : size);
+
+/**
+ * Reads and checks a WAL file. Name validation happens before any I/O. `tmpDir` (in the spool) gets
+ * the compressed body of a file larger than IN_MEMORY_MAX.
+ */
+export async function prepareLocalWal(path: string, name: string, codec: Codec, level: number | undefined, tmpDir: string): Promise<PreparedWal> {
   const wal = parseWalName(name);
   const what = `${path} (${wal.name})`;
-  let fh: FileHandle;
+  const { fh, st } = await openRegularFile(path, what);
+  let keepOpen = false;
   try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw localFileError(`${what} does not exist`);
-    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw localFileError(`${what} is a directory, not a WAL file`);
-    throw fromFsError(e, what, 'read');
-  }
-  try {
-    const st = await fh.stat();
-    if (st.isDirectory()) throw localFileError(`${what} is a directory, not a WAL file`);
-    if (!st.isFile()) throw localFileError(`${what} is not a regular file`);
     const isSegment = wal.kind === 'segment' || wal.kind === 'partial';
     const stat = { mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
     const checkHeader = (first: Buffer, size: number): WalHeader | undefined => {
@@ -59,48 +75,147 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
       checkSegmentMatchesName(header, wal.segment!, size, what);
       return header;
     };
+    const base = { wal, path, size: st.size, codec, stat, dispose: noop };
 
-    if (codec === 'none' || st.size <= CHUNK) {
+    if (st.size <= CHUNK || (codec === 'none' && st.size <= IN_MEMORY_MAX)) {
       const data = await fh.readFile();
       if (!isSegment && data.length === 0) throw localFileError(`${what} is empty`);
       const header = checkHeader(data, data.length);
       const sha256 = createHash('sha256').update(data).digest('hex');
-      const body = codec === 'none' ? data : await compressBuffer(codec, data, level);
-      return { wal, path, size: data.length, sha256, ...(header ? { header } : {}), codec, body, stat };
+      const body = await compressBuffer(codec, data, level);
+      return { ...base, size: data.length, sha256, ...(header ? { header } : {}), body };
     }
-    return await streamCompress(fh, { wal, path, what, codec, stat, ...(level !== undefined ? { level } : {}) }, st.size, checkHeader);
+    const read = (feed: Feed) => readThrough(fh, what, st.size, checkHeader, feed);
+    if (st.size <= IN_MEMORY_MAX) {
+      const z = compressStream(codec, level)!;
+      const out: Buffer[] = [];
+      z.on('data', (d: Buffer) => out.push(d));
+      const r = await read({ z, done: finished(z) });
+      return { ...base, ...r, body: Buffer.concat(out) };
+    }
+    if (codec === 'none') {
+      const md5 = createHash('md5');
+      const r = await read({ each: (c) => md5.update(c) });
+      const size = st.size;
+      // The body is read again through this descriptor: the same inode, whatever the path names now.
+      const open = () => readRange(fh, size);
+      keepOpen = true;
+      return { ...base, ...r, body: { size, md5: md5.digest('base64'), open }, dispose: () => fh.close().catch(() => undefined) };
+    }
+    return await spoolCompressed(base, tmpDir, level, read);
   } catch (e) {
     if (isWalvaultError(e)) throw e;
     throw fromFsError(e, what, 'read');
   } finally {
-    await fh.close().catch(() => undefined);
+    if (!keepOpen) await fh.close().catch(() => undefined);
   }
 }
 
-async function streamCompress(
+/**
+ * Refuses anything but a regular file by type BEFORE opening it: open() of a FIFO blocks until a
+ * writer appears (forever, past any deadline), and opening a device can have side effects. The
+ * open itself is non-blocking and the descriptor checked again, so a swap in between cannot hang it.
+ */
+async function openRegularFile(path: string, what: string) {
+  const refuse = (e: unknown) => {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return localFileError(`${what} does not exist`);
+    return fromFsError(e, what, 'read');
+  };
+  const st = await stat(path).catch((e: unknown) => {
+    throw refuse(e);
+  });
+  checkType(st, what);
+  let fh: FileHandle;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw refuse(e);
+  }
+  try {
+    const now = await fh.stat();
+    checkType(now, what);
+    if (now.ino !== st.ino || now.dev !== st.dev) throw localFileError(`${what} was replaced while being opened`);
+    return { fh, st: now };
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    throw isWalvaultError(e) ? e : refuse(e);
+  }
+}
+
+function checkType(st: import('node:fs').Stats, what: string): void {
+  if (st.isFile()) return;
+  if (st.isDirectory()) throw localFileError(`${what} is a directory, not a WAL file`);
+  const kind = st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : 'not a regular file';
+  throw localFileError(`${what} is ${kind}, not a WAL file; refusing to read it`);
+}
+
+type Feed = { z: Transform; done: Promise<void> } | { each: (chunk: Buffer) => void };
+interface ReadResult {
+  size: number;
+  sha256: string;
+  header?: WalHeader;
+}
+
+let swept: Promise<number> | undefined;
+
+/** Compresses into a private temp file in the spool while computing the MD5 of what is stored. */
+async function spoolCompressed(
+  base: Omit<PreparedWal, 'sha256' | 'body'>,
+  tmpDir: string,
+  level: number | undefined,
+  read: (feed: Feed) => Promise<ReadResult>,
+): Promise<PreparedWal> {
+  await ensureDir(tmpDir);
+  // A killed wal-push's body, possibly a gigabyte: swept once per process, before this process has
+  // temp files of its own there (the sweep takes files with our pid for a recycled pid's).
+  swept ??= cleanupStaleTemps(tmpDir);
+  await swept;
+  const temp = tempPathFor(join(tmpDir, base.wal.name));
+  const dispose = () => unlink(temp).catch(() => undefined);
+  let sinkError: unknown;
+  try {
+    const z = compressStream(base.codec, level)!;
+    const md5 = new Md5Count();
+    const done = pipeline(z, md5, createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
+    done.catch((e: unknown) => (sinkError = e));
+    const r = await read({ z, done });
+    const size = md5.bytes;
+    const fh = await openBody(temp);
+    const body = { size, md5: md5.digest(), open: () => readRange(fh, size) };
+    return { ...base, ...r, body, dispose: () => fh.close().then(dispose, dispose) };
+  } catch (e) {
+    await dispose();
+    // The spool's disk (full, read-only) is not the WAL file's: report which one failed.
+    throw e === sinkError && !isWalvaultError(e) ? fromFsError(e, temp, 'write') : e;
+  }
+}
+
+/**
+ * Reads the file once, hashing every chunk and handing it to the compressor (at most two chunks in
+ * flight: one being read while the compressor, on the libuv pool, consumes the other) or to `each`.
+ */
+async function readThrough(
   fh: FileHandle,
-  f: { wal: WalName; path: string; what: string; codec: Codec; level?: number; stat: PreparedWal['stat'] },
+  what: string,
   expectedSize: number,
   checkHeader: (first: Buffer, size: number) => WalHeader | undefined,
-): Promise<PreparedWal> {
-  const z = compressStream(f.codec, f.level)!;
-  const out: Buffer[] = [];
-  z.on('data', (d: Buffer) => out.push(d));
+  feed: Feed,
+): Promise<ReadResult> {
+  const z = 'z' in feed ? feed.z : undefined;
   let failure: unknown;
-  const finished = new Promise<void>((resolve, reject) => {
-    z.once('end', resolve);
-    z.once('error', (e) => {
-      failure = e;
-      reject(e);
-    });
-  });
-  finished.catch(() => undefined);
-
-  // Two buffers in flight per file: one being read while the compressor (on the libuv pool) consumes
-  // the other. They come from a pool shared by all files of this process, so a look-ahead batch
-  // does not leave megabytes of garbage behind for every file.
+  // The chunks come from a pool shared by all files of this process, so a look-ahead batch does not
+  // leave megabytes of garbage behind for every file.
   let mine = 0;
   const waiting: Array<(b: Buffer) => void> = [];
+  const fail = (e: unknown) => {
+    failure ??= e ?? new Error('compressor closed');
+    while (waiting.length) waiting.shift()!(Buffer.allocUnsafeSlow(CHUNK));
+  };
+  if (z) {
+    z.once('error', fail);
+    (feed as { done: Promise<void> }).done.catch(fail);
+  }
   const give = (b: Buffer) => {
     const w = waiting.shift();
     if (w) w(b);
@@ -118,9 +233,6 @@ async function streamCompress(
     }
     return new Promise((resolve) => waiting.push(resolve));
   };
-  z.once('error', () => {
-    while (waiting.length) waiting.shift()!(Buffer.allocUnsafeSlow(CHUNK));
-  });
 
   const hash = createHash('sha256');
   let header: WalHeader | undefined;
@@ -138,16 +250,23 @@ async function streamCompress(
       if (total === 0) header = checkHeader(chunk, expectedSize);
       hash.update(chunk);
       total += bytesRead;
+      streamed(bytesRead);
       if (total > expectedSize) break;
-      z.write(chunk, () => give(buf));
+      if (z) z.write(chunk, () => give(buf));
+      else {
+        (feed as { each: (c: Buffer) => void }).each(chunk);
+        give(buf);
+      }
     }
-    if (total !== expectedSize) throw localFileError(`${f.what} changed size while being read (${expectedSize} bytes, then ${total})`);
-    z.end();
-    await finished;
+    if (total !== expectedSize) throw localFileError(`${what} changed size while being read (${expectedSize} bytes, then ${total})`);
+    if (z) {
+      z.end();
+      await (feed as { done: Promise<void> }).done;
+    }
   } catch (e) {
-    z.destroy();
+    z?.destroy();
+    await (feed as { done?: Promise<void> }).done?.catch(() => undefined);
     throw e;
   }
-  const body = Buffer.concat(out);
-  return { wal: f.wal, path: f.path, size: total, sha256: hash.digest('hex'), ...(header ? { header } : {}), codec: f.codec, body, stat: f.stat };
+  return { size: total, sha256: hash.digest('hex'), ...(header ? { header } : {}) };
 }

@@ -1,13 +1,14 @@
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
 import { conflictError, describe } from '../common/errors.js';
 import { log } from '../common/log.js';
-import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import { policyForBody, withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { ensureManifest } from '../repo/manifest.js';
 import { objectMeta, parseStoredMeta, type StoredMeta } from '../repo/objects.js';
-import type { Storage } from '../storage/types.js';
+import { bodySize, type Storage } from '../storage/types.js';
 import { walObjectKey } from '../wal/names.js';
-import { prepareLocalWal, type PreparedWal } from './local-wal.js';
+import { memoryFor, prepareLocalWal, STREAMED_MEMORY, type PreparedWal } from './local-wal.js';
 import type { ByteBudget } from './lookahead.js';
 import { writePushRecord } from './push-records.js';
 
@@ -29,8 +30,9 @@ export async function pushWalFile(
   if (file.header) await ensureManifest(storage, file.header, file.path, { spool: config.spool, policy, deadline });
   const mine: StoredMeta = { sha256: file.sha256, size: file.size, codec: file.codec };
   const key = walObjectKey(file.wal);
-  const res = await withRetry(what, policy, deadline, (signal) => storage.putIfAbsent(key, file.body, objectMeta(mine), { signal }));
-  if (res.created) return { outcome: 'pushed', storedSize: file.body.length };
+  const stored = bodySize(file.body);
+  const res = await withRetry(what, policyForBody(policy, stored), deadline, (signal) => storage.putIfAbsent(key, file.body, objectMeta(mine), { signal }));
+  if (res.created) return { outcome: 'pushed', storedSize: stored };
 
   // PostgreSQL re-archives after a crash: identical content is success, anything else is a conflict.
   let theirs: StoredMeta;
@@ -51,7 +53,10 @@ export async function pushWalFile(
 }
 
 
-/** Bytes of WAL that uploads of one wal-push may hold at once (see ByteBudget); one file always fits. */
+/**
+ * Bytes of memory the uploads of one wal-push may hold at once (see ByteBudget); one file always fits.
+ * A file up to IN_MEMORY_MAX counts its size, a larger (streamed) one STREAMED_MEMORY.
+ */
 export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
 
 export interface PushedFile {
@@ -70,22 +75,26 @@ export async function prepareAndPush(
   policy: RetryPolicy,
   reserved?: number,
 ): Promise<PushedFile> {
-  // Reserve the file's size before reading it; after compression only the body is held.
-  let held = reserved ?? (await fileSize(path));
+  // Reserve the memory before reading; after compression only an in-memory body is held.
+  let held = reserved ?? (await memoryReservation(path));
   if (reserved === undefined) await budget.acquire(held);
+  let file: PreparedWal | undefined;
   try {
-    const file = await prepareLocalWal(path, name, config.compression, config.compressionLevel);
-    budget.release(held - Math.min(held, file.body.length));
-    held = Math.min(held, file.body.length);
+    file = await prepareLocalWal(path, name, config.compression, config.compressionLevel, join(config.spool, 'tmp'));
+    const inMemory = Buffer.isBuffer(file.body) ? file.body.length : STREAMED_MEMORY;
+    budget.release(held - Math.min(held, inMemory));
+    held = Math.min(held, inMemory);
     // (the storage driver may still be loading: reading and compressing overlap with it)
     const { outcome, storedSize } = await pushWalFile(await storage, file, config, deadline, policy);
     return { file, outcome, storedSize };
   } finally {
     budget.release(held);
+    await file?.dispose();
   }
 }
 
-export const fileSize = (path: string) => stat(path).then((s) => s.size, () => 0);
+/** What a file will hold in memory while it is prepared and uploaded: the ByteBudget reservation. */
+export const memoryReservation = (path: string) => stat(path).then((s) => memoryFor(s.size), () => 0);
 
 
 /** Records a look-ahead upload in the spool so that the file's own wal-push can skip the network. */

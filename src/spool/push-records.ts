@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -128,7 +128,8 @@ export function verifyAgainstRecord(path: string, rec: PushRecord): VerifyResult
 export function verifyFileSync(path: string, size: number, sha256: string): VerifyResult {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // Non-blocking: open() of a FIFO put at %p would otherwise wait forever for a writer.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     return { ok: false, reason: `cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
   }

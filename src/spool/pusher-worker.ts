@@ -11,7 +11,7 @@ import { flushGapMarkers } from '../wal/ready-queue.js';
 import { parseWalName, walObjectKey } from '../wal/names.js';
 import { parseStoredMeta } from '../repo/objects.js';
 import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './lookahead.js';
-import { fileSize, LOOKAHEAD_MEMORY, prepareAndPush, recordUpload } from './push-batch.js';
+import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from './push-batch.js';
 import { listPushRecords, pruneRecords } from './push-records.js';
 import { readPusherState, type PusherJob } from './pusher.js';
 import { releaseLock, takeLock, touchLock } from './worker-control.js';
@@ -113,7 +113,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
     const deadline = new Deadline(config.deadline * 1000);
     try {
       const path = join(walDir, name);
-      const size = await fileSize(path);
+      const size = await memoryReservation(path);
       await budget.acquire(size);
       const done = await prepareAndPush(storage, path, name, config, deadline, budget, lookaheadPolicy, size);
       await recordUpload(repoCache, repoUrl, done.file);

@@ -28,6 +28,23 @@ export interface GetResult {
   body: Readable;
 }
 
+/**
+ * A PutObject body too large to hold in memory (a WAL segment above 16 MiB, or its compressed form
+ * spooled to a temp file). `open()` is called once per attempt and must yield exactly `size` bytes
+ * whose MD5 is `md5` (base64); the store checks it (S3 Content-MD5, file:// before publishing), so
+ * bytes that changed since they were hashed are rejected rather than stored.
+ */
+export interface StreamBody {
+  size: number;
+  md5: string;
+  open(): Readable;
+}
+
+/** A whole object for one PutObject: small ones in memory, large ones re-readable from disk. */
+export type PutBody = Buffer | StreamBody;
+
+export const bodySize = (b: PutBody): number => (Buffer.isBuffer(b) ? b.length : b.size);
+
 export type PutIfAbsentResult = { created: true } | { created: false; existing: ObjectInfo };
 
 /** Per-call options; `signal` aborts the request (per-attempt timeout or the overall deadline). */
@@ -67,10 +84,10 @@ export interface Storage {
    * leaves it untouched. S3: one PutObject with `If-None-Match: *` and Content-MD5; stores that answer
    * 501 to conditional writes fall back to HEAD then PUT (remembered for the process).
    */
-  putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult>;
+  putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult>;
 
   /** Unconditional write (small bookkeeping objects that are meant to be replaced). */
-  put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void>;
+  put(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<void>;
 
   /** Streamed upload of unknown length with bounded memory (S3 multipart); invisible until complete. */
   upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }>;

@@ -1,7 +1,7 @@
 // Synthetic WAL files with a valid long page header: fast to make, and enough for every rule that
 // looks at the header (system identifier, segment size, page address vs name).
-import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface FakeSegmentOptions {
@@ -17,6 +17,13 @@ export function fakeSegment(opts: FakeSegmentOptions = {}): Buffer {
   const buf = Buffer.alloc(segSize);
   // Part random (so content differs per seed and compression has work), part zeros like real WAL.
   randomBytes(64 * 1024).copy(buf, 4096);
+  writeHeader(buf, opts);
+  return buf;
+}
+
+/** The long page header of a segment (and the seed) into the first 8 KiB of `buf`. */
+function writeHeader(buf: Buffer, opts: FakeSegmentOptions): void {
+  const segSize = opts.segSize ?? 1024 * 1024;
   buf.writeUInt32LE(opts.seed ?? 0, 8192);
   buf.writeUInt16LE(opts.magic ?? 0xd110, 0);
   buf.writeUInt16LE(0x0007, 2);
@@ -25,7 +32,34 @@ export function fakeSegment(opts: FakeSegmentOptions = {}): Buffer {
   buf.writeBigUInt64LE(opts.sysid ?? 7000000000000000001n, 24);
   buf.writeUInt32LE(segSize, 32);
   buf.writeUInt32LE(8192, 36);
-  return buf;
+}
+
+/**
+ * A large segment (initdb --wal-segsize up to 1 GiB) written 1 MiB at a time, never whole in memory:
+ * random bytes throughout (incompressible, the worst case for memory) or zeros after the header.
+ * Returns its path, name and SHA-256.
+ */
+export async function writeLargeSegment(
+  dir: string,
+  segno: number,
+  opts: FakeSegmentOptions & { segSize: number; fill: 'random' | 'zeros' },
+): Promise<{ path: string; name: string; sha256: string }> {
+  const name = segName(segno, 1, opts.segSize);
+  const path = join(dir, name);
+  const hash = createHash('sha256');
+  const fh = await open(path, 'wx', 0o644);
+  try {
+    const chunk = 1024 * 1024;
+    for (let off = 0; off < opts.segSize; off += chunk) {
+      const buf = opts.fill === 'random' ? randomBytes(chunk) : Buffer.alloc(chunk);
+      if (off === 0) writeHeader(buf, { ...opts, segno: BigInt(segno) });
+      hash.update(buf);
+      await fh.write(buf, 0, chunk, off);
+    }
+  } finally {
+    await fh.close();
+  }
+  return { path, name, sha256: hash.digest('hex') };
 }
 
 /** Segment name for timeline 1 and segment number `segno` with 1 MiB segments. */

@@ -94,6 +94,8 @@ export interface RunWalvaultOptions {
   /** Run through the wrapper as the postgres OS user (when root), like archive_command does. */
   asPostgres?: boolean;
   timeoutMs?: number;
+  /** Command prefix for the node process, e.g. ['/usr/bin/time', '-f', '%M'] (not with asPostgres). */
+  prefix?: string[];
 }
 
 /**
@@ -113,6 +115,10 @@ export async function runWalvault(args: string[], opts: RunWalvaultOptions = {})
     requireDist();
     cmd = process.execPath;
     argv = [DIST_ENTRY, ...args];
+    if (opts.prefix?.length) {
+      argv = [...opts.prefix.slice(1), cmd, ...argv];
+      cmd = opts.prefix[0]!;
+    }
   }
   const home = asPostgres && isRoot ? '/var/lib/postgresql' : (process.env.HOME ?? '/tmp');
   const ids = asPostgres && isRoot ? postgresUser() : {};

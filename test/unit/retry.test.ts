@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { accessDeniedError, integrityError, unavailableError } from '../../src/common/errors.js';
-import { Deadline, withRetry, type RetryPolicy } from '../../src/common/retry.js';
+import { Deadline, policyForBody, withRetry, type RetryPolicy } from '../../src/common/retry.js';
 
 const fast: RetryPolicy = { retries: 5, minDelayMs: 1, maxDelayMs: 5, attemptTimeoutMs: 1000, deadlineMs: 5000 };
 
@@ -80,5 +80,16 @@ describe('withRetry', () => {
     ).rejects.toMatchObject({ code: 'IntegrityError' });
     expect(calls).toBe(3);
     d.dispose();
+  });
+});
+
+describe('policyForBody', () => {
+  it('trust: large segments are pushed in bounded memory: the attempt timeout scales with the body, per started 64 MiB', () => {
+    const MiB = 1024 * 1024;
+    expect(policyForBody(fast, 16 * MiB).attemptTimeoutMs).toBe(1000);
+    expect(policyForBody(fast, 64 * MiB).attemptTimeoutMs).toBe(1000);
+    expect(policyForBody(fast, 64 * MiB + 1).attemptTimeoutMs).toBe(2000);
+    expect(policyForBody(fast, 1024 * MiB).attemptTimeoutMs).toBe(16_000);
+    expect(policyForBody(fast, 1024 * MiB).deadlineMs).toBe(fast.deadlineMs);
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
@@ -5,6 +6,7 @@ import { Readable } from 'node:stream';
 import {
   accessDeniedError,
   ExitCode,
+  integrityError,
   missingBucketError,
   unavailableError,
   WalvaultError,
@@ -12,7 +14,7 @@ import {
 } from '../../common/errors.js';
 import { writeFileAtomic } from '../../common/fs-atomic.js';
 import { TEMP_MARK } from '../../common/temp-names.js';
-import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
+import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
 // A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the
 // metadata, then the stored bytes. One file means a single atomic link()/rename() publishes data and
@@ -59,19 +61,48 @@ class FileStorage implements Storage {
     this.rootChecked = true;
   }
 
-  async putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+  async putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
     await this.checkRoot();
     const target = this.path(key);
-    const created = await this.write(key, target, Buffer.concat([encodeHeader(meta), body]), 'create', opts);
+    const created = await this.writeBody(key, target, body, meta, 'create', opts);
     if (created) return { created: true };
     const existing = await this.head(key);
     if (!existing) return this.putIfAbsent(key, body, meta, opts);
     return { created: false, existing };
   }
 
-  async put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
+  async put(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
     await this.checkRoot();
-    await this.write(key, this.path(key), Buffer.concat([encodeHeader(meta), body]), 'replace', opts);
+    await this.writeBody(key, this.path(key), body, meta, 'replace', opts);
+  }
+
+  /** A streamed body is checked against its size and MD5 before it becomes visible, like S3's Content-MD5. */
+  private async writeBody(key: string, target: string, body: PutBody, meta: ObjectMeta, mode: 'create' | 'replace', opts?: CallOptions) {
+    if (Buffer.isBuffer(body)) return this.write(key, target, Buffer.concat([encodeHeader(meta), body]), mode, opts);
+    const md5 = createHash('md5');
+    let size = 0;
+    const source = body.open();
+    const data = Readable.from(
+      (async function* () {
+        yield encodeHeader(meta);
+        for await (const chunk of source) {
+          md5.update(chunk as Buffer);
+          size += (chunk as Buffer).length;
+          yield chunk as Buffer;
+        }
+      })(),
+    );
+    const verify = () => {
+      const actual = md5.digest('base64');
+      if (size !== body.size || actual !== body.md5) {
+        throw integrityError(`${key}: the body changed while being stored (${size} bytes with MD5 ${actual}, prepared ${body.size} bytes with MD5 ${body.md5})`);
+      }
+    };
+    try {
+      return await this.write(key, target, data, mode, opts, verify);
+    } finally {
+      source.destroy();
+    }
   }
 
   async upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }> {
@@ -92,10 +123,10 @@ class FileStorage implements Storage {
     return { storedSize };
   }
 
-  private async write(key: string, target: string, data: Buffer | Readable, mode: 'create' | 'replace', opts?: CallOptions) {
+  private async write(key: string, target: string, data: Buffer | Readable, mode: 'create' | 'replace', opts?: CallOptions, verify?: () => void) {
     try {
       await mkdir(dirname(target), { recursive: true, mode: 0o750 });
-      return await writeFileAtomic(target, data, { mode, fileMode: 0o640, ...(opts?.signal ? { signal: opts.signal } : {}) });
+      return await writeFileAtomic(target, data, { mode, fileMode: 0o640, ...(opts?.signal ? { signal: opts.signal } : {}), ...(verify ? { verify } : {}) });
     } catch (e) {
       throw mapFsError(e, 'write', key);
     }

@@ -24,12 +24,14 @@ import type {
   ListedObject,
   ObjectInfo,
   ObjectMeta,
+  PutBody,
   PutIfAbsentResult,
   Storage,
   UploadOptions,
 } from '../types.js';
 import { guardBody } from './body.js';
-import { contentMd5, createS3Client } from './client.js';
+import { createS3Client } from './client.js';
+import { putRequest } from './put-input.js';
 import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
@@ -98,30 +100,20 @@ class S3Storage implements Storage {
     }
   }
 
-  private putInput(key: string, body: Buffer, meta: ObjectMeta): PutObjectCommandInput {
-    return {
-      Bucket: this.bucket,
-      Key: this.fullKey(key),
-      Body: body,
-      ContentLength: body.length,
-      ContentMD5: contentMd5(body),
-      ContentType: 'application/octet-stream',
-      Metadata: toS3Meta(meta),
-      ...this.writeParams,
-    };
+  private putRequest(key: string, body: PutBody, meta: ObjectMeta, signal: AbortSignal | undefined) {
+    return putRequest({ Bucket: this.bucket, Key: this.fullKey(key), ...this.writeParams }, body, meta, signal);
   }
 
-  async putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+  async putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
     if (this.noConditionalWrites) return this.headThenPut(key, body, meta, opts);
     const where = this.where('PutObject (If-None-Match)', key);
     for (let attempt = 0; ; attempt++) {
+      const req = this.putRequest(key, body, meta, opts?.signal);
       try {
-        await this.client.send(
-          new PutObjectCommand({ ...this.putInput(key, body, meta), IfNoneMatch: '*' }),
-          opts?.signal ? { abortSignal: opts.signal } : {},
-        );
+        await this.client.send(new PutObjectCommand({ ...req.input, IfNoneMatch: '*' }), req.options);
         return { created: true };
       } catch (e) {
+        if (req.readError()) throw req.readError();
         const status = httpStatus(e);
         const code = errorCode(e);
         if (status === 412 || code === 'PreconditionFailed') {
@@ -148,21 +140,29 @@ class S3Storage implements Storage {
           return this.headThenPut(key, body, meta, opts);
         }
         throw classifyS3Error(e, where);
+      } finally {
+        req.done();
       }
     }
   }
 
   /** For stores without If-None-Match (Swift s3api): not atomic, a concurrent writer can slip in. */
-  private async headThenPut(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
+  private async headThenPut(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
     const existing = await this.head(key, opts);
     if (existing) return { created: false, existing };
     await this.put(key, body, meta, opts);
     return { created: true };
   }
 
-  async put(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
-    const input = this.putInput(key, body, meta);
-    await this.send(this.where('PutObject', key), opts?.signal, (o) => this.client.send(new PutObjectCommand(input), o));
+  async put(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<void> {
+    const req = this.putRequest(key, body, meta, opts?.signal);
+    try {
+      await this.client.send(new PutObjectCommand(req.input), req.options);
+    } catch (e) {
+      throw req.readError() ?? classifyS3Error(e, this.where('PutObject', key));
+    } finally {
+      req.done();
+    }
   }
 
   async upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }> {
