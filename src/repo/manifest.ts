@@ -86,7 +86,7 @@ export async function ensureManifest(
   what: string,
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline },
 ): Promise<RepoManifest> {
-  const cacheFile = join(repoCacheDir(ctx.spool, storage.url), MANIFEST_KEY);
+  const cacheFile = join(repoCacheDir(ctx.spool, storage.cacheKey), MANIFEST_KEY);
   const cached = await readFile(cacheFile, 'utf8').then(
     (t) => parseManifest(t, storage.url),
     () => null,

@@ -4,7 +4,7 @@ import { parseWalName } from '../wal/names.js';
 import { logLine } from './light.js';
 import { readPushRecord, removePushRecord, verifyAgainstRecord } from './push-records.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
-import { repoUrlOf } from '../storage/open.js';
+import { repoKeyOf, repoUrlOf } from '../storage/open.js';
 
 // The no-network path of wal-push: PostgreSQL asks to archive a file that an earlier wal-push already
 // uploaded by look-ahead. Exit 0 is only allowed after re-reading the local file and finding exactly
@@ -27,8 +27,9 @@ export async function tryFastPush(config: Config, path: string, name: string): P
     return null; // the normal path reports it
   }
   const repo = repoUrlOf(config.repo);
-  if (!repo) return null; // the normal path reports the configuration error
-  const cache = repoCacheDir(config.spool, repo);
+  const key = repoKeyOf(config);
+  if (!repo || !key) return null; // the normal path reports the configuration error
+  const cache = repoCacheDir(config.spool, key);
   const rec = await readPushRecord(cache, name);
   if (!rec) return null;
   if (rec.repo !== repo) return null;

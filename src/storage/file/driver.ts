@@ -33,10 +33,12 @@ export function createFileStorage(root: string): Storage {
 
 class FileStorage implements Storage {
   readonly url: string;
+  readonly cacheKey: string;
   private rootChecked = false;
 
   constructor(private readonly root: string) {
     this.url = `file://${root}`;
+    this.cacheKey = this.url;
   }
 
   private path(key: string): string {
