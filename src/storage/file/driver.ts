@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -10,7 +10,7 @@ import {
   WalvaultError,
   isWalvaultError,
 } from '../../common/errors.js';
-import { writeFileAtomic } from '../../common/fs-atomic.js';
+import { ensureDirDurable, writeFileAtomic } from '../../common/fs-atomic.js';
 import { TEMP_MARK } from '../../common/temp-names.js';
 import type { CallOptions, GetResult, ListedObject, ObjectInfo, ObjectMeta, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
@@ -96,7 +96,7 @@ class FileStorage implements Storage {
 
   private async write(key: string, target: string, data: Buffer | Readable, mode: 'create' | 'replace', opts?: CallOptions) {
     try {
-      await mkdir(dirname(target), { recursive: true, mode: 0o750 });
+      await ensureDirDurable(dirname(target), 0o750);
       return await writeFileAtomic(target, data, { mode, fileMode: 0o640, ...(opts?.signal ? { signal: opts.signal } : {}) });
     } catch (e) {
       throw mapFsError(e, 'write', key);
