@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { repoMismatchError, WalvaultError, ExitCode } from '../common/errors.js';
+import { missingBucketError, repoMismatchError } from '../common/errors.js';
 import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
@@ -9,25 +9,26 @@ import type { Storage } from '../storage/types.js';
 import { VERSION } from '../version.js';
 import type { WalHeader } from '../wal/header.js';
 import { repoCacheDir } from './cache-dir.js';
-import { readAll } from './objects.js';
+import { parseManifest, verifiedManifestText, type RepoManifest } from './manifest-parse.js';
 
-export { repoCacheDir };
+export { repoCacheDir, parseManifest, type RepoManifest };
 
 // <prefix>/walvault.json binds a repository to one PostgreSQL system: created by the first segment
 // pushed, then every push must match it. Two clusters on one prefix (split brain, a copy-pasted
 // config) are refused instead of interleaving their WAL.
+//
+// The spool keeps a copy, but only as a cache and as the memory that this spool has archived to
+// the repository: the repository's own walvault.json is read back once per wal-push process (see
+// ensureManifest), so an unmounted share, a wrong endpoint or a deleted repository is refused
+// instead of being archived into, and a manifest changed in the store wins over the copy.
 export const MANIFEST_KEY = 'walvault.json';
 
-export interface RepoManifest {
-  format: 1;
-  systemIdentifier: string;
-  pgVersion?: number;
-  walMagic: number;
-  walSegmentSize: number;
-  walBlockSize: number;
-  createdAt: string;
-  createdBy: string;
-}
+/**
+ * How long a process (the look-ahead worker) trusts the manifest it read. file:// reads are a
+ * local open() and are always repeated; an S3 GET is one round trip, paid once per wal-push.
+ */
+const REVERIFY_MS = 60_000;
+const verified = new Map<string, { at: number; manifest: Promise<RepoManifest | null> }>();
 
 export function manifestFromHeader(h: WalHeader): RepoManifest {
   return {
@@ -56,64 +57,92 @@ export function checkManifest(m: RepoManifest, h: WalHeader, what: string, repoU
   }
 }
 
-function parseManifest(text: string, repoUrl: string): RepoManifest {
-  try {
-    const m = JSON.parse(text) as RepoManifest;
-    if (m.format === 1 && typeof m.systemIdentifier === 'string' && typeof m.walSegmentSize === 'number') return m;
-  } catch {
-    // fall through
-  }
-  throw new WalvaultError('CorruptObject', ExitCode.integrity, `repository manifest ${repoUrl}/${MANIFEST_KEY} is not a walvault manifest`);
-}
-
-
-export async function readRemoteManifest(
-  storage: Storage,
-  policy: RetryPolicy,
-  deadline: Deadline,
-): Promise<RepoManifest | null> {
+/** The repository's walvault.json, verified (SHA-256, size, every field); null when it has none. */
+export async function readRemoteManifest(storage: Storage, policy: RetryPolicy, deadline: Deadline): Promise<RepoManifest | null> {
+  const where = `${storage.url}/${MANIFEST_KEY}`;
   const text = await withRetry(`read ${MANIFEST_KEY}`, policy, deadline, async (signal) => {
     const got = await storage.get(MANIFEST_KEY, { signal });
-    return got ? (await readAll(got.body)).toString('utf8') : null;
+    return got ? await verifiedManifestText(got.info, got.body, where) : null;
   });
-  return text === null ? null : parseManifest(text, storage.url);
+  return text === null ? null : parseManifest(text, where);
 }
 
-/** Returns the repository manifest, creating it from `h` on the first push, and checks `h` against it. */
+function remoteOnce(storage: Storage, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest | null> {
+  const hit = verified.get(storage.cacheKey);
+  const ttl = storage.url.startsWith('file://') ? 0 : REVERIFY_MS;
+  if (hit && Date.now() - hit.at < ttl) return hit.manifest;
+  const manifest = readRemoteManifest(storage, ctx.policy, ctx.deadline);
+  verified.set(storage.cacheKey, { at: Date.now(), manifest });
+  manifest.catch(() => verified.delete(storage.cacheKey));
+  return manifest;
+}
+
+/** The spool's copy: `seen` when the file exists at all (even damaged: this spool has been here). */
+async function readCached(cacheFile: string, where: string): Promise<{ seen: boolean; manifest: RepoManifest | null }> {
+  let text: string;
+  try {
+    text = await readFile(cacheFile, 'utf8');
+  } catch {
+    return { seen: false, manifest: null };
+  }
+  try {
+    return { seen: true, manifest: parseManifest(text, where) };
+  } catch {
+    return { seen: true, manifest: null };
+  }
+}
+
+function vanished(storage: Storage, cacheFile: string): Error {
+  return missingBucketError(
+    `repository ${storage.url} holds no ${MANIFEST_KEY}, but this spool has archived to it before (${cacheFile}): ` +
+      'the share may not be mounted, the endpoint or bucket may be wrong, or the repository was deleted; nothing was written. ' +
+      `If the repository was recreated on purpose, remove ${join(cacheFile, '..')} and retry`,
+  );
+}
+
+/**
+ * Checks that the repository is the one this spool archived to and holds `h`'s system, creating
+ * walvault.json from `h` on the very first push. Without a header (history, backup label files)
+ * it only checks the repository is there. Returns the repository's manifest (null: none yet).
+ */
 export async function ensureManifest(
   storage: Storage,
-  h: WalHeader,
+  h: WalHeader | undefined,
   what: string,
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline },
-): Promise<RepoManifest> {
+): Promise<RepoManifest | null> {
   const cacheFile = join(repoCacheDir(ctx.spool, storage.cacheKey), MANIFEST_KEY);
-  const cached = await readFile(cacheFile, 'utf8').then(
-    (t) => parseManifest(t, storage.url),
-    () => null,
-  );
-  if (cached) {
-    checkManifest(cached, h, what, storage.url);
-    return cached;
-  }
-  let manifest = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
+  const [cached, stored] = await Promise.all([readCached(cacheFile, cacheFile), remoteOnce(storage, ctx)]);
+  let manifest = stored;
   if (!manifest) {
-    const fresh = manifestFromHeader(h);
-    const body = Buffer.from(JSON.stringify(fresh, null, 2) + '\n');
-    const meta = { sha256: sha256Hex(body), size: String(body.length), codec: 'none' };
-    const res = await withRetry(`create ${MANIFEST_KEY}`, ctx.policy, ctx.deadline, (signal) =>
-      storage.putIfAbsent(MANIFEST_KEY, body, meta, { signal }),
-    );
-    if (res.created) {
-      log.info(`created repository manifest in ${storage.url} for ${describeSystem(fresh)}`);
-      manifest = fresh;
-    } else {
-      manifest = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
-      if (!manifest) throw repoMismatchError(`repository manifest ${storage.url}/${MANIFEST_KEY} vanished while being created`);
-    }
+    if (cached.seen) throw vanished(storage, cacheFile);
+    if (!h) return null;
+    manifest = await createManifest(storage, h, ctx);
   }
-  checkManifest(manifest, h, what, storage.url);
-  await ensureDir(join(cacheFile, '..'))
-    .then(() => writeFileAtomic(cacheFile, Buffer.from(JSON.stringify(manifest))))
-    .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
+  if (h) checkManifest(manifest, h, what, storage.url);
+  if (!cached.manifest || JSON.stringify(cached.manifest) !== JSON.stringify(manifest)) {
+    if (cached.manifest) log.warn(`the repository manifest in ${storage.url} differs from this spool's copy ${cacheFile}; using the repository's`);
+    await ensureDir(join(cacheFile, '..'))
+      .then(() => writeFileAtomic(cacheFile, Buffer.from(JSON.stringify(manifest))))
+      .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
+  }
+  return manifest;
+}
+
+async function createManifest(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest> {
+  const fresh = manifestFromHeader(h);
+  const body = Buffer.from(JSON.stringify(fresh, null, 2) + '\n');
+  const meta = { sha256: sha256Hex(body), size: String(body.length), codec: 'none' };
+  const res = await withRetry(`create ${MANIFEST_KEY}`, ctx.policy, ctx.deadline, (signal) =>
+    storage.putIfAbsent(MANIFEST_KEY, body, meta, { signal }),
+  );
+  let manifest: RepoManifest | null = fresh;
+  if (res.created) {
+    log.info(`created repository manifest in ${storage.url} for ${describeSystem(fresh)}`);
+  } else {
+    manifest = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
+    if (!manifest) throw repoMismatchError(`repository manifest ${storage.url}/${MANIFEST_KEY} vanished while being created`);
+  }
+  verified.set(storage.cacheKey, { at: Date.now(), manifest: Promise.resolve(manifest) });
   return manifest;
 }
