@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { missingBucketError, repoMismatchError } from '../common/errors.js';
 import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
@@ -18,17 +18,22 @@ export { repoCacheDir, parseManifest, type RepoManifest };
 // config) are refused instead of interleaving their WAL.
 //
 // The spool keeps a copy, but only as a cache and as the memory that this spool has archived to
-// the repository: the repository's own walvault.json is read back once per wal-push process (see
-// ensureManifest), so an unmounted share, a wrong endpoint or a deleted repository is refused
-// instead of being archived into, and a manifest changed in the store wins over the copy.
+// the repository: the repository's own walvault.json is read back (see ensureManifest), so an
+// unmounted share, a wrong endpoint or a deleted repository is refused instead of being archived
+// into, and a manifest changed in the store wins over the copy.
 export const MANIFEST_KEY = 'walvault.json';
 
 /**
- * How long a process (the look-ahead worker) trusts the manifest it read. file:// reads are a
- * local open() and are always repeated; an S3 GET is one round trip, paid once per wal-push.
+ * How long the copy in the spool stands for the repository's manifest after it was last found
+ * equal to it (the copy's mtime), on S3 only. There an upload lands in the store whatever the
+ * manifest, so trusting the copy for a minute saves a GET on every wal-push of a busy cluster,
+ * and costs at most a minute of uploads into a repository that was deleted or recreated. A
+ * file:// repository is read back on every push: a local open(), and an unmounted share would
+ * otherwise receive WAL on the local disk.
  */
 const REVERIFY_MS = 60_000;
-const verified = new Map<string, { at: number; manifest: Promise<RepoManifest | null> }>();
+/** One read of the repository's manifest in flight per repository (wal-push and its look-ahead). */
+const reading = new Map<string, Promise<RepoManifest | null>>();
 
 export function manifestFromHeader(h: WalHeader): RepoManifest {
   return {
@@ -48,8 +53,12 @@ function describeSystem(m: Pick<RepoManifest, 'systemIdentifier' | 'pgVersion' |
   return `system ${m.systemIdentifier} (${version}, ${m.walSegmentSize / (1024 * 1024)} MiB segments)`;
 }
 
+function matches(m: RepoManifest, h: WalHeader): boolean {
+  return m.systemIdentifier === h.systemIdentifier && m.walMagic === h.magic && m.walSegmentSize === h.segmentSize;
+}
+
 export function checkManifest(m: RepoManifest, h: WalHeader, what: string, repoUrl: string): void {
-  if (m.systemIdentifier !== h.systemIdentifier || m.walMagic !== h.magic || m.walSegmentSize !== h.segmentSize) {
+  if (!matches(m, h)) {
     throw repoMismatchError(
       `${what} belongs to ${describeSystem(manifestFromHeader(h))} but repository ${repoUrl} holds ${describeSystem(m)}; ` +
         'use a separate repository prefix per cluster and major version',
@@ -67,28 +76,35 @@ export async function readRemoteManifest(storage: Storage, policy: RetryPolicy, 
   return text === null ? null : parseManifest(text, where);
 }
 
-function remoteOnce(storage: Storage, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest | null> {
-  const hit = verified.get(storage.cacheKey);
-  const ttl = storage.url.startsWith('file://') ? 0 : REVERIFY_MS;
-  if (hit && Date.now() - hit.at < ttl) return hit.manifest;
-  const manifest = readRemoteManifest(storage, ctx.policy, ctx.deadline);
-  verified.set(storage.cacheKey, { at: Date.now(), manifest });
-  manifest.catch(() => verified.delete(storage.cacheKey));
-  return manifest;
+function readShared(storage: Storage, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest | null> {
+  let pending = reading.get(storage.cacheKey);
+  if (!pending) {
+    pending = readRemoteManifest(storage, ctx.policy, ctx.deadline).finally(() => reading.delete(storage.cacheKey));
+    reading.set(storage.cacheKey, pending);
+  }
+  return pending;
 }
 
-/** The spool's copy: `seen` when the file exists at all (even damaged: this spool has been here). */
-async function readCached(cacheFile: string, where: string): Promise<{ seen: boolean; manifest: RepoManifest | null }> {
+interface Cached {
+  /** The file exists at all (even damaged): this spool has archived to the repository. */
+  seen: boolean;
+  manifest: RepoManifest | null;
+  /** Found equal to the repository's manifest less than REVERIFY_MS ago. */
+  fresh: boolean;
+}
+
+async function readCached(cacheFile: string): Promise<Cached> {
   let text: string;
+  let age: number;
   try {
-    text = await readFile(cacheFile, 'utf8');
+    [text, age] = await Promise.all([readFile(cacheFile, 'utf8'), stat(cacheFile).then((s) => Date.now() - s.mtimeMs)]);
   } catch {
-    return { seen: false, manifest: null };
+    return { seen: false, manifest: null, fresh: false };
   }
   try {
-    return { seen: true, manifest: parseManifest(text, where) };
+    return { seen: true, manifest: parseManifest(text, cacheFile), fresh: age >= 0 && age < REVERIFY_MS };
   } catch {
-    return { seen: true, manifest: null };
+    return { seen: true, manifest: null, fresh: false };
   }
 }
 
@@ -112,8 +128,10 @@ export async function ensureManifest(
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline },
 ): Promise<RepoManifest | null> {
   const cacheFile = join(repoCacheDir(ctx.spool, storage.cacheKey), MANIFEST_KEY);
-  const [cached, stored] = await Promise.all([readCached(cacheFile, cacheFile), remoteOnce(storage, ctx)]);
-  let manifest = stored;
+  const cached = await readCached(cacheFile);
+  // (a mismatch is never decided from the copy: the repository may have been recreated since)
+  if (cached.manifest && cached.fresh && !storage.url.startsWith('file://') && (!h || matches(cached.manifest, h))) return cached.manifest;
+  let manifest = await readShared(storage, ctx);
   if (!manifest) {
     if (cached.seen) throw vanished(storage, cacheFile);
     if (!h) return null;
@@ -125,6 +143,8 @@ export async function ensureManifest(
     await ensureDir(join(cacheFile, '..'))
       .then(() => writeFileAtomic(cacheFile, Buffer.from(JSON.stringify(manifest))))
       .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
+  } else {
+    await utimes(cacheFile, new Date(), new Date()).catch(() => undefined); // found equal: fresh again
   }
   return manifest;
 }
@@ -143,6 +163,5 @@ async function createManifest(storage: Storage, h: WalHeader, ctx: { policy: Ret
     manifest = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
     if (!manifest) throw repoMismatchError(`repository manifest ${storage.url}/${MANIFEST_KEY} vanished while being created`);
   }
-  verified.set(storage.cacheKey, { at: Date.now(), manifest: Promise.resolve(manifest) });
   return manifest;
 }

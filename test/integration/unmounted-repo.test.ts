@@ -1,12 +1,14 @@
 // A file:// repository on a share that is not mounted is an empty directory: walvault must not
 // archive into it (that is local disk, gone with the machine) just because its spool remembers the
-// repository. The spool is only a cache: the repository's own walvault.json decides.
+// repository. The spool is only a cache: the repository's own walvault.json decides. (The S3 case,
+// a repository deleted or recreated, runs against each S3 store the run has.)
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/common/hash.js';
 import { createFileStorage } from '../../src/storage/file/driver.js';
+import { createTestBucket, deleteRaw, envFor, listKeys, testStores } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
 
@@ -96,5 +98,27 @@ describe('a file:// repository that is suddenly empty', () => {
     expect(r.code, r.stderr).toBe(6);
     expect(r.stderr).toMatch(/RepositoryMismatch: .*holds system 7999999999999999999/);
     expect(readdirSync(t.mnt)).toEqual(['walvault.json']);
+  });
+});
+
+describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository that lost walvault.json on $name', (store) => {
+  it('trust: an unmounted share or a wrong endpoint is never archived into (S3 repository deleted)', async () => {
+    const work = await tempDir('wv-unmounted-s3');
+    const bucket = await createTestBucket(store, 'unmounted');
+    const env = { ...envFor(store, bucket, 'db'), WALVAULT_SPOOL: join(work, 'spool'), WALVAULT_LOOKAHEAD: '0', WALVAULT_DEADLINE: '20' };
+    const s1 = await writeFakeSegment(work, 1);
+    expect((await runWalvault(['wal-push', s1.path, s1.name], { env })).code).toBe(0);
+    // The repository is deleted. Within a minute of the last check the spool's copy stands for
+    // it (one GET saved per push); after that, the store is asked again.
+    for (const key of await listKeys(store, bucket, 'db/')) await deleteRaw(store, bucket, key);
+    const repos = join(work, 'spool', 'repos');
+    const copy = join(repos, readdirSync(repos)[0]!, 'walvault.json');
+    const past = new Date(Date.now() - 120_000);
+    await utimes(copy, past, past);
+    const s2 = await writeFakeSegment(work, 2);
+    const r = await runWalvault(['wal-push', s2.path, s2.name], { env });
+    expect(r.code, r.stderr).toBe(13);
+    expect(r.stderr).toMatch(/ERROR: MissingBucket: repository s3:\/\/.*holds no walvault\.json.*remove .* and retry/);
+    expect(await listKeys(store, bucket, 'db/')).toEqual([]);
   });
 });
