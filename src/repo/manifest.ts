@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { missingBucketError, repoMismatchError } from '../common/errors.js';
@@ -117,6 +118,35 @@ function vanished(storage: Storage, cacheFile: string): Error {
 }
 
 /**
+ * `<spool>/repos/by-url/<hash>`: the spool key (URL and endpoint) this spool last archived a URL
+ * through. The spool is keyed by endpoint, so a wrong endpoint is a repository it has never seen;
+ * this remembers that the same bucket and prefix were archived elsewhere, so that an empty bucket of
+ * that name on a wrong endpoint is refused rather than started as a new repository.
+ */
+function urlIndexFile(spool: string, url: string): string {
+  return join(spool, 'repos', 'by-url', createHash('sha256').update(url).digest('hex').slice(0, 16));
+}
+
+async function refuseOtherEndpoint(storage: Storage, spool: string): Promise<void> {
+  const index = urlIndexFile(spool, storage.url);
+  const other = await readFile(index, 'utf8').catch(() => null);
+  if (other === null || other === storage.cacheKey) return;
+  throw missingBucketError(
+    `repository ${storage.url} holds no ${MANIFEST_KEY} at this endpoint, but this spool archived ${storage.url} through another ` +
+      `endpoint or profile (${repoCacheDir(spool, other)}): the endpoint may be wrong; nothing was written. ` +
+      `If this is a new repository on purpose, remove ${index} and retry`,
+  );
+}
+
+async function remember(storage: Storage, spool: string): Promise<void> {
+  const index = urlIndexFile(spool, storage.url);
+  if ((await readFile(index, 'utf8').catch(() => null)) === storage.cacheKey) return;
+  await ensureDir(join(index, '..'))
+    .then(() => writeFileAtomic(index, Buffer.from(storage.cacheKey)))
+    .catch((e) => log.debug(`cannot record the repository in ${index}: ${String(e)}`));
+}
+
+/**
  * Checks that the repository is the one this spool archived to and holds `h`'s system, creating
  * walvault.json from `h` on the very first push. Without a header (history, backup label files)
  * it only checks the repository is there. Returns the repository's manifest (null: none yet).
@@ -134,6 +164,7 @@ export async function ensureManifest(
   let manifest = await readShared(storage, ctx);
   if (!manifest) {
     if (cached.seen) throw vanished(storage, cacheFile);
+    await refuseOtherEndpoint(storage, ctx.spool);
     if (!h) return null;
     manifest = await createManifest(storage, h, ctx);
   }
@@ -143,6 +174,7 @@ export async function ensureManifest(
     await ensureDir(join(cacheFile, '..'))
       .then(() => writeFileAtomic(cacheFile, Buffer.from(JSON.stringify(manifest))))
       .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
+    await remember(storage, ctx.spool);
   } else {
     await utimes(cacheFile, new Date(), new Date()).catch(() => undefined); // found equal: fresh again
   }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sha256Hex } from '../../src/common/hash.js';
 import { createFileStorage } from '../../src/storage/file/driver.js';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, listKeys, testStores } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
@@ -112,7 +113,7 @@ describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository th
     // it (one GET saved per push); after that, the store is asked again.
     for (const key of await listKeys(store, bucket, 'db/')) await deleteRaw(store, bucket, key);
     const repos = join(work, 'spool', 'repos');
-    const copy = join(repos, readdirSync(repos)[0]!, 'walvault.json');
+    const copy = readdirSync(repos).map((d) => join(repos, d, 'walvault.json')).find((f) => existsSync(f))!;
     const past = new Date(Date.now() - 120_000);
     await utimes(copy, past, past);
     const s2 = await writeFakeSegment(work, 2);
@@ -120,5 +121,26 @@ describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository th
     expect(r.code, r.stderr).toBe(13);
     expect(r.stderr).toMatch(/ERROR: MissingBucket: repository s3:\/\/.*holds no walvault\.json.*remove .* and retry/);
     expect(await listKeys(store, bucket, 'db/')).toEqual([]);
+  });
+
+  it('trust: an unmounted share or a wrong endpoint is never archived into (wrong endpoint)', async () => {
+    const work = await tempDir('wv-wrong-endpoint');
+    const bucket = await createTestBucket(store, 'endpoint');
+    const env = { ...envFor(store, bucket, 'db'), WALVAULT_SPOOL: join(work, 'spool'), WALVAULT_LOOKAHEAD: '0', WALVAULT_DEADLINE: '20' };
+    const s1 = await writeFakeSegment(work, 1);
+    expect((await runWalvault(['wal-push', s1.path, s1.name], { env })).code).toBe(0);
+    // Another endpoint with a bucket of the same name that holds no repository (a proxy in front of
+    // the same store, answering NoSuchKey for walvault.json).
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      proxy.addRule({ method: ['GET', 'HEAD'], path: /\/db\/walvault\.json(\?|$)/, action: fault.status(404, 'NoSuchKey') });
+      const s2 = await writeFakeSegment(work, 2);
+      const r = await runWalvault(['wal-push', s2.path, s2.name], { env: { ...env, AWS_ENDPOINT_URL_S3: proxy.url } });
+      expect(r.code, r.stderr).toBe(13);
+      expect(r.stderr).toMatch(/MissingBucket: repository s3:\/\/.* holds no walvault\.json at this endpoint, but this spool archived .* through another endpoint/);
+      expect(proxy.log.filter((q) => q.method !== 'GET' && q.method !== 'HEAD')).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 });
