@@ -42,7 +42,7 @@ export async function tryFastPush(config: Config, path: string, name: string): P
   const rec = await readPushRecord(cache, name);
   if (!rec) return null;
   if (rec.repo !== repo) return null;
-  if (!(await stillStored(repo, wal))) {
+  if (!(await stillStored(config.repo, wal))) {
     logLine(config, 'wal-push', 'warn', `${name} was uploaded ahead to ${repo} but is not there now; pushing it normally`);
     return null;
   }
@@ -56,8 +56,7 @@ export async function tryFastPush(config: Config, path: string, name: string): P
   return { sha256: rec.sha256, size: rec.size, repo };
 }
 
-async function stillStored(repo: string, wal: WalName): Promise<boolean> {
-  if (!repo.startsWith('file://')) return true;
+async function stillStored(repo: string | undefined, wal: WalName): Promise<boolean> {
   const loc = parseRepoUrl(repo);
   if (loc.scheme !== 'file') return true;
   return stat(join(loc.dir, ...walObjectKey(wal).split('/'))).then(
