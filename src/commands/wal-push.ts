@@ -8,7 +8,7 @@ import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../spool/lo
 import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../spool/push-batch.js';
 import { listPushRecords, pruneRecords } from '../spool/push-records.js';
 import { askPusher, pusherDir, startPusher } from '../spool/pusher.js';
-import { openStorage, storageUrlOf } from '../storage/open.js';
+import { openStorage, repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { advanceHighWater } from '../wal/high-water.js';
 import { dropIfOverLimit, flushGapMarkers } from '../wal/ready-queue.js';
 import { parseWalName } from '../wal/names.js';
@@ -38,12 +38,13 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
   }
   const repoUrl = storageUrlOf(config.repo);
+  const repoKey = repoKeyOf(config) ?? repoUrl;
   if (config.maxReadyBytes !== undefined && (wal.kind === 'segment' || wal.kind === 'partial')) {
-    if (await dropIfOverLimit(path, name, config.maxReadyBytes, { spool: config.spool, repoUrl })) return 0;
+    if (await dropIfOverLimit(path, name, config.maxReadyBytes, { spool: config.spool, repoKey })) return 0;
   }
 
   const walDir = dirname(path);
-  const repoCache = repoCacheDir(config.spool, repoUrl);
+  const repoCache = repoCacheDir(config.spool, repoKey);
   // The look-ahead worker of this pg_wal may have it in hand already: no need to load the SDK here.
   if (config.lookahead > 0) {
     const waitMs = Math.min(config.attemptTimeout, config.deadline / 2) * 1000;

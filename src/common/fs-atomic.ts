@@ -103,6 +103,30 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * mkdir -p for data that must survive a crash: each directory created is made durable by an fsync
+ * of its parent (a new directory's entry lives in the parent). The common case, an existing
+ * directory, costs one stat().
+ */
+export async function ensureDirDurable(dir: string, mode: number): Promise<void> {
+  const missing: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      await stat(d);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(d) === d) throw e;
+      missing.push(d);
+    }
+  }
+  for (const d of missing.reverse()) {
+    await mkdir(d, { mode }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e; // a concurrent writer made it: its entry is synced below all the same
+    });
+    await fsyncDir(dirname(d));
+  }
+}
+
 export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
   try {
     await mkdir(dir, { recursive: true, mode });

@@ -1,16 +1,24 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { elapsed } from '../common/log.js';
-import { parseWalName } from '../wal/names.js';
+import { parseWalName, walObjectKey, type WalName } from '../wal/names.js';
 import { logLine } from './light.js';
 import { readPushRecord, removePushRecord, verifyAgainstRecord } from './push-records.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
-import { repoUrlOf } from '../storage/open.js';
+import { parseRepoUrl, repoKeyOf, repoUrlOf } from '../storage/open.js';
 
 // The no-network path of wal-push: PostgreSQL asks to archive a file that an earlier wal-push already
 // uploaded by look-ahead. Exit 0 is only allowed after re-reading the local file and finding exactly
 // the size and SHA-256 recorded when it was uploaded; anything else (no record, unreadable record,
 // different content under the same name) falls through to the normal push, which then uploads or
 // refuses on conflict. Runs before the storage driver (and the AWS SDK) is loaded.
+//
+// A record only says the file WAS stored. For a file:// repository, whether the object is still
+// there costs one stat(), so it is asked: a share unmounted (or a repository deleted) since the
+// look-ahead upload sends the call to the normal push, which refuses (MissingBucket). On S3 that
+// would be a request per file, the very cost the fast path exists to avoid; the record is seconds
+// old and was written only after the store confirmed the write, under a verified manifest.
 
 export interface FastPushHit {
   sha256: string;
@@ -21,17 +29,23 @@ export interface FastPushHit {
 /** Returns the verified record, or null when the normal push must run. Never throws. */
 export async function tryFastPush(config: Config, path: string, name: string): Promise<FastPushHit | null> {
   // Name validation before any I/O: the name becomes a file name in the spool.
+  let wal: WalName;
   try {
-    parseWalName(name);
+    wal = parseWalName(name);
   } catch {
     return null; // the normal path reports it
   }
   const repo = repoUrlOf(config.repo);
-  if (!repo) return null; // the normal path reports the configuration error
-  const cache = repoCacheDir(config.spool, repo);
+  const key = repoKeyOf(config);
+  if (!repo || !key) return null; // the normal path reports the configuration error
+  const cache = repoCacheDir(config.spool, key);
   const rec = await readPushRecord(cache, name);
   if (!rec) return null;
   if (rec.repo !== repo) return null;
+  if (!(await stillStored(config.repo, wal))) {
+    logLine(config, 'wal-push', 'warn', `${name} was uploaded ahead to ${repo} but is not there now; pushing it normally`);
+    return null;
+  }
   const v = verifyAgainstRecord(path, rec);
   if (!v.ok) {
     logLine(config, 'wal-push', 'warn', `look-ahead record for ${name} not trusted (${v.reason}); pushing it normally`);
@@ -40,6 +54,15 @@ export async function tryFastPush(config: Config, path: string, name: string): P
     return null;
   }
   return { sha256: rec.sha256, size: rec.size, repo };
+}
+
+async function stillStored(repo: string | undefined, wal: WalName): Promise<boolean> {
+  const loc = parseRepoUrl(repo);
+  if (loc.scheme !== 'file') return true;
+  return stat(join(loc.dir, ...walObjectKey(wal).split('/'))).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 }
 
 export function logFastPathHit(config: Config, name: string, sha256: string, repo: string, started: bigint): void {

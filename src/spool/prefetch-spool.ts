@@ -6,7 +6,7 @@ import type { Config } from '../common/config.js';
 import { log } from '../common/log.js';
 import { startWorker } from './worker-control.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
-import { repoUrlOf } from '../storage/open.js';
+import { repoKeyOf } from '../storage/open.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
@@ -135,9 +135,9 @@ export function readRecord(dir: string, name: string): PrefetchRecord | null {
  * and by the first wal-fetch that had to read it), or null when there is none yet.
  */
 export async function prefetchContextFromCache(config: Config): Promise<PrefetchContext | null> {
-  const url = repoUrlOf(config.repo);
-  if (!url) return null;
-  const cache = repoCacheDir(config.spool, url);
+  const key = repoKeyOf(config);
+  if (!key) return null;
+  const cache = repoCacheDir(config.spool, key);
   try {
     return contextFromManifest(cache, JSON.parse(await readFile(join(cache, 'walvault.json'), 'utf8')));
   } catch {

@@ -8,7 +8,7 @@ import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
 import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './prefetch-spool.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
-import { repoUrlOf } from '../storage/open.js';
+import { repoKeyOf } from '../storage/open.js';
 
 /**
  * The prefetch spool directory of this restore, keyed by repository, system identifier and data
@@ -19,11 +19,11 @@ export async function prefetchContext(config: Config, storage: Storage, deadline
   try {
     const cached = await prefetchContextFromCache(config);
     if (cached) return cached;
-    const url = repoUrlOf(config.repo);
-    if (!url) return null;
+    const key = repoKeyOf(config);
+    if (!key) return null;
     const remote = await readRemoteManifest(storage, retryPolicy(config), deadline);
     if (!remote) return null;
-    const cache = repoCacheDir(config.spool, url);
+    const cache = repoCacheDir(config.spool, key);
     await ensureDir(cache).then(() => writeFileAtomic(join(cache, MANIFEST_KEY), Buffer.from(JSON.stringify(remote))));
     return contextFromManifest(cache, remote);
   } catch (e) {

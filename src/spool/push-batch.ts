@@ -27,7 +27,7 @@ export async function pushWalFile(
   policy: RetryPolicy = retryPolicy(config),
 ): Promise<{ outcome: PushOutcome; storedSize: number }> {
   const what = `wal-push ${file.wal.name}`;
-  if (file.header) await ensureManifest(storage, file.header, file.path, { spool: config.spool, policy, deadline });
+  await ensureManifest(storage, file.header, file.path, { spool: config.spool, policy, deadline });
   const mine: StoredMeta = { sha256: file.sha256, size: file.size, codec: file.codec };
   const key = walObjectKey(file.wal);
   const stored = bodySize(file.body);

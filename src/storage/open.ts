@@ -2,7 +2,7 @@ import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
-import { repoCacheDir } from '../repo/cache-dir.js';
+import { repoCacheDir, repoCacheKey } from '../repo/cache-dir.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
 
@@ -52,6 +52,16 @@ export function repoUrlOf(repo: string | undefined): string | undefined {
   }
 }
 
+/**
+ * The repository's spool key (Storage.cacheKey of the storage openStorage(config) returns), or
+ * undefined for a missing or invalid repository. The endpoint is part of it for s3:// only.
+ */
+export function repoKeyOf(config: Pick<Config, 'repo' | 's3Endpoint' | 's3Profile'>): string | undefined {
+  const url = repoUrlOf(config.repo);
+  if (!url) return undefined;
+  return url.startsWith('s3://') ? repoCacheKey(url, { endpoint: config.s3Endpoint, profile: config.s3Profile }) : repoCacheKey(url);
+}
+
 export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: string }): S3Options {
   return {
     bucket: loc.bucket,
@@ -73,7 +83,7 @@ export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: str
     idleTimeoutMs: config.idleTimeout * 1000,
     partSize: config.s3PartSize,
     queueSize: config.s3QueueSize,
-    capabilityFile: join(repoCacheDir(config.spool, storageUrlOf(config.repo)), 's3-capabilities.json'),
+    capabilityFile: join(repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo)), 's3-capabilities.json'),
   };
 }
 

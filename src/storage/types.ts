@@ -79,6 +79,9 @@ export interface Storage {
   /** Human-readable location, secrets removed, e.g. `s3://bucket/prefix` or `file:///srv/wal`. */
   readonly url: string;
 
+  /** What decides which objects this storage reaches (src/repo/cache-dir.ts repoCacheKey): keys the spool. */
+  readonly cacheKey: string;
+
   /**
    * Create `key` only if it does not exist. On an existing key returns its info (metadata) and
    * leaves it untouched. S3: one PutObject with `If-None-Match: *` and Content-MD5; stores that answer

@@ -113,7 +113,7 @@ export async function advanceHighWater(
   last: string,
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline; intervalMs: number; force?: boolean },
 ): Promise<void> {
-  const file = join(repoCacheDir(ctx.spool, storage.url), `timeline-${timeline}.json`);
+  const file = join(repoCacheDir(ctx.spool, storage.cacheKey), `timeline-${timeline}.json`);
   // A small budget of its own: a store that keeps failing this write must not slow every push down
   // to the full retry deadline when the WAL itself is already safe.
   const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));

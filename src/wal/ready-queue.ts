@@ -41,8 +41,8 @@ export function gapMarkerKey(name: string): string {
   return `state/gaps/${name}.json`;
 }
 
-function pendingDir(spool: string, repoUrl: string): string {
-  return join(repoCacheDir(spool, repoUrl), 'pending-gaps');
+function pendingDir(spool: string, repoKey: string): string {
+  return join(repoCacheDir(spool, repoKey), 'pending-gaps');
 }
 
 /**
@@ -53,7 +53,7 @@ export async function dropIfOverLimit(
   walPath: string,
   name: string,
   limit: number,
-  ctx: { spool: string; repoUrl: string },
+  ctx: { spool: string; repoKey: string },
 ): Promise<boolean> {
   const backlog = await readyBacklogBytes(dirname(walPath));
   if (backlog.bytes <= limit) return false;
@@ -69,7 +69,7 @@ export async function dropIfOverLimit(
     `DROPPING ${name} WITHOUT ARCHIVING IT: ${backlog.files} files (${formatBytes(backlog.bytes)}) wait for archiving, ` +
       `over maxReadyBytes ${formatBytes(limit)}. Point-in-time recovery across ${name} is now impossible; take a new base backup.`,
   );
-  const dir = pendingDir(ctx.spool, ctx.repoUrl);
+  const dir = pendingDir(ctx.spool, ctx.repoKey);
   await ensureDir(dir);
   await writeFileAtomic(join(dir, `${name}.json`), Buffer.from(JSON.stringify(marker)));
   return true;
@@ -80,7 +80,7 @@ export async function flushGapMarkers(
   storage: Storage,
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline },
 ): Promise<void> {
-  const dir = pendingDir(ctx.spool, storage.url);
+  const dir = pendingDir(ctx.spool, storage.cacheKey);
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
   if (names.length === 0) return;
   const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));

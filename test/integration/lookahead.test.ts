@@ -8,7 +8,8 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, chownToPostgres, PgCluster, PG_BIN_DIR, runAsPostgres } from '../support/pg.js';
+import { chownToPostgres, PgCluster, PG_BIN_DIR, runAsPostgres } from '../support/pg.js';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, envFor, getRaw, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
@@ -61,12 +62,14 @@ function killWorkers(dir: string): void {
 describe(`look-ahead push on ${store.name}`, () => {
   let bucket: string;
   let work: string;
+  const proxies: FaultProxy[] = [];
   beforeAll(async () => {
     bucket = await createTestBucket(store, 'lookahead');
     work = await tempDir('wv-lookahead');
   });
   afterAll(async () => {
     killWorkers(work);
+    for (const p of proxies) await p.close();
     await cleanupAll();
   });
 
@@ -82,15 +85,30 @@ describe(`look-ahead push on ${store.name}`, () => {
       segs.push(seg);
     }
     for (const name of extra) await writeFile(join(walDir, 'archive_status', `${name}.ready`), '');
-    const env = { ...envFor(store, bucket, label), WALVAULT_SPOOL: join(dir, 'spool'), WALVAULT_DEADLINE: '20', WALVAULT_HIGH_WATER_INTERVAL: '0.001' };
-    const down = { ...env, AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${await freePort()}`, WALVAULT_DEADLINE: '2', WALVAULT_RETRY_MAX_DELAY: '0.2' };
-    const push = (seg: { name: string }, e: Record<string, string> = env) =>
-      runWalvault(['wal-push', `pg_wal/${seg.name}`, seg.name], { env: e, cwd: pgdata });
+    // The store is reached through a proxy so that it can be "down" at the same endpoint: the spool
+    // (and its look-ahead records) belongs to one endpoint, another endpoint is another repository.
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    proxies.push(proxy);
+    const env = { ...envFor(store, bucket, label), AWS_ENDPOINT_URL_S3: proxy.url, WALVAULT_SPOOL: join(dir, 'spool'), WALVAULT_DEADLINE: '20', WALVAULT_HIGH_WATER_INTERVAL: '0.001' };
+    const down = { ...env, WALVAULT_DEADLINE: '2', WALVAULT_RETRY_MAX_DELAY: '0.2' };
+    /** Runs `fn` while every request to the store is refused. */
+    const offline = async <T>(fn: () => T | Promise<T>): Promise<T> => {
+      const rule = proxy.addRule({ name: 'store down', action: fault.reset('before') });
+      try {
+        return await fn();
+      } finally {
+        proxy.removeRule(rule);
+      }
+    };
+    const push = (seg: { name: string }, e: Record<string, string> = env) => {
+      const run = () => runWalvault(['wal-push', `pg_wal/${seg.name}`, seg.name], { env: e, cwd: pgdata });
+      return e === down ? offline(run) : run();
+    };
     const stored = async (name: string) => {
       const key = /^[0-9A-F]{24}$/.test(name) ? `${label}/wal/${name.slice(0, 16)}/${name}` : `${label}/wal/${name}`;
       return (await getRaw(store, bucket, key))?.metadata['walvault-sha256'];
     };
-    return { dir, pgdata, walDir, segs, env, down, push, stored };
+    return { dir, pgdata, walDir, segs, env, down, offline, push, stored };
   }
 
   it('uploads the next ready files with their SHA-256, and their own wal-push needs neither the network nor the SDK', async () => {
@@ -131,12 +149,12 @@ describe(`look-ahead push on ${store.name}`, () => {
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: t.dir, ...t.down },
         encoding: 'utf8',
       });
-    const viaNoSdk = run(s3);
+    const viaNoSdk = await t.offline(() => run(s3));
     expect(viaNoSdk.status, viaNoSdk.stderr).toBe(0);
     expect(viaNoSdk.stderr).toMatch(/uploaded ahead/);
     // ...and that build really cannot reach S3: a file without a record fails there.
     await rm(join(t.dir, 'spool', 'repos'), { recursive: true });
-    const slow = run(s4);
+    const slow = await t.offline(() => run(s4));
     expect(slow.status).not.toBe(0);
     expect(slow.stderr).toMatch(/Cannot find module|ERR_MODULE_NOT_FOUND|InternalError/);
   });

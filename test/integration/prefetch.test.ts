@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, testStores, type TestStore } from '../support/stores.js';
 import { fakeSegment, segName } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
@@ -172,5 +173,40 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     expect(a.r.stderr).toMatch(/prefetch spool/);
     expect(b.r.stderr).toMatch(/prefetch spool/);
     expect(a.bytes!.equals(segs[1]![1]) && b.bytes!.equals(segs[1]![1])).toBe(true);
+  });
+
+  it('trust: a worker of another endpoint never serves a fetch', async () => {
+    // Endpoint B is a proxy in front of the same radosgw that answers NoSuchKey for segment 2: the
+    // same bucket name, another endpoint, another answer. A's worker has segment 2 in the spool.
+    const segs = [1, 2, 3, 4].map((n) => seg(n));
+    const t = await setup('endpoint', segs);
+    expect((await t.fetch(segs[0]![0])).r.code).toBe(0);
+    await until('endpoint A to have prefetched segment 2', () => t.spoolFiles(`${segs[1]![0]}.json`).length === 1);
+
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      proxy.addRule({ method: ['GET', 'HEAD'], path: new RegExp(`/${t.key(segs[1]![0])}(\\?|$)`), action: fault.status(404, 'NoSuchKey') });
+      const viaB = { ...t.env, AWS_ENDPOINT_URL_S3: proxy.url };
+      const asked = (name: string) => proxy.log.some((r) => r.url.includes(t.key(name)));
+      const target = join(t.pgdata, 'pg_wal', 'RECOVERYXLOG');
+      await writeFile(target, 'not a segment');
+
+      const b2 = await runWalvault(['wal-fetch', segs[1]![0], 'pg_wal/RECOVERYXLOG'], { env: viaB, cwd: t.pgdata });
+      expect(b2.code, b2.stderr).not.toBe(0);
+      expect(b2.stderr).not.toMatch(/prefetch spool/);
+      expect(asked(segs[1]![0])).toBe(true);
+      expect(readFileSync(target).equals(segs[1]![1])).toBe(false);
+
+      const b3 = await runWalvault(['wal-fetch', segs[2]![0], 'pg_wal/RECOVERYXLOG'], { env: viaB, cwd: t.pgdata });
+      expect(b3.code, b3.stderr).toBe(0);
+      expect(asked(segs[2]![0])).toBe(true);
+      expect(readFileSync(target).equals(segs[2]![1])).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+    // A's own spool still serves A.
+    const a2 = await t.fetch(segs[1]![0]);
+    expect(a2.r.stderr).toMatch(/prefetch spool/);
+    expect(a2.bytes!.equals(segs[1]![1])).toBe(true);
   });
 });

@@ -11,7 +11,7 @@ import { tryFastPush } from '../../src/spool/fast-push.js';
 import { askWorker, serveFromSpool } from '../../src/spool/prefetch-serve.js';
 import { dropEntries, prefetchDir, writeRecord } from '../../src/spool/prefetch-spool.js';
 import { pushRecordDir, verifyFileSync, writePushRecord } from '../../src/spool/push-records.js';
-import { repoUrlOf, storageUrlOf } from '../../src/storage/open.js';
+import { repoKeyOf, repoUrlOf, s3OptionsFrom, storageUrlOf } from '../../src/storage/open.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const root = mkdtempSync(join(tmpdir(), 'wv-spool-unit-'));
@@ -34,6 +34,24 @@ describe('repository keys for the fast paths', () => {
 
   it.each([undefined, '', 's3://B/x', 'http://x', 'file://relative/x'])('%j is not a repository', (url) => {
     expect(repoUrlOf(url)).toBeUndefined();
+  });
+
+  it('the spool key names the endpoint: one bucket name on two endpoints is two repositories', async () => {
+    const key = (env: Record<string, string>) => repoKeyOf(loadConfig({}, env).config);
+    const a = key({ WALVAULT_REPO: 's3://bucket/p', AWS_ENDPOINT_URL_S3: 'http://10.0.0.1:7480' });
+    expect(key({ WALVAULT_REPO: 's3://bucket/p', AWS_ENDPOINT_URL_S3: 'http://10.0.0.2:7480' })).not.toBe(a);
+    expect(key({ WALVAULT_REPO: 's3://bucket/p', AWS_ENDPOINT_URL_S3: 'HTTP://10.0.0.1:7480/' })).toBe(a);
+    expect(key({ WALVAULT_REPO: 's3://bucket/p', AWS_ENDPOINT_URL_S3: 'http://10.0.0.1:7480', WALVAULT_S3_PROFILE: 'other' })).not.toBe(a);
+    // Without an endpoint (AWS) the key is the URL, as in spools written before endpoints were keyed.
+    expect(key({ WALVAULT_REPO: 's3://bucket/p' })).toBe('s3://bucket/p');
+    // An endpoint setting does not change what a file:// repository reads.
+    expect(key({ WALVAULT_REPO: 'file:///srv/wal', AWS_ENDPOINT_URL_S3: 'http://10.0.0.1:7480' })).toBe('file:///srv/wal');
+    // The storage layer keys its spool files (manifest cache, high-water, gap markers) the same way.
+    const config = loadConfig({}, { WALVAULT_REPO: 's3://bucket/p', AWS_ENDPOINT_URL_S3: 'http://10.0.0.1:7480', AWS_REGION: 'x' }).config;
+    const { createS3Storage } = await import('../../src/storage/s3/driver.js');
+    const storage = createS3Storage(s3OptionsFrom(config, { bucket: 'bucket', prefix: 'p' }));
+    expect(storage.cacheKey).toBe(repoKeyOf(config));
+    storage.close();
   });
 });
 

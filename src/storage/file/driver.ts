@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -12,7 +12,7 @@ import {
   WalvaultError,
   isWalvaultError,
 } from '../../common/errors.js';
-import { writeFileAtomic } from '../../common/fs-atomic.js';
+import { ensureDirDurable, writeFileAtomic } from '../../common/fs-atomic.js';
 import { TEMP_MARK } from '../../common/temp-names.js';
 import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
@@ -35,10 +35,12 @@ export function createFileStorage(root: string): Storage {
 
 class FileStorage implements Storage {
   readonly url: string;
+  readonly cacheKey: string;
   private rootChecked = false;
 
   constructor(private readonly root: string) {
     this.url = `file://${root}`;
+    this.cacheKey = this.url;
   }
 
   private path(key: string): string {
@@ -125,7 +127,7 @@ class FileStorage implements Storage {
 
   private async write(key: string, target: string, data: Buffer | Readable, mode: 'create' | 'replace', opts?: CallOptions, verify?: () => void) {
     try {
-      await mkdir(dirname(target), { recursive: true, mode: 0o750 });
+      await ensureDirDurable(dirname(target), 0o750);
       return await writeFileAtomic(target, data, { mode, fileMode: 0o640, ...(opts?.signal ? { signal: opts.signal } : {}), ...(verify ? { verify } : {}) });
     } catch (e) {
       throw mapFsError(e, 'write', key);

@@ -37,6 +37,7 @@ import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, 
 import type { S3Options } from './options.js';
 import { multipartUpload, partSizeFor } from './upload.js';
 import { rememberCapability, readCapability, withoutConditionalWrites } from './capabilities.js';
+import { repoCacheKey } from '../../repo/cache-dir.js';
 
 const DELETE_BATCH = 1000;
 
@@ -46,6 +47,7 @@ export function createS3Storage(opts: S3Options): Storage {
 
 class S3Storage implements Storage {
   readonly url: string;
+  readonly cacheKey: string;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -59,6 +61,7 @@ class S3Storage implements Storage {
     this.bucket = opts.bucket;
     this.prefix = trimSlashes(opts.prefix ?? '');
     this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
+    this.cacheKey = repoCacheKey(this.url, opts);
     this.client = createS3Client(opts).client;
     this.storeId = `${opts.endpoint ?? 'aws'}|${opts.bucket}`;
     if (opts.conditionalWrites === 'auto' && opts.capabilityFile && readCapability(opts.capabilityFile, this.storeId)) {
