@@ -1,9 +1,8 @@
-import { decompressStream, parseCodec } from '../codec/codec.js';
 import { backupError, isWalvaultError } from '../common/errors.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { readAll } from '../repo/objects.js';
+import { getVerifiedSmall } from '../repo/objects.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn } from '../wal/names.js';
 import { BACKUP_ID_GRAMMAR, validateBackupInfo } from './sentinel-check.js';
@@ -87,18 +86,13 @@ export function sentinelBody(info: BackupInfo): { body: Buffer; meta: Record<str
   return { body, meta: { sha256: sha256Hex(body), size: String(body.length), codec: 'none' } };
 }
 
-/** An object's bytes as text, decompressed per its codec metadata (WAL history files, backup.json). */
+/** Larger than any backup.json or timeline history file walvault writes. */
+const MAX_TEXT_OBJECT = 16 * 1024 * 1024;
+
+/** A small object's text (WAL history files, backup.json), verified against its metadata like every read. */
 export async function readObjectText(storage: Storage, key: string, signal: AbortSignal): Promise<string | null> {
-  const got = await storage.get(key, { signal });
-  if (!got) return null;
-  const where = `${storage.url}/${key}`;
-  const declared = Number(got.info.meta['size']);
-  const limit = Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined;
-  const codec = parseCodec(got.info.meta['codec'] ?? 'none', `${where} codec`);
-  const d = decompressStream(codec);
-  if (!d) return (await readAll(got.body, limit, where)).toString('utf8');
-  d.end(await readAll(got.body, undefined, where));
-  return (await readAll(d, limit, where)).toString('utf8');
+  const body = await getVerifiedSmall(storage, key, MAX_TEXT_OBJECT, signal);
+  return body === null ? null : body.toString('utf8');
 }
 
 /** A backup.json that exists: validated field by field (a BackupError naming the object otherwise). */
@@ -146,7 +140,8 @@ export async function listBackups(
     const batch = await Promise.all(
       keys.slice(i, i + 8).map((k) =>
         readSentinel(storage, k, policy, deadline).catch((e: unknown) => {
-          if (!isWalvaultError(e) || e.code !== 'BackupError') throw e;
+          // Damaged (fails its SHA-256 after the retries) or invalid: that backup is left out, never the listing.
+          if (!isWalvaultError(e) || !['BackupError', 'CorruptObject', 'IntegrityError'].includes(e.code)) throw e;
           rejected.set(k.slice(BACKUPS_PREFIX.length).split('/')[0]!, e);
           return null;
         }),

@@ -1,9 +1,8 @@
 import type { Readable } from 'node:stream';
-import { ExitCode, integrityError, WalvaultError } from '../common/errors.js';
-import { sha256Hex } from '../common/hash.js';
+import { ExitCode, WalvaultError } from '../common/errors.js';
 import type { ObjectInfo } from '../storage/types.js';
 import { isValidSegmentSize } from '../wal/header.js';
-import { parseStoredMeta } from './objects.js';
+import { verifiedBody } from './objects.js';
 
 // walvault.json as read back from a repository (or the spool's copy) is data from outside: every
 // field is checked before anything uses it (the system identifier names spool directories, the
@@ -79,25 +78,13 @@ export function parseManifest(text: string, where: string): RepoManifest {
  * or an oversized object is not a manifest walvault wrote (CorruptObject).
  */
 export async function verifiedManifestText(info: ObjectInfo, body: Readable, where: string): Promise<string> {
-  const meta = parseStoredMeta(info, where);
-  if (meta.codec !== 'none') throw corrupt(where, `stored with codec ${meta.codec}`);
-  if (meta.size > MAX_MANIFEST_BYTES || info.storedSize > MAX_MANIFEST_BYTES) throw corrupt(where, `${Math.max(meta.size, info.storedSize)} bytes`);
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const c of body) {
-    bytes += (c as Buffer).length;
-    if (bytes > MAX_MANIFEST_BYTES) {
-      body.destroy();
-      throw corrupt(where, `more than ${MAX_MANIFEST_BYTES} bytes`);
-    }
-    chunks.push(c as Buffer);
+  if (info.meta['codec'] !== undefined && info.meta['codec'] !== 'none') {
+    body.destroy();
+    throw corrupt(where, `stored with codec ${info.meta['codec']}`);
   }
-  const buf = Buffer.concat(chunks);
-  const digest = sha256Hex(buf);
-  if (buf.length !== meta.size || digest !== meta.sha256) {
-    throw integrityError(
-      `${where} failed verification: got ${buf.length} bytes with SHA-256 ${digest}, expected ${meta.size} bytes with SHA-256 ${meta.sha256}`,
-    );
+  if (info.storedSize > MAX_MANIFEST_BYTES) {
+    body.destroy();
+    throw corrupt(where, `${info.storedSize} bytes`);
   }
-  return buf.toString('utf8');
+  return (await verifiedBody(info, body, where, MAX_MANIFEST_BYTES)).toString('utf8');
 }

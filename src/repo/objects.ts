@@ -56,57 +56,55 @@ export async function readAll(stream: Readable, limit = SMALL_OBJECT_LIMIT, what
 }
 
 /**
- * GET a small object (a state object, a timeline history file) into memory, verified like every
- * download: metadata present, declared size at most `maxSize`, output never past the declared size,
- * SHA-256 and size equal to the metadata. Null on an authoritative "not found".
+ * GET a small object (a state object, a timeline history file, backup.json) into memory, verified like
+ * every download: metadata present, declared size at most `maxSize`, output never past the declared
+ * size, SHA-256 and size equal to the metadata. Null on an authoritative "not found".
  */
 export async function readVerifiedSmall(
   storage: Storage,
   key: string,
   ctx: { policy: RetryPolicy; deadline: Deadline; what: string; maxSize: number },
 ): Promise<Buffer | null> {
-  const where = `${storage.url}/${key}`;
-  return withRetry(ctx.what, ctx.policy, ctx.deadline, async (signal) => {
-    const got = await storage.get(key, { signal });
-    if (!got) return null;
-    let meta: StoredMeta;
-    try {
-      meta = parseStoredMeta(got.info, where);
-      if (meta.size > ctx.maxSize) {
-        throw new WalvaultError('CorruptObject', ExitCode.integrity, `${where} declares ${meta.size} bytes, more than such an object can hold (${ctx.maxSize})`);
-      }
-    } catch (e) {
-      got.body.destroy();
-      throw e;
+  return withRetry(ctx.what, ctx.policy, ctx.deadline, (signal) => getVerifiedSmall(storage, key, ctx.maxSize, signal));
+}
+
+/** One attempt of readVerifiedSmall, for callers that run their own retry loop. */
+export async function getVerifiedSmall(storage: Storage, key: string, maxSize: number, signal?: AbortSignal): Promise<Buffer | null> {
+  const got = await storage.get(key, signal ? { signal } : {});
+  return got ? verifiedBody(got.info, got.body, `${storage.url}/${key}`, maxSize) : null;
+}
+
+/** The verified, decompressed bytes of a small object whose GET has answered. */
+export async function verifiedBody(info: ObjectInfo, body: Readable, where: string, maxSize: number): Promise<Buffer> {
+  let meta: StoredMeta;
+  try {
+    meta = parseStoredMeta(info, where);
+    if (meta.size > maxSize) {
+      throw new WalvaultError('CorruptObject', ExitCode.integrity, `${where} declares ${meta.size} bytes, more than such an object can hold (${maxSize})`);
     }
-    const decompress = decompressStream(meta.codec);
-    // (pipe() does not forward a source error: without this a reset body would hang the loop)
-    if (decompress) got.body.on('error', (e) => decompress.destroy(e));
-    const source: AsyncIterable<Buffer> = decompress ? got.body.pipe(decompress) : got.body;
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    try {
-      for await (const c of source) {
-        bytes += (c as Buffer).length;
-        if (bytes > meta.size) {
-          throw new WalvaultError('IntegrityError', ExitCode.integrity, `${where} holds more than the ${meta.size} bytes its metadata declares`);
-        }
-        chunks.push(c as Buffer);
-      }
-    } catch (e) {
-      got.body.destroy();
-      decompress?.destroy();
-      throw classifyDownloadError(e, where, where);
-    }
-    const body = Buffer.concat(chunks);
-    const actual = sha256Hex(body);
-    if (body.length !== meta.size || actual !== meta.sha256) {
-      throw integrityError(
-        `${where} failed verification: got ${body.length} bytes with SHA-256 ${actual}, expected ${meta.size} bytes with SHA-256 ${meta.sha256}`,
-      );
-    }
-    return body;
-  });
+  } catch (e) {
+    body.destroy();
+    throw e;
+  }
+  const decompress = decompressStream(meta.codec);
+  // (pipe() does not forward a source error: without this a reset body would hang the loop)
+  if (decompress) body.on('error', (e) => decompress.destroy(e));
+  const source: Readable = decompress ? body.pipe(decompress) : body;
+  let buf: Buffer;
+  try {
+    buf = await readAll(source, meta.size, where);
+  } catch (e) {
+    body.destroy();
+    decompress?.destroy();
+    throw classifyDownloadError(e, where, where);
+  }
+  const actual = sha256Hex(buf);
+  if (buf.length !== meta.size || actual !== meta.sha256) {
+    throw integrityError(
+      `${where} failed verification: got ${buf.length} bytes with SHA-256 ${actual}, expected ${meta.size} bytes with SHA-256 ${meta.sha256}`,
+    );
+  }
+  return buf;
 }
 
 /**
