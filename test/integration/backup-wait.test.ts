@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg.js';
 import { createTestBucket, headRaw, listKeys, listMultipartUploads, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
@@ -44,7 +45,9 @@ describe.each(rgw)('backup-push against a failing archive on $name', (store: Tes
     bucket = await createTestBucket(store, 'bwait');
     const home = await tempDir('wv-bwait', { forPostgres: true });
     const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    env = { WALVAULT_CONFIG: configFile, AWS_EC2_METADATA_DISABLED: 'true' };
+    // backup-push runs as root, which must not use postgres's spool (walvault refuses it): a spool of its own.
+    const spool = join(await tempDir('wv-bwait-root'), 'spool');
+    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true' };
     const bin = await walvaultBin();
     pg = await PgCluster.create({
       walSegSizeMb: 1,
