@@ -6,7 +6,6 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   type GetObjectCommandOutput,
-  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -30,10 +29,11 @@ import type {
 import { guardBody } from './body.js';
 import { contentMd5, createS3Client } from './client.js';
 import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
-import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, type S3Op } from './errors.js';
+import { classifyS3Error, describeFailure, errorCode, httpStatus, isNoSuchKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
 import { multipartUpload, partSizeFor } from './upload.js';
 import { rememberCapability, readCapability, withoutConditionalWrites } from './capabilities.js';
+import { checkListing, headObject, type KeyTarget } from './lookup.js';
 
 const DELETE_BATCH = 1000;
 
@@ -179,23 +179,14 @@ class S3Storage implements Storage {
     });
   }
 
+  private keyTarget(key: string): KeyTarget {
+    const fullKey = this.fullKey(key);
+    return { client: this.client, bucket: this.bucket, fullKey, key, target: `s3://${this.bucket}/${fullKey}` };
+  }
+
+  /** null only when a GET confirms the HEAD's 404 with NoSuchKey (src/storage/s3/lookup.ts). */
   async head(key: string, opts?: CallOptions): Promise<ObjectInfo | null> {
-    const where = this.where('HeadObject', key);
-    try {
-      const r = await this.client.send(
-        new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }),
-        opts?.signal ? { abortSignal: opts.signal } : {},
-      );
-      return {
-        key,
-        storedSize: r.ContentLength ?? 0,
-        meta: fromS3Meta(r.Metadata),
-        ...(r.LastModified ? { lastModified: r.LastModified } : {}),
-      };
-    } catch (e) {
-      if (isMissingKey(e)) return null;
-      throw classifyS3Error(e, where);
-    }
+    return headObject(this.keyTarget(key), opts?.signal);
   }
 
   async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
@@ -207,7 +198,8 @@ class S3Storage implements Storage {
         opts?.signal ? { abortSignal: opts.signal } : {},
       );
     } catch (e) {
-      if (isMissingKey(e)) return null;
+      // Only S3's NoSuchKey: an HTML or empty 404 is an endpoint's answer, not the bucket's.
+      if (isNoSuchKey(e)) return null;
       throw classifyS3Error(e, where);
     }
     if (!r.Body) throw unavailableError(`S3 GetObject ${where.target}: the response has no body`);
@@ -236,6 +228,7 @@ class S3Storage implements Storage {
           o,
         ),
       );
+      checkListing(r, this.bucket, where);
       for (const c of r.Contents ?? []) {
         if (c.Key === undefined) continue;
         yield { key: this.relativeKey(c.Key), storedSize: c.Size ?? 0, lastModified: c.LastModified ?? new Date(0) };
