@@ -199,7 +199,7 @@ describe.each(testStores())('faults x wal-push / wal-fetch on $name', (store) =>
         f.on === 'manifest'
           ? new RegExp(`/${escape(prefix)}/walvault\\.json(\\?|$)`)
           : f.on === 'state'
-            ? new RegExp(`/${escape(prefix)}/state/`)
+            ? new RegExp(`/${escape(prefix)}/state/(?!probe/)`) // not the If-None-Match probe
             : keyRe;
       const rule: FaultRule = { method: f.method, path, action: f.action, ...(f.first !== undefined ? { first: f.first } : {}) };
       proxy.addRule(rule);

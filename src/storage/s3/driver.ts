@@ -15,7 +15,6 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { ExitCode, WalvaultError, configError, unavailableError } from '../../common/errors.js';
-import { log } from '../../common/log.js';
 import type {
   CallOptions,
   GetResult,
@@ -32,7 +31,7 @@ import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, isNoSuchKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
 import { multipartUpload, partSizeFor } from './upload.js';
-import { rememberCapability, readCapability, withoutConditionalWrites } from './capabilities.js';
+import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
 
 const DELETE_BATCH = 1000;
@@ -47,8 +46,7 @@ class S3Storage implements Storage {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly writeParams: Pick<PutObjectCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
-  /** Set after the store answered 501 to If-None-Match (Swift): HEAD then PUT from then on. */
-  private noConditionalWrites: boolean;
+  /** The store's identity for what it supports: the same bucket through another endpoint is another store. */
   private readonly storeId: string;
 
   constructor(private readonly opts: S3Options) {
@@ -57,12 +55,7 @@ class S3Storage implements Storage {
     this.prefix = trimSlashes(opts.prefix ?? '');
     this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
     this.client = createS3Client(opts).client;
-    this.storeId = `${opts.endpoint ?? 'aws'}|${opts.bucket}`;
-    if (opts.conditionalWrites === 'auto' && opts.capabilityFile && readCapability(opts.capabilityFile, this.storeId)) {
-      withoutConditionalWrites.add(this.storeId);
-    }
-    this.noConditionalWrites =
-      opts.conditionalWrites === 'off' || (opts.conditionalWrites === 'auto' && withoutConditionalWrites.has(this.storeId));
+    this.storeId = `${opts.endpoint ?? `aws:${opts.region ?? ''}`}|${opts.bucket}`;
     this.writeParams = {};
     if (opts.storageClass) this.writeParams.StorageClass = opts.storageClass as StorageClass;
     if (opts.sse) {
@@ -110,8 +103,22 @@ class S3Storage implements Storage {
     };
   }
 
+  private conditional(): ConditionalContext {
+    return {
+      client: this.client,
+      bucket: this.bucket,
+      probePrefix: this.fullKey(PROBE_PREFIX),
+      putParams: { ContentType: 'application/octet-stream', ...this.writeParams },
+      bucketUrl: `s3://${this.bucket}`,
+      repoUrl: this.url,
+      storeId: this.storeId,
+      mode: this.opts.conditionalWrites,
+      ...(this.opts.capabilityFile ? { capabilityFile: this.opts.capabilityFile } : {}),
+    };
+  }
+
   async putIfAbsent(key: string, body: Buffer, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
-    if (this.noConditionalWrites) return this.headThenPut(key, body, meta, opts);
+    if (!(await conditionalWritesEnforced(this.conditional(), opts?.signal))) return this.headThenPut(key, body, meta, opts);
     const where = this.where('PutObject (If-None-Match)', key);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -133,17 +140,7 @@ class S3Storage implements Storage {
         // A concurrent conditional write to the same key is in progress: worth another attempt.
         if (status === 409 || code === 'ConditionalRequestConflict') throw unavailableError(describeFailure(e, where), { cause: e });
         if (status === 501 || code === 'NotImplemented') {
-          if (this.opts.conditionalWrites === 'on') {
-            throw configError(
-              `${describeFailure(e, where)} (conditional writes are not supported by this store; ` +
-                `set conditional writes to auto or off)`,
-              { cause: e },
-            );
-          }
-          this.noConditionalWrites = true;
-          withoutConditionalWrites.add(this.storeId);
-          if (this.opts.capabilityFile) rememberCapability(this.opts.capabilityFile, this.storeId);
-          log.info(`${this.url}: the store answered 501 to If-None-Match; using HEAD then PUT (not atomic)`);
+          notImplementedAfterProbe(this.conditional(), describeFailure(e, where));
           return this.headThenPut(key, body, meta, opts);
         }
         throw classifyS3Error(e, where);
