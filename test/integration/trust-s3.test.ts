@@ -50,6 +50,8 @@ const NOT_S3_404: [string, FaultAction][] = [
   ['empty 404', fault.empty404()],
   ['a 404 with another S3 error code', fault.status(404, 'NoSuchWebsiteConfiguration', 'The specified bucket does not have a website configuration')],
 ];
+/** Cheap driver-level checks also cover a body that is not XML at all. */
+const ANY_404: [string, FaultAction][] = [...NOT_S3_404, ['plain-text 404', fault.text404()]];
 
 describe.each(testStores())('trust at the edges on $name', (store: TestStore) => {
   let bucket: string;
@@ -171,7 +173,7 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     expect(proxy.seen('GET', /\/wal\/exists(\?|$)/)).toHaveLength(1);
 
     // Both HEAD and GET answered by something that is not the bucket: an error, for either key.
-    for (const [label, action] of NOT_S3_404) {
+    for (const [label, action] of ANY_404) {
       const rule = proxy.addRule({ method: 'GET', action });
       for (const key of ['wal/missing', 'wal/exists']) {
         for (const call of [() => s.head(key), () => s.get(key)]) {
@@ -228,7 +230,8 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     // 200 from something else: an empty body (a health check answer), a page that is not XML.
     const notListings: [string, FaultAction, RegExp][] = [
       ['empty 200', { type: 'status', status: 200, body: 'empty' }, /no ListBucketResult, not a listing of bucket/],
-      ['HTML 200', fault.htmlPage(200), /not S3's XML/],
+      ['HTML 200', fault.htmlPage(200), /no ListBucketResult, not a listing of bucket/],
+      ['plain-text 200', { type: 'status', status: 200, body: 'text' }, /not S3's XML/],
     ];
     for (const [label, action, why] of notListings) {
       const rule = proxy.addRule({ method: 'GET', path: listRe, action });
@@ -240,7 +243,7 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
       proxy.removeRule(rule);
     }
 
-    for (const [label, action] of NOT_S3_404) {
+    for (const [label, action] of ANY_404) {
       const rule = proxy.addRule({ method: 'GET', path: listRe, action });
       const seenBefore = proxy.seen('GET', listRe).length;
       const e = await runWalvault(['backup-list'], { env: t.via(proxy, FEW_RETRIES) });

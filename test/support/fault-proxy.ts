@@ -7,8 +7,8 @@
 //
 // Loopback only. Faults, per rule (first firing rule wins):
 //   status    answer 500 InternalError / 503 SlowDown / 403 AccessDenied (S3 XML error body), or
-//             any status, with an S3 XML error body, a web server's HTML page or an empty body (a
-//             proxy's or a misrouted gateway's 404); the request never reaches the store
+//             any status, with an S3 XML error body, a web server's HTML page, a plain-text line or
+//             an empty body (a proxy's or a misrouted gateway's 404); the request never reaches the store
 //   strip-header  forward without one header (If-None-Match: a store that ignores conditional
 //             writes), signed again with the proxy's secretAccessKey (SigV4 covers the header)
 //   reset     TCP RST at 'before' (nothing forwarded), 'request-body' (part of the request body
@@ -28,8 +28,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { dropHeaderAndResign } from './sigv4.js';
 
-/** What an injected status carries: S3's XML error, a web server's HTML page, or nothing. */
-export type StatusBody = 'xml' | 'html' | 'empty';
+/**
+ * What an injected status carries: S3's XML error, a web server's HTML page (well-formed, so the
+ * SDK parses it: the dangerous kind), a plain-text line (Go's `404 page not found`), or nothing.
+ */
+export type StatusBody = 'xml' | 'html' | 'text' | 'empty';
 
 export type FaultAction =
   | { type: 'status'; status: number; code?: string; message?: string; body?: StatusBody }
@@ -102,6 +105,8 @@ export const fault = {
   accessDenied: (): FaultAction => ({ type: 'status', status: 403 }),
   /** A web server's (or a proxy's) own 404 page, as when the endpoint is not the store. */
   html404: (): FaultAction => ({ type: 'status', status: 404, body: 'html' }),
+  /** A plain-text 404, as Go's net/http answers: not XML at all. */
+  text404: (): FaultAction => ({ type: 'status', status: 404, body: 'text' }),
   /** A 404 with no body at all (a load balancer or gateway with no route). */
   empty404: (): FaultAction => ({ type: 'status', status: 404, body: 'empty' }),
   /** Any status with an HTML page, e.g. 200: a web server that answers everything. */
@@ -425,8 +430,11 @@ export class FaultProxy {
     let type: string | undefined;
     if (a.body === 'html') {
       const title = `${status} ${http.STATUS_CODES[status] ?? 'Error'}`;
-      body = `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n`;
+      body = `<!DOCTYPE html>\n<html><head><title>${title}</title></head>\n<body><h1>${title}</h1><p>The requested URL was not found on this server.</p></body></html>\n`;
       type = 'text/html';
+    } else if (a.body === 'text') {
+      body = `${status} page not found\n`;
+      type = 'text/plain; charset=utf-8';
     } else if (a.body === 'empty') {
       body = '';
     } else {

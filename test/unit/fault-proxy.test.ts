@@ -238,6 +238,7 @@ describe('fault proxy', () => {
     proxy.addRule({ path: /empty/, action: fault.empty404() });
     proxy.addRule({ path: /other/, action: fault.status(404, 'NoSuchWebsiteConfiguration') });
     proxy.addRule({ path: /page200/, action: fault.htmlPage() });
+    proxy.addRule({ path: /text/, action: fault.text404() });
 
     const h = await request('GET', '/b/html');
     expect(h.status).toBe(404);
@@ -260,11 +261,16 @@ describe('fault proxy', () => {
     expect(o.headers?.['content-type']).toBe('application/xml');
     expect(o.body.toString()).toMatch(/<Code>NoSuchWebsiteConfiguration<\/Code>/);
 
+    const tx = await request('GET', '/b/text');
+    expect(tx.status).toBe(404);
+    expect(tx.headers?.['content-type']).toBe('text/plain; charset=utf-8');
+    expect(tx.body.toString()).toBe('404 page not found\n');
+
     const p = await request('GET', '/b/page200');
     expect(p.status).toBe(200);
     expect(p.body.toString()).toMatch(/<title>200 OK<\/title>/);
     expect(seen).toHaveLength(0); // none reached the store
-    expect(proxy.stats().byAction).toMatchObject({ 'status 404 html': 2, 'status 404 empty': 1, 'status 404 NoSuchWebsiteConfiguration': 1 });
+    expect(proxy.stats().byAction).toMatchObject({ 'status 404 html': 2, 'status 404 empty': 1, 'status 404 NoSuchWebsiteConfiguration': 1, 'status 404 text': 1 });
   });
 
   it('SigV4: the signer reproduces the AWS documentation examples', () => {
