@@ -88,7 +88,7 @@ export interface ConditionalContext extends ProbeTarget {
 }
 
 const NOT_ENFORCED: Record<Exclude<ConditionalSupport, 'enforced'>, string> = {
-  unsupported: 'conditional writes are not supported by this store (501 to If-None-Match)',
+  unsupported: 'conditional writes are not supported by this store (it answers HTTP 501 NotImplemented to If-None-Match)',
   ignored: 'the store accepts If-None-Match but does not enforce it (a second conditional write of a probe object succeeded)',
 };
 
