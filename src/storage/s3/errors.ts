@@ -149,14 +149,6 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
   if (code === 'NoSuchBucket') return missingBucketError(`${text} (the bucket does not exist)`, opts);
   // Whoever answered was not S3 saying "no such key" (see isNoSuchKey): an endpoint error, retried.
   if (status === 404) return unavailableError(`${text} (${not404Answer(e)})`, opts);
-  // The SDK could not parse the answer as XML: a web page or another service, not the bucket.
-  if (isNotS3Xml(e)) {
-    return unavailableError(
-      `S3 ${where.op} ${where.target} failed: HTTP ${status ?? '?'} with a body that is not S3's XML` +
-        `${contentType(e) ? ` (${contentType(e)})` : ''}: an endpoint, proxy or gateway answered instead of the bucket: check the endpoint URL`,
-      opts,
-    );
-  }
   if (status === 403 || ACCESS_CODES.has(code)) {
     return accessDeniedError(
       `${text} (check the credentials and the permissions; note that S3 answers 403 instead of 404 for a ` +
@@ -180,6 +172,14 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
     /socket hang up/i.test(sdkMessage(e))
   ) {
     return unavailableError(text, opts);
+  }
+  // An answer the SDK could not parse as XML (a 200 web page, another service): not the bucket.
+  if (isNotS3Xml(e)) {
+    return unavailableError(
+      `S3 ${where.op} ${where.target} failed: HTTP ${status ?? '?'} with a body that is not S3's XML` +
+        `${contentType(e) ? ` (${contentType(e)})` : ''}: an endpoint, proxy or gateway answered instead of the bucket: check the endpoint URL`,
+      opts,
+    );
   }
   return new WalvaultError('StorageError', ExitCode.storageUnavailable, text, { cause: e, retryable: false });
 }
