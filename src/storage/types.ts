@@ -72,7 +72,8 @@ export interface UploadOptions extends CallOptions {
  * use `/` separators. Every method throws a WalvaultError (src/common/errors.ts) on failure:
  * `unavailableError` (retryable) for network/5xx/throttling, `accessDeniedError` for 403 and bad
  * credentials, `missingBucketError` when the bucket/directory does not exist. A missing key is never
- * an exception: it is `null` (an authoritative 404/ENOENT). Retries are NOT done here: callers wrap
+ * an exception: it is `null`, and only on an authoritative answer (S3's NoSuchKey, ENOENT); any other
+ * 404 is an `unavailableError`. Retries are NOT done here: callers wrap
  * calls with src/common/retry.ts so one policy governs every storage call.
  */
 export interface Storage {
@@ -85,7 +86,7 @@ export interface Storage {
   /**
    * Create `key` only if it does not exist. On an existing key returns its info (metadata) and
    * leaves it untouched. S3: one PutObject with `If-None-Match: *` and Content-MD5; stores that answer
-   * 501 to conditional writes fall back to HEAD then PUT (remembered for the process).
+   * 501 to conditional writes or ignore them (found by a probe, remembered in the spool) get HEAD then PUT.
    */
   putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult>;
 

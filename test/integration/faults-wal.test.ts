@@ -24,14 +24,19 @@ const DEADLINE_MS = Number(FAST_TIMEOUTS.WALVAULT_DEADLINE) * 1000;
  */
 const SLACK_MS = 8000;
 
-/** Which key a fault hits: the segment's object, the repository manifest, or the high-water mark (state/). */
-type Target = 'segment' | 'manifest' | 'state';
+/**
+ * Which key a fault hits: the segment's object, the repository manifest, the high-water mark
+ * (state/), or the If-None-Match probe's key (state/probe/, written by the first push to a store).
+ */
+type Target = 'segment' | 'manifest' | 'state' | 'probe';
 interface Fault {
   method: string;
   action: FaultAction;
   /** Only the first N matching requests; default: every one (a persistent fault). */
   first?: number;
   on?: Target;
+  /** Only on these stores (default: all). */
+  stores?: TestStore['name'][];
 }
 
 interface Row {
@@ -85,7 +90,9 @@ const PUSH_ROWS: Row[] = [
   { name: 'bytes flipped in the PUT body once: Content-MD5 catches it, retried', cmd: 'push', faults: [{ method: 'PUT', action: fault.flip(1000, 1, 'request'), first: 1 }], code: 0, stderr: /attempt 1 failed .*HTTP 400 (BadDigest|XAmzContentSHA256Mismatch)/ },
   { name: 'bytes flipped in every PUT body: error, nothing stored', cmd: 'push', faults: [{ method: 'PUT', action: fault.flip(1000, 1, 'request') }], code: 10, stderr: /IntegrityError: .*(BadDigest|XAmzContentSHA256Mismatch)/, maxMs: DEADLINE_MS + SLACK_MS },
   { name: 'delay of 600 ms', cmd: 'push', faults: [{ method: 'PUT', action: fault.delay(600) }], code: 0, minMs: 600 },
-  { name: 'different content already stored, 503 twice first: conflict, object unchanged', cmd: 'push', conflict: true, autoConditional: true, faults: [{ method: 'PUT', action: fault.slowDown(), first: 2 }, { method: 'HEAD', action: fault.slowDown(), first: 1 }], code: 7, stderr: /ArchiveConflict: .*already archived with different content/ },
+  // rgw: the conditional PUT of the segment fails twice, then 412. Swift: its first conditional PUT is
+  // the probe's (501 → HEAD then PUT, where HEAD finds the object), so the 503s hit the probe.
+  { name: 'different content already stored, 503 twice first: conflict, object unchanged', cmd: 'push', conflict: true, autoConditional: true, faults: [{ method: 'PUT', action: fault.slowDown(), first: 2, stores: ['rgw'] }, { method: 'PUT', action: fault.slowDown(), first: 2, on: 'probe', stores: ['swift'] }, { method: 'HEAD', action: fault.slowDown(), first: 1 }], code: 7, stderr: /ArchiveConflict: .*already archived with different content/ },
   { name: 'repository manifest unreadable (GET 500 forever) on the first push', cmd: 'push', freshRepo: true, faults: [{ method: 'GET', action: fault.internalError(), on: 'manifest' }], code: 9, stderr: /StorageUnavailable: read walvault\.json: gave up/, maxMs: DEADLINE_MS + SLACK_MS },
   { name: 'repository manifest GET reset mid-body once', cmd: 'push', freshRepo: true, faults: [{ method: 'GET', action: fault.reset('response-body', 10), first: 1, on: 'manifest' }], code: 0 },
   { name: 'high-water mark cannot be written (PUT 503 forever): the segment is safe, exit 0, warning', cmd: 'push', faults: [{ method: 'PUT', action: fault.slowDown(), on: 'state' }], env: { WALVAULT_HIGH_WATER_INTERVAL: '0.001' }, code: 0, stderr: /WARN: could not update the archive high-water mark for timeline 1: .*SlowDown/ },
@@ -195,12 +202,15 @@ describe.each(testStores())('faults x wal-push / wal-fetch on $name', (store) =>
     }
 
     for (const f of row.faults) {
+      if (f.stores && !f.stores.includes(store.name)) continue;
       const path =
-        f.on === 'manifest'
-          ? new RegExp(`/${escape(prefix)}/walvault\\.json(\\?|$)`)
-          : f.on === 'state'
-            ? new RegExp(`/${escape(prefix)}/state/`)
-            : keyRe;
+        f.on === 'probe'
+          ? new RegExp(`/${escape(prefix)}/state/probe/`)
+          : f.on === 'manifest'
+            ? new RegExp(`/${escape(prefix)}/walvault\\.json(\\?|$)`)
+            : f.on === 'state'
+              ? new RegExp(`/${escape(prefix)}/state/(?!probe/)`) // not the If-None-Match probe
+              : keyRe;
       const rule: FaultRule = { method: f.method, path, action: f.action, ...(f.first !== undefined ? { first: f.first } : {}) };
       proxy.addRule(rule);
     }

@@ -187,7 +187,7 @@ describe.each(stores.map((s) => [s.name, s] as const))('S3 driver on %s', (_name
     expect(raw?.body.equals(body)).toBe(true);
     expect(raw?.metadata).toMatchObject({ 'walvault-sha256': meta.sha256, 'walvault-size': meta.size, 'walvault-codec': 'none' });
 
-    // Second writer with other bytes (Swift: 501 → remembered HEAD-then-PUT fallback).
+    // Second writer with other bytes (Swift: the probe's 501 → remembered HEAD-then-PUT fallback).
     const again = await storage.putIfAbsent('wal/000000010000000000000001', randomBytes(100), { sha256: 'other' });
     expect(again.created).toBe(false);
     if (!again.created) {
@@ -259,9 +259,9 @@ describe.each(stores.map((s) => [s.name, s] as const))('S3 driver on %s', (_name
     }
   });
 
-  it('missing bucket → MissingBucket', async () => {
+  it('missing bucket → MissingBucket, also for a HEAD (never "not found")', async () => {
     const nb = open({ bucket: `wv-missing-${randomBytes(4).toString('hex')}` });
-    for (const call of [() => nb.get('wal/x'), () => nb.put('wal/x', Buffer.from('x'), {}), () => collect(nb.list('wal/'))]) {
+    for (const call of [() => nb.get('wal/x'), () => nb.head('wal/x'), () => nb.put('wal/x', Buffer.from('x'), {}), () => collect(nb.list('wal/'))]) {
       const e = await failure(call());
       expect(e.code).toBe('MissingBucket');
       expect(e.exitCode).toBe(ExitCode.missingBucket);

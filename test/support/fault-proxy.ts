@@ -7,7 +7,10 @@
 //
 // Loopback only. Faults, per rule (first firing rule wins):
 //   status    answer 500 InternalError / 503 SlowDown / 403 AccessDenied (S3 XML error body), or
-//             any status; the request never reaches the store
+//             any status, with an S3 XML error body, a web server's HTML page, a plain-text line or
+//             an empty body (a proxy's or a misrouted gateway's 404); the request never reaches the store
+//   strip-header  forward without one header (If-None-Match: a store that ignores conditional
+//             writes), signed again with the proxy's secretAccessKey (SigV4 covers the header)
 //   reset     TCP RST at 'before' (nothing forwarded), 'request-body' (part of the request body
 //             forwarded, then both sides cut), 'response-body' (headers + part of the body sent),
 //             'after' (the store processed the request; its response is dropped)
@@ -23,9 +26,17 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Writable } from 'node:stream';
+import { dropHeaderAndResign } from './sigv4.js';
+
+/**
+ * What an injected status carries: S3's XML error, a web server's HTML page (well-formed, so the
+ * SDK parses it: the dangerous kind), a plain-text line (Go's `404 page not found`), or nothing.
+ */
+export type StatusBody = 'xml' | 'html' | 'text' | 'empty';
 
 export type FaultAction =
-  | { type: 'status'; status: number; code?: string; message?: string }
+  | { type: 'status'; status: number; code?: string; message?: string; body?: StatusBody }
+  | { type: 'strip-header'; header: string }
   | { type: 'reset'; at: 'before' | 'request-body' | 'response-body' | 'after'; afterBytes?: number }
   | { type: 'stall'; at: 'before' | 'after' | 'response-body'; afterBytes?: number }
   | { type: 'truncate'; keepBytes?: number }
@@ -92,6 +103,16 @@ export const fault = {
   internalError: (): FaultAction => ({ type: 'status', status: 500 }),
   slowDown: (): FaultAction => ({ type: 'status', status: 503 }),
   accessDenied: (): FaultAction => ({ type: 'status', status: 403 }),
+  /** A web server's (or a proxy's) own 404 page, as when the endpoint is not the store. */
+  html404: (): FaultAction => ({ type: 'status', status: 404, body: 'html' }),
+  /** A plain-text 404, as Go's net/http answers: not XML at all. */
+  text404: (): FaultAction => ({ type: 'status', status: 404, body: 'text' }),
+  /** A 404 with no body at all (a load balancer or gateway with no route). */
+  empty404: (): FaultAction => ({ type: 'status', status: 404, body: 'empty' }),
+  /** Any status with an HTML page, e.g. 200: a web server that answers everything. */
+  htmlPage: (status = 200): FaultAction => ({ type: 'status', status, body: 'html' }),
+  /** A store that accepts If-None-Match and ignores it (needs the proxy's secretAccessKey). */
+  ignoreIfNoneMatch: (): FaultAction => ({ type: 'strip-header', header: 'if-none-match' }),
   reset: (at: 'before' | 'request-body' | 'response-body' | 'after', afterBytes?: number): FaultAction => ({
     type: 'reset',
     at,
@@ -115,7 +136,9 @@ export const fault = {
 export function describeAction(a: FaultAction): string {
   switch (a.type) {
     case 'status':
-      return `status ${a.status}${a.code ? ` ${a.code}` : ''}`;
+      return `status ${a.status}${a.code ? ` ${a.code}` : ''}${a.body && a.body !== 'xml' ? ` ${a.body}` : ''}`;
+    case 'strip-header':
+      return `strip ${a.header}`;
     case 'reset':
       return `reset ${a.at}`;
     case 'stall':
@@ -208,6 +231,8 @@ export interface FaultProxyOptions {
   upstream: string;
   /** Seed of the RNG behind `probability`; default 1. */
   seed?: number;
+  /** The store's secret key: lets strip-header rules sign the changed request again. */
+  secretAccessKey?: string;
 }
 
 export class FaultProxy {
@@ -229,10 +254,12 @@ export class FaultProxy {
 
   private readonly server: http.Server;
   private readonly upstream: URL;
+  private readonly secretAccessKey: string | undefined;
 
-  private constructor(server: http.Server, upstream: URL, seed: number) {
+  private constructor(server: http.Server, upstream: URL, seed: number, secretAccessKey?: string) {
     this.server = server;
     this.upstream = upstream;
+    this.secretAccessKey = secretAccessKey;
     const { port } = server.address() as AddressInfo;
     this.port = port;
     this.url = `http://127.0.0.1:${port}`;
@@ -247,7 +274,7 @@ export class FaultProxy {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve());
     });
-    const proxy = new FaultProxy(server, upstream, opts.seed ?? 1);
+    const proxy = new FaultProxy(server, upstream, opts.seed ?? 1, opts.secretAccessKey);
     server.on('connection', (s: Socket) => {
       proxy.sockets.add(s);
       s.on('close', () => proxy.sockets.delete(s));
@@ -260,6 +287,9 @@ export class FaultProxy {
 
   /** Adds a rule (evaluated after the existing ones); the handle's counters are live. */
   addRule(rule: FaultRule): RuleHandle {
+    if (rule.action.type === 'strip-header' && !this.secretAccessKey) {
+      throw new Error('fault proxy: a strip-header rule needs the secretAccessKey option (the request must be signed again)');
+    }
     const live: LiveRule = { rule, name: rule.name ?? describeAction(rule.action), matched: 0, injected: 0 };
     this.rules.push(live);
     return live;
@@ -367,9 +397,11 @@ export class FaultProxy {
         record.status = action.status;
         // Read the whole request first, as a store would before answering an upload.
         req.resume();
-        req.once('end', () => this.sendError(req, res, action.status, action.code, action.message));
+        req.once('end', () => this.sendError(req, res, action));
         return;
       }
+      case 'strip-header':
+        return this.forward(req, res, record, action);
       case 'delay':
         this.later(action.ms, () => this.forward(req, res, record));
         return;
@@ -391,20 +423,34 @@ export class FaultProxy {
     }
   }
 
-  private sendError(req: http.IncomingMessage, res: http.ServerResponse, status: number, code?: string, message?: string): void {
-    const canned = S3_ERRORS[status] ?? { code: 'InternalError', message: 'error' };
-    const c = code ?? canned.code;
-    const m = message ?? canned.message;
+  private sendError(req: http.IncomingMessage, res: http.ServerResponse, a: Extract<FaultAction, { type: 'status' }>): void {
+    const { status } = a;
     const requestId = `fault-proxy-${this.requests}`;
-    const body =
-      req.method === 'HEAD'
-        ? ''
-        : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${xmlEscape(c)}</Code><Message>${xmlEscape(m)}</Message>` +
-          `<Resource>${xmlEscape(req.url ?? '/')}</Resource><RequestId>${requestId}</RequestId></Error>`;
+    let body: string;
+    let type: string | undefined;
+    if (a.body === 'html') {
+      const title = `${status} ${http.STATUS_CODES[status] ?? 'Error'}`;
+      body = `<!DOCTYPE html>\n<html><head><title>${title}</title></head>\n<body><h1>${title}</h1><p>The requested URL was not found on this server.</p></body></html>\n`;
+      type = 'text/html';
+    } else if (a.body === 'text') {
+      body = `${status} page not found\n`;
+      type = 'text/plain; charset=utf-8';
+    } else if (a.body === 'empty') {
+      body = '';
+    } else {
+      const canned = S3_ERRORS[status] ?? { code: 'InternalError', message: 'error' };
+      const c = a.code ?? canned.code;
+      const m = a.message ?? canned.message;
+      body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${xmlEscape(c)}</Code><Message>${xmlEscape(m)}</Message>` +
+        `<Resource>${xmlEscape(req.url ?? '/')}</Resource><RequestId>${requestId}</RequestId></Error>`;
+      type = 'application/xml';
+    }
+    if (req.method === 'HEAD') body = '';
     res.writeHead(status, {
-      'Content-Type': 'application/xml',
+      ...(type ? { 'Content-Type': type } : {}),
       'Content-Length': Buffer.byteLength(body),
-      'x-amz-request-id': requestId,
+      ...(a.body === 'xml' || a.body === undefined ? { 'x-amz-request-id': requestId } : {}),
       ...(status === 503 || status === 429 ? { 'Retry-After': '1' } : {}),
     });
     res.end(body);
@@ -412,12 +458,16 @@ export class FaultProxy {
 
   private forward(req: http.IncomingMessage, res: http.ServerResponse, record: RequestRecord, action?: FaultAction): void {
     const clientSocket = req.socket;
+    let headers = rawPairs(req.rawHeaders, HOP_BY_HOP);
+    if (action?.type === 'strip-header') {
+      headers = dropHeaderAndResign(req.method ?? 'GET', req.url ?? '/', headers, action.header.toLowerCase(), this.secretAccessKey!);
+    }
     const up = http.request({
       host: this.upstream.hostname,
       port: Number(this.upstream.port || 80),
       method: req.method,
       path: req.url,
-      headers: rawPairs(req.rawHeaders, HOP_BY_HOP) as unknown as http.OutgoingHttpHeaders,
+      headers: headers as unknown as http.OutgoingHttpHeaders,
       setHost: false,
       agent: this.agent,
     });

@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { fault, FaultProxy, seededRandom } from '../support/fault-proxy.js';
+import { sigV4Signature } from '../support/sigv4.js';
 
 const BODY = Buffer.alloc(64 * 1024);
 for (let i = 0; i < BODY.length; i++) BODY[i] = (i * 31) & 0xff;
@@ -14,6 +15,7 @@ interface Seen {
   method: string;
   url: string;
   headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
   bodyLength: number;
   complete: boolean;
 }
@@ -26,7 +28,7 @@ beforeAll(async () => {
   upstream = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    const entry: Seen = { method: req.method!, url: req.url!, headers: req.headers, bodyLength: 0, complete: false };
+    const entry: Seen = { method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, bodyLength: 0, complete: false };
     seen.push(entry);
     req.on('close', () => (entry.bodyLength = Buffer.concat(chunks).length));
     req.on('end', () => {
@@ -228,5 +230,116 @@ describe('fault proxy', () => {
     expect(rule.injected).toBe(expected.filter((s) => s === 503).length);
     expect(rule.injected).toBeGreaterThan(3);
     expect(rule.injected).toBeLessThan(25);
+  });
+
+  it('answers 404 as a web server or gateway would: HTML page, empty body, another S3 code', async () => {
+    proxy = await FaultProxy.start({ upstream: upstreamUrl });
+    proxy.addRule({ path: /html/, action: fault.html404() });
+    proxy.addRule({ path: /empty/, action: fault.empty404() });
+    proxy.addRule({ path: /other/, action: fault.status(404, 'NoSuchWebsiteConfiguration') });
+    proxy.addRule({ path: /page200/, action: fault.htmlPage() });
+    proxy.addRule({ path: /text/, action: fault.text404() });
+
+    const h = await request('GET', '/b/html');
+    expect(h.status).toBe(404);
+    expect(h.headers?.['content-type']).toBe('text/html');
+    expect(h.body.toString()).toMatch(/<title>404 Not Found<\/title>/);
+    expect(h.body.toString()).not.toMatch(/<Code>/);
+    const hh = await request('HEAD', '/b/html');
+    expect(hh.status).toBe(404);
+    expect(hh.headers?.['content-type']).toBe('text/html');
+    expect(hh.body.length).toBe(0);
+
+    const e = await request('GET', '/b/empty');
+    expect(e.status).toBe(404);
+    expect(e.headers?.['content-length']).toBe('0');
+    expect(e.headers?.['content-type']).toBeUndefined();
+    expect(e.body.length).toBe(0);
+
+    const o = await request('GET', '/b/other');
+    expect(o.status).toBe(404);
+    expect(o.headers?.['content-type']).toBe('application/xml');
+    expect(o.body.toString()).toMatch(/<Code>NoSuchWebsiteConfiguration<\/Code>/);
+
+    const tx = await request('GET', '/b/text');
+    expect(tx.status).toBe(404);
+    expect(tx.headers?.['content-type']).toBe('text/plain; charset=utf-8');
+    expect(tx.body.toString()).toBe('404 page not found\n');
+
+    const p = await request('GET', '/b/page200');
+    expect(p.status).toBe(200);
+    expect(p.body.toString()).toMatch(/<title>200 OK<\/title>/);
+    expect(seen).toHaveLength(0); // none reached the store
+    expect(proxy.stats().byAction).toMatchObject({ 'status 404 html': 2, 'status 404 empty': 1, 'status 404 NoSuchWebsiteConfiguration': 1, 'status 404 text': 1 });
+  });
+
+  it('SigV4: the signer reproduces the AWS documentation examples', () => {
+    const base = { secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', scope: '20130524/us-east-1/s3/aws4_request' };
+    const empty = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+    const host = ['Host', 'examplebucket.s3.amazonaws.com', 'x-amz-content-sha256', empty, 'x-amz-date', '20130524T000000Z'];
+    const signed = ['host', 'x-amz-content-sha256', 'x-amz-date'];
+    expect(sigV4Signature({ ...base, method: 'GET', url: '/test.txt', rawHeaders: [...host, 'Range', 'bytes=0-9'], signedHeaders: [...signed, 'range'] })).toBe(
+      'f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41',
+    );
+    expect(sigV4Signature({ ...base, method: 'GET', url: '/?lifecycle', rawHeaders: host, signedHeaders: signed })).toBe(
+      'fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543',
+    );
+    expect(sigV4Signature({ ...base, method: 'GET', url: '/?max-keys=2&prefix=J', rawHeaders: host, signedHeaders: signed })).toBe(
+      '34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7',
+    );
+    const put = ['Host', 'examplebucket.s3.amazonaws.com', 'Date', 'Fri, 24 May 2013 00:00:00 GMT', 'x-amz-date', '20130524T000000Z',
+      'x-amz-storage-class', 'REDUCED_REDUNDANCY', 'x-amz-content-sha256', '44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072'];
+    expect(
+      sigV4Signature({ ...base, method: 'PUT', url: '/test%24file.text', rawHeaders: put, signedHeaders: ['date', 'host', 'x-amz-content-sha256', 'x-amz-date', 'x-amz-storage-class'] }),
+    ).toBe('98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd');
+  });
+
+  it('strip-header forwards without the header, signed again; refuses without the secret', async () => {
+    proxy = await FaultProxy.start({ upstream: upstreamUrl });
+    expect(() => proxy.addRule({ method: 'PUT', action: fault.ignoreIfNoneMatch() })).toThrow(/secretAccessKey/);
+    await proxy.close();
+
+    const secret = 'test-secret-key';
+    proxy = await FaultProxy.start({ upstream: upstreamUrl, secretAccessKey: secret });
+    proxy.addRule({ method: 'PUT', action: fault.ignoreIfNoneMatch() });
+    const scope = '20250101/us-east-1/s3/aws4_request';
+    const headers: Record<string, string> = {
+      Host: 'signed-host.example:1234',
+      'If-None-Match': '*',
+      'x-amz-content-sha256': createHash('sha256').update(BODY).digest('hex'),
+      'x-amz-date': '20250101T000000Z',
+    };
+    const url = '/bucket/wal/a%2Bb?x-id=PutObject';
+    const original = sigV4Signature({
+      method: 'PUT',
+      url,
+      rawHeaders: Object.entries(headers).flat(),
+      signedHeaders: ['host', 'if-none-match', 'x-amz-content-sha256', 'x-amz-date'],
+      secretAccessKey: secret,
+      scope,
+    });
+    headers.Authorization = `AWS4-HMAC-SHA256 Credential=AKID/${scope}, SignedHeaders=host;if-none-match;x-amz-content-sha256;x-amz-date, Signature=${original}`;
+    const r = await request('PUT', url, { body: BODY, headers });
+    expect(r.status).toBe(200);
+    const got = seen.at(-1)!;
+    expect(got.headers['if-none-match']).toBeUndefined();
+    expect(got.headers.host).toBe('signed-host.example:1234');
+    expect(got.bodyLength).toBe(BODY.length);
+    const auth = /Credential=AKID\/([^,]+), SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(String(got.headers.authorization));
+    expect(auth?.[1]).toBe(scope);
+    expect(auth?.[2]).toBe('host;x-amz-content-sha256;x-amz-date');
+    expect(auth?.[3]).not.toBe(original);
+    const expected = sigV4Signature({
+      method: 'PUT',
+      url,
+      rawHeaders: got.rawHeaders,
+      signedHeaders: ['host', 'x-amz-content-sha256', 'x-amz-date'],
+      secretAccessKey: secret,
+      scope,
+    });
+    expect(auth?.[3]).toBe(expected);
+    // Other methods pass untouched.
+    await request('GET', '/bucket/key', { headers: { 'If-None-Match': '"abc"' } });
+    expect(seen.at(-1)!.headers['if-none-match']).toBe('"abc"');
   });
 });

@@ -1,27 +1,77 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-// What a store cannot do, remembered so that later processes skip requests doomed to fail: wal-push
-// runs once per segment, and a 501 to If-None-Match (Swift) would otherwise cost an upload each time.
+// What a store does with If-None-Match, remembered so that the probe (src/storage/s3/conditional.ts)
+// runs once per store, not once per wal-push: in the process, and in the spool for later processes.
+// The key is the store's identity (endpoint and bucket): the same repository URL through another
+// endpoint is another store.
 
-/** Endpoint+bucket pairs that answered 501 to If-None-Match: remembered for the process. */
-export const withoutConditionalWrites = new Set<string>();
+/** enforced: 412 on an existing key. ignored: accepted and overwritten. unsupported: 501 (Swift). */
+export type ConditionalSupport = 'enforced' | 'ignored' | 'unsupported';
+const SUPPORT = new Set<string>(['enforced', 'ignored', 'unsupported']);
 
-export function readCapability(file: string, storeId: string): boolean {
+interface CapabilityFile {
+  conditionalWrites?: Record<string, string>;
+  /** Format before the probe: the one store that answered 501. */
+  noConditionalWrites?: string;
+}
+
+function readFile(file: string): CapabilityFile {
   try {
-    return (JSON.parse(readFileSync(file, 'utf8')) as { noConditionalWrites?: string }).noConditionalWrites === storeId;
+    const v: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as CapabilityFile) : {};
   } catch {
-    return false;
+    return {};
   }
 }
 
-export function rememberCapability(file: string, storeId: string): void {
+/** The remembered answer for `storeId`, if any (a missing or unreadable file is no answer). */
+export function readSupport(file: string, storeId: string): ConditionalSupport | undefined {
+  const f = readFile(file);
+  const v = f.conditionalWrites?.[storeId];
+  if (typeof v === 'string' && SUPPORT.has(v)) return v as ConditionalSupport;
+  return f.noConditionalWrites === storeId ? 'unsupported' : undefined;
+}
+
+export function rememberSupport(file: string, storeId: string, support: ConditionalSupport): void {
   try {
+    const f = readFile(file);
+    const all = { ...(typeof f.conditionalWrites === 'object' && f.conditionalWrites !== null ? f.conditionalWrites : {}), [storeId]: support };
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ noConditionalWrites: storeId }));
+    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ conditionalWrites: all }), { mode: 0o600 });
     renameSync(`${file}.${process.pid}`, file);
   } catch {
     // Only a speed-up: the next process probes again.
   }
 }
 
+/** One answer (or one probe in flight) per store for the whole process. */
+const answers = new Map<string, Promise<ConditionalSupport>>();
+
+/**
+ * The store's answer: remembered in the process, else in `file`, else `probe()`d and remembered.
+ * Concurrent callers share one probe; a failed probe is forgotten so that the next call probes again.
+ */
+export function conditionalSupport(storeId: string, file: string | undefined, probe: () => Promise<ConditionalSupport>): Promise<ConditionalSupport> {
+  let answer = answers.get(storeId);
+  if (!answer) {
+    const stored = file ? readSupport(file, storeId) : undefined;
+    answer = stored
+      ? Promise.resolve(stored)
+      : probe().then((s) => {
+          if (file) rememberSupport(file, storeId, s);
+          return s;
+        });
+    answers.set(storeId, answer);
+    answer.catch(() => {
+      if (answers.get(storeId) === answer) answers.delete(storeId);
+    });
+  }
+  return answer;
+}
+
+/** A store that changed its mind after the probe (501 on a real write): remember the new answer. */
+export function noteSupport(storeId: string, file: string | undefined, support: ConditionalSupport): void {
+  answers.set(storeId, Promise.resolve(support));
+  if (file) rememberSupport(file, storeId, support);
+}

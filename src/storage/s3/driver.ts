@@ -6,7 +6,6 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   type GetObjectCommandOutput,
-  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -16,7 +15,6 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { ExitCode, WalvaultError, configError, unavailableError } from '../../common/errors.js';
-import { log } from '../../common/log.js';
 import type {
   CallOptions,
   ListOptions,
@@ -33,11 +31,12 @@ import { guardBody } from './body.js';
 import { createS3Client } from './client.js';
 import { putRequest } from './put-input.js';
 import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
-import { classifyS3Error, describeFailure, errorCode, httpStatus, isMissingKey, type S3Op } from './errors.js';
+import { classifyS3Error, describeFailure, errorCode, httpStatus, isNoSuchKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
 import { multipartUpload, partSizeFor } from './upload.js';
-import { rememberCapability, readCapability, withoutConditionalWrites } from './capabilities.js';
 import { repoCacheKey } from '../../repo/cache-dir.js';
+import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
+import { checkListing, headObject, type KeyTarget } from './lookup.js';
 
 const DELETE_BATCH = 1000;
 
@@ -52,8 +51,7 @@ class S3Storage implements Storage {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly writeParams: Pick<PutObjectCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
-  /** Set after the store answered 501 to If-None-Match (Swift): HEAD then PUT from then on. */
-  private noConditionalWrites: boolean;
+  /** The store's identity for what it supports: the same bucket through another endpoint is another store. */
   private readonly storeId: string;
 
   constructor(private readonly opts: S3Options) {
@@ -63,12 +61,7 @@ class S3Storage implements Storage {
     this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
     this.cacheKey = repoCacheKey(this.url, opts);
     this.client = createS3Client(opts).client;
-    this.storeId = `${opts.endpoint ?? 'aws'}|${opts.bucket}`;
-    if (opts.conditionalWrites === 'auto' && opts.capabilityFile && readCapability(opts.capabilityFile, this.storeId)) {
-      withoutConditionalWrites.add(this.storeId);
-    }
-    this.noConditionalWrites =
-      opts.conditionalWrites === 'off' || (opts.conditionalWrites === 'auto' && withoutConditionalWrites.has(this.storeId));
+    this.storeId = `${opts.endpoint ?? `aws:${opts.region ?? ''}`}|${opts.bucket}`;
     this.writeParams = {};
     if (opts.storageClass) this.writeParams.StorageClass = opts.storageClass as StorageClass;
     if (opts.sse) {
@@ -107,8 +100,22 @@ class S3Storage implements Storage {
     return putRequest({ Bucket: this.bucket, Key: this.fullKey(key), ...this.writeParams }, body, meta, signal);
   }
 
+  private conditional(): ConditionalContext {
+    return {
+      client: this.client,
+      bucket: this.bucket,
+      probePrefix: this.fullKey(PROBE_PREFIX),
+      putParams: { ContentType: 'application/octet-stream', ...this.writeParams },
+      bucketUrl: `s3://${this.bucket}`,
+      repoUrl: this.url,
+      storeId: this.storeId,
+      mode: this.opts.conditionalWrites,
+      ...(this.opts.capabilityFile ? { capabilityFile: this.opts.capabilityFile } : {}),
+    };
+  }
+
   async putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult> {
-    if (this.noConditionalWrites) return this.headThenPut(key, body, meta, opts);
+    if (!(await conditionalWritesEnforced(this.conditional(), opts?.signal))) return this.headThenPut(key, body, meta, opts);
     const where = this.where('PutObject (If-None-Match)', key);
     for (let attempt = 0; ; attempt++) {
       const req = this.putRequest(key, body, meta, opts?.signal);
@@ -129,17 +136,7 @@ class S3Storage implements Storage {
         // A concurrent conditional write to the same key is in progress: worth another attempt.
         if (status === 409 || code === 'ConditionalRequestConflict') throw unavailableError(describeFailure(e, where), { cause: e });
         if (status === 501 || code === 'NotImplemented') {
-          if (this.opts.conditionalWrites === 'on') {
-            throw configError(
-              `${describeFailure(e, where)} (conditional writes are not supported by this store; ` +
-                `set conditional writes to auto or off)`,
-              { cause: e },
-            );
-          }
-          this.noConditionalWrites = true;
-          withoutConditionalWrites.add(this.storeId);
-          if (this.opts.capabilityFile) rememberCapability(this.opts.capabilityFile, this.storeId);
-          log.info(`${this.url}: the store answered 501 to If-None-Match; using HEAD then PUT (not atomic)`);
+          notImplementedAfterProbe(this.conditional(), describeFailure(e, where));
           return this.headThenPut(key, body, meta, opts);
         }
         throw classifyS3Error(e, where);
@@ -183,23 +180,14 @@ class S3Storage implements Storage {
     });
   }
 
+  private keyTarget(key: string): KeyTarget {
+    const fullKey = this.fullKey(key);
+    return { client: this.client, bucket: this.bucket, fullKey, key, target: `s3://${this.bucket}/${fullKey}` };
+  }
+
+  /** null only when a GET confirms the HEAD's 404 with NoSuchKey (src/storage/s3/lookup.ts). */
   async head(key: string, opts?: CallOptions): Promise<ObjectInfo | null> {
-    const where = this.where('HeadObject', key);
-    try {
-      const r = await this.client.send(
-        new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) }),
-        opts?.signal ? { abortSignal: opts.signal } : {},
-      );
-      return {
-        key,
-        storedSize: r.ContentLength ?? 0,
-        meta: fromS3Meta(r.Metadata),
-        ...(r.LastModified ? { lastModified: r.LastModified } : {}),
-      };
-    } catch (e) {
-      if (isMissingKey(e)) return null;
-      throw classifyS3Error(e, where);
-    }
+    return headObject(this.keyTarget(key), opts?.signal);
   }
 
   async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
@@ -211,7 +199,8 @@ class S3Storage implements Storage {
         opts?.signal ? { abortSignal: opts.signal } : {},
       );
     } catch (e) {
-      if (isMissingKey(e)) return null;
+      // Only S3's NoSuchKey: an HTML or empty 404 is an endpoint's answer, not the bucket's.
+      if (isNoSuchKey(e)) return null;
       throw classifyS3Error(e, where);
     }
     if (!r.Body) throw unavailableError(`S3 GetObject ${where.target}: the response has no body`);
@@ -241,6 +230,7 @@ class S3Storage implements Storage {
           o,
         ),
       );
+      checkListing(r, this.bucket, where);
       for (const c of r.Contents ?? []) {
         if (c.Key === undefined) continue;
         yield { key: this.relativeKey(c.Key), storedSize: c.Size ?? 0, lastModified: c.LastModified ?? new Date(0) };

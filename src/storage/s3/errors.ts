@@ -82,10 +82,36 @@ function sdkMessage(e: unknown): string {
   return line.length > 300 ? `${line.slice(0, 297)}...` : line;
 }
 
-/** An authoritative "this object does not exist" answer (HEAD → 404 NotFound, GET → NoSuchKey). */
-export function isMissingKey(e: unknown): boolean {
-  const code = errorCode(e);
-  return code === 'NoSuchKey' || code === 'NotFound';
+/**
+ * The one authoritative "this object does not exist": a 404 whose S3 error body says NoSuchKey. The
+ * SDK turns every other 404 (a proxy's HTML page, an empty body, a misrouted gateway, and every HEAD,
+ * which has no body) into `NotFound`; that is an endpoint answer, not the archive's (src/storage/s3/lookup.ts).
+ */
+export function isNoSuchKey(e: unknown): boolean {
+  return (e as ErrorShape | null)?.Code === 'NoSuchKey' && httpStatus(e) === 404;
+}
+
+/** The SDK's deserializer failed: it attaches the raw text of the body it could not parse. */
+function isNotS3Xml(e: unknown): boolean {
+  return typeof (e as { $responseBodyText?: unknown } | null)?.$responseBodyText === 'string' || /XML parse error/.test(sdkMessage(e));
+}
+
+/** Content-Type of the answer behind an SDK error, to tell an HTML page from an S3 error body. */
+function contentType(e: unknown): string | undefined {
+  const headers = (e as { $response?: { headers?: Record<string, unknown> } } | null)?.$response?.headers;
+  const v = headers?.['content-type'] ?? headers?.['Content-Type'];
+  return typeof v === 'string' && v ? v.split(';')[0]!.trim().slice(0, 60) : undefined;
+}
+
+/** Why a 404 that is not NoSuchKey/NoSuchBucket proves nothing, for the one error line. */
+function not404Answer(e: unknown): string {
+  const x = e as ErrorShape | null;
+  const type = contentType(e);
+  const what = typeof x?.Code === 'string' && x.Code ? `S3 error code ${x.Code}` : `no S3 error code${type ? `, ${type} body` : ''}`;
+  return (
+    `${what}: not an authoritative "not found"; an endpoint, proxy or gateway answered instead of the ` +
+    `bucket: check the endpoint URL and the bucket`
+  );
 }
 
 /** What a failing call was doing: `S3 GetObject s3://bucket/prefix/key`. */
@@ -121,6 +147,8 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
   const opts = { cause: e };
 
   if (code === 'NoSuchBucket') return missingBucketError(`${text} (the bucket does not exist)`, opts);
+  // Whoever answered was not S3 saying "no such key" (see isNoSuchKey): an endpoint error, retried.
+  if (status === 404) return unavailableError(`${text} (${not404Answer(e)})`, opts);
   if (status === 403 || ACCESS_CODES.has(code)) {
     return accessDeniedError(
       `${text} (check the credentials and the permissions; note that S3 answers 403 instead of 404 for a ` +
@@ -144,6 +172,14 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
     /socket hang up/i.test(sdkMessage(e))
   ) {
     return unavailableError(text, opts);
+  }
+  // An answer the SDK could not parse as XML (a 200 web page, another service): not the bucket.
+  if (isNotS3Xml(e)) {
+    return unavailableError(
+      `S3 ${where.op} ${where.target} failed: HTTP ${status ?? '?'} with a body that is not S3's XML` +
+        `${contentType(e) ? ` (${contentType(e)})` : ''}: an endpoint, proxy or gateway answered instead of the bucket: check the endpoint URL`,
+      opts,
+    );
   }
   return new WalvaultError('StorageError', ExitCode.storageUnavailable, text, { cause: e, retryable: false });
 }

@@ -21,7 +21,7 @@ export interface S3Options {
   sseKmsKeyId?: string;
   /** 'when_required' (default, safe for every S3-compatible store) or 'when_supported' (SDK default). */
   checksumMode: 'when_required' | 'when_supported';
-  /** 'auto': use If-None-Match and fall back on 501; 'on': always; 'off': HEAD then PUT. */
+  /** 'auto': If-None-Match where the probe finds it enforced, else HEAD then PUT; 'on': refuse a store that does not enforce it; 'off': HEAD then PUT. */
   conditionalWrites: 'auto' | 'on' | 'off';
   /** TCP connect timeout, ms. */
   connectTimeoutMs: number;
@@ -31,8 +31,8 @@ export interface S3Options {
   partSize: number;
   queueSize: number;
   /**
-   * File remembering that this store answered 501 to If-None-Match, so later processes skip the
-   * doomed conditional PUT (wal-push runs once per segment). Lives in the spool; loss costs one PUT.
+   * Spool file remembering what each store (endpoint and bucket) does with If-None-Match, so the
+   * probe runs once per store, not once per wal-push. Loss costs one probe.
    */
   capabilityFile?: string;
   /** ListObjectsV2 MaxKeys per page; undefined = the store's default (1000). Tests use tiny pages. */
