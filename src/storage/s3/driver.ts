@@ -14,7 +14,7 @@ import {
   type ServerSideEncryption,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { ExitCode, WalvaultError, configError, unavailableError } from '../../common/errors.js';
+import { WalvaultError, configError, unavailableError } from '../../common/errors.js';
 import type {
   CallOptions,
   ListOptions,
