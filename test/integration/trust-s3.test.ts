@@ -310,12 +310,17 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     expect((await getRaw(store, bucket, key))!.body.equals(before!.body)).toBe(true);
 
     // The answer belongs to the endpoint, not to the repository: straight to the store, the same
-    // spool probes again and records that store's own answer beside the proxy's.
+    // spool keeps another repository directory (the spool is keyed by endpoint), probes again and
+    // records that store's own answer there; the proxy's answer is untouched.
     const c = await writeFakeSegment(otherDir, 24, { seed: 3 });
     const direct = await runWalvault(['wal-push', c.path, c.name], { env: t.direct });
     expect(direct.code, show(direct)).toBe(0);
-    expect(JSON.parse(readFileSync(capabilities[0]!, 'utf8'))).toEqual({
-      conditionalWrites: { [`${proxy.url}|${bucket}`]: 'ignored', [`${store.endpoint}|${bucket}`]: store.conditionalWrites ? 'enforced' : 'unsupported' },
+    const all = readdirSync(file).map((d) => join(file, d, 's3-capabilities.json')).filter((f) => existsSync(f));
+    expect(all).toHaveLength(2);
+    expect(JSON.parse(readFileSync(capabilities[0]!, 'utf8'))).toEqual({ conditionalWrites: { [`${proxy.url}|${bucket}`]: 'ignored' } });
+    const directFile = all.find((f) => f !== capabilities[0])!;
+    expect(JSON.parse(readFileSync(directFile, 'utf8'))).toEqual({
+      conditionalWrites: { [`${store.endpoint}|${bucket}`]: store.conditionalWrites ? 'enforced' : 'unsupported' },
     });
   });
 });
