@@ -148,6 +148,9 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     const t = await fresh();
     const proxy = await proxyFor();
     const pgdata = await pgdataFor(t.dir, 'recovery');
+    // A repository (walvault.json present): one without it is missing, never "not found".
+    const first = await writeFakeSegment(t.dir, 1);
+    expect((await runWalvault(['wal-push', first.path, first.name], { env: t.direct })).code).toBe(0);
     const r = await runWalvault(['wal-fetch', segName(21), 'pg_wal/RECOVERYXLOG'], { env: t.via(proxy, { WALVAULT_DEADLINE: '30' }), cwd: pgdata });
     expect(r.code, show(r, proxy)).toBe(1);
     expect(r.stderr).toMatch(/is not in .* \(not found\); exiting 1/);
