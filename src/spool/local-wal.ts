@@ -250,7 +250,8 @@ async function readThrough(
       if (total === 0) header = checkHeader(chunk, expectedSize);
       hash.update(chunk);
       total += bytesRead;
-      streamed(bytesRead);
+      // A file held in memory makes no streaming garbage of its own (pooled chunks): no collection.
+      if (expectedSize > IN_MEMORY_MAX) streamed(bytesRead);
       if (total > expectedSize) break;
       if (z) z.write(chunk, () => give(buf));
       else {
