@@ -5,7 +5,7 @@ import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
 import { readVerifiedSmall } from '../repo/objects.js';
 import type { Storage } from '../storage/types.js';
 import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
-import { formatLsn, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
+import { formatLsn, hex8, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
 import { parseTimelineHistory } from './timeline-history.js';
 
 // wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
@@ -26,8 +26,6 @@ export const MAX_LISTED_KEYS = 1000;
 /** Later timelines whose history files are read (PostgreSQL itself stops at the first missing one). */
 export const MAX_LATER_TIMELINES = 64;
 const MAX_HISTORY_BYTES = 1024 * 1024;
-
-const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
 
 /** Throws WalGap (or the error that prevents deciding) when the missing `wal` is not the end of WAL. */
 export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ctx): Promise<void> {
