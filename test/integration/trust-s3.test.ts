@@ -221,6 +221,31 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     expect(same.stderr).toMatch(/already archived .*identical content/);
   });
 
+  it('trust: an Object Lock bucket refusing the probe does not stop wal-push', async () => {
+    const t = await fresh();
+    const proxy = await proxyFor();
+    // What an Object Lock bucket answers a PutObject without Content-MD5 (or a checksum); here for
+    // any probe PUT, like a bucket policy denying the probe's key: an answer the probe cannot read.
+    const probeRe = new RegExp(`^/${escape(bucket)}/${escape(t.prefix)}/state/probe/`);
+    proxy.addRule({
+      method: 'PUT',
+      path: probeRe,
+      action: fault.status(400, 'InvalidRequest', 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters'),
+    });
+    const env = t.via(proxy, { WALVAULT_S3_CONDITIONAL_WRITES: 'auto', WALVAULT_LOOKAHEAD: '0', WALVAULT_DEADLINE: '30' });
+    const dir = await pgdataFor(t.dir, 'none');
+    for (const segno of [1, 2]) {
+      const s = await writeFakeSegment(dir, segno);
+      const before = proxy.seen('PUT', probeRe).length;
+      const r = await runWalvault(['wal-push', s.path, s.name], { env });
+      expect(r.code, show(r, proxy)).toBe(0);
+      expect(r.stderr.match(/WARN: .*If-None-Match probe failed .*HTTP 400 InvalidRequest.*using HEAD then PUT/g), r.stderr).toHaveLength(1);
+      // Not remembered: every process asks again (the bucket may be fixed, or the answer passing).
+      expect(proxy.seen('PUT', probeRe).length).toBeGreaterThan(before);
+      expect((await getRaw(store, bucket, t.keyOf(s.name)))?.metadata['walvault-sha256']).toBe(sha(s.data));
+    }
+  });
+
   it('trust: a web page or a 404 page is not an empty listing', async () => {
     const t = await fresh();
     const proxy = await proxyFor();
