@@ -155,6 +155,13 @@ describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository th
     expect(r.code, r.stderr).toBe(13);
     expect(r.stderr).toMatch(/ERROR: MissingBucket: repository s3:\/\/.*holds no walvault\.json.*remove .* and retry/);
     expect(await listKeys(store, bucket, 'db/')).toEqual([]);
+    // wal-fetch from it (NoSuchKey for everything): missing, never "not found" (no signal file: 255).
+    await mkdir(join(work, 'pgdata', 'pg_wal'), { recursive: true });
+    for (const name of [s1.name, '00000002.history']) {
+      const f = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env: { ...env, WALVAULT_PREFETCH: '0' }, cwd: join(work, 'pgdata') });
+      expect(f.code, f.stderr).toBe(255);
+      expect(f.stderr).toMatch(/ERROR: MissingBucket: .*holds no walvault\.json/);
+    }
   });
 
   it('trust: an unmounted share or a wrong endpoint is never archived into (wrong endpoint)', async () => {
