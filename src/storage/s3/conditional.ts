@@ -117,7 +117,8 @@ export async function conditionalWritesEnforced(c: ConditionalContext, signal?: 
     // An answer the probe cannot read (a bucket policy, a proxy, a store refusing the probe's key)
     // must not fail every wal-push: HEAD then PUT still protects the archive. Transient failures
     // are retried instead, and nothing is remembered: a later process probes again.
-    if (c.mode !== 'auto' || !isWalvaultError(e) || e.retryable || signal?.aborted) throw e;
+    // (A missing bucket is not the probe's problem: every request would say so.)
+    if (c.mode !== 'auto' || !isWalvaultError(e) || e.retryable || e.code === 'MissingBucket' || signal?.aborted) throw e;
     probeFailed.add(c.storeId);
     log.warn(`${c.repoUrl}: the If-None-Match probe failed (${describe(e)}); using HEAD then PUT in this process, which is not atomic`);
     return false;
