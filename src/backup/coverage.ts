@@ -1,7 +1,7 @@
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
+import { hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
 import { readObjectText, type BackupInfo } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
 
@@ -110,8 +110,6 @@ export interface CoveragePlan {
   lastSegment: string;
   segments: number;
 }
-
-const hex8 = (n: number | bigint) => n.toString(16).toUpperCase().padStart(8, '0');
 
 /** Archived segment names (24 hex, no .partial) of one timeline and log id, i.e. one shard. */
 export async function listShard(storage: Storage, tli: number, log: bigint, policy: RetryPolicy, deadline: Deadline): Promise<Set<string>> {

@@ -1,6 +1,6 @@
-import { constants, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open, stat, unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import type { Transform } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { compressBuffer, compressStream, type Codec } from '../codec/codec.js';
 import { fromFsError, isWalvaultError, localFileError } from '../common/errors.js';
 import { cleanupStaleTemps, ensureDir } from '../common/fs-atomic.js';
+import { fileKind, NotRegularFileError, openRegularFile } from '../common/open-regular.js';
 import { tempPathFor } from '../common/temp-names.js';
 import type { PutBody } from '../storage/types.js';
 import { checkSegmentMatchesName, parseWalHeader, type WalHeader } from '../wal/header.js';
@@ -64,7 +65,7 @@ export const memoryFor = (size: number): number => (size > IN_MEMORY_MAX ? STREA
 export async function prepareLocalWal(path: string, name: string, codec: Codec, level: number | undefined, tmpDir: string): Promise<PreparedWal> {
   const wal = parseWalName(name);
   const what = `${path} (${wal.name})`;
-  const { fh, st } = await openRegularFile(path, what);
+  const { fh, st } = await openLocalWal(path, what);
   let keepOpen = false;
   try {
     const isSegment = wal.kind === 'segment' || wal.kind === 'partial';
@@ -116,7 +117,7 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
  * writer appears (forever, past any deadline), and opening a device can have side effects. The
  * open itself is non-blocking and the descriptor checked again, so a swap in between cannot hang it.
  */
-async function openRegularFile(path: string, what: string) {
+async function openLocalWal(path: string, what: string) {
   const refuse = (e: unknown) => {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return localFileError(`${what} does not exist`);
@@ -126,28 +127,27 @@ async function openRegularFile(path: string, what: string) {
     throw refuse(e);
   });
   checkType(st, what);
-  let fh: FileHandle;
+  let opened: Awaited<ReturnType<typeof openRegularFile>>;
   try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    opened = await openRegularFile(path);
   } catch (e) {
+    if (e instanceof NotRegularFileError) throw notAWalFile(e.kind, what);
     throw refuse(e);
   }
-  try {
-    const now = await fh.stat();
-    checkType(now, what);
-    if (now.ino !== st.ino || now.dev !== st.dev) throw localFileError(`${what} was replaced while being opened`);
-    return { fh, st: now };
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    throw isWalvaultError(e) ? e : refuse(e);
+  if (opened.st.ino !== st.ino || opened.st.dev !== st.dev) {
+    await opened.fh.close().catch(() => undefined);
+    throw localFileError(`${what} was replaced while being opened`);
   }
+  return opened;
 }
 
 function checkType(st: import('node:fs').Stats, what: string): void {
-  if (st.isFile()) return;
-  if (st.isDirectory()) throw localFileError(`${what} is a directory, not a WAL file`);
-  const kind = st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : 'not a regular file';
-  throw localFileError(`${what} is ${kind}, not a WAL file; refusing to read it`);
+  if (!st.isFile()) throw notAWalFile(fileKind(st), what);
+}
+
+function notAWalFile(kind: string, what: string) {
+  if (kind === 'a directory') return localFileError(`${what} is a directory, not a WAL file`);
+  return localFileError(`${what} is ${kind}, not a WAL file; refusing to read it`);
 }
 
 type Feed = { z: Transform; done: Promise<void> } | { each: (chunk: Buffer) => void };
@@ -250,7 +250,8 @@ async function readThrough(
       if (total === 0) header = checkHeader(chunk, expectedSize);
       hash.update(chunk);
       total += bytesRead;
-      streamed(bytesRead);
+      // A file held in memory makes no streaming garbage of its own (pooled chunks): no collection.
+      if (expectedSize > IN_MEMORY_MAX) streamed(bytesRead);
       if (total > expectedSize) break;
       if (z) z.write(chunk, () => give(buf));
       else {

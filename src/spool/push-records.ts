@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync, type Stats } from 'node:fs';
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { NotRegularFileError, openRegularFileSync } from '../common/open-regular.js';
 
 // What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
 // call for that file can exit 0 at once: one small JSON file per WAL file, in the spool (outside
@@ -127,15 +128,14 @@ export function verifyAgainstRecord(path: string, rec: PushRecord): VerifyResult
  */
 export function verifyFileSync(path: string, size: number, sha256: string): VerifyResult {
   let fd: number;
+  let st: Stats;
   try {
-    // Non-blocking: open() of a FIFO put at %p would otherwise wait forever for a writer.
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    ({ fd, st } = openRegularFileSync(path));
   } catch (e) {
+    if (e instanceof NotRegularFileError) return { ok: false, reason: e.message };
     return { ok: false, reason: `cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
   }
   try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return { ok: false, reason: `${path} is not a regular file` };
     if (st.size !== size) return { ok: false, reason: `size ${st.size} differs from the recorded ${size}` };
     const hash = createHash('sha256');
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, size)));

@@ -161,7 +161,10 @@ export async function runPusher(job: PusherJob): Promise<number> {
     const key = walObjectKey(parseWalName(name));
     try {
       const info = await withRetry(`check ${key}`, lookaheadPolicy, deadline, (signal) => s.head(key, { signal }));
-      return info !== null && parseStoredMeta(info, `${s.url}/${key}`) !== null;
+      if (info === null) return false;
+      // Something at the key is not enough: only an object walvault stored (its metadata) counts.
+      parseStoredMeta(info, `${s.url}/${key}`);
+      return true;
     } catch (e) {
       log.debug(`cannot confirm that ${name} is archived, the high-water mark stays where it is: ${describe(e)}`);
       return false;

@@ -1,11 +1,11 @@
-import { describe, ExitCode, isWalvaultError, walGapError, WalvaultError } from '../common/errors.js';
+import { describe, ExitCode, isWalvaultError, missingBucketError, walGapError, WalvaultError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { readRemoteManifest } from '../repo/manifest.js';
+import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
 import { readVerifiedSmall } from '../repo/objects.js';
 import type { Storage } from '../storage/types.js';
 import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
-import { formatLsn, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
+import { formatLsn, hex8, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
 import { parseTimelineHistory } from './timeline-history.js';
 
 // wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
@@ -15,7 +15,9 @@ import { parseTimelineHistory } from './timeline-history.js';
 //   - one bounded listing of the timeline's keys after the missing name finds a later file of it;
 //   - a later timeline's history says it branched from this timeline after the segment;
 //   - for a missing <TLI>.history: the timeline's state object or its segments exist.
-// Evidence that cannot be read or trusted is an error too, never "not found".
+// Evidence that cannot be read or trusted is an error too, never "not found". Before any of it, the
+// repository itself must be there: an unmounted share (an empty directory) or an empty bucket of the
+// same name answers every key with "not found", which must never look like the end of WAL.
 
 type Ctx = { policy: RetryPolicy; deadline: Deadline };
 
@@ -25,15 +27,14 @@ export const MAX_LISTED_KEYS = 1000;
 export const MAX_LATER_TIMELINES = 64;
 const MAX_HISTORY_BYTES = 1024 * 1024;
 
-const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
-
 /** Throws WalGap (or the error that prevents deciding) when the missing `wal` is not the end of WAL. */
 export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ctx): Promise<void> {
-  if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, ctx);
+  const segSize = await repositorySegmentSize(storage, wal.name, ctx);
+  if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, segSize, ctx);
   else if (wal.kind === 'history') await checkHistoryNotAGap(storage, wal.timeline, ctx);
 }
 
-export async function checkNotAGap(storage: Storage, segment: string, ctx: Ctx): Promise<void> {
+async function checkNotAGap(storage: Storage, segment: string, segSize: number, ctx: Ctx): Promise<void> {
   const timeline = parseInt(segment.slice(0, 8), 16);
   const gap = (why: string) => walGapError(`${segment} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
   const mark = await markOf(storage, timeline, segment, ctx);
@@ -42,12 +43,12 @@ export async function checkNotAGap(storage: Storage, segment: string, ctx: Ctx):
   }
   const later = await laterFileOf(storage, timeline, walObjectKey(parseWalName(segment)), segment, ctx);
   if (later) throw gap(`${later} of the same timeline is archived`);
-  const branch = await laterBranch(storage, timeline, segment, ctx);
+  const branch = await laterBranch(storage, timeline, segment, segSize, ctx);
   if (branch) throw gap(branch);
 }
 
 /** A missing <TLI>.history is normal (PostgreSQL probes for the next timeline) unless TLI was archived. */
-export async function checkHistoryNotAGap(storage: Storage, timeline: number, ctx: Ctx): Promise<void> {
+async function checkHistoryNotAGap(storage: Storage, timeline: number, ctx: Ctx): Promise<void> {
   if (timeline <= 1) return; // timeline 1 never has a history file
   const name = `${hex8(timeline)}.history`;
   const gap = (why: string) => walGapError(`${name} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
@@ -107,8 +108,7 @@ function proves(key: string, timeline: number, segment: string): string | null {
  * A later timeline that PostgreSQL can find (history files T+1, T+2... up to the first missing one)
  * and that left `timeline` after `segment`: then `timeline` held `segment`. Returns the reason.
  */
-async function laterBranch(storage: Storage, timeline: number, segment: string, ctx: Ctx): Promise<string | null> {
-  let segSize: number | undefined;
+async function laterBranch(storage: Storage, timeline: number, segment: string, segSize: number, ctx: Ctx): Promise<string | null> {
   const lastTli = Math.min(timeline + MAX_LATER_TIMELINES, 0xffffffff);
   for (let tli = timeline + 1; tli <= lastTli; tli++) {
     const key = `wal/${hex8(tli)}.history`;
@@ -116,7 +116,6 @@ async function laterBranch(storage: Storage, timeline: number, segment: string, 
     if (body === null) return null;
     const branch = parseTimelineHistory(body.toString('utf8'), tli, `${storage.url}/${key}`).find((b) => b.parent === timeline);
     if (!branch) continue;
-    segSize ??= await segmentSize(storage, ctx);
     // The parent holds every segment wholly before the switch point; the one containing it is read
     // from the child timeline.
     if (segmentNumber(segment, segSize) < branch.switchpoint / BigInt(segSize)) {
@@ -127,15 +126,17 @@ async function laterBranch(storage: Storage, timeline: number, segment: string, 
   return null;
 }
 
-async function segmentSize(storage: Storage, ctx: Ctx): Promise<number> {
+/**
+ * The repository's segment size from its verified walvault.json, created by the first segment pushed.
+ * A repository without one holds no WAL at all: when asked for a file, that is a repository missing
+ * from here (share not mounted, wrong endpoint or bucket, repository deleted), not the end of WAL.
+ */
+async function repositorySegmentSize(storage: Storage, missing: string, ctx: Ctx): Promise<number> {
   const m = await readRemoteManifest(storage, ctx.policy, ctx.deadline);
-  const size = m?.walSegmentSize;
-  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 << 20 || size > 1 << 30 || (size & (size - 1)) !== 0) {
-    throw new WalvaultError(
-      'CorruptObject',
-      ExitCode.integrity,
-      `${storage.url} holds timeline history but no valid repository manifest (walvault.json) giving the WAL segment size`,
-    );
-  }
-  return size;
+  if (m) return m.walSegmentSize; // validated by parseManifest
+  throw missingBucketError(
+    `${missing} not found, and repository ${storage.url} holds no ${MANIFEST_KEY} (no WAL was ever archived there): ` +
+      'the share may not be mounted, the endpoint or bucket may be wrong, or the repository was deleted or never archived to; ' +
+      'refusing to report the end of WAL',
+  );
 }

@@ -8,6 +8,7 @@ import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
 import { readVerifiedSmall } from '../repo/objects.js';
 import { repoCacheDir } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
+import { hex8 } from './names.js';
 
 // "Not found" is only trustworthy above what the archive is known to hold. Per timeline, wal-push
 // records the range [first, last] of segments archived contiguously (PostgreSQL archives in order and
@@ -24,7 +25,7 @@ export interface HighWater {
 export const BOOKKEEPING_BUDGET_MS = 5_000;
 
 export function highWaterKey(timeline: number): string {
-  return `state/timeline-${timeline.toString(16).toUpperCase().padStart(8, '0')}.json`;
+  return `state/timeline-${hex8(timeline)}.json`;
 }
 
 interface LocalState extends HighWater {
@@ -54,7 +55,7 @@ export function parseHighWater(text: string, timeline: number, where: string): H
   const keys = Object.keys(o).sort();
   if (keys.join() !== FIELDS.join()) throw corrupt(`fields ${JSON.stringify(keys)}, expected ${JSON.stringify(FIELDS)}`);
   if (o.timeline !== timeline) throw corrupt(`timeline ${JSON.stringify(o.timeline)}, expected ${timeline}`);
-  const tli = timeline.toString(16).toUpperCase().padStart(8, '0');
+  const tli = hex8(timeline);
   for (const f of ['first', 'last'] as const) {
     const name = o[f];
     if (typeof name !== 'string' || !/^[0-9A-F]{24}$/.test(name) || !name.startsWith(tli)) {

@@ -58,10 +58,12 @@ export function segmentNumber(segment: string, segSize: number): bigint {
   return log * segmentsPerLogId(segSize) + seg;
 }
 
+/** A 32-bit number as the 8 upper-case hex digits of WAL file names. */
+export const hex8 = (n: number | bigint): string => n.toString(16).toUpperCase().padStart(8, '0');
+
 export function segmentName(timeline: number, segno: bigint, segSize: number): string {
   const per = segmentsPerLogId(segSize);
-  const hex = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
-  return hex(timeline) + hex(segno / per) + hex(segno % per);
+  return hex8(timeline) + hex8(segno / per) + hex8(segno % per);
 }
 
 /** The segment after `segment` on the same timeline. */

@@ -150,7 +150,10 @@ describe('bad input (no store involved)', () => {
   });
 
   it('wal-fetch answers 1 only for a file that is really not archived', async () => {
-    const r = await runWalvault(['wal-fetch', SEG, join(ctx.dir, 'OUT')], { env: ctx.env, cwd: ctx.dir });
+    // In a repository (walvault.json present): one without it is missing, never "not found".
+    const pushed = await runWalvault(pushArgs(ctx.good), { env: ctx.env, cwd: ctx.dir });
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const r = await runWalvault(['wal-fetch', segName(2), join(ctx.dir, 'OUT')], { env: ctx.env, cwd: ctx.dir });
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/not in .* \(not found\); exiting 1/);
   });

@@ -180,8 +180,10 @@ describe.each(testStores())('faults x wal-push / wal-fetch on $name', (store) =>
     const keyRe = new RegExp(`/${escape(key)}(\\?|$)`);
 
     // Preparation straight to the store (no proxy, default timeouts). The repository manifest is
-    // created up front, so that the short deadline is spent on the faulted request, not on setup.
-    if (!row.freshRepo && row.cmd === 'push' && !row.conflict) {
+    // created up front, so that the short deadline is spent on the faulted request, not on setup
+    // (and a fetch of a file never archived asks an existing repository: one without walvault.json
+    // is missing, never "not found").
+    if (!row.freshRepo && ((row.cmd === 'push' && !row.conflict) || (row.cmd === 'fetch' && row.missing))) {
       const body = Buffer.from(JSON.stringify(manifestFromHeader(parseWalHeader(seg.data, seg.name))));
       await putRaw(store, bucket, `${prefix}/walvault.json`, body, {
         'walvault-sha256': sha(body),

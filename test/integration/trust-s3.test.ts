@@ -148,6 +148,9 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     const t = await fresh();
     const proxy = await proxyFor();
     const pgdata = await pgdataFor(t.dir, 'recovery');
+    // A repository (walvault.json present): one without it is missing, never "not found".
+    const first = await writeFakeSegment(t.dir, 1);
+    expect((await runWalvault(['wal-push', first.path, first.name], { env: t.direct })).code).toBe(0);
     const r = await runWalvault(['wal-fetch', segName(21), 'pg_wal/RECOVERYXLOG'], { env: t.via(proxy, { WALVAULT_DEADLINE: '30' }), cwd: pgdata });
     expect(r.code, show(r, proxy)).toBe(1);
     expect(r.stderr).toMatch(/is not in .* \(not found\); exiting 1/);
@@ -216,6 +219,31 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     const same = await runWalvault(['wal-push', a.path, a.name], { env: t.via(proxy, { ...spool, WALVAULT_DEADLINE: '30' }) });
     expect(same.code, show(same, proxy)).toBe(0);
     expect(same.stderr).toMatch(/already archived .*identical content/);
+  });
+
+  it('trust: an Object Lock bucket refusing the probe does not stop wal-push', async () => {
+    const t = await fresh();
+    const proxy = await proxyFor();
+    // What an Object Lock bucket answers a PutObject without Content-MD5 (or a checksum); here for
+    // any probe PUT, like a bucket policy denying the probe's key: an answer the probe cannot read.
+    const probeRe = new RegExp(`^/${escape(bucket)}/${escape(t.prefix)}/state/probe/`);
+    proxy.addRule({
+      method: 'PUT',
+      path: probeRe,
+      action: fault.status(400, 'InvalidRequest', 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters'),
+    });
+    const env = t.via(proxy, { WALVAULT_S3_CONDITIONAL_WRITES: 'auto', WALVAULT_LOOKAHEAD: '0', WALVAULT_DEADLINE: '30' });
+    const dir = await pgdataFor(t.dir, 'none');
+    for (const segno of [1, 2]) {
+      const s = await writeFakeSegment(dir, segno);
+      const before = proxy.seen('PUT', probeRe).length;
+      const r = await runWalvault(['wal-push', s.path, s.name], { env });
+      expect(r.code, show(r, proxy)).toBe(0);
+      expect(r.stderr.match(/WARN: .*If-None-Match probe failed .*HTTP 400 InvalidRequest.*using HEAD then PUT/g), r.stderr).toHaveLength(1);
+      // Not remembered: every process asks again (the bucket may be fixed, or the answer passing).
+      expect(proxy.seen('PUT', probeRe).length).toBeGreaterThan(before);
+      expect((await getRaw(store, bucket, t.keyOf(s.name)))?.metadata['walvault-sha256']).toBe(sha(s.data));
+    }
   });
 
   it('trust: a web page or a 404 page is not an empty listing', async () => {

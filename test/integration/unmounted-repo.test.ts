@@ -102,6 +102,40 @@ describe('a file:// repository that is suddenly empty', () => {
   });
 });
 
+describe('wal-fetch from a file:// repository that is suddenly empty', () => {
+  it('trust: a missing repository is never "not found" (wal-fetch)', async () => {
+    const t = await setup('fetch');
+    const s1 = await writeFakeSegment(t.walDir, 1);
+    expect((await t.push(s1.path, s1.name)).code).toBe(0);
+    // PostgreSQL runs restore_command in PGDATA; the signal file there picks the recovery-mode policy.
+    const recovery = join(t.work, 'none');
+    const standby = join(t.work, 'standby');
+    for (const d of [recovery, standby]) await mkdir(join(d, 'pg_wal'), { recursive: true });
+    await writeFile(join(standby, 'standby.signal'), '');
+    const fetch = (name: string, cwd: string) =>
+      runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env: { ...t.env, WALVAULT_PREFETCH: '0' }, cwd });
+    const s2 = '000000010000000000000002';
+
+    // The end of WAL in a healthy repository is still "not found".
+    const end = await fetch(s2, recovery);
+    expect(end.code, end.stderr).toBe(1);
+    expect(end.stderr).toMatch(/not found\); exiting 1/);
+
+    await t.unmount();
+    for (const name of [s1.name, s2, '00000002.history']) {
+      const r = await fetch(name, recovery);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(255);
+      expect(r.stderr).toMatch(/ERROR: MissingBucket: .* holds no walvault\.json.*not be mounted.*endpoint or bucket.*deleted/);
+      expect(r.stderr).not.toMatch(/not found\); exiting 1/);
+      const s = await fetch(name, standby);
+      expect(s.code, `${name}: ${s.stderr}`).toBe(1);
+      expect(s.stderr).toMatch(/ERROR: MissingBucket: .*exiting 1 so PostgreSQL retries or streams/);
+      expect(s.stderr).not.toMatch(/not found\); exiting 1/);
+      expect(readdirSync(join(recovery, 'pg_wal'))).toEqual([]);
+    }
+  });
+});
+
 describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository that lost walvault.json on $name', (store) => {
   it('trust: an unmounted share or a wrong endpoint is never archived into (S3 repository deleted)', async () => {
     const work = await tempDir('wv-unmounted-s3');
@@ -121,6 +155,13 @@ describe.each(testStores().filter((s) => s.name === 'rgw'))('an S3 repository th
     expect(r.code, r.stderr).toBe(13);
     expect(r.stderr).toMatch(/ERROR: MissingBucket: repository s3:\/\/.*holds no walvault\.json.*remove .* and retry/);
     expect(await listKeys(store, bucket, 'db/')).toEqual([]);
+    // wal-fetch from it (NoSuchKey for everything): missing, never "not found" (no signal file: 255).
+    await mkdir(join(work, 'pgdata', 'pg_wal'), { recursive: true });
+    for (const name of [s1.name, '00000002.history']) {
+      const f = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env: { ...env, WALVAULT_PREFETCH: '0' }, cwd: join(work, 'pgdata') });
+      expect(f.code, f.stderr).toBe(255);
+      expect(f.stderr).toMatch(/ERROR: MissingBucket: .*holds no walvault\.json/);
+    }
   });
 
   it('trust: an unmounted share or a wrong endpoint is never archived into (wrong endpoint)', async () => {

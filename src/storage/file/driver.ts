@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -13,6 +13,7 @@ import {
   isWalvaultError,
 } from '../../common/errors.js';
 import { ensureDirDurable, writeFileAtomic } from '../../common/fs-atomic.js';
+import { NotRegularFileError, openRegularFile } from '../../common/open-regular.js';
 import { TEMP_MARK } from '../../common/temp-names.js';
 import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
@@ -135,44 +136,61 @@ class FileStorage implements Storage {
   }
 
   async head(key: string, _opts?: CallOptions): Promise<ObjectInfo | null> {
+    const got = await this.openObject(key);
+    if (!got) return null;
+    await got.fh.close();
+    return got.info;
+  }
+
+  async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
+    const got = await this.openObject(key);
+    if (!got) return null;
+    // The descriptor already checked: a path opened again could be something else by now.
+    const body = createReadStream('', { fd: got.fh, start: got.headerSize, ...(opts?.signal ? { signal: opts.signal } : {}) });
+    return { info: got.info, body };
+  }
+
+  /**
+   * Opens an object (never blocking, never through a symlink: a FIFO or device put at a key would
+   * otherwise hang wal-fetch forever) and reads its header. The caller closes `fh`.
+   */
+  private async openObject(key: string): Promise<{ fh: FileHandle; info: ObjectInfo; headerSize: number } | null> {
     await this.checkRoot();
     const file = this.path(key);
-    let fh;
+    const corrupt = (why: string) => new WalvaultError('CorruptObject', ExitCode.integrity, `object ${key} in ${this.url} ${why}`);
+    let fh: FileHandle;
+    let size: number;
+    let mtime: Date;
     try {
-      fh = await open(file, 'r');
+      ({ fh, st: { size, mtime } } = await openRegularFile(file, { noFollow: true }));
     } catch (e) {
-      if (['ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) return null;
+      if (e instanceof NotRegularFileError) throw corrupt(`is ${e.kind}, not a file walvault wrote`);
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (['ENOENT', 'ENOTDIR'].includes(code)) return null;
+      if (code === 'ELOOP') throw corrupt('is a symbolic link, not a file walvault wrote');
       throw mapFsError(e, 'read', key);
     }
     try {
-      const { size, mtime } = await fh.stat();
       const first = Buffer.alloc(Math.min(size, MAGIC.length + 4));
       await fh.read(first, 0, first.length, 0);
-      const corrupt = () => new WalvaultError('CorruptObject', ExitCode.integrity, `object ${key} in ${this.url} has no walvault header`);
-      if (first.length < MAGIC.length + 4 || !first.subarray(0, MAGIC.length).equals(MAGIC)) throw corrupt();
+      const noHeader = () => corrupt('has no walvault header');
+      if (first.length < MAGIC.length + 4 || !first.subarray(0, MAGIC.length).equals(MAGIC)) throw noHeader();
       const len = first.readUInt32BE(MAGIC.length);
-      if (len > MAX_HEADER || MAGIC.length + 4 + len > size) throw corrupt();
+      if (len > MAX_HEADER || MAGIC.length + 4 + len > size) throw noHeader();
       const json = Buffer.alloc(len);
       await fh.read(json, 0, len, MAGIC.length + 4);
       let meta: ObjectMeta;
       try {
         meta = JSON.parse(json.toString('utf8')) as ObjectMeta;
       } catch {
-        throw corrupt();
+        throw noHeader();
       }
       const headerSize = MAGIC.length + 4 + len;
-      return { key, storedSize: size - headerSize, meta, lastModified: mtime, headerSize } as ObjectInfo & { headerSize: number };
-    } finally {
-      await fh.close();
+      return { fh, info: { key, storedSize: size - headerSize, meta, lastModified: mtime }, headerSize };
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      throw e;
     }
-  }
-
-  async get(key: string, opts?: CallOptions): Promise<GetResult | null> {
-    const info = (await this.head(key, opts)) as (ObjectInfo & { headerSize: number }) | null;
-    if (!info) return null;
-    const body = createReadStream(this.path(key), { start: info.headerSize, ...(opts?.signal ? { signal: opts.signal } : {}) });
-    const { headerSize: _drop, ...plain } = info;
-    return { info: plain, body };
   }
 
   async *list(prefix: string, opts?: ListOptions): AsyncIterable<ListedObject> {

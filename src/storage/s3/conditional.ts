@@ -4,9 +4,10 @@
 // of a throw-away key; the second must be refused with 412.
 import { randomBytes } from 'node:crypto';
 import { DeleteObjectCommand, PutObjectCommand, type PutObjectCommandInput, type S3Client } from '@aws-sdk/client-s3';
-import { configError, unavailableError } from '../../common/errors.js';
+import { configError, describe, isWalvaultError, unavailableError } from '../../common/errors.js';
 import { log } from '../../common/log.js';
 import { type ConditionalSupport, conditionalSupport, noteSupport } from './capabilities.js';
+import { contentMd5 } from './client.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, type S3Op } from './errors.js';
 
 /** Where probe objects go, relative to the repository prefix; each probe uses a fresh name. */
@@ -30,6 +31,8 @@ export interface ProbeResult {
 }
 
 const BODY = Buffer.from('walvault: does this store enforce If-None-Match? (safe to delete)\n');
+/** An Object Lock bucket refuses a PutObject without Content-MD5 (or a checksum) with 400. */
+const BODY_MD5 = contentMd5(BODY);
 
 const isPreconditionFailed = (e: unknown) => httpStatus(e) === 412 || errorCode(e) === 'PreconditionFailed';
 const isNotImplemented = (e: unknown) => httpStatus(e) === 501 || errorCode(e) === 'NotImplemented';
@@ -40,7 +43,7 @@ export async function probeConditionalWrites(t: ProbeTarget, signal?: AbortSigna
   const opts = signal ? { abortSignal: signal } : {};
   const put = () =>
     t.client.send(
-      new PutObjectCommand({ ...t.putParams, Bucket: t.bucket, Key: key, Body: BODY, ContentLength: BODY.length, IfNoneMatch: '*' }),
+      new PutObjectCommand({ ...t.putParams, Bucket: t.bucket, Key: key, Body: BODY, ContentLength: BODY.length, ContentMD5: BODY_MD5, IfNoneMatch: '*' }),
       opts,
     );
   let created = false;
@@ -92,18 +95,34 @@ const NOT_ENFORCED: Record<Exclude<ConditionalSupport, 'enforced'>, string> = {
   ignored: 'the store accepts If-None-Match but does not enforce it (a second conditional write of a probe object succeeded)',
 };
 
+/** Stores whose probe got an unexpected answer in this process (not remembered in the spool). */
+const probeFailed = new Set<string>();
+
 /**
  * Whether a PutObject with If-None-Match protects existing objects in this store. 'on' refuses a
  * store that does not enforce it (ConfigError); 'auto' falls back to HEAD then PUT, said once.
  */
 export async function conditionalWritesEnforced(c: ConditionalContext, signal?: AbortSignal): Promise<boolean> {
   if (c.mode === 'off') return false;
+  if (c.mode === 'auto' && probeFailed.has(c.storeId)) return false;
   let detail = '';
-  const support = await conditionalSupport(c.storeId, c.capabilityFile, async () => {
-    const r = await probeConditionalWrites(c, signal);
-    detail = r.detail;
-    return r.support;
-  });
+  let support: ConditionalSupport;
+  try {
+    support = await conditionalSupport(c.storeId, c.capabilityFile, async () => {
+      const r = await probeConditionalWrites(c, signal);
+      detail = r.detail;
+      return r.support;
+    });
+  } catch (e) {
+    // An answer the probe cannot read (a bucket policy, a proxy, a store refusing the probe's key)
+    // must not fail every wal-push: HEAD then PUT still protects the archive. Transient failures
+    // are retried instead, and nothing is remembered: a later process probes again.
+    // (A missing bucket is not the probe's problem: every request would say so.)
+    if (c.mode !== 'auto' || !isWalvaultError(e) || e.retryable || e.code === 'MissingBucket' || signal?.aborted) throw e;
+    probeFailed.add(c.storeId);
+    log.warn(`${c.repoUrl}: the If-None-Match probe failed (${describe(e)}); using HEAD then PUT in this process, which is not atomic`);
+    return false;
+  }
   if (support === 'enforced') return true;
   if (c.mode === 'on') {
     const risk = support === 'ignored' ? ', so a conditional write could overwrite an archived object' : '';
