@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, ExitCode, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
+import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 
 // A restore run as root for another user (--owner postgres) writes the data directory from a child
 // process running with that user's uid and gid: Node has no openat(), so checking each path
@@ -16,7 +15,9 @@ import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 // SHA-256, the directory itself.
 //
 //   walvault __restore-worker extract <pgdata>        stdin: the tar stream
-//   walvault __restore-worker wipe <pgdata>           removes everything inside <pgdata>
+//   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)
+//   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
+//   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
@@ -34,8 +35,8 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -47,7 +48,7 @@ export async function workerMain(args: string[]): Promise<number> {
   const [op, root, name] = args;
   let out: Record<string, unknown>;
   try {
-    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256 <pgdata> [name]`);
+    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take <pgdata> [name]`);
     out = await runOp(op as Op, root, name);
   } catch (e) {
     const w = isWalvaultError(e) ? e : backupError(`${op ?? 'restore worker'} ${root ?? ''}: ${describeError(e)}`);
@@ -65,7 +66,12 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
       return { entries: ex.entries(), ...ex.synced() };
     }
     case 'wipe':
-      for (const n of await readdir(root)) await rm(join(root, n), { recursive: true, force: true });
+      await removeContents(root, name === 'remove');
+      return {};
+    case 'check':
+      return { created: await checkTargetDir(root) };
+    case 'take':
+      await takeTargetDir(root, name === 'new');
       return {};
     case 'write': {
       const chunks: Buffer[] = [];

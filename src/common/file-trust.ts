@@ -1,4 +1,4 @@
-import { lstatSync, realpathSync, type Stats } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { configError, isWalvaultError } from './errors.js';
 
@@ -101,4 +101,47 @@ function check(what: string, given: string, chain: Array<[string, Stats]>, uid: 
       throw configError(`${subject} is writable by other users (mode ${mode}), who could change what walvault does: chmod go-w ${path}`);
     }
   });
+}
+
+/**
+ * Who controls the way to directory `dir`, for backup-fetch run as root (it creates, chowns and
+ * removes a directory in `dir`). Resolves `dir` component by component, following symlinks by hand,
+ * and checks every directory it looks a name up in: owned by root or `ownerUid`, not writable by
+ * group or others (sticky excepted above `dir`). Whoever may write one of them could send root
+ * elsewhere; a symlink is only as trustworthy as the directory holding it, so the check is on the
+ * way actually walked, not only on where it ends. Returns the symlink-free path to use from now on
+ * and whether root alone controls it (every directory root's, and `dir` itself not writable by
+ * others even with the sticky bit), or throws naming the first directory another user controls.
+ */
+export function directoryControl(dir: string, ownerUid: number, what: string): { real: string; rootOnly: boolean } {
+  let rootOnly = true;
+  const pending = resolve(dir).split('/').filter(Boolean).reverse();
+  let current = '/';
+  let links = 0;
+  const visit = (path: string, st: Stats, last: boolean): void => {
+    check(what, dir, [[path, st]], ownerUid, last);
+    if (st.uid !== 0 || (last && (st.mode & 0o022) !== 0)) rootOnly = false;
+  };
+  for (;;) {
+    const st = lstatSync(current);
+    if (!st.isDirectory()) throw configError(`${what} ${dir}: ${current} is not a directory`);
+    const name = pending.pop();
+    visit(current, st, name === undefined);
+    if (name === undefined) return { real: current, rootOnly };
+    if (name === '.') continue;
+    if (name === '..') {
+      current = dirname(current);
+      continue;
+    }
+    const next = join(current, name);
+    const ls = lstatSync(next);
+    if (!ls.isSymbolicLink()) {
+      current = next;
+      continue;
+    }
+    if (++links > 40) throw configError(`${what} ${dir}: too many symbolic links`);
+    const target = readlinkSync(next);
+    pending.push(...target.split('/').filter(Boolean).reverse());
+    if (target.startsWith('/')) current = '/';
+  }
 }

@@ -9,8 +9,14 @@ import { TEMP_MARK, tempPathFor } from './temp-names.js';
 // basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse
 // overwrites), fsync the directory. A crash leaves at most a temp file, never a partial target.
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY);
+/**
+ * fsync of a directory, opened so that nothing else can be: O_DIRECTORY (a FIFO or device there fails
+ * instead of blocking or being opened), O_NONBLOCK, and O_NOFOLLOW unless `follow` (the callers that
+ * just wrote into `dir` by path follow its last link anyway; backup-fetch, running as root, never does).
+ */
+export async function fsyncDir(dir: string, follow = false): Promise<void> {
+  const { O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_NOFOLLOW } = constants;
+  const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW));
   try {
     await fh.sync();
   } finally {
@@ -65,7 +71,7 @@ export async function writeFileAtomic(
     } else {
       await rename(temp, target);
     }
-    await fsyncDir(dirname(target));
+    await fsyncDir(dirname(target), true);
     return true;
   } catch (e) {
     if (!Buffer.isBuffer(source)) for (const s of Array.isArray(source) ? source : [source]) (s as Readable).destroy?.();
@@ -123,7 +129,7 @@ export async function ensureDirDurable(dir: string, mode: number): Promise<void>
     await mkdir(d, { mode }).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'EEXIST') throw e; // a concurrent writer made it: its entry is synced below all the same
     });
-    await fsyncDir(dirname(d));
+    await fsyncDir(dirname(d), true);
   }
 }
 
