@@ -16,7 +16,7 @@ import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
 import { createExtractor } from './extract.js';
 import { removeContents } from './restore-target.js';
-import { needsWorker, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
+import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
@@ -153,7 +153,7 @@ export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: s
     return;
   }
   const started = Date.now();
-  const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/' } : {};
+  const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/', env: ownerEnv() } : {};
   const r = await new Promise<{ code: number; out: string }>((resolvePromise) => {
     execFile(bin, ['--no-parse-wal', '--quiet', pgdata], { maxBuffer: 16 * 1024 * 1024, ...as }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;

@@ -91,6 +91,17 @@ export interface RunningWorker {
   kill(): void;
 }
 
+/**
+ * The environment of what runs as the owner (the worker, pg_verifybackup): the owner can read
+ * /proc/<pid>/environ of its own processes, so root's credentials (AWS_*, WALVAULT_*, PG*) never go
+ * there, nor NODE_OPTIONS (code to load). Locale and time zone only, HOME the root directory.
+ */
+export function ownerEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = { PATH: env['PATH'] || '/usr/bin:/bin', HOME: '/', NODE_DISABLE_COMPILE_CACHE: '1' };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (k === 'LANG' || k === 'TZ' || k.startsWith('LC_'))) out[k] = v;
+  return out;
+}
+
 /** Starts `walvault __restore-worker <op> <root> [name]` as `owner`. `script` is this walvault's bundle. */
 export function startWorker(op: Op, root: string, owner: Owner, name?: string, script = process.argv[1] ?? ''): RunningWorker {
   const child = spawn(process.execPath, [script, WORKER_COMMAND, op, root, ...(name ? [name] : [])], {
@@ -98,7 +109,7 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
     gid: owner.gid,
     // root's working and cache directories are usually closed to the owner.
     cwd: '/',
-    env: { ...process.env, NODE_DISABLE_COMPILE_CACHE: '1' },
+    env: ownerEnv(),
     stdio: [op === 'extract' || op === 'write' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
   });
   let stdout = '';
