@@ -82,12 +82,20 @@ export async function checkTargetDir(pgdata: string, names = true): Promise<bool
  * own the directory already.
  */
 export async function takeTargetDir(pgdata: string, created: boolean, chownTo?: Owner): Promise<void> {
-  if (created) await mkdir(pgdata, { mode: 0o700 });
+  const me = process.geteuid?.();
+  if (created) {
+    await mkdir(pgdata, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (me === 0 || (e.code !== 'EACCES' && e.code !== 'EPERM')) throw e;
+      throw backupError(
+        `cannot create ${pgdata} as uid ${me} (${e.code}): its parent is not writable by that user, and root creates it only in a ` +
+          `directory root alone controls; create ${pgdata} owned by uid ${me} yourself, or restore elsewhere`,
+      );
+    });
+  }
   const fh = await open(pgdata, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const [fst, lst] = await Promise.all([fh.stat(), lstat(pgdata)]);
     if (fst.dev !== lst.dev || fst.ino !== lst.ino) throw backupError(`${pgdata} changed while backup-fetch took it; refusing to restore into it`);
-    const me = process.geteuid?.();
     if (me !== 0 && fst.uid !== me) {
       throw backupError(`${pgdata} belongs to uid ${fst.uid}, not to uid ${me} the restore runs as: chown ${me} ${pgdata}, or remove it`);
     }

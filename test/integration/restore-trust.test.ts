@@ -174,6 +174,47 @@ describe('backup-fetch as root for another user', () => {
     expect((await stat(join(mine, 'data', 'PG_VERSION'))).uid).toBe(0);
   }, 120_000);
 
+  it('trust: the restore worker never receives root\'s secrets', async () => {
+    // As postgres, what the owner can see: /proc/<pid>/environ of its own processes, while the
+    // restore runs (the extraction worker, pg_verifybackup, the small workers after them).
+    const script = [
+      'import os, sys',
+      'secret, log = sys.argv[1].encode(), sys.argv[2]',
+      'seen, leaks = set(), set()',
+      'while True:',
+      '    for pid in os.listdir("/proc"):',
+      '        if not pid.isdigit() or pid in seen: continue',
+      '        try:',
+      '            cmd = open(f"/proc/{pid}/cmdline", "rb").read()',
+      '            if b"__restore-worker" not in cmd and b"pg_verifybackup" not in cmd: continue',
+      '            env = open(f"/proc/{pid}/environ", "rb").read()',
+      '        except OSError:',
+      '            continue',
+      '        seen.add(pid)',
+      '        if secret in env: leaks.add(pid)',
+      '        with open(log, "w") as f: f.write(f"{len(seen)} {len(leaks)}\\n")',
+    ].join('\n');
+    const { uid, gid } = await postgresIds();
+    const log = join(await tempDir('wv-env-log', { forPostgres: true }), 'seen');
+    const secret = `wv-secret-${process.pid}-${Date.now()}`;
+    const spy = spawn('python3', ['-c', script, secret, log], { uid, gid, cwd: '/', detached: true, stdio: 'ignore' });
+    let r: WalvaultResult;
+    try {
+      await new Promise((res) => setTimeout(res, 300));
+      const pgdata = join(await tempDir('wv-env', { forPostgres: true }), 'data');
+      r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres', '--target-immediate'], {
+        AWS_SECRET_ACCESS_KEY: secret,
+        AWS_SESSION_TOKEN: secret,
+      });
+    } finally {
+      process.kill(-spy.pid!, 'SIGKILL');
+    }
+    expect(r.code, r.stderr).toBe(0);
+    const [seen, leaks] = (await readFile(log, 'utf8')).trim().split(' ').map(Number);
+    expect(seen, 'the spy saw no process of the restore').toBeGreaterThan(0);
+    expect(leaks).toBe(0);
+  }, 120_000);
+
   it('trust: no control character reaches postgresql.auto.conf (exit codes)', async () => {
     const base = await tempDir('wv-ctl', { forPostgres: true });
     const cases: Array<[string[], number, RegExp]> = [
