@@ -27,7 +27,7 @@ export function planTarget(pgdata: string, owner: Owner | undefined): TargetPlan
   const parent = dirname(pgdata);
   let ctl;
   try {
-    ctl = directoryControl(parent, owner?.uid ?? 0, `the directory holding ${pgdata}`);
+    ctl = directoryControl(parent, owner?.uid ?? 0, `backup-fetch target ${pgdata}, parent`);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') throw backupError(`the parent directory ${parent} of ${pgdata} does not exist`);

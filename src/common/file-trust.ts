@@ -84,11 +84,12 @@ export function trustedSpool(path: string, cache: StatCache = new Map()): string
 }
 
 /** chain[0] is the file or directory itself when `self`, else the nearest existing directory above it. */
-function check(what: string, given: string, chain: Array<[string, Stats]>, uid: number, self: boolean): void {
+function check(what: string, given: string, chain: Array<[string, Stats]>, uid: number, self: boolean, fix = true): void {
   chain.forEach(([path, st], i) => {
     const parent = i > 0 || !self;
     const subject = parent ? `${what} ${given}: directory ${path}` : `${what} ${given}`;
     if (st.uid !== uid && st.uid !== 0) {
+      if (!fix) throw configError(`${subject} is owned by uid ${st.uid}, who could redirect walvault there`);
       throw configError(
         `${subject} is owned by uid ${st.uid}, who could make walvault (uid ${uid}) act for them; ` +
           `it must belong to uid ${uid} or root: chown ${uid} ${path}` + (what.startsWith('spool') ? ', or use a spool of your own (--spool)' : ''),
@@ -98,7 +99,7 @@ function check(what: string, given: string, chain: Array<[string, Stats]>, uid: 
     const sticky = parent && st.isDirectory() && (st.mode & 0o1000) !== 0;
     if ((st.mode & 0o022) !== 0 && !sticky) {
       const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
-      throw configError(`${subject} is writable by other users (mode ${mode}), who could change what walvault does: chmod go-w ${path}`);
+      throw configError(`${subject} is writable by other users (mode ${mode}), who could change what walvault does${fix ? `: chmod go-w ${path}` : ''}`);
     }
   });
 }
@@ -107,7 +108,7 @@ function check(what: string, given: string, chain: Array<[string, Stats]>, uid: 
  * Who controls the way to directory `dir`, for backup-fetch run as root (it creates, chowns and
  * removes a directory in `dir`). Resolves `dir` component by component, following symlinks by hand,
  * and checks every directory it looks a name up in: owned by root or `ownerUid`, not writable by
- * group or others (sticky excepted above `dir`). Whoever may write one of them could send root
+ * group or others unless sticky (like /tmp: others cannot rename our entries there). Whoever may write one of them could send root
  * elsewhere; a symlink is only as trustworthy as the directory holding it, so the check is on the
  * way actually walked, not only on where it ends. Returns the symlink-free path to use from now on
  * and whether root alone controls it (every directory root's, and `dir` itself not writable by
@@ -119,7 +120,7 @@ export function directoryControl(dir: string, ownerUid: number, what: string): {
   let current = '/';
   let links = 0;
   const visit = (path: string, st: Stats, last: boolean): void => {
-    check(what, dir, [[path, st]], ownerUid, last);
+    check(what, dir, [[path, st]], ownerUid, false, false);
     if (st.uid !== 0 || (last && (st.mode & 0o022) !== 0)) rootOnly = false;
   };
   for (;;) {
