@@ -12,7 +12,7 @@ import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.
 // process that is the owner can at worst be sent where the owner may write anyway. The same goes
 // for emptying the directory after a failure (a recursive delete as root through a swapped-in link
 // would delete outside it). The parent keeps what needs root: reading the repository, checking the
-// SHA-256, the directory itself.
+// SHA-256, and the directory itself only where root alone controls its parent (restore-target.ts).
 //
 //   walvault __restore-worker extract <pgdata>        stdin: the tar stream
 //   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)

@@ -124,7 +124,7 @@ async function locateTarget(given: string, spec: string | undefined): Promise<{ 
   let owner = ownerFromFlag(spec, isRoot);
   if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, created: await checkTargetDir(given), owner };
   if (!owner) {
-    // The owner of an existing directory, read by root without following a link (a uid, no content).
+    // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
     if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
   }
