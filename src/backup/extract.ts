@@ -4,6 +4,7 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
 import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
+import { writeAll } from '../common/fs-atomic.js';
 import { normalizeName, TarSink, wrapTarError } from './tar.js';
 
 // backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything
@@ -92,7 +93,7 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
     const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
     let handedOff = false;
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) await fh.write(chunk);
+      for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
       if (durable) {
         // The fsync runs while the next members are written: the disk flushes one file while
         // the stream fills the next (the end waits for all of them).

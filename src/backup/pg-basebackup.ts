@@ -22,12 +22,25 @@ export interface BaseBackupProcess {
   estimate: () => number | undefined;
 }
 
+/** Seconds pg_basebackup may take to connect when the user set no PGCONNECT_TIMEOUT. */
+export const CONNECT_TIMEOUT_S = 30;
+
+/**
+ * pg_basebackup's environment: a server that accepts the TCP connection and never answers (a hung
+ * postmaster, a half-open firewall) would otherwise keep backup-push waiting forever, before
+ * backupWaitTimeout applies. A stalled walsender during the data phase is bounded only by TCP
+ * keepalive (README, known limits).
+ */
+export function baseBackupEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...env, PGCONNECT_TIMEOUT: env['PGCONNECT_TIMEOUT'] || String(CONNECT_TIMEOUT_S) };
+}
+
 export function startBaseBackup(bin: string, opts: BaseBackupOptions, label: string): BaseBackupProcess {
   const args = ['-D', '-', '-Ft', '-X', 'none', `--checkpoint=${opts.checkpoint}`, '--label', label, '--progress', '--no-password'];
   if (opts.dbname) args.push('--dbname', opts.dbname);
   if (opts.maxRate) args.push(`--max-rate=${opts.maxRate}`);
   log.info(`running ${bin} ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ').replace(/--dbname \S+/, '--dbname ****')}`);
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: baseBackupEnv() });
   const lines: string[] = [];
   let estimate: number | undefined;
   let partial = '';

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupError, fromFsError } from '../common/errors.js';
+import { writeAll } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 
 // The few files backup-fetch writes or reads in the restored data directory after extraction
@@ -39,7 +40,7 @@ export async function applyWrites(root: string, writes: PgdataWrite[]): Promise<
       const st = await fh.stat();
       // A hard link would make the append land in another file too.
       if (!st.isFile() || st.nlink !== 1) throw backupError(`${path} is not a plain file with one name; refusing to write to it`);
-      await fh.write(Buffer.from(w.data, 'base64'));
+      await writeAll(fh, Buffer.from(w.data, 'base64'));
       await fh.sync();
     } finally {
       await fh.close();

@@ -1,5 +1,6 @@
 import { join, resolve } from 'node:path';
 import type { LoadedConfig } from '../common/config.js';
+import { controlChar } from '../common/control-chars.js';
 import { configError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { SETTINGS } from '../common/settings.js';
@@ -48,15 +49,12 @@ export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.exe
   return [...parts.map((p) => shellQuote(p).replace(/%/g, '%%')), 'wal-fetch', '%f', '%p'].join(' ');
 }
 
-// postgresql.conf has no escape for a line break inside a string: a newline in a value would end
-// the setting and start a new line of configuration.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
-
 /** `value`, or `fail` when it holds a control character (it is bound for postgresql.auto.conf). */
 export function confSafe(value: string, what: string, fail: (m: string) => Error = usageError): string {
-  const m = CONTROL.exec(value);
-  if (m) {
-    const code = `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+  // postgresql.conf has no escape for a line break inside a string: a newline in a value would end
+  // the setting and start a new line of configuration.
+  const code = controlChar(value);
+  if (code) {
     throw fail(`${what} contains a control character (${code}); it cannot be written to postgresql.auto.conf`);
   }
   return value;

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, rmdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -15,7 +15,8 @@ import { backupKey, DATA_OBJECT, MANIFEST_OBJECT, type BackupInfo } from './cata
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
 import { createExtractor } from './extract.js';
-import { needsWorker, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
+import { removeContents } from './restore-target.js';
+import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
@@ -152,7 +153,7 @@ export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: s
     return;
   }
   const started = Date.now();
-  const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/' } : {};
+  const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/', env: ownerEnv() } : {};
   const r = await new Promise<{ code: number; out: string }>((resolvePromise) => {
     execFile(bin, ['--no-parse-wal', '--quiet', pgdata], { maxBuffer: 16 * 1024 * 1024, ...as }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
@@ -172,13 +173,18 @@ export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: s
 /**
  * Leaves nothing behind: removes a directory we created, or empties one that was empty before. What
  * is inside belongs to `owner` and is removed by a worker running as `owner`: a recursive delete as
- * root would follow a directory swapped for a link out of the tree.
+ * root would follow a directory swapped for a link out of the tree. The directory itself is removed
+ * by that worker too when the owner holds its parent (`ownerHoldsParent`, restore-target.ts).
  */
-export async function wipe(pgdata: string, created: boolean, owner?: Owner): Promise<void> {
+export async function wipe(pgdata: string, created: boolean, owner?: Owner, ownerHoldsParent = false): Promise<void> {
   try {
-    if (needsWorker(owner)) await startWorker('wipe', pgdata, owner).done;
-    else for (const name of await readdir(pgdata)) await rm(join(pgdata, name), { recursive: true, force: true });
-    if (created) await rmdir(pgdata);
+    if (!needsWorker(owner)) await removeContents(pgdata, created);
+    else if (ownerHoldsParent) await startWorker('wipe', pgdata, owner, created ? 'remove' : undefined).done;
+    else {
+      await startWorker('wipe', pgdata, owner).done;
+      // The parent is root's alone (restore-target.ts): nobody else can change what this name is.
+      if (created) await rmdir(pgdata);
+    }
   } catch (e) {
     log.error(`could not clean up ${pgdata} after the failure: ${describeError(e)}; remove its contents before using it`);
   }

@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, ExitCode, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
+import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 
 // A restore run as root for another user (--owner postgres) writes the data directory from a child
 // process running with that user's uid and gid: Node has no openat(), so checking each path
@@ -13,10 +12,12 @@ import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 // process that is the owner can at worst be sent where the owner may write anyway. The same goes
 // for emptying the directory after a failure (a recursive delete as root through a swapped-in link
 // would delete outside it). The parent keeps what needs root: reading the repository, checking the
-// SHA-256, the directory itself.
+// SHA-256, and the directory itself only where root alone controls its parent (restore-target.ts).
 //
 //   walvault __restore-worker extract <pgdata>        stdin: the tar stream
-//   walvault __restore-worker wipe <pgdata>           removes everything inside <pgdata>
+//   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)
+//   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
+//   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
@@ -34,8 +35,8 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -47,7 +48,7 @@ export async function workerMain(args: string[]): Promise<number> {
   const [op, root, name] = args;
   let out: Record<string, unknown>;
   try {
-    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256 <pgdata> [name]`);
+    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take <pgdata> [name]`);
     out = await runOp(op as Op, root, name);
   } catch (e) {
     const w = isWalvaultError(e) ? e : backupError(`${op ?? 'restore worker'} ${root ?? ''}: ${describeError(e)}`);
@@ -65,7 +66,12 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
       return { entries: ex.entries(), ...ex.synced() };
     }
     case 'wipe':
-      for (const n of await readdir(root)) await rm(join(root, n), { recursive: true, force: true });
+      await removeContents(root, name === 'remove');
+      return {};
+    case 'check':
+      return { created: await checkTargetDir(root) };
+    case 'take':
+      await takeTargetDir(root, name === 'new');
       return {};
     case 'write': {
       const chunks: Buffer[] = [];
@@ -85,6 +91,17 @@ export interface RunningWorker {
   kill(): void;
 }
 
+/**
+ * The environment of what runs as the owner (the worker, pg_verifybackup): the owner can read
+ * /proc/<pid>/environ of its own processes, so root's credentials (AWS_*, WALVAULT_*, PG*) never go
+ * there, nor NODE_OPTIONS (code to load). Locale and time zone only, HOME the root directory.
+ */
+export function ownerEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = { PATH: env['PATH'] || '/usr/bin:/bin', HOME: '/', NODE_DISABLE_COMPILE_CACHE: '1' };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (k === 'LANG' || k === 'TZ' || k.startsWith('LC_'))) out[k] = v;
+  return out;
+}
+
 /** Starts `walvault __restore-worker <op> <root> [name]` as `owner`. `script` is this walvault's bundle. */
 export function startWorker(op: Op, root: string, owner: Owner, name?: string, script = process.argv[1] ?? ''): RunningWorker {
   const child = spawn(process.execPath, [script, WORKER_COMMAND, op, root, ...(name ? [name] : [])], {
@@ -92,7 +109,7 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
     gid: owner.gid,
     // root's working and cache directories are usually closed to the owner.
     cwd: '/',
-    env: { ...process.env, NODE_DISABLE_COMPILE_CACHE: '1' },
+    env: ownerEnv(),
     stdio: [op === 'extract' || op === 'write' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
   });
   let stdout = '';

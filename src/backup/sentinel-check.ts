@@ -1,4 +1,5 @@
 import { CODECS } from '../codec/codec.js';
+import { controlChar } from '../common/control-chars.js';
 import { backupError } from '../common/errors.js';
 import type { BackupInfo } from './catalog.js';
 
@@ -14,7 +15,6 @@ const SEGMENT = /^[0-9A-F]{24}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 const DECIMAL_U64 = /^\d{1,20}$/;
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const MiB = 1024 * 1024;
 
 type Rec = Record<string, unknown>;
@@ -35,7 +35,7 @@ export function validateBackupInfo(x: unknown, what: string): BackupInfo {
   const text = (f: string, optional = false): void => {
     const v = b[f];
     if (optional && v === undefined) return;
-    if (typeof v !== 'string' || v.length > 1024 || CONTROL.test(v)) bad(f, 'must be text of at most 1024 characters without control characters');
+    if (typeof v !== 'string' || v.length > 1024 || controlChar(v) !== undefined) bad(f, 'must be text of at most 1024 characters without control characters');
   };
   const int = (f: string, min: number, max: number): number => {
     const v = b[f];

@@ -1,16 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { lstat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { retryPolicy, type LoadedConfig } from '../common/config.js';
-import { backupError, describe as describeError, usageError } from '../common/errors.js';
-import { fsyncDir } from '../common/fs-atomic.js';
+import { backupError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { isBackupId, listBackups, type BackupInfo } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
+import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from '../backup/restore-target.js';
+import { needsWorker, startWorker, type Owner } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
 import { openStorage } from '../storage/open.js';
 
@@ -51,9 +51,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
-  const pgdata = resolve(opts.pgdata);
-  const created = await checkTargetDir(pgdata);
-  const owner = await resolveOwner(opts.owner, pgdata, created);
+  const { plan, created, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const pgdata = plan.pgdata;
 
   const storage = await openStorage(config);
   const abort = new AbortController();
@@ -87,13 +86,13 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
 
     // 2. Restore. From here on a failure empties the directory again.
     try {
-      await prepareTargetDir(pgdata, created, owner);
+      await prepareTargetDir(plan, created, owner);
       await restoreData(storage, config, backup, pgdata, owner, abort.signal);
       await checkManifestFile(storage, config, backup, pgdata, owner);
       await verifyBackup(config, backup, pgdata, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
-      await wipe(pgdata, created, owner);
+      await wipe(pgdata, created, owner, plan.ownerHoldsParent);
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -109,70 +108,51 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   }
 }
 
+/** Creates (or takes) the target directory for `owner`: by root only where root alone controls its parent. */
+async function prepareTargetDir(plan: TargetPlan, created: boolean, owner: Owner | undefined): Promise<void> {
+  if (needsWorker(owner) && plan.ownerHoldsParent) await startWorker('take', plan.pgdata, owner, created ? 'new' : 'existing').done;
+  else await takeTargetDir(plan.pgdata, created, needsWorker(owner) ? owner : undefined);
+}
+
 /**
- * Creates (or takes) the target directory and hands it to `owner` through an open descriptor of
- * the directory itself, never by a path a link could redirect; the parent is fsynced so the new
- * entry survives a crash.
+ * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-target.ts):
+ * what is found there is looked at by root only when root alone controls it, else by the owner's
+ * worker. Returns whether <pgdata> is new.
  */
-async function prepareTargetDir(pgdata: string, created: boolean, owner: { uid: number; gid: number } | undefined): Promise<void> {
-  if (created) await mkdir(pgdata, { mode: 0o700 });
-  const fh = await open(pgdata, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  try {
-    await fh.chmod(0o700);
-    if (owner) await fh.chown(owner.uid, owner.gid);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  if (created) await fsyncDir(dirname(pgdata));
-}
-
-/** Returns true when the directory does not exist yet (and its parent does). Refuses a non-empty one. */
-async function checkTargetDir(pgdata: string): Promise<boolean> {
-  let st;
-  try {
-    st = await lstat(pgdata);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw backupError(`cannot inspect ${pgdata}: ${describeError(e)}`);
-    const parent = dirname(pgdata);
-    const ps = await stat(parent).catch(() => null);
-    if (!ps?.isDirectory()) throw backupError(`the parent directory ${parent} of ${pgdata} does not exist`);
-    return true;
-  }
-  if (!st.isDirectory()) throw backupError(`${pgdata} exists and is not a directory; refusing to restore into it`);
-  const entries = await readdir(pgdata);
-  if (entries.length > 0) {
-    throw backupError(
-      `${pgdata} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); backup-fetch restores only into an empty or new directory`,
-    );
-  }
-  return false;
-}
-
-async function resolveOwner(spec: string | undefined, pgdata: string, created: boolean): Promise<{ uid: number; gid: number } | undefined> {
+async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; created: boolean; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
-  if (spec !== undefined) {
-    let ids: { uid: number; gid: number };
-    const m = /^(\d+)(?::(\d+))?$/.exec(spec);
-    if (m) ids = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
-    else {
-      try {
-        ids = {
-          uid: Number(execFileSync('id', ['-u', spec], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
-          gid: Number(execFileSync('id', ['-g', spec], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
-        };
-      } catch {
-        throw usageError(`--owner ${JSON.stringify(spec)}: no such user`);
-      }
+  let owner = ownerFromFlag(spec, isRoot);
+  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, created: await checkTargetDir(given), owner };
+  if (!owner) {
+    // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
+    const st = await lstat(given).catch(() => null);
+    if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
+  }
+  const worker = needsWorker(owner) ? owner : undefined;
+  const plan = planTarget(given, worker);
+  const created =
+    worker && plan.ownerHoldsParent
+      ? (await startWorker('check', plan.pgdata, worker).done)['created'] === true
+      : await checkTargetDir(plan.pgdata);
+  if (!worker) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
+  return { plan, created, owner };
+}
+
+function ownerFromFlag(spec: string | undefined, isRoot: boolean): Owner | undefined {
+  if (spec === undefined) return undefined;
+  let ids: Owner;
+  const m = /^(\d+)(?::(\d+))?$/.exec(spec);
+  if (m) ids = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
+  else {
+    try {
+      ids = {
+        uid: Number(execFileSync('id', ['-u', spec], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
+        gid: Number(execFileSync('id', ['-g', spec], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()),
+      };
+    } catch {
+      throw usageError(`--owner ${JSON.stringify(spec)}: no such user`);
     }
-    if (!isRoot && ids.uid !== process.getuid?.()) throw usageError('--owner needs root (the restored files would belong to another user)');
-    return isRoot ? ids : undefined;
   }
-  if (!isRoot) return undefined;
-  if (!created) {
-    const st = await stat(pgdata);
-    if (st.uid !== 0) return { uid: st.uid, gid: st.gid };
-  }
-  log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
-  return undefined;
+  if (!isRoot && ids.uid !== process.getuid?.()) throw usageError('--owner needs root (the restored files would belong to another user)');
+  return isRoot ? ids : undefined;
 }

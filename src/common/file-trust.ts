@@ -1,4 +1,4 @@
-import { lstatSync, realpathSync, type Stats } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { configError, isWalvaultError } from './errors.js';
 
@@ -84,11 +84,12 @@ export function trustedSpool(path: string, cache: StatCache = new Map()): string
 }
 
 /** chain[0] is the file or directory itself when `self`, else the nearest existing directory above it. */
-function check(what: string, given: string, chain: Array<[string, Stats]>, uid: number, self: boolean): void {
+function check(what: string, given: string, chain: Array<[string, Stats]>, uid: number, self: boolean, fix = true): void {
   chain.forEach(([path, st], i) => {
     const parent = i > 0 || !self;
     const subject = parent ? `${what} ${given}: directory ${path}` : `${what} ${given}`;
     if (st.uid !== uid && st.uid !== 0) {
+      if (!fix) throw configError(`${subject} is owned by uid ${st.uid}, who could redirect walvault there`);
       throw configError(
         `${subject} is owned by uid ${st.uid}, who could make walvault (uid ${uid}) act for them; ` +
           `it must belong to uid ${uid} or root: chown ${uid} ${path}` + (what.startsWith('spool') ? ', or use a spool of your own (--spool)' : ''),
@@ -98,7 +99,50 @@ function check(what: string, given: string, chain: Array<[string, Stats]>, uid: 
     const sticky = parent && st.isDirectory() && (st.mode & 0o1000) !== 0;
     if ((st.mode & 0o022) !== 0 && !sticky) {
       const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
-      throw configError(`${subject} is writable by other users (mode ${mode}), who could change what walvault does: chmod go-w ${path}`);
+      throw configError(`${subject} is writable by other users (mode ${mode}), who could change what walvault does${fix ? `: chmod go-w ${path}` : ''}`);
     }
   });
+}
+
+/**
+ * Who controls the way to directory `dir`, for backup-fetch run as root (it creates, chowns and
+ * removes a directory in `dir`). Resolves `dir` component by component, following symlinks by hand,
+ * and checks every directory it looks a name up in: owned by root or `ownerUid`, not writable by
+ * group or others unless sticky (like /tmp: others cannot rename our entries there). Whoever may write one of them could send root
+ * elsewhere; a symlink is only as trustworthy as the directory holding it, so the check is on the
+ * way actually walked, not only on where it ends. Returns the symlink-free path to use from now on
+ * and whether root alone controls it (every directory root's, and `dir` itself not writable by
+ * others even with the sticky bit), or throws naming the first directory another user controls.
+ */
+export function directoryControl(dir: string, ownerUid: number, what: string): { real: string; rootOnly: boolean } {
+  let rootOnly = true;
+  const pending = resolve(dir).split('/').filter(Boolean).reverse();
+  let current = '/';
+  let links = 0;
+  const visit = (path: string, st: Stats, last: boolean): void => {
+    check(what, dir, [[path, st]], ownerUid, false, false);
+    if (st.uid !== 0 || (last && (st.mode & 0o022) !== 0)) rootOnly = false;
+  };
+  for (;;) {
+    const st = lstatSync(current);
+    if (!st.isDirectory()) throw configError(`${what} ${dir}: ${current} is not a directory`);
+    const name = pending.pop();
+    visit(current, st, name === undefined);
+    if (name === undefined) return { real: current, rootOnly };
+    if (name === '.') continue;
+    if (name === '..') {
+      current = dirname(current);
+      continue;
+    }
+    const next = join(current, name);
+    const ls = lstatSync(next);
+    if (!ls.isSymbolicLink()) {
+      current = next;
+      continue;
+    }
+    if (++links > 40) throw configError(`${what} ${dir}: too many symbolic links`);
+    const target = readlinkSync(next);
+    pending.push(...target.split('/').filter(Boolean).reverse());
+    if (target.startsWith('/')) current = '/';
+  }
 }

@@ -1,5 +1,5 @@
 import { constants, createWriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,12 +9,30 @@ import { TEMP_MARK, tempPathFor } from './temp-names.js';
 // basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse
 // overwrites), fsync the directory. A crash leaves at most a temp file, never a partial target.
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY);
+/**
+ * fsync of a directory, opened so that nothing else can be: O_DIRECTORY (a FIFO or device there fails
+ * instead of blocking or being opened), O_NONBLOCK, and O_NOFOLLOW unless `follow` (the callers that
+ * just wrote into `dir` by path follow its last link anyway; backup-fetch, running as root, never does).
+ */
+export async function fsyncDir(dir: string, follow = false): Promise<void> {
+  const { O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_NOFOLLOW } = constants;
+  const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW));
   try {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Writes all of `data` at the file's position: one write(2) may write less than asked (a signal, a
+ * file system near full, FUSE or network file systems), and what it left out would be lost silently.
+ */
+export async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`write wrote nothing (${data.length - off} bytes left)`), { code: 'EIO' });
+    off += bytesWritten;
   }
 }
 
@@ -65,7 +83,7 @@ export async function writeFileAtomic(
     } else {
       await rename(temp, target);
     }
-    await fsyncDir(dirname(target));
+    await fsyncDir(dirname(target), true);
     return true;
   } catch (e) {
     if (!Buffer.isBuffer(source)) for (const s of Array.isArray(source) ? source : [source]) (s as Readable).destroy?.();
@@ -123,7 +141,7 @@ export async function ensureDirDurable(dir: string, mode: number): Promise<void>
     await mkdir(d, { mode }).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'EEXIST') throw e; // a concurrent writer made it: its entry is synced below all the same
     });
-    await fsyncDir(dirname(d));
+    await fsyncDir(dirname(d), true);
   }
 }
 

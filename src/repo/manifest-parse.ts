@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { controlChar } from '../common/control-chars.js';
 import { ExitCode, WalvaultError } from '../common/errors.js';
 import type { ObjectInfo } from '../storage/types.js';
 import { isValidSegmentSize } from '../wal/header.js';
@@ -29,7 +30,7 @@ function corrupt(where: string, why: string): WalvaultError {
 
 const isPowerOfTwo = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
 // Printed in messages: short, and no control characters that could forge log lines.
-const isLabel = (v: unknown): v is string => typeof v === 'string' && v.length <= 200 && !/[\u0000-\u001f\u007f]/.test(v);
+const isLabel = (v: unknown): v is string => typeof v === 'string' && v.length <= 200 && controlChar(v) === undefined;
 
 /** Parses and validates every field; the result holds only the validated fields. */
 export function parseManifest(text: string, where: string): RepoManifest {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readdir, readFile, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chownToPostgres, isRoot, PgCluster } from '../support/pg.js';
@@ -114,6 +114,106 @@ describe('backup-fetch as root for another user', () => {
       if (left.length > 0) expect(r.stderr).toMatch(/could not clean up .*; remove its contents before using it/);
     }
   }, 180_000);
+
+  it('trust: a symlink swap of an ancestor of pgdata never makes root chown or create outside', async () => {
+    // /var/lib/postgresql/16/main on Debian: postgres owns the directories above the target, so it
+    // can make `16` a link to a directory of root's (the decoy) holding, or not, a `main`.
+    const { uid, gid } = await postgresIds();
+    const home = await tempDir('wv-anc', { forPostgres: true });
+    const decoy = await tempDir('wv-decoy');
+    await chmod(decoy, 0o755);
+    await mkdir(join(decoy, 'main'), { mode: 0o755 });
+    await symlink(decoy, join(home, '16'));
+    await lchown(join(home, '16'), uid, gid);
+    const snapshot = async () => {
+      const out: Record<string, unknown> = {};
+      for (const p of [decoy, join(decoy, 'main')]) {
+        const st = await stat(p);
+        out[p] = { uid: st.uid, gid: st.gid, mode: st.mode, entries: await readdir(p) };
+      }
+      return out;
+    };
+    const before = await snapshot();
+    // An existing empty `main` (root would chown it to postgres) ...
+    const taken = await wv(['backup-fetch', 'LATEST', join(home, '16', 'main'), '--owner', 'postgres']);
+    expect(taken.code, taken.stderr).not.toBe(0);
+    expect(taken.stderr).toMatch(/ERROR: BackupError: .*belongs to uid 0/);
+    expect(await snapshot()).toEqual(before);
+    // ... and a new one (root would create it there and hand it over).
+    const created = await wv(['backup-fetch', 'LATEST', join(home, '16', 'new'), '--owner', 'postgres']);
+    expect(created.code, created.stderr).not.toBe(0);
+    expect(created.stderr).toMatch(/ERROR: BackupError: .*EACCES/);
+    expect(existsSync(join(decoy, 'new'))).toBe(false);
+    expect(await snapshot()).toEqual(before);
+  }, 120_000);
+
+  it('a target in a directory only root controls is created by root and handed to the owner', async () => {
+    const parent = await tempDir('wv-rootparent');
+    await chmod(parent, 0o755);
+    const pgdata = join(parent, 'data');
+    const r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres', '--target-immediate']);
+    expect(r.code, r.stderr).toBe(0);
+    const { uid, gid } = await postgresIds();
+    const st = await stat(pgdata);
+    expect({ uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 }).toEqual({ uid, gid, mode: 0o700 });
+  }, 120_000);
+
+  it('trust: root without a non-root owner refuses a target another user can redirect', async () => {
+    const home = await tempDir('wv-noowner', { forPostgres: true });
+    for (const extra of [[], ['--owner', 'root']]) {
+      const r = await wv(['backup-fetch', 'LATEST', join(home, 'data'), ...extra]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/UsageError: .*owned by uid \d+.*pass --owner <the data directory's owner>/);
+      expect(await readdir(home)).toEqual([]);
+    }
+    // A tree root alone controls stays the legitimate way to restore as root (and chown later).
+    const mine = await tempDir('wv-rootonly');
+    await chmod(mine, 0o755);
+    const ok = await wv(['backup-fetch', 'LATEST', join(mine, 'data'), '--target-immediate']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect((await stat(join(mine, 'data', 'PG_VERSION'))).uid).toBe(0);
+  }, 120_000);
+
+  it('trust: the restore worker never receives root\'s secrets', async () => {
+    // As postgres, what the owner can see: /proc/<pid>/environ of its own processes, while the
+    // restore runs (the extraction worker, pg_verifybackup, the small workers after them).
+    const script = [
+      'import os, sys',
+      'secret, log = sys.argv[1].encode(), sys.argv[2]',
+      'seen, leaks = set(), set()',
+      'while True:',
+      '    for pid in os.listdir("/proc"):',
+      '        if not pid.isdigit() or pid in seen: continue',
+      '        try:',
+      '            cmd = open(f"/proc/{pid}/cmdline", "rb").read()',
+      '            if b"__restore-worker" not in cmd and b"pg_verifybackup" not in cmd: continue',
+      '            env = open(f"/proc/{pid}/environ", "rb").read()',
+      '        except OSError:',
+      '            continue',
+      '        seen.add(pid)',
+      '        if secret in env: leaks.add(pid)',
+      '        with open(log, "w") as f: f.write(f"{len(seen)} {len(leaks)}\\n")',
+    ].join('\n');
+    const { uid, gid } = await postgresIds();
+    const log = join(await tempDir('wv-env-log', { forPostgres: true }), 'seen');
+    const secret = `wv-secret-${process.pid}-${Date.now()}`;
+    const spy = spawn('python3', ['-c', script, secret, log], { uid, gid, cwd: '/', detached: true, stdio: 'ignore' });
+    let r: WalvaultResult;
+    try {
+      await new Promise((res) => setTimeout(res, 300));
+      const pgdata = join(await tempDir('wv-env', { forPostgres: true }), 'data');
+      r = await wv(['backup-fetch', 'LATEST', pgdata, '--owner', 'postgres', '--target-immediate'], {
+        AWS_SECRET_ACCESS_KEY: secret,
+        AWS_SESSION_TOKEN: secret,
+      });
+    } finally {
+      process.kill(-spy.pid!, 'SIGKILL');
+    }
+    expect(r.code, r.stderr).toBe(0);
+    const [seen, leaks] = (await readFile(log, 'utf8')).trim().split(' ').map(Number);
+    expect(seen, 'the spy saw no process of the restore').toBeGreaterThan(0);
+    expect(leaks).toBe(0);
+  }, 120_000);
 
   it('trust: no control character reaches postgresql.auto.conf (exit codes)', async () => {
     const base = await tempDir('wv-ctl', { forPostgres: true });

@@ -31,6 +31,29 @@ describe('stopping pg_basebackup', () => {
     expect(ms).toBeLessThan(3_000);
   });
 
+  it('trust: pg_basebackup never waits without end for a server that does not answer (PGCONNECT_TIMEOUT)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'wv-connect-'));
+    dirs.push(dir);
+    const bin = join(dir, 'pg_basebackup');
+    await writeFile(bin, '#!/bin/sh\necho "timeout=$PGCONNECT_TIMEOUT" >&2\n');
+    await chmod(bin, 0o755);
+    const seen = async (): Promise<string> => {
+      const p = startBaseBackup(bin, { checkpoint: 'fast' }, 'test');
+      await p.exit;
+      return p.stderrTail();
+    };
+    const saved = process.env['PGCONNECT_TIMEOUT'];
+    try {
+      delete process.env['PGCONNECT_TIMEOUT'];
+      expect(await seen()).toContain('timeout=30');
+      process.env['PGCONNECT_TIMEOUT'] = '7';
+      expect(await seen()).toContain('timeout=7');
+    } finally {
+      if (saved === undefined) delete process.env['PGCONNECT_TIMEOUT'];
+      else process.env['PGCONNECT_TIMEOUT'] = saved;
+    }
+  });
+
   it('returns at once for a child that has already exited', async () => {
     const p = startBaseBackup('/bin/true', { checkpoint: 'fast' }, 'test');
     await p.exit;

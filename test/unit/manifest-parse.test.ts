@@ -68,7 +68,7 @@ const HOSTILE: Record<string, unknown[]> = {
   walSegmentSize: [undefined, 3 * 1024 * 1024, 512 * 1024, 2 * 1024 * 1024 * 1024, '16777216', 0, -16777216, 16777216.5, null],
   walBlockSize: [undefined, 1000, 0, 512, 131072, '8192', -8192, null],
   createdAt: [undefined, 123, 'x'.repeat(500), 'a\nwalvault wal-push ERROR: forged', null],
-  createdBy: [undefined, {}, 'x'.repeat(500), 'walvault\u001b[2J', null],
+  createdBy: [undefined, {}, 'x'.repeat(500), 'walvault\u001b[2J', 'walvault\u2028forged', 'walvault\u0085forged', null],
 };
 
 describe('walvault.json from the repository', () => {

@@ -1,0 +1,11 @@
+// Characters that end or forge a line wherever a value read from a flag, a setting or the repository
+// is written: C0 controls, DEL, C1 controls (U+0085 is a line break to some readers) and the Unicode
+// line and paragraph separators. postgresql.conf has no escape for a line break inside a string;
+// a log line must stay one line.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** The first such character of `value` as `U+XXXX`, or undefined when there is none. */
+export function controlChar(value: string): string | undefined {
+  const m = CONTROL.exec(value);
+  return m ? `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}` : undefined;
+}
