@@ -1,7 +1,8 @@
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
+import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
+import { parseTimelineHistory } from '../wal/timeline-history.js';
 import { readObjectText, type BackupInfo } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
 
@@ -21,17 +22,9 @@ export interface HistoryEntry {
   switchLsn: string;
 }
 
-/** `<tli>.history`: "parentTLI<TAB>switchpoint<TAB>reason" lines, comments with '#'. */
-export function parseHistory(text: string): HistoryEntry[] {
-  const out: HistoryEntry[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const m = /^(\d+)\s+([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8})/.exec(line);
-    if (!m) continue;
-    out.push({ tli: Number(m[1]), switchLsn: m[2]! });
-  }
-  return out;
+/** The ancestors of `timeline` from its history file, strictly parsed (a malformed file is CorruptObject). */
+export function parseHistory(text: string, timeline: number, where: string): HistoryEntry[] {
+  return parseTimelineHistory(text, timeline, where).map((b) => ({ tli: b.parent, switchLsn: formatLsn(b.switchpoint) }));
 }
 
 /** What of a backup decides which timelines can recover it: where it starts and where it ends. */
@@ -160,7 +153,7 @@ export async function checkWalCoverage(
     const key = `wal/${hex8(targetTli)}.history`;
     const text = await withRetry(`read ${key}`, ctx.policy, ctx.deadline, (signal) => readObjectText(storage, key, signal));
     if (text === null) throw backupError(`recovery target timeline ${targetTli} has no history file ${storage.url}/${key}`);
-    history = parseHistory(text);
+    history = parseHistory(text, targetTli, `${storage.url}/${key}`);
   }
   const path = timelinePath(backup, targetTli, history, segSize);
 

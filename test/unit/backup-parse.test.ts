@@ -107,9 +107,14 @@ ${ranges}
 
 describe('timeline history files', () => {
   it('parses parent timelines and switch points, skipping comments', () => {
-    expect(parseHistory('1\t0/3000000\tno recovery target specified\n\n# comment\n2\t0/50000A0\tbefore 2026-11-24 06:19:23+00\n')).toEqual([
+    expect(parseHistory('1\t0/3000000\tno recovery target specified\n\n# comment\n2\t0/50000A0\tbefore 2026-11-24 06:19:23+00\n', 3, 'h')).toEqual([
       { tli: 1, switchLsn: '0/3000000' },
       { tli: 2, switchLsn: '0/50000A0' },
     ]);
+  });
+
+  it('trust: coverage refuses a malformed history file instead of skipping its lines', () => {
+    expect(() => parseHistory('1\t0/3000000\tok\nnot a line\n', 3, 'wal/00000003.history')).toThrow(/wal\/00000003.history is not a timeline history file/);
+    expect(() => parseHistory('5\t0/3000000\tok\n', 3, 'h')).toThrow(/cannot be an ancestor/);
   });
 });
