@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ExitCode, WalvaultError } from '../../src/common/errors.js';
+import { ExitCode } from '../../src/common/errors.js';
 import { createS3Storage } from '../../src/storage/s3/driver.js';
 import type { S3Options } from '../../src/storage/s3/options.js';
 import type { Storage } from '../../src/storage/types.js';
@@ -28,6 +28,7 @@ import {
   testStores,
   type TestStore,
 } from '../support/stores.js';
+import { failure } from '../support/rejection.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -49,17 +50,6 @@ function optionsFor(store: TestStore, bucket: string, over: Partial<S3Options> =
     queueSize: 2,
     ...over,
   };
-}
-
-/** What a rejected storage call threw, as a WalvaultError (fails the test otherwise). */
-async function failure(p: Promise<unknown>): Promise<WalvaultError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(WalvaultError);
-    return e as WalvaultError;
-  }
-  throw new Error('expected a rejection');
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {

@@ -9,12 +9,12 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WalvaultError } from '../../src/common/errors.js';
 import { createS3Storage } from '../../src/storage/s3/driver.js';
 import type { Storage } from '../../src/storage/types.js';
 import { FAST_TIMEOUTS, fault, FaultProxy, type FaultAction } from '../support/fault-proxy.js';
 import { createTestBucket, envFor, getRaw, listKeys, testStores, type TestStore } from '../support/stores.js';
 import { segName, writeFakeSegment } from '../support/wal-fixtures.js';
+import { failure } from '../support/rejection.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 
 const GAVE_UP = /StorageUnavailable: .*gave up after \d+ attempts? in [\d.]+s/;
@@ -27,17 +27,6 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const show = (r: WalvaultResult, proxy?: FaultProxy) =>
   `exit ${r.code} in ${Math.round(r.ms)} ms\n${r.stderr}${r.stdout}${proxy ? `\nproxy: ${JSON.stringify(proxy.stats())}` : ''}`;
-
-/** What a rejected storage call threw, as a WalvaultError. */
-async function failure(p: Promise<unknown>): Promise<WalvaultError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(WalvaultError);
-    return e as WalvaultError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /**
  * Retries end by count, not by the deadline: nine walvault processes start at once on a loaded
