@@ -25,6 +25,7 @@ import {
   listMultipartUploads,
   putRaw,
   s3ClientFor,
+  s3OptionsFor,
   testStores,
   type TestStore,
 } from '../support/stores.js';
@@ -32,25 +33,6 @@ import { failure } from '../support/rejection.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function optionsFor(store: TestStore, bucket: string, over: Partial<S3Options> = {}): S3Options {
-  return {
-    bucket,
-    prefix: 'repo/main',
-    endpoint: store.endpoint,
-    region: store.region,
-    forcePathStyle: true,
-    accessKeyId: store.accessKeyId,
-    secretAccessKey: store.secretAccessKey,
-    checksumMode: 'when_required',
-    conditionalWrites: 'auto',
-    connectTimeoutMs: 2000,
-    idleTimeoutMs: 5000,
-    partSize: 5 * MiB,
-    queueSize: 2,
-    ...over,
-  };
-}
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -155,7 +137,7 @@ describe.each(stores.map((s) => [s.name, s] as const))('S3 driver on %s', (_name
   let storage: Storage;
   const opened: Storage[] = [];
   const open = (over: Partial<S3Options> = {}) => {
-    const s = createS3Storage(optionsFor(store, bucket, over));
+    const s = createS3Storage(s3OptionsFor(store, bucket, over));
     opened.push(s);
     return s;
   };
@@ -456,7 +438,7 @@ describe('S3 driver network failures', () => {
   };
 
   it('closed port → StorageUnavailable, retryable, fast', async () => {
-    const s = createS3Storage(optionsFor(store, 'any-bucket', { endpoint: `http://127.0.0.1:${await closedPort()}` }));
+    const s = createS3Storage(s3OptionsFor(store, 'any-bucket', { endpoint: `http://127.0.0.1:${await closedPort()}` }));
     try {
       const t0 = performance.now();
       const e = await failure(s.head('wal/x'));
@@ -475,7 +457,7 @@ describe('S3 driver network failures', () => {
     const server = net.createServer((sock) => sockets.push(sock));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as net.AddressInfo).port;
-    const s = createS3Storage(optionsFor(store, 'any-bucket', { endpoint: `http://127.0.0.1:${port}`, idleTimeoutMs: 1000 }));
+    const s = createS3Storage(s3OptionsFor(store, 'any-bucket', { endpoint: `http://127.0.0.1:${port}`, idleTimeoutMs: 1000 }));
     try {
       const t0 = performance.now();
       const e = await failure(s.get('wal/x'));
@@ -501,8 +483,8 @@ describe('S3 driver network failures', () => {
     ], { stdio: 'ignore' });
     const proxy = await startProxy(store.endpoint, { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') });
     const bucket = stores.length > 0 ? await createTestBucket(store, 'drv-tls') : 'any-bucket';
-    const trusted = createS3Storage(optionsFor(store, bucket, { endpoint: proxy.endpoint, caBundle: cert }));
-    const untrusted = createS3Storage(optionsFor(store, bucket, { endpoint: proxy.endpoint }));
+    const trusted = createS3Storage(s3OptionsFor(store, bucket, { endpoint: proxy.endpoint, caBundle: cert }));
+    const untrusted = createS3Storage(s3OptionsFor(store, bucket, { endpoint: proxy.endpoint }));
     try {
       const e = await failure(untrusted.head('wal/x'));
       expect(e.retryable).toBe(false);
@@ -512,7 +494,7 @@ describe('S3 driver network failures', () => {
         const got = await trusted.get('wal/tls');
         expect((await buffer(got!.body)).toString()).toBe('over tls');
       }
-      expect(() => createS3Storage(optionsFor(store, bucket, { caBundle: join(dir, 'missing.pem') }))).toThrow(
+      expect(() => createS3Storage(s3OptionsFor(store, bucket, { caBundle: join(dir, 'missing.pem') }))).toThrow(
         expect.objectContaining({ code: 'ConfigError', exitCode: ExitCode.config }),
       );
     } finally {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createS3Storage } from '../../src/storage/s3/driver.js';
 import type { Storage } from '../../src/storage/types.js';
 import { FAST_TIMEOUTS, fault, FaultProxy, type FaultAction } from '../support/fault-proxy.js';
-import { createTestBucket, envFor, getRaw, listKeys, testStores, type TestStore } from '../support/stores.js';
+import { createTestBucket, envFor, getRaw, listKeys, s3OptionsFor, testStores, type TestStore } from '../support/stores.js';
 import { segName, writeFakeSegment } from '../support/wal-fixtures.js';
 import { failure } from '../support/rejection.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
@@ -74,21 +74,7 @@ describe.each(testStores())('trust at the edges on $name', (store: TestStore) =>
     const direct = { ...envFor(store, bucket, prefix), WALVAULT_SPOOL: join(dir, 'spool'), WALVAULT_PREFETCH: '0' };
     const via = (p: FaultProxy, extra: Record<string, string> = {}) => ({ ...direct, AWS_ENDPOINT_URL_S3: p.url, ...FAST_TIMEOUTS, ...extra });
     const storage = (endpoint: string) => {
-      const s = createS3Storage({
-        bucket,
-        prefix,
-        endpoint,
-        region: store.region,
-        forcePathStyle: true,
-        accessKeyId: store.accessKeyId,
-        secretAccessKey: store.secretAccessKey,
-        checksumMode: 'when_required',
-        conditionalWrites: 'auto',
-        connectTimeoutMs: 2000,
-        idleTimeoutMs: 5000,
-        partSize: 5 * 1024 * 1024,
-        queueSize: 2,
-      });
+      const s = createS3Storage(s3OptionsFor(store, bucket, { prefix, endpoint }));
       opened.push(s);
       return s;
     };

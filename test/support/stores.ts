@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { S3Options } from '../../src/storage/s3/options.js';
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -211,4 +212,24 @@ export async function writeRepoConfig(
     { mode: 0o644 },
   );
   return configFile;
+}
+
+/** Driver options for a test store: path-style, the SDK's checksums only when required, short timeouts. */
+export function s3OptionsFor(store: TestStore, bucket: string, over: Partial<S3Options> = {}): S3Options {
+  return {
+    bucket,
+    prefix: 'repo/main',
+    endpoint: store.endpoint,
+    region: store.region,
+    forcePathStyle: true,
+    accessKeyId: store.accessKeyId,
+    secretAccessKey: store.secretAccessKey,
+    checksumMode: 'when_required',
+    conditionalWrites: 'auto',
+    connectTimeoutMs: 2000,
+    idleTimeoutMs: 5000,
+    partSize: 5 * 1024 * 1024,
+    queueSize: 2,
+    ...over,
+  };
 }
