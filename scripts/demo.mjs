@@ -71,7 +71,10 @@ function processesUnder(dir) {
       const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
       let cwd = '';
       try { cwd = readlinkSync(`/proc/${p}/cwd`); } catch {}
-      if (cmdline.includes(dir) || cwd.startsWith(dir)) found.push(Number(p));
+      const argv = cmdline.split('\0');
+      const bundleAt = argv.findIndex((a) => a.endsWith('walvault.mjs'));
+      const what = bundleAt >= 0 ? `walvault's ${argv[bundleAt + 1]} worker` : `a leftover ${argv[0]}`;
+      if (cmdline.includes(dir) || cwd.startsWith(dir)) found.push({ pid: Number(p), what });
     } catch {} // gone meanwhile
   }
   return found;
@@ -91,11 +94,16 @@ async function cleanup() {
     const r = await runAnyway(join(PGBIN, 'pg_ctl'), ['stop', '-D', c.data, '-m', 'fast', '-w', '-t', '30'], { asPostgres: true });
     if (r.code === 0 && c.pid) say(`Cleanup: stopped the ${c.name} cluster (pid ${c.pid}).`);
   }
-  // Left: walvault's background workers (look-ahead, prefetch) idle out after seconds; no need to wait.
+  // Left: walvault's background workers (push look-ahead, prefetch) would idle out after seconds.
+  const told = new Set();
   for (let round = 0; round < 20; round++) {
     const left = processesUnder(dir);
     if (left.length === 0) break;
-    for (const pid of left) try { process.kill(pid, round < 10 ? 'SIGTERM' : 'SIGKILL'); } catch {}
+    for (const { pid, what } of left) {
+      if (!told.has(pid)) say(`Cleanup: stopped ${what} (pid ${pid}).`);
+      told.add(pid);
+      try { process.kill(pid, round < 10 ? 'SIGTERM' : 'SIGKILL'); } catch {}
+    }
     await sleep(200);
   }
   rmSync(dir, { recursive: true, force: true });
@@ -141,6 +149,8 @@ function lookupPostgres() {
 
 // ---- the story
 async function main() {
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  if (major < 22 || (major === 22 && minor < 15)) fail(`walvault needs Node >= 22.15, this is ${process.version}: export PATH="$(scripts/setup-node.sh):$PATH" first`);
   if (!existsSync(join(PGBIN, 'initdb'))) fail(`${PGBIN}/initdb not found: install PostgreSQL 15 (Debian: apt-get install postgresql-15) or set WALVAULT_DEMO_PGBIN`);
   const bundle = join(REPO, 'dist', 'walvault.mjs');
   if (!existsSync(bundle) || statSync(bundle).mtimeMs < newestMtime(join(REPO, 'src'))) {
@@ -242,15 +252,16 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-let code = 0;
+let failure = '';
 try {
   await main();
   say('Demo passed: point-in-time recovery brought back the table as it was at 1:59 PM.');
 } catch (e) {
-  code = 1;
-  if (!interrupted) process.stderr.write(`demo failed: ${e instanceof DemoError ? e.message : e.stack}\n`);
+  failure = e instanceof DemoError ? e.message : e.stack;
 }
 if (!interrupted) {
   await cleanup();
-  process.exit(code);
+  // Last, so the reason is the line a user sees after the clean-up lines.
+  if (failure) process.stderr.write(`demo failed: ${failure}\n`);
+  process.exit(failure ? 1 : 0);
 }
