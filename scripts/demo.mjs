@@ -27,8 +27,8 @@ const fail = (msg) => { throw new DemoError(msg); };
 const running = new Set();
 let aborting = false;
 
-function run(cmd, args, { env = {}, asPostgres = false, timeoutMs = 120_000 } = {}) {
-  if (aborting) return Promise.reject(new DemoError('interrupted'));
+function run(cmd, args, { env = {}, asPostgres = false, timeoutMs = 120_000, forCleanup = false } = {}) {
+  if (aborting && !forCleanup) return Promise.reject(new DemoError('interrupted'));
   const [file, argv] = asPostgres && isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
   return new Promise((resolve) => {
     // cwd '/': postgres may not be allowed into the caller's directory (a checkout under /root).
@@ -91,7 +91,7 @@ async function cleanup() {
   aborting = true;
   for (const pid of running) killGroup(pid, 'SIGTERM');
   for (const c of clusters.reverse()) {
-    const r = await runAnyway(join(PGBIN, 'pg_ctl'), ['stop', '-D', c.data, '-m', 'fast', '-w', '-t', '30'], { asPostgres: true });
+    const r = await run(join(PGBIN, 'pg_ctl'), ['stop', '-D', c.data, '-m', 'fast', '-w', '-t', '30'], { asPostgres: true, forCleanup: true });
     if (r.code === 0 && c.pid) say(`Cleanup: stopped the ${c.name} cluster (pid ${c.pid}).`);
   }
   // Left: walvault's background workers (push look-ahead, prefetch) would idle out after seconds.
@@ -108,12 +108,6 @@ async function cleanup() {
   }
   rmSync(dir, { recursive: true, force: true });
   say(`Cleanup: removed ${dir}.`);
-}
-
-async function runAnyway(cmd, args, opts) {
-  const was = aborting;
-  aborting = false;
-  try { return await run(cmd, args, opts); } finally { aborting = was; }
 }
 
 function freePort() {
@@ -172,40 +166,38 @@ async function main() {
   writeFileSync(config, JSON.stringify({ repo: `file://${archive}` }) + '\n', { mode: 0o644 });
   const wv = [join(dir, 'node'), join(dir, 'dist', 'walvault.mjs'), '--config', config];
   // Each user keeps its own spool (walvault refuses a spool another user owns), all inside `dir`.
-  const asMe = { WALVAULT_SPOOL: join(dir, 'spool'), TZ: process.env.TZ ?? 'UTC' };
+  const asMe = { WALVAULT_SPOOL: join(dir, 'spool') };
   const walvault = (args, env = {}) => must(`walvault ${args[0]}`, wv[0], [...wv.slice(1), ...args], { env: { ...asMe, ...env }, timeoutMs: 180_000 });
 
   // Yesterday: a cluster that archives its WAL with walvault.
-  const main = { name: 'original', data: join(pgDir, 'main'), port: await freePort() };
-  clusters.push(main);
-  await must('initdb', join(PGBIN, 'initdb'), ['-D', main.data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions'], { asPostgres: true });
+  const original = { name: 'original', data: join(pgDir, 'main'), port: await freePort() };
+  clusters.push(original);
+  await must('initdb', join(PGBIN, 'initdb'), ['-D', original.data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions'], { asPostgres: true });
   const archiveCommand = `${wv.map((a) => `'${a}'`).join(' ')} wal-push %p %f`;
-  writeFileSync(join(main.data, 'postgresql.conf'), `archive_mode = on\narchive_command = '${archiveCommand.replace(/'/g, "''")}'\n`, { flag: 'a' });
-  await startCluster(main, pgDir, []);
-  say(`Yesterday: PostgreSQL on port ${main.port} archives every WAL file with archive_command = walvault wal-push %p %f.`);
-  const sql = (c, q) => must(`psql -c ${JSON.stringify(q)}`, join(PGBIN, 'psql'), ['-AtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { env: { PGHOST: '127.0.0.1', PGPORT: String(c.port), PGUSER: 'postgres', PGDATABASE: 'postgres' } });
-  await sql(main, 'CREATE TABLE orders (id int PRIMARY KEY, note text, at timestamptz DEFAULT now())');
+  writeFileSync(join(original.data, 'postgresql.conf'), `archive_mode = on\narchive_command = '${archiveCommand.replace(/'/g, "''")}'\n`, { flag: 'a' });
+  await startCluster(original, pgDir, []);
+  say(`Yesterday: PostgreSQL on port ${original.port} archives every WAL file with archive_command = walvault wal-push %p %f.`);
+  await sql(original, 'CREATE TABLE orders (id int PRIMARY KEY, note text)');
 
   // Last night's base backup.
-  const pgEnv = { PGHOST: '127.0.0.1', PGPORT: String(main.port), PGUSER: 'postgres', PGDATABASE: 'postgres' };
-  const backupId = await walvault(['backup-push'], pgEnv);
+  const backupId = await walvault(['backup-push'], libpqEnv(original));
   say(`Last night: walvault backup-push stored base backup ${backupId}.`);
 
   // Today: orders until 1:59 PM, then the instant to restore to, read from the cluster's own clock.
-  await sql(main, `INSERT INTO orders (id, note) SELECT g, 'order ' || g FROM generate_series(1, ${ORDERS}) g`);
+  await sql(original, `INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, ${ORDERS}) g`);
   await sleep(300);
-  const target = await sql(main, 'SELECT now()');
+  const target = await sql(original, 'SELECT now()');
   await sleep(300);
   say(`Today until 1:59 PM: ${ORDERS} orders; "1:59 PM" is ${target} on the cluster's clock.`);
-  await sql(main, `INSERT INTO orders (id, note) VALUES (${ORDERS + 1}, 'the order we lose')`);
-  await sql(main, 'DROP TABLE orders');
+  await sql(original, `INSERT INTO orders VALUES (${ORDERS + 1}, 'the order we lose')`);
+  await sql(original, 'DROP TABLE orders');
   say(`1:59:30 PM one more order (id ${ORDERS + 1}); 2:00 PM someone runs DROP TABLE orders.`);
 
   // In production archive_timeout or more traffic closes the segment; here a switch does.
-  const last = await sql(main, 'SELECT pg_walfile_name(pg_switch_wal())');
+  const last = await sql(original, 'SELECT pg_walfile_name(pg_switch_wal())');
   for (let t0 = Date.now(); ; await sleep(200)) {
-    if ((await sql(main, "SELECT coalesce(last_archived_wal, '') >= '" + last + "' FROM pg_stat_archiver")) === 't') break;
-    if (Date.now() - t0 > 60_000) fail(`WAL segment ${last} was not archived within 60 s: ${await sql(main, 'SELECT failed_count, last_failed_wal FROM pg_stat_archiver')} (count|last failed)`);
+    if ((await sql(original, "SELECT coalesce(last_archived_wal, '') >= '" + last + "' FROM pg_stat_archiver")) === 't') break;
+    if (Date.now() - t0 > 60_000) fail(`WAL segment ${last} was not archived within 60 s: ${logTail(original)}`);
   }
   say(`The WAL up to the drop is archived (through segment ${last}).`);
 
@@ -217,9 +209,9 @@ async function main() {
   // archive_mode off: a copy for inspection must not archive a new timeline into the shared repository.
   await startCluster(restored, pgDir, ['-c archive_mode=off']);
   for (let t0 = Date.now(); ; await sleep(200)) {
-    const inRecovery = await run(join(PGBIN, 'psql'), ['-AtX', '-c', 'SELECT pg_is_in_recovery()'], { env: { PGHOST: '127.0.0.1', PGPORT: String(restored.port), PGUSER: 'postgres', PGDATABASE: 'postgres' } });
-    if (inRecovery.out === 'f') break;
-    if (Date.now() - t0 > 60_000) fail(`the restored cluster did not finish recovery within 60 s (see ${restored.log})`);
+    // Errors are expected while it starts up; only the answer "f" (promoted) ends the wait.
+    if ((await run(join(PGBIN, 'psql'), ['-AtX', '-c', 'SELECT pg_is_in_recovery()'], { env: libpqEnv(restored) })).out === 'f') break;
+    if (Date.now() - t0 > 60_000) fail(`the restored cluster did not finish recovery within 60 s: ${logTail(restored)}`);
   }
   say(`The restored cluster on port ${restored.port} replayed the WAL up to 1:59 PM and was promoted.`);
 
@@ -232,15 +224,16 @@ async function startCluster(c, pgDir, extra) {
   c.log = join(pgDir, `${c.name}.log`);
   const o = [`-c port=${c.port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories='${pgDir}'`, ...extra].join(' ');
   // The postmaster's environment is what archive_command and restore_command see: a spool in `dir`.
-  const env = { WALVAULT_SPOOL: join(pgDir, `spool-${c.name}`), HOME: pgDir, TZ: process.env.TZ ?? 'UTC' };
+  const env = { WALVAULT_SPOOL: join(pgDir, `spool-${c.name}`), HOME: pgDir };
   const r = await run(join(PGBIN, 'pg_ctl'), ['start', '-D', c.data, '-l', c.log, '-o', o, '-w', '-t', '60'], { asPostgres: true, env });
-  c.started = true;
-  if (r.code !== 0) {
-    const log = existsSync(c.log) ? lastLine(readFileSync(c.log, 'utf8')) : '';
-    fail(`pg_ctl start (${c.name}) failed (exit ${r.code}): ${log || lastLine(r.err || r.out)}`);
-  }
+  if (r.code !== 0) fail(`pg_ctl start (${c.name}) failed (exit ${r.code}): ${logTail(c) || lastLine(r.err || r.out)}`);
   c.pid = Number(readFileSync(join(c.data, 'postmaster.pid'), 'utf8').split('\n')[0]);
 }
+
+const libpqEnv = (c) => ({ PGHOST: '127.0.0.1', PGPORT: String(c.port), PGUSER: 'postgres', PGDATABASE: 'postgres' });
+const sql = (c, q) => must(`psql -c ${JSON.stringify(q)}`, join(PGBIN, 'psql'), ['-AtX', '-v', 'ON_ERROR_STOP=1', '-c', q], { env: libpqEnv(c) });
+/** The server log's last line, for a failure message (the log itself goes with the directory). */
+const logTail = (c) => (existsSync(c.log) ? lastLine(readFileSync(c.log, 'utf8')) : '');
 
 let interrupted = false;
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -248,7 +241,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     if (interrupted) return;
     interrupted = true;
     process.stderr.write(`demo: interrupted (${sig}); stopping what it started\n`);
-    cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    cleanup().finally(() => process.exit({ SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }[sig]));
   });
 }
 
