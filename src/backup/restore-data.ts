@@ -6,7 +6,7 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressStream, parseCodec } from '../codec/codec.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { backupError, describe as describeError, ExitCode, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
+import { backupError, describe as describeError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
 import { HashingStream } from '../common/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
@@ -112,7 +112,7 @@ function classifyStreamError(e: unknown, where: string): unknown {
   if (err?.code?.startsWith('ERR_ZSTD') || err?.code === 'Z_DATA_ERROR' || err?.code === 'Z_BUF_ERROR' || err?.code?.startsWith('ERR__ZLIB')) {
     return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
   }
-  return new WalvaultError('StorageUnavailable', ExitCode.storageUnavailable, `reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
+  return unavailableError(`reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
     cause: e,
     retryable: true,
   });

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { backupError, describe as describeError, ExitCode, isWalvaultError, WalvaultError } from '../common/errors.js';
+import { backupError, describe as describeError, isErrorName, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
@@ -128,7 +128,8 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
       }
       const err = parsed?.['error'] as { code?: unknown; exitCode?: unknown; message?: unknown } | undefined;
       if (err && typeof err.message === 'string') {
-        return reject(new WalvaultError(String(err.code), Number(err.exitCode) || ExitCode.backup, err.message));
+        // The worker is this same binary, so its error name is in ERRORS (and its exit code with it).
+        return reject(isErrorName(err.code) ? new WalvaultError(err.code, err.message, { retryable: false }) : backupError(err.message));
       }
       if (code === 0 && parsed) return resolve(parsed);
       reject(

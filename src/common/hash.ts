@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { ExitCode, WalvaultError } from './errors.js';
+import { integrityError, type WalvaultError } from './errors.js';
 
 export function sha256Hex(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
@@ -15,7 +15,7 @@ export function md5Base64(data: Buffer): string {
  * they are, and another attempt would only decompress the same bomb again (time, disk, bandwidth).
  */
 export function sizeExceededError(what: string, limit: number): WalvaultError {
-  return new WalvaultError('IntegrityError', ExitCode.integrity, `${what} yields more than its declared ${limit} bytes: corrupt or hostile, not retried`, {
+  return integrityError(`${what} yields more than its declared ${limit} bytes: corrupt or hostile, not retried`, {
     retryable: false,
   });
 }

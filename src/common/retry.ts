@@ -1,5 +1,5 @@
 import pRetry from 'p-retry';
-import { describe, isWalvaultError, unavailableError, WalvaultError } from './errors.js';
+import { describe, isWalvaultError, rewordError, unavailableError, WalvaultError } from './errors.js';
 import { log } from './log.js';
 
 // The one retry/timeout policy behind every storage call: exponential backoff with jitter, a
@@ -109,7 +109,7 @@ export async function withRetry<T>(
     // A non-transient error keeps its own message; a transient one says how long we tried. Either way
     // the class (and so the exit code) of the last failure is kept, e.g. IntegrityError stays 10.
     if (!lastError.retryable) return lastError;
-    return new WalvaultError(lastError.code, lastError.exitCode, `${summary}: ${lastError.message}`, { cause: lastError, retryable: true });
+    return rewordError(lastError, `${summary}: ${lastError.message}`, { cause: lastError, retryable: true });
   };
 
   try {

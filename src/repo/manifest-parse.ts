@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { controlChar } from '../common/control-chars.js';
-import { ExitCode, WalvaultError } from '../common/errors.js';
+import { corruptObjectError, type WalvaultError } from '../common/errors.js';
 import type { ObjectInfo } from '../storage/types.js';
 import { isValidSegmentSize } from '../wal/header.js';
 import { verifiedBody } from './objects.js';
@@ -25,7 +25,7 @@ const MAX_MANIFEST_BYTES = 64 * 1024;
 const UINT64_MAX = (1n << 64n) - 1n;
 
 function corrupt(where: string, why: string): WalvaultError {
-  return new WalvaultError('CorruptObject', ExitCode.integrity, `repository manifest ${where} is not a valid walvault manifest: ${why}`);
+  return corruptObjectError(`repository manifest ${where} is not a valid walvault manifest: ${why}`);
 }
 
 const isPowerOfTwo = (n: number) => Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;

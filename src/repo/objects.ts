@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { CODECS, parseCodec, decompressStream, type Codec } from '../codec/codec.js';
-import { ExitCode, fromFsError, integrityError, isWalvaultError, WalvaultError } from '../common/errors.js';
+import { corruptObjectError, fromFsError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { HashingStream, sha256Hex, sizeExceededError } from '../common/hash.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
@@ -24,9 +24,7 @@ export function parseStoredMeta(info: ObjectInfo, where: string): StoredMeta {
   // An unknown codec is the object's fault, not the configuration's: CorruptObject like the rest.
   const known = (CODECS as readonly string[]).includes(codec ?? '');
   if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256) || !/^\d{1,16}$/.test(size ?? '') || !Number.isSafeInteger(n) || !codec || !known) {
-    throw new WalvaultError(
-      'CorruptObject',
-      ExitCode.integrity,
+    throw corruptObjectError(
       `${where} has no valid walvault metadata (sha256/size/codec); it was not written by walvault or was altered`,
     );
   }
@@ -80,7 +78,7 @@ export async function verifiedBody(info: ObjectInfo, body: Readable, where: stri
   try {
     meta = parseStoredMeta(info, where);
     if (meta.size > maxSize) {
-      throw new WalvaultError('CorruptObject', ExitCode.integrity, `${where} declares ${meta.size} bytes, more than such an object can hold (${maxSize})`);
+      throw corruptObjectError(`${where} declares ${meta.size} bytes, more than such an object can hold (${maxSize})`);
     }
   } catch (e) {
     body.destroy();
@@ -159,7 +157,7 @@ function classifyDownloadError(e: unknown, where: string, target: string): unkno
     return fromFsError(e, target, 'write');
   }
   // Anything else mid-body (reset, abort, premature close) is transport trouble: retry.
-  return new WalvaultError('StorageUnavailable', ExitCode.storageUnavailable, `reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
+  return unavailableError(`reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
     cause: e,
     retryable: true,
   });

@@ -1,4 +1,4 @@
-import { describe, ExitCode, isWalvaultError, missingBucketError, walGapError, WalvaultError } from '../common/errors.js';
+import { describe, ExitCode, isWalvaultError, missingBucketError, rewordError, unavailableError, walGapError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
@@ -64,11 +64,10 @@ async function markOf(storage: Storage, timeline: number, missing: string, ctx: 
   } catch (e) {
     // Cannot tell a gap from the end of WAL: that is an error too, never "not found".
     if (isWalvaultError(e) && e.exitCode === ExitCode.integrity) {
-      throw new WalvaultError(e.code, e.exitCode, `${missing} not found, and the high-water mark cannot be trusted: ${e.message}`, { cause: e });
+      throw rewordError(e, `${missing} not found, and the high-water mark cannot be trusted: ${e.message}`, { cause: e, retryable: false });
     }
-    const code = isWalvaultError(e) ? e.code : 'StorageUnavailable';
-    const exit = isWalvaultError(e) ? e.exitCode : ExitCode.storageUnavailable;
-    throw new WalvaultError(code, exit, `${missing} not found, and the high-water mark cannot be read: ${describe(e)}`, { cause: e });
+    const message = `${missing} not found, and the high-water mark cannot be read: ${describe(e)}`;
+    throw isWalvaultError(e) ? rewordError(e, message, { cause: e, retryable: false }) : unavailableError(message, { cause: e, retryable: false });
   }
 }
 

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExitCode, WalvaultError, badWalNameError, describe, isWalvaultError } from '../common/errors.js';
+import { ExitCode, badWalNameError, corruptObjectError, describe, isWalvaultError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
@@ -43,7 +43,7 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
  * be trusted is an error (CorruptObject), never "no mark", which would turn a gap into the end of WAL.
  */
 export function parseHighWater(text: string, timeline: number, where: string): HighWater {
-  const corrupt = (why: string) => new WalvaultError('CorruptObject', ExitCode.integrity, `${where} is not a valid high-water mark: ${why}`);
+  const corrupt = (why: string) => corruptObjectError(`${where} is not a valid high-water mark: ${why}`);
   let v: unknown;
   try {
     v = JSON.parse(text);

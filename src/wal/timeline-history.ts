@@ -1,4 +1,4 @@
-import { ExitCode, WalvaultError } from '../common/errors.js';
+import { corruptObjectError } from '../common/errors.js';
 
 // A timeline history file (<TLI>.history, written by PostgreSQL at promotion) lists every ancestor
 // timeline and the LSN where its child branched off: "<parent TLI>\t<X/Y>\t<reason>" per line, '#'
@@ -16,7 +16,7 @@ const LINE = /^(\d{1,10})\s+([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})(?:\s.*)?$/;
 
 /** The ancestors of `timeline`, oldest first, from the text of its history file. */
 export function parseTimelineHistory(text: string, timeline: number, where: string): TimelineBranch[] {
-  const corrupt = (why: string) => new WalvaultError('CorruptObject', ExitCode.integrity, `${where} is not a timeline history file: ${why}`);
+  const corrupt = (why: string) => corruptObjectError(`${where} is not a timeline history file: ${why}`);
   const out: TimelineBranch[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/\r$/, '').trim();

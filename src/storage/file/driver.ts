@@ -5,9 +5,11 @@ import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   accessDeniedError,
-  ExitCode,
+  corruptObjectError,
   integrityError,
   missingBucketError,
+  repositoryFullError,
+  storageError,
   unavailableError,
   WalvaultError,
   isWalvaultError,
@@ -157,7 +159,7 @@ class FileStorage implements Storage {
   private async openObject(key: string): Promise<{ fh: FileHandle; info: ObjectInfo; headerSize: number } | null> {
     await this.checkRoot();
     const file = this.path(key);
-    const corrupt = (why: string) => new WalvaultError('CorruptObject', ExitCode.integrity, `object ${key} in ${this.url} ${why}`);
+    const corrupt = (why: string) => corruptObjectError(`object ${key} in ${this.url} ${why}`);
     let fh: FileHandle;
     let size: number;
     let mtime: Date;
@@ -264,8 +266,8 @@ function mapFsError(e: unknown, op: string, what: string): WalvaultError {
   if (err.name === 'AbortError') return unavailableError(`${msg} (aborted)`, { cause: e });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return accessDeniedError(msg, { cause: e });
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new WalvaultError('RepositoryFull', ExitCode.storageUnavailable, `${msg} (repository filesystem is full)`, { cause: e });
+    return repositoryFullError(`${msg} (repository filesystem is full)`, { cause: e });
   }
   if (['EIO', 'ESTALE', 'ETIMEDOUT', 'EAGAIN', 'EBUSY', 'EHOSTDOWN'].includes(code)) return unavailableError(msg, { cause: e });
-  return new WalvaultError('StorageError', ExitCode.storageUnavailable, msg, { cause: e });
+  return storageError(msg, { cause: e });
 }

@@ -14,7 +14,7 @@ import {
   type ServerSideEncryption,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { WalvaultError, configError, unavailableError } from '../../common/errors.js';
+import { configError, rewordError, unavailableError } from '../../common/errors.js';
 import type {
   CallOptions,
   ListOptions,
@@ -260,7 +260,7 @@ class S3Storage implements Storage {
         const target = `s3://${this.bucket}/${first.Key ?? '?'}`;
         const more = errors.length > 1 ? ` (and ${errors.length - 1} more keys)` : '';
         const c = classifyS3Error(err, { op: 'DeleteObjects', target });
-        throw new WalvaultError(c.code, c.exitCode, c.message + more, { cause: c.cause, retryable: c.retryable });
+        throw rewordError(c, c.message + more, { cause: c.cause, retryable: c.retryable });
       }
     }
   }

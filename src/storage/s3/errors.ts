@@ -1,13 +1,13 @@
 // The one place where AWS SDK / network errors become WalvaultErrors. Every S3 call in this
 // directory funnels its failures through classifyS3Error, so retryability is decided here only.
 import {
-  ExitCode,
   WalvaultError,
   accessDeniedError,
   configError,
   integrityError,
   isWalvaultError,
   missingBucketError,
+  storageError,
   unavailableError,
 } from '../../common/errors.js';
 
@@ -162,7 +162,7 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
   }
   if (/region is missing/i.test(sdkMessage(e))) return configError(`${text} (set a region)`, opts);
   if (/CERT|SELF_SIGNED|ERR_TLS|ERR_SSL/.test(code)) {
-    return new WalvaultError('StorageError', ExitCode.storageUnavailable, `${text} (the endpoint's TLS certificate is not trusted: set the S3 CA bundle)`, opts);
+    return storageError(`${text} (the endpoint's TLS certificate is not trusted: set the S3 CA bundle)`, opts);
   }
   if (
     (status !== undefined && (status >= 500 || status === 429 || status === 408)) ||
@@ -181,7 +181,7 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
       opts,
     );
   }
-  return new WalvaultError('StorageError', ExitCode.storageUnavailable, text, { cause: e, retryable: false });
+  return storageError(text, { cause: e, retryable: false });
 }
 
 /** An AbortError for `signal`, shaped like the one the SDK's HTTP handler throws. */

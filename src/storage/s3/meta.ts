@@ -1,5 +1,5 @@
 // ObjectMeta <-> S3 user metadata (`x-amz-meta-walvault-<key>`), and key helpers.
-import { ExitCode, WalvaultError } from '../../common/errors.js';
+import { internalError } from '../../common/errors.js';
 import type { ObjectMeta } from '../types.js';
 
 const META_PREFIX = 'walvault-';
@@ -18,7 +18,7 @@ export function toS3Meta(meta: ObjectMeta): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(meta)) {
     if (!/^[a-z0-9-]+$/.test(k) || /[^\x20-\x7e]/.test(v)) {
-      throw new WalvaultError('InternalError', ExitCode.internal, `invalid object metadata entry ${JSON.stringify(k)}`);
+      throw internalError(`invalid object metadata entry ${JSON.stringify(k)}`);
     }
     out[META_PREFIX + k] = v;
   }
