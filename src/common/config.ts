@@ -5,54 +5,16 @@ import { coerceSetting } from './config-values.js';
 import { configError, isWalvaultError } from './errors.js';
 import { trustedConfigFile, trustedSpool } from './file-trust.js';
 import { jsonErrorPosition } from './json-position.js';
-import type { LogLevel } from './log.js';
 import { maskUserInfo } from './redact.js';
 import type { RetryPolicy } from './retry.js';
-import { SETTINGS, type SettingSource } from './settings.js';
+import { SETTINGS, type SettingSource, type SettingValues } from './settings.js';
 
 export { parseBytes } from './config-values.js';
 
 // Precedence: command-line flag > environment > config file (--config / WALVAULT_CONFIG) > default.
 // archive_command runs with PostgreSQL's environment, which operators rarely control, hence the file.
-export interface Config {
-  repo?: string;
-  spool: string;
-  compression: 'zstd' | 'gzip' | 'none';
-  compressionLevel?: number;
-  logLevel: LogLevel;
-  retries: number;
-  retryMinDelay: number;
-  retryMaxDelay: number;
-  attemptTimeout: number;
-  deadline: number;
-  connectTimeout: number;
-  idleTimeout: number;
-  highWaterInterval: number;
-  maxReadyBytes?: number;
-  lookahead: number;
-  prefetch: number;
-  prefetchMaxBytes: number;
-  fetchErrorPolicy: 'auto' | 'stop' | 'retry';
-  fetchStopExitCode: number;
-  s3Endpoint?: string;
-  s3Region?: string;
-  s3ForcePathStyle: boolean;
-  s3Profile?: string;
-  s3AccessKeyId?: string;
-  s3SecretAccessKey?: string;
-  s3SessionToken?: string;
-  s3CaBundle?: string;
-  s3StorageClass?: string;
-  s3Sse?: string;
-  s3SseKmsKeyId?: string;
-  s3ChecksumMode: 'when_required' | 'when_supported';
-  s3ConditionalWrites: 'auto' | 'on' | 'off';
-  s3PartSize: number;
-  s3QueueSize: number;
-  backupWaitTimeout: number;
-  backupStaleUploadAge: number;
-  pgBinDir?: string;
-}
+/** `spool` has no default in the table because it is computed at load (defaultSpool), never absent. */
+export type Config = Omit<SettingValues, 'spool'> & { spool: string };
 
 export interface LoadedConfig {
   config: Config;

@@ -8,10 +8,10 @@ export interface SettingDef {
   key: string;
   /** Command-line flag without dashes. */
   flag: string;
-  env: string[];
+  env: readonly string[];
   type: SettingType;
   default?: string | number | boolean;
-  choices?: string[];
+  choices?: readonly string[];
   secret?: boolean;
   /** Bounds checked at load (ints, seconds and sizes); 'seconds' default to what a timer accepts. */
   min?: number;
@@ -23,7 +23,9 @@ export interface SettingDef {
  * delay fires after 1 ms instead, so a longer duration would turn every wait into an instant timeout. */
 export const TIMER_MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
-export const SETTINGS: readonly SettingDef[] = [
+// `as const` keeps each key, type, choices and default as literals, so SettingValues below derives the
+// resolved settings' type from this list instead of retyping it.
+const TABLE = [
   { key: 'repo', flag: 'repo', env: ['WALVAULT_REPO'], type: 'string', describe: 'repository URL: s3://bucket/prefix or file:///path' },
   { key: 'spool', flag: 'spool', env: ['WALVAULT_SPOOL'], type: 'string', describe: 'local cache directory outside PGDATA (default ~/.cache/walvault)' },
   { key: 'compression', flag: 'compression', env: ['WALVAULT_COMPRESSION'], type: 'string', default: 'zstd', choices: ['zstd', 'gzip', 'none'], describe: 'codec for new objects' },
@@ -61,6 +63,22 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'backupWaitTimeout', flag: 'backup-wait-timeout', env: ['WALVAULT_BACKUP_WAIT_TIMEOUT'], type: 'seconds', default: 120, describe: 'backup-push waits at most this long for the WAL segment that ends the backup to be archived' },
   { key: 'backupStaleUploadAge', flag: 'backup-stale-upload-age', env: ['WALVAULT_BACKUP_STALE_UPLOAD_AGE'], type: 'seconds', default: 86400, max: 3650 * 86400, describe: 'backup-push aborts incomplete backup uploads older than this many seconds (left by a killed backup-push)' },
   { key: 'pgBinDir', flag: 'pg-bin-dir', env: ['WALVAULT_PG_BIN_DIR'], type: 'string', describe: 'directory of pg_basebackup / pg_verifybackup (default: PATH, then /usr/lib/postgresql/<version>/bin)' },
-];
+] as const satisfies readonly SettingDef[];
+
+export const SETTINGS: readonly SettingDef[] = TABLE;
+
+type Def = (typeof TABLE)[number];
+type ValueOf<D extends Def> = D extends { choices: readonly (infer C)[] }
+  ? C
+  : D['type'] extends 'boolean'
+    ? boolean
+    : D['type'] extends 'string'
+      ? string
+      : number;
+
+/** Each setting's resolved value: present when the table gives it a default, else optional. */
+export type SettingValues = { [D in Def as D extends { default: unknown } ? D['key'] : never]: ValueOf<D> } & {
+  [D in Def as D extends { default: unknown } ? never : D['key']]?: ValueOf<D>;
+};
 
 export type SettingSource = 'flag' | 'env' | 'file' | 'default';
