@@ -4,6 +4,7 @@ import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
+import { sleep } from '../common/sleep.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
@@ -25,8 +26,6 @@ const POLL_MS = 5;
 const IDLE_POLL_MAX_MS = 50;
 /** No new request from PostgreSQL for this long: the restore is over or paused; exit. */
 const IDLE_MS = 10_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const { config, dir, segSize } = job;

@@ -4,6 +4,7 @@ import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
+import { sleep } from '../common/sleep.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { advanceHighWater } from '../wal/high-water.js';
@@ -25,8 +26,6 @@ import { releaseLock, takeLock, touchLock } from './worker-control.js';
 const MAX_INFLIGHT = 4;
 const POLL_MS = 20;
 const IDLE_MS = 10_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runPusher(job: PusherJob): Promise<number> {
   const { config, dir, walDir, repoCache, repoUrl } = job;

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
+import { sleep } from '../common/sleep.js';
 import { readPushRecord } from './push-records.js';
 import { configFingerprint, startWorker, workerRunning } from './worker-control.js';
 
@@ -101,7 +102,7 @@ export async function askPusher(
       // no answer yet
     }
     if (i % 20 === 19 && !workerRunning(dir)) return 'ask-repository';
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   return 'ask-repository';
 }
