@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
+import { pidAlive } from '../common/pid.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
 import { openStorage } from '../storage/open.js';
@@ -171,12 +172,6 @@ export async function runPusher(job: PusherJob): Promise<number> {
   }
 
   function parentAlive(): boolean {
-    if (!job.parentPid) return false;
-    try {
-      process.kill(job.parentPid, 0);
-      return true;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EPERM';
-    }
+    return job.parentPid ? pidAlive(job.parentPid) : false;
   }
 }
