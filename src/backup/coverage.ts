@@ -83,7 +83,8 @@ function describeHistory(h: HistoryEntry[]): string {
   return h.length ? h.map((e) => `${e.tli} until ${e.switchLsn}`).join(', ') : 'empty';
 }
 
-export function timelineOf(path: TimelineStep[], segno: bigint): number {
+/** The timeline that holds segment `segno` on the recovery `path` (the last step begun by then). */
+export function timelineAt(path: TimelineStep[], segno: bigint): number {
   let tli = path[0]!.tli;
   for (const s of path) if (s.beginSegno <= segno) tli = s.tli;
   return tli;
@@ -92,7 +93,7 @@ export function timelineOf(path: TimelineStep[], segno: bigint): number {
 /** The segment names recovery needs for segments `from`..`to` (inclusive). */
 export function requiredSegments(path: TimelineStep[], from: bigint, to: bigint, segSize: number): string[] {
   const out: string[] = [];
-  for (let s = from; s <= to; s++) out.push(segmentName(timelineOf(path, s), s, segSize));
+  for (let s = from; s <= to; s++) out.push(segmentName(timelineAt(path, s), s, segSize));
   return out;
 }
 

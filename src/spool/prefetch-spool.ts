@@ -7,6 +7,7 @@ import { log } from '../common/log.js';
 import { startWorker } from './worker-control.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
+import { timelineOfName } from '../wal/names.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
@@ -70,10 +71,6 @@ const ENTRY = /^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history)$/;
 export function prefetchDir(repoCache: string, systemIdentifier: string, dataDir: string): string {
   const d = createHash('sha256').update(dataDir).digest('hex').slice(0, 12);
   return join(repoCache, 'prefetch', `${systemIdentifier}-${d}`);
-}
-
-export function timelineOf(name: string): number {
-  return parseInt(name.slice(0, 8), 16);
 }
 
 export async function readState(dir: string): Promise<PrefetchState | null> {
@@ -160,7 +157,7 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
     const prev = await readState(ctx.dir);
     if (prev && timeline > prev.timeline) {
       await writeState(ctx.dir, { timeline, at: Date.now() });
-      await dropEntries(ctx.dir, (n) => timelineOf(n) < timeline);
+      await dropEntries(ctx.dir, (n) => timelineOfName(n) < timeline);
     }
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);
@@ -174,9 +171,9 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
  */
 export async function afterSegmentServed(config: Config, ctx: PrefetchContext, name: string, next: string): Promise<void> {
   try {
-    const tli = timelineOf(name);
+    const tli = timelineOfName(name);
     await writeState(ctx.dir, { timeline: tli, next, at: Date.now() });
-    await dropEntries(ctx.dir, (n) => timelineOf(n) !== tli || n < name);
+    await dropEntries(ctx.dir, (n) => timelineOfName(n) !== tli || n < name);
     await startPrefetchWorker({ config, ...ctx });
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);
