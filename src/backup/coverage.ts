@@ -1,7 +1,7 @@
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
+import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId, timelineOfName } from '../wal/names.js';
 import { parseTimelineHistory } from '../wal/timeline-history.js';
 import { readObjectText, type BackupInfo } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
@@ -199,7 +199,7 @@ export async function checkWalCoverage(
   const needed = requiredSegments(path, startSegno, endSegno, segSize);
   const missing: string[] = [];
   for (const name of needed) {
-    const tli = parseInt(name.slice(0, 8), 16);
+    const tli = timelineOfName(name);
     const log = BigInt('0x' + name.slice(8, 16));
     if (!(await shard(tli, log)).has(name)) missing.push(name);
   }

@@ -69,7 +69,7 @@ export function segmentName(timeline: number, segno: bigint, segSize: number): s
 
 /** The segment after `segment` on the same timeline. */
 export function nextSegment(segment: string, segSize: number, step = 1n): string {
-  return segmentName(parseInt(segment.slice(0, 8), 16), segmentNumber(segment, segSize) + step, segSize);
+  return segmentName(timelineOfName(segment), segmentNumber(segment, segSize) + step, segSize);
 }
 
 /** Segment containing an LSN written "X/Y" (hex), on a timeline. */
