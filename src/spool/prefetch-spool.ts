@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
+import { writeJsonReplace } from '../common/json-file.js';
 import { log } from '../common/log.js';
 import { startWorker } from './worker-control.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
@@ -84,9 +85,7 @@ export async function readState(dir: string): Promise<PrefetchState | null> {
 
 export async function writeState(dir: string, state: PrefetchState): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const temp = join(dir, `${STATE_FILE}.${process.pid}.tmp`);
-  await writeFile(temp, JSON.stringify(state), { mode: 0o600 });
-  await rename(temp, join(dir, STATE_FILE));
+  await writeJsonReplace(join(dir, STATE_FILE), state);
 }
 
 /** WAL files (complete, renamed into place) in the spool, with their sizes. */
@@ -112,9 +111,7 @@ export async function dropEntries(dir: string, drop: (name: string) => boolean):
 }
 
 export async function writeRecord(dir: string, rec: PrefetchRecord): Promise<void> {
-  const temp = join(dir, `${rec.name}.json.${process.pid}.tmp`);
-  await writeFile(temp, JSON.stringify(rec), { mode: 0o600 });
-  await rename(temp, join(dir, `${rec.name}.json`));
+  await writeJsonReplace(join(dir, `${rec.name}.json`), rec);
 }
 
 export function readRecord(dir: string, name: string): PrefetchRecord | null {
