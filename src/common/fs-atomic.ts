@@ -94,6 +94,11 @@ export async function writeFileAtomic(
   }
 }
 
+/** `value` as JSON through writeFileAtomic: durable, and whole or absent (json-file.ts skips the fsync). */
+export async function writeJsonAtomic(target: string, value: unknown): Promise<void> {
+  await writeFileAtomic(target, Buffer.from(JSON.stringify(value)));
+}
+
 /** Removes temp files a killed walvault left in `dir` (their writer's pid is gone). */
 export async function cleanupStaleTemps(dir: string): Promise<number> {
   let removed = 0;

@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode, WalvaultError, badWalNameError, describe, isWalvaultError } from '../common/errors.js';
-import { writeFileAtomic } from '../common/fs-atomic.js';
+import { writeJsonAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
@@ -155,7 +155,7 @@ export async function advanceHighWater(
       state = { ...state, ...mark, remoteLast: mark.last, writtenAt: Date.now() };
     }
     await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(file, Buffer.from(JSON.stringify(state)));
+    await writeJsonAtomic(file, state);
   } catch (e) {
     log.warn(`could not update the archive high-water mark for timeline ${timeline}: ${describe(e)}`);
   } finally {

@@ -1,7 +1,7 @@
 import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
+import { ensureDir, writeJsonAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
@@ -71,7 +71,7 @@ export async function dropIfOverLimit(
   );
   const dir = pendingDir(ctx.spool, ctx.repoKey);
   await ensureDir(dir);
-  await writeFileAtomic(join(dir, `${name}.json`), Buffer.from(JSON.stringify(marker)));
+  await writeJsonAtomic(join(dir, `${name}.json`), marker);
   return true;
 }
 
