@@ -5,7 +5,7 @@ import { retryPolicy, type Config } from '../common/config.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { segmentName, segmentNumber, segmentsPerLogId } from '../wal/names.js';
+import { segmentName, segmentNumber, segmentsPerLogId, timelineOfName } from '../wal/names.js';
 import { listShard } from './coverage.js';
 import { findPgProgram } from './pgbin.js';
 import { phaseManifest } from './wait.js';
@@ -86,7 +86,7 @@ async function firstMissingSegment(storage: Storage, config: Config, startSegmen
   const repo = await phaseManifest(storage, config);
   if (!repo) return startSegment;
   const segSize = repo.walSegmentSize;
-  const tli = parseInt(startSegment.slice(0, 8), 16);
+  const tli = timelineOfName(startSegment);
   const per = segmentsPerLogId(segSize);
   const deadline = new Deadline(config.deadline * 1000);
   try {

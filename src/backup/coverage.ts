@@ -1,7 +1,7 @@
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId } from '../wal/names.js';
+import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId, timelineOfName } from '../wal/names.js';
 import { parseTimelineHistory } from '../wal/timeline-history.js';
 import { readObjectText, type BackupInfo } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
@@ -83,7 +83,8 @@ function describeHistory(h: HistoryEntry[]): string {
   return h.length ? h.map((e) => `${e.tli} until ${e.switchLsn}`).join(', ') : 'empty';
 }
 
-export function timelineOf(path: TimelineStep[], segno: bigint): number {
+/** The timeline that holds segment `segno` on the recovery `path` (the last step begun by then). */
+export function timelineAt(path: TimelineStep[], segno: bigint): number {
   let tli = path[0]!.tli;
   for (const s of path) if (s.beginSegno <= segno) tli = s.tli;
   return tli;
@@ -92,7 +93,7 @@ export function timelineOf(path: TimelineStep[], segno: bigint): number {
 /** The segment names recovery needs for segments `from`..`to` (inclusive). */
 export function requiredSegments(path: TimelineStep[], from: bigint, to: bigint, segSize: number): string[] {
   const out: string[] = [];
-  for (let s = from; s <= to; s++) out.push(segmentName(timelineOf(path, s), s, segSize));
+  for (let s = from; s <= to; s++) out.push(segmentName(timelineAt(path, s), s, segSize));
   return out;
 }
 
@@ -198,7 +199,7 @@ export async function checkWalCoverage(
   const needed = requiredSegments(path, startSegno, endSegno, segSize);
   const missing: string[] = [];
   for (const name of needed) {
-    const tli = parseInt(name.slice(0, 8), 16);
+    const tli = timelineOfName(name);
     const log = BigInt('0x' + name.slice(8, 16));
     if (!(await shard(tli, log)).has(name)) missing.push(name);
   }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decompressStream, parseCodec } from '../codec/codec.js';
+import { decompressStream, isDecompressionError, parseCodec } from '../codec/codec.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { backupError, describe as describeError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
 import { HashingStream } from '../common/hash.js';
@@ -109,7 +109,7 @@ function openSink(pgdata: string, owner: Owner | undefined): { stream: Writable;
 function classifyStreamError(e: unknown, where: string): unknown {
   if (isWalvaultError(e)) return e;
   const err = e as NodeJS.ErrnoException;
-  if (err?.code?.startsWith('ERR_ZSTD') || err?.code === 'Z_DATA_ERROR' || err?.code === 'Z_BUF_ERROR' || err?.code?.startsWith('ERR__ZLIB')) {
+  if (isDecompressionError(err)) {
     return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
   }
   return unavailableError(`reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {

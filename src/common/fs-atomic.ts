@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromFsError } from './errors.js';
+import { pidAlive } from './pid.js';
 import { TEMP_MARK, tempPathFor } from './temp-names.js';
 
 // basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse
@@ -93,6 +94,11 @@ export async function writeFileAtomic(
   }
 }
 
+/** `value` as JSON through writeFileAtomic: durable, and whole or absent (json-file.ts skips the fsync). */
+export async function writeJsonAtomic(target: string, value: unknown): Promise<void> {
+  await writeFileAtomic(target, Buffer.from(JSON.stringify(value)));
+}
+
 /** Removes temp files a killed walvault left in `dir` (their writer's pid is gone). */
 export async function cleanupStaleTemps(dir: string): Promise<number> {
   let removed = 0;
@@ -105,20 +111,11 @@ export async function cleanupStaleTemps(dir: string): Promise<number> {
   for (const name of names) {
     if (!name.startsWith(TEMP_MARK)) continue;
     const pid = Number(name.split('.').at(-2));
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) continue;
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) continue;
     await removeQuietly(join(dir, name));
     removed++;
   }
   return removed;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { missingBucketError, repoMismatchError } from '../common/errors.js';
-import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
+import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
@@ -172,7 +172,7 @@ export async function ensureManifest(
   if (!cached.manifest || JSON.stringify(cached.manifest) !== JSON.stringify(manifest)) {
     if (cached.manifest) log.warn(`the repository manifest in ${storage.url} differs from this spool's copy ${cacheFile}; using the repository's`);
     await ensureDir(join(cacheFile, '..'))
-      .then(() => writeFileAtomic(cacheFile, Buffer.from(JSON.stringify(manifest))))
+      .then(() => writeJsonAtomic(cacheFile, manifest))
       .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
     await remember(storage, ctx.spool);
   } else {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { CODECS, parseCodec, decompressStream, type Codec } from '../codec/codec.js';
+import { CODECS, parseCodec, decompressStream, isDecompressionError, type Codec } from '../codec/codec.js';
 import { corruptObjectError, fromFsError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
 import { writeFileAtomic } from '../common/fs-atomic.js';
 import { HashingStream, sha256Hex, sizeExceededError } from '../common/hash.js';
@@ -150,7 +150,7 @@ export async function downloadVerified(
 function classifyDownloadError(e: unknown, where: string, target: string): unknown {
   if (isWalvaultError(e)) return e;
   const err = e as NodeJS.ErrnoException;
-  if (err?.code?.startsWith('ERR_ZSTD') || err?.code === 'Z_DATA_ERROR' || err?.code === 'Z_BUF_ERROR' || err?.code?.startsWith('ERR__ZLIB')) {
+  if (isDecompressionError(err)) {
     return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
   }
   if (err?.syscall && ['ENOSPC', 'EDQUOT', 'EACCES', 'EROFS', 'EISDIR', 'ENOENT', 'ENOTDIR', 'EPERM', 'EIO'].includes(err.code ?? '')) {

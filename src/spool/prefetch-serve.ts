@@ -3,6 +3,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, wri
 import { link, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { tempPathFor } from '../common/temp-names.js';
+import { sleep } from '../common/sleep.js';
 import { fsyncDirSync } from './light.js';
 import { verifyFileSync } from './push-records.js';
 import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './prefetch-spool.js';
@@ -114,7 +115,7 @@ export async function askWorker(
       return answer.result === 'absent' ? 'absent' : 'ask-repository';
     }
     if (i % 20 === 19 && !workerRunning(ctx.dir)) return 'ask-repository';
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   return 'ask-repository';
 }

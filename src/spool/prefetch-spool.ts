@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
+import { writeJsonReplace } from '../common/json-file.js';
 import { log } from '../common/log.js';
 import { startWorker } from './worker-control.js';
 import { repoCacheDir } from '../repo/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
+import { timelineOfName } from '../wal/names.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
@@ -72,10 +74,6 @@ export function prefetchDir(repoCache: string, systemIdentifier: string, dataDir
   return join(repoCache, 'prefetch', `${systemIdentifier}-${d}`);
 }
 
-export function timelineOf(name: string): number {
-  return parseInt(name.slice(0, 8), 16);
-}
-
 export async function readState(dir: string): Promise<PrefetchState | null> {
   try {
     const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as PrefetchState;
@@ -87,9 +85,7 @@ export async function readState(dir: string): Promise<PrefetchState | null> {
 
 export async function writeState(dir: string, state: PrefetchState): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const temp = join(dir, `${STATE_FILE}.${process.pid}.tmp`);
-  await writeFile(temp, JSON.stringify(state), { mode: 0o600 });
-  await rename(temp, join(dir, STATE_FILE));
+  await writeJsonReplace(join(dir, STATE_FILE), state);
 }
 
 /** WAL files (complete, renamed into place) in the spool, with their sizes. */
@@ -115,9 +111,7 @@ export async function dropEntries(dir: string, drop: (name: string) => boolean):
 }
 
 export async function writeRecord(dir: string, rec: PrefetchRecord): Promise<void> {
-  const temp = join(dir, `${rec.name}.json.${process.pid}.tmp`);
-  await writeFile(temp, JSON.stringify(rec), { mode: 0o600 });
-  await rename(temp, join(dir, `${rec.name}.json`));
+  await writeJsonReplace(join(dir, `${rec.name}.json`), rec);
 }
 
 export function readRecord(dir: string, name: string): PrefetchRecord | null {
@@ -160,7 +154,7 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
     const prev = await readState(ctx.dir);
     if (prev && timeline > prev.timeline) {
       await writeState(ctx.dir, { timeline, at: Date.now() });
-      await dropEntries(ctx.dir, (n) => timelineOf(n) < timeline);
+      await dropEntries(ctx.dir, (n) => timelineOfName(n) < timeline);
     }
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);
@@ -174,9 +168,9 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
  */
 export async function afterSegmentServed(config: Config, ctx: PrefetchContext, name: string, next: string): Promise<void> {
   try {
-    const tli = timelineOf(name);
+    const tli = timelineOfName(name);
     await writeState(ctx.dir, { timeline: tli, next, at: Date.now() });
-    await dropEntries(ctx.dir, (n) => timelineOf(n) !== tli || n < name);
+    await dropEntries(ctx.dir, (n) => timelineOfName(n) !== tli || n < name);
     await startPrefetchWorker({ config, ...ctx });
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);

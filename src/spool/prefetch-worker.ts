@@ -4,12 +4,13 @@ import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
+import { sleep } from '../common/sleep.js';
 import { downloadVerified } from '../repo/objects.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../wal/gap-check.js';
-import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
-import { dropEntries, listEntries, readState, SEGMENT, timelineOf, writeRecord, type MissAnswer, type PrefetchJob, type PrefetchState } from './prefetch-spool.js';
+import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
+import { dropEntries, listEntries, readState, SEGMENT, writeRecord, type MissAnswer, type PrefetchJob, type PrefetchState } from './prefetch-spool.js';
 import { releaseLock, takeLock, touchLock } from './worker-control.js';
 
 // The prefetch worker: one detached process per restore (per spool directory), started by wal-fetch.
@@ -25,8 +26,6 @@ const POLL_MS = 5;
 const IDLE_POLL_MAX_MS = 50;
 /** No new request from PostgreSQL for this long: the restore is over or paused; exit. */
 const IDLE_MS = 10_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const { config, dir, segSize } = job;
@@ -150,7 +149,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       }
       // Requests moved to another timeline meanwhile: this segment will not be asked for.
       const now = await readState(dir);
-      if (SEGMENT.test(name) && now && now.timeline !== timelineOf(name)) return;
+      if (SEGMENT.test(name) && now && now.timeline !== timelineOfName(name)) return;
       await writeRecord(dir, { v: 1, name, size: meta.size, sha256: meta.sha256, fetchedAt: new Date().toISOString() });
       await rename(partial, join(dir, name));
     } catch (e) {

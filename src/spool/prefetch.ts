@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
+import { ensureDir, writeJsonAtomic } from '../common/fs-atomic.js';
 import { log } from '../common/log.js';
 import type { Deadline } from '../common/retry.js';
 import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
@@ -24,7 +24,7 @@ export async function prefetchContext(config: Config, storage: Storage, deadline
     const remote = await readRemoteManifest(storage, retryPolicy(config), deadline);
     if (!remote) return null;
     const cache = repoCacheDir(config.spool, key);
-    await ensureDir(cache).then(() => writeFileAtomic(join(cache, MANIFEST_KEY), Buffer.from(JSON.stringify(remote))));
+    await ensureDir(cache).then(() => writeJsonAtomic(join(cache, MANIFEST_KEY), remote));
     return contextFromManifest(cache, remote);
   } catch (e) {
     log.debug(`prefetch unavailable: ${describe(e)}`);

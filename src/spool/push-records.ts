@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, readSync, type Stats } from 'node:fs';
-import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeJsonReplace } from '../common/json-file.js';
 import { NotRegularFileError, openRegularFileSync } from '../common/open-regular.js';
 
 // What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
@@ -39,12 +40,9 @@ function recordPath(repoCache: string, name: string): string {
 export async function writePushRecord(repoCache: string, rec: PushRecord): Promise<void> {
   const dir = pushRecordDir(repoCache);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  // temp + rename: a reader sees a whole record or none. No fsync: a record lost in a crash only
-  // costs one normal (idempotent) push, and a torn one fails to parse and is ignored.
-  const final = recordPath(repoCache, rec.name);
-  const temp = `${final}.${process.pid}.tmp`;
-  await writeFile(temp, JSON.stringify(rec), { mode: 0o600 });
-  await rename(temp, final);
+  // No fsync: a record lost in a crash only costs one normal (idempotent) push, and a torn one fails
+  // to parse and is ignored.
+  await writeJsonReplace(recordPath(repoCache, rec.name), rec);
 }
 
 export async function readPushRecord(repoCache: string, name: string): Promise<PushRecord | null> {

@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
+import { pidAlive } from '../common/pid.js';
 import { Deadline, withRetry } from '../common/retry.js';
+import { sleep } from '../common/sleep.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
 import { advanceHighWater } from '../wal/high-water.js';
@@ -25,8 +27,6 @@ import { releaseLock, takeLock, touchLock } from './worker-control.js';
 const MAX_INFLIGHT = 4;
 const POLL_MS = 20;
 const IDLE_MS = 10_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runPusher(job: PusherJob): Promise<number> {
   const { config, dir, walDir, repoCache, repoUrl } = job;
@@ -172,12 +172,6 @@ export async function runPusher(job: PusherJob): Promise<number> {
   }
 
   function parentAlive(): boolean {
-    if (!job.parentPid) return false;
-    try {
-      process.kill(job.parentPid, 0);
-      return true;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EPERM';
-    }
+    return job.parentPid ? pidAlive(job.parentPid) : false;
   }
 }

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
+import { writeJsonReplace } from '../common/json-file.js';
+import { sleep } from '../common/sleep.js';
 import { readPushRecord } from './push-records.js';
 import { configFingerprint, startWorker, workerRunning } from './worker-control.js';
 
@@ -61,9 +63,7 @@ export async function readPusherState(dir: string): Promise<PusherState | null> 
 
 async function writePusherState(dir: string, state: PusherState): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const temp = join(dir, `state.json.${process.pid}.tmp`);
-  await writeFile(temp, JSON.stringify(state), { mode: 0o600 });
-  await rename(temp, join(dir, 'state.json'));
+  await writeJsonReplace(join(dir, 'state.json'), state);
 }
 
 export async function startPusher(job: PusherJob): Promise<void> {
@@ -101,7 +101,7 @@ export async function askPusher(
       // no answer yet
     }
     if (i % 20 === 19 && !workerRunning(dir)) return 'ask-repository';
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
   return 'ask-repository';
 }

@@ -4,6 +4,7 @@ import { open, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { log } from '../common/log.js';
+import { pidAlive } from '../common/pid.js';
 
 // The background workers of the speed paths (prefetch for wal-fetch, look-ahead for wal-push) are
 // detached walvault processes, one per spool directory. This is how they are started, found and
@@ -35,9 +36,7 @@ export function workerRunning(dir: string, fingerprint?: string): boolean {
     if (fingerprint !== undefined && readFileSync(join(dir, CONFIG_FILE), 'utf8') !== fingerprint) return false;
     if (Date.now() - statSync(join(dir, LOCK_FILE)).mtimeMs > LOCK_STALE_MS) return false;
     const pid = lockOwner(dir);
-    if (!pid) return false;
-    process.kill(pid, 0);
-    return true;
+    return pid ? pidAlive(pid) : false;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }

@@ -5,7 +5,7 @@ import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
 import { readVerifiedSmall } from '../repo/objects.js';
 import type { Storage } from '../storage/types.js';
 import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
-import { formatLsn, hex8, parseWalName, segmentNumber, walObjectKey, type WalName } from './names.js';
+import { formatLsn, hex8, parseWalName, segmentNumber, timelineOfName, walObjectKey, type WalName } from './names.js';
 import { parseTimelineHistory } from './timeline-history.js';
 
 // wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
@@ -35,7 +35,7 @@ export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ct
 }
 
 async function checkNotAGap(storage: Storage, segment: string, segSize: number, ctx: Ctx): Promise<void> {
-  const timeline = parseInt(segment.slice(0, 8), 16);
+  const timeline = timelineOfName(segment);
   const gap = (why: string) => walGapError(`${segment} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
   const mark = await markOf(storage, timeline, segment, ctx);
   if (mark && segment >= mark.first && segment <= mark.last) {

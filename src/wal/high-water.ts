@@ -1,7 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode, badWalNameError, corruptObjectError, describe, isWalvaultError } from '../common/errors.js';
-import { writeFileAtomic } from '../common/fs-atomic.js';
+import { writeJsonAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
@@ -23,6 +23,16 @@ export interface HighWater {
 
 /** Longest a push spends on bookkeeping writes (high-water mark, gap markers) after its WAL is safe. */
 export const BOOKKEEPING_BUDGET_MS = 5_000;
+
+/**
+ * Retry policy and deadline for bookkeeping writes after a push: a small budget of their own, so that
+ * a store that keeps failing them does not slow every push down to the full retry deadline when the
+ * WAL itself is already safe. The caller disposes the deadline.
+ */
+export function bookkeepingBudget(ctx: { policy: RetryPolicy; deadline: Deadline }): { policy: RetryPolicy; deadline: Deadline } {
+  const deadline = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
+  return { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline };
+}
 
 export function highWaterKey(timeline: number): string {
   return `state/timeline-${hex8(timeline)}.json`;
@@ -115,10 +125,7 @@ export async function advanceHighWater(
   ctx: { spool: string; policy: RetryPolicy; deadline: Deadline; intervalMs: number; force?: boolean },
 ): Promise<void> {
   const file = join(repoCacheDir(ctx.spool, storage.cacheKey), `timeline-${timeline}.json`);
-  // A small budget of its own: a store that keeps failing this write must not slow every push down
-  // to the full retry deadline when the WAL itself is already safe.
-  const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
-  const quick = { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline: budget };
+  const quick = bookkeepingBudget(ctx);
   try {
     let state = await readLocalState(file, timeline);
     if (!state) {
@@ -148,10 +155,10 @@ export async function advanceHighWater(
       state = { ...state, ...mark, remoteLast: mark.last, writtenAt: Date.now() };
     }
     await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(file, Buffer.from(JSON.stringify(state)));
+    await writeJsonAtomic(file, state);
   } catch (e) {
     log.warn(`could not update the archive high-water mark for timeline ${timeline}: ${describe(e)}`);
   } finally {
-    budget.dispose();
+    quick.deadline.dispose();
   }
 }

@@ -28,16 +28,17 @@ export function parseWalName(name: string): WalName {
   const printable = JSON.stringify(name);
   let m: RegExpExecArray | null;
   if ((m = SEGMENT.exec(name))) return { name, kind: 'segment', timeline: parseInt(m[1]!, 16), segment: name };
-  if ((m = PARTIAL.exec(name))) return { name, kind: 'partial', timeline: tli(m[1]!), segment: m[1]! };
+  if ((m = PARTIAL.exec(name))) return { name, kind: 'partial', timeline: timelineOfName(m[1]!), segment: m[1]! };
   if ((m = HISTORY.exec(name))) return { name, kind: 'history', timeline: parseInt(m[1]!, 16) };
-  if ((m = BACKUP.exec(name))) return { name, kind: 'backup', timeline: tli(m[1]!), segment: m[1]! };
+  if ((m = BACKUP.exec(name))) return { name, kind: 'backup', timeline: timelineOfName(m[1]!), segment: m[1]! };
   throw badWalNameError(
     `${printable} is not a WAL file name (expected a 24-hex segment, <segment>.partial, <timeline>.history or <segment>.<offset>.backup)`,
   );
 }
 
-function tli(segment: string): number {
-  return parseInt(segment.slice(0, 8), 16);
+/** The timeline in the first 8 hex digits of a WAL file name (segment, .partial, .backup, .history). */
+export function timelineOfName(name: string): number {
+  return parseInt(name.slice(0, 8), 16);
 }
 
 /** Segments and .partial files are sharded by their first 16 hex digits (timeline + log id). */
@@ -68,7 +69,7 @@ export function segmentName(timeline: number, segno: bigint, segSize: number): s
 
 /** The segment after `segment` on the same timeline. */
 export function nextSegment(segment: string, segSize: number, step = 1n): string {
-  return segmentName(parseInt(segment.slice(0, 8), 16), segmentNumber(segment, segSize) + step, segSize);
+  return segmentName(timelineOfName(segment), segmentNumber(segment, segSize) + step, segSize);
 }
 
 /** Segment containing an LSN written "X/Y" (hex), on a timeline. */

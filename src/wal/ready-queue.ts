@@ -1,13 +1,13 @@
 import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeFileAtomic } from '../common/fs-atomic.js';
+import { ensureDir, writeJsonAtomic } from '../common/fs-atomic.js';
 import { sha256Hex } from '../common/hash.js';
 import { formatBytes, log } from '../common/log.js';
-import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { repoCacheDir } from '../repo/manifest.js';
 import type { Storage } from '../storage/types.js';
-import { BOOKKEEPING_BUDGET_MS } from './high-water.js';
+import { bookkeepingBudget } from './high-water.js';
 
 // Opt-in disk-full protection (maxReadyBytes). If archiving cannot keep up, pg_wal grows until the
 // filesystem fills and PostgreSQL PANICs. Past the limit, wal-push reports the oldest files as archived
@@ -71,7 +71,7 @@ export async function dropIfOverLimit(
   );
   const dir = pendingDir(ctx.spool, ctx.repoKey);
   await ensureDir(dir);
-  await writeFileAtomic(join(dir, `${name}.json`), Buffer.from(JSON.stringify(marker)));
+  await writeJsonAtomic(join(dir, `${name}.json`), marker);
   return true;
 }
 
@@ -83,12 +83,11 @@ export async function flushGapMarkers(
   const dir = pendingDir(ctx.spool, storage.cacheKey);
   const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.json'));
   if (names.length === 0) return;
-  const budget = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
-  const policy = { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) };
+  const budget = bookkeepingBudget(ctx);
   try {
-    await flushEach(storage, dir, names, policy, budget);
+    await flushEach(storage, dir, names, budget.policy, budget.deadline);
   } finally {
-    budget.dispose();
+    budget.deadline.dispose();
   }
 }
 

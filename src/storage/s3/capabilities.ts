@@ -1,5 +1,6 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { writeJsonReplaceSync } from '../../common/json-file.js';
 
 // What a store does with If-None-Match, remembered so that the probe (src/storage/s3/conditional.ts)
 // runs once per store, not once per wal-push: in the process, and in the spool for later processes.
@@ -38,8 +39,7 @@ export function rememberSupport(file: string, storeId: string, support: Conditio
     const f = readFile(file);
     const all = { ...(typeof f.conditionalWrites === 'object' && f.conditionalWrites !== null ? f.conditionalWrites : {}), [storeId]: support };
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    writeFileSync(`${file}.${process.pid}`, JSON.stringify({ conditionalWrites: all }), { mode: 0o600 });
-    renameSync(`${file}.${process.pid}`, file);
+    writeJsonReplaceSync(file, { conditionalWrites: all });
   } catch {
     // Only a speed-up: the next process probes again.
   }
