@@ -2,11 +2,9 @@
 // src/storage/s3/ imports the SDK.
 import type { Readable } from 'node:stream';
 import {
-  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   type GetObjectCommandOutput,
-  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type PutObjectCommandInput,
@@ -33,7 +31,7 @@ import { putRequest } from './put-input.js';
 import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, isNoSuchKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
-import { multipartUpload, partSizeFor } from './upload.js';
+import { abortStaleMultipartUploads, multipartUpload, partSizeFor } from './upload.js';
 import { repoCacheKey } from '../../repo/cache-dir.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
@@ -266,45 +264,8 @@ class S3Storage implements Storage {
   }
 
   async abortStaleUploads(prefix: string, olderThan: Date, opts?: CallOptions): Promise<number> {
-    const full = this.fullKey(prefix); // 'repo/main/' for '': never matches 'repo/mainx/...'
-    const where = this.where('ListMultipartUploads', prefix);
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    let aborted = 0;
-    for (;;) {
-      const r = await this.send(where, opts?.signal, (o) =>
-        this.client.send(
-          new ListMultipartUploadsCommand({
-            Bucket: this.bucket,
-            ...(full ? { Prefix: full } : {}),
-            ...(keyMarker ? { KeyMarker: keyMarker } : {}),
-            ...(uploadIdMarker ? { UploadIdMarker: uploadIdMarker } : {}),
-          }),
-          o,
-        ),
-      );
-      for (const u of r.Uploads ?? []) {
-        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() >= olderThan.getTime()) continue;
-        const abortWhere = { op: 'AbortMultipartUpload', target: `s3://${this.bucket}/${u.Key}` };
-        try {
-          await this.client.send(
-            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
-            opts?.signal ? { abortSignal: opts.signal } : {},
-          );
-          aborted++;
-        } catch (e) {
-          // NoSuchUpload (AWS, Swift) or NoSuchKey (radosgw): completed or aborted meanwhile.
-          const code = errorCode(e);
-          if (code !== 'NoSuchUpload' && code !== 'NoSuchKey' && httpStatus(e) !== 404) throw classifyS3Error(e, abortWhere);
-        }
-      }
-      if (!r.IsTruncated) break;
-      // Some stores omit the markers on a truncated page; stop rather than loop forever.
-      if (!r.NextKeyMarker && !r.NextUploadIdMarker) break;
-      keyMarker = r.NextKeyMarker;
-      uploadIdMarker = r.NextUploadIdMarker;
-    }
-    return aborted;
+    // 'repo/main/' for '': never matches 'repo/mainx/...'
+    return abortStaleMultipartUploads(this.client, this.bucket, this.fullKey(prefix), this.where('ListMultipartUploads', prefix), olderThan, opts?.signal);
   }
 
   close(): void {

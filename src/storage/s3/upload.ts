@@ -10,6 +10,7 @@
 import { Transform, pipeline, type Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  ListMultipartUploadsCommand,
   PutObjectCommand,
   UploadPartCommand,
   type PutObjectCommandInput,
@@ -18,7 +19,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { configError, isWalvaultError, localFileError } from '../../common/errors.js';
 import { log } from '../../common/log.js';
-import { abortErrorFor, classifyS3Error, type S3Op } from './errors.js';
+import { abortErrorFor, classifyS3Error, errorCode, httpStatus, type S3Op } from './errors.js';
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
 
@@ -154,4 +155,54 @@ export function partSizeFor(configured: number, expectedSize?: number): number {
     return needed;
   }
   return configured;
+}
+
+/** Aborts the multipart uploads under `fullPrefix` started before `olderThan` (left by a killed backup-push). */
+export async function abortStaleMultipartUploads(
+  client: S3Client,
+  bucket: string,
+  fullPrefix: string,
+  where: S3Op,
+  olderThan: Date,
+  signal?: AbortSignal,
+): Promise<number> {
+  const opts = signal ? { abortSignal: signal } : {};
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  let aborted = 0;
+  for (;;) {
+    let r;
+    try {
+      r = await client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: bucket,
+          ...(fullPrefix ? { Prefix: fullPrefix } : {}),
+          ...(keyMarker ? { KeyMarker: keyMarker } : {}),
+          ...(uploadIdMarker ? { UploadIdMarker: uploadIdMarker } : {}),
+        }),
+        opts,
+      );
+    } catch (e) {
+      throw classifyS3Error(e, where);
+    }
+    for (const u of r.Uploads ?? []) {
+      if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated.getTime() >= olderThan.getTime()) continue;
+      try {
+        await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }), opts);
+        aborted++;
+      } catch (e) {
+        // NoSuchUpload (AWS, Swift) or NoSuchKey (radosgw): completed or aborted meanwhile.
+        const code = errorCode(e);
+        if (code !== 'NoSuchUpload' && code !== 'NoSuchKey' && httpStatus(e) !== 404) {
+          throw classifyS3Error(e, { op: 'AbortMultipartUpload', target: `s3://${bucket}/${u.Key}` });
+        }
+      }
+    }
+    if (!r.IsTruncated) break;
+    // Some stores omit the markers on a truncated page; stop rather than loop forever.
+    if (!r.NextKeyMarker && !r.NextUploadIdMarker) break;
+    keyMarker = r.NextKeyMarker;
+    uploadIdMarker = r.NextUploadIdMarker;
+  }
+  return aborted;
 }
