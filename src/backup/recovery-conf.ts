@@ -3,6 +3,7 @@ import type { LoadedConfig } from '../common/config.js';
 import { controlChar } from '../common/control-chars.js';
 import { configError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
+import { stripUserInfo } from '../common/redact.js';
 import { SETTINGS } from '../common/settings.js';
 import type { BackupInfo } from './catalog.js';
 import { writeAsOwner, type Owner } from './restore-worker.js';
@@ -35,7 +36,8 @@ export function buildRestoreCommand(loaded: LoadedConfig, execPath = process.exe
       continue;
     }
     const fail = src.source === 'flag' ? usageError : configError;
-    const text = withoutUserInfo(confSafe(String(value), src.from ?? def.key, fail));
+    // A URL's user-info (user:password@) never goes into restore_command: it is stored in plain text.
+    const text = stripUserInfo(confSafe(String(value), src.from ?? def.key, fail));
     if (text !== String(value)) secrets.push(`the user-info of ${src.from ?? def.key}`);
     parts.push(`--${def.flag}=${text}`);
   }
@@ -58,18 +60,6 @@ export function confSafe(value: string, what: string, fail: (m: string) => Error
     throw fail(`${what} contains a control character (${code}); it cannot be written to postgresql.auto.conf`);
   }
   return value;
-}
-
-/** A URL's user-info (user:password@) never goes into restore_command: it is stored in plain text. */
-export function withoutUserInfo(value: string): string {
-  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(value)) return value;
-  try {
-    const u = new URL(value);
-    if (!u.username && !u.password) return value;
-    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
-  } catch {
-    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
-  }
 }
 
 export function shellQuote(s: string): string {

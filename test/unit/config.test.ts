@@ -296,3 +296,12 @@ describe('trust: settings', () => {
     expect(line).not.toContain('s3cr3t');
   });
 });
+
+describe('URL user-info', () => {
+  it('trust: a password containing @ is masked and stripped whole', async () => {
+    const { maskUserInfo, stripUserInfo } = await import('../../src/common/redact.js');
+    expect(maskUserInfo('endpoint https://user:p@ss@host:9000/x failed')).toBe('endpoint https://****@host:9000/x failed');
+    expect(stripUserInfo('https://user:p@ss@host:9000/x')).toBe('https://host:9000/x');
+    expect(stripUserInfo('https://host:9000/x')).toBe('https://host:9000/x');
+  });
+});
