@@ -11,6 +11,7 @@ import { isRoot } from '../support/pg.js';
 import { createTestBucket, envFor, getRaw, listMultipartUploads, testStores, type TestStore } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, registerCleanup, runWalvault, tempDir } from '../support/walvault.js';
+import { until } from '../support/until.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const DIST = join(REPO_ROOT, 'dist', 'walvault.mjs');
@@ -29,14 +30,6 @@ function startWalvault(args: string[], env: Record<string, string>, cwd: string)
     child.on('close', (code, signal) => resolve({ code, signal })),
   );
   return { child, exited, stderr: () => stderr };
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function escape(s: string): string {

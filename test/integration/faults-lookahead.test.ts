@@ -12,19 +12,12 @@ import { FAST_TIMEOUTS, fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, envFor, getRaw, testStores } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
+import { until } from '../support/until.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const maybeStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0];
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 type Seg = Awaited<ReturnType<typeof writeFakeSegment>>;
-
-async function until(what: string, pred: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** Every file named `name` below `dir`. */
 function findFiles(dir: string, name: string): string[] {

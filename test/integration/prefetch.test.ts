@@ -12,6 +12,7 @@ import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, testStores, type TestStore } from '../support/stores.js';
 import { fakeSegment, segName } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
+import { until } from '../support/until.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
@@ -25,14 +26,6 @@ function findAll(dir: string, pred: (name: string) => boolean): string[] {
     else if (pred(e.name)) out.push(p);
   }
   return out;
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 describe(`prefetching wal-fetch on ${store.name}`, () => {
