@@ -98,7 +98,13 @@ export async function runPusher(job: PusherJob): Promise<number> {
     }
     const s = await storage;
     const deadline = new Deadline(config.deadline * 1000);
-    await flushGapMarkers(s, { spool: config.spool, policy, deadline }).finally(() => deadline.dispose());
+    try {
+      // Remote mark writes are rate-limited: leave none pending behind a worker that is going away.
+      await advance(s, deadline, true);
+      await flushGapMarkers(s, { spool: config.spool, policy, deadline });
+    } finally {
+      deadline.dispose();
+    }
   } catch (e) {
     log.warn(`look-ahead worker stopped: ${describe(e)}`);
   } finally {
@@ -135,7 +141,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
   }
 
   /** Moves the high-water mark over the unbroken run of archived segments after `base`. */
-  async function advance(s: Storage, deadline: Deadline): Promise<void> {
+  async function advance(s: Storage, deadline: Deadline, force = false): Promise<void> {
     if (!base || !segSize) return;
     // The starting wal-push writes the mark for its own batch: two writers could move it backwards.
     if (parentAlive()) {
@@ -145,11 +151,11 @@ export async function runPusher(job: PusherJob): Promise<number> {
     pendingAdvance = false;
     const archived = new Set([...uploaded, ...(await listPushRecords(repoCache))]);
     const end = contiguousEnd(base.last, archived, segSize);
-    if (end === base.last) return;
+    if (end === base.last && !(force && baseMarked)) return;
     // The base is the parent's own file, and the parent may have failed to push it: a mark from it
     // would claim a segment the archive does not hold. Only the archive itself can vouch for it.
     if (!baseMarked && !archived.has(base.last) && !(await inArchive(s, base.last, deadline))) return;
-    const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000 };
+    const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000, force };
     // The base first, so that a timeline's very first mark starts there (as wal-push does).
     if (!baseMarked) await advanceHighWater(s, base.timeline, base.last, ctx);
     baseMarked = true;

@@ -13,18 +13,11 @@ import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, envFor, getRaw, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
+import { until } from '../support/until.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
 type Seg = Awaited<ReturnType<typeof writeFakeSegment>>;
-
-async function until(what: string, pred: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Look-ahead records (pushed/<name>.json) below a spool. */
 function findRecords(dir: string): string[] {
@@ -213,10 +206,11 @@ describe(`look-ahead push on ${store.name}`, () => {
     expect(await t.stored(old.name)).toBeUndefined();
   });
 
-  it('hands a backlog beyond the look-ahead to a worker, which a wal-push for a file it has not recorded yet asks', async () => {
+  it('hands a backlog beyond the look-ahead to a worker, which a wal-push for a file it has not recorded yet asks, and leaves no high-water write pending when it exits', async () => {
     const segnos = Array.from({ length: 14 }, (_, i) => 0x31 + i);
     const t = await setup('worker', segnos);
-    const env = { ...t.env, WALVAULT_LOOKAHEAD: '2' };
+    // A long mark interval: only the worker's write on its way out can bring the mark to the end.
+    const env = { ...t.env, WALVAULT_LOOKAHEAD: '2', WALVAULT_HIGH_WATER_INTERVAL: '3600' };
     const first = await t.push(t.segs[0]!, env);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toMatch(/look-ahead uploaded 2 more/);
@@ -233,9 +227,11 @@ describe(`look-ahead push on ${store.name}`, () => {
       const r = await t.push(seg, t.down);
       expect(r.code, `${seg.name}: ${r.stderr}`).toBe(0);
     }
-    // The worker extended the high-water mark over the whole run.
-    const mark = JSON.parse((await getRaw(store, bucket, 'worker/state/timeline-00000001.json'))!.body.toString());
-    expect(mark).toMatchObject({ first: t.segs[0]!.name, last: last.name });
+    // The worker extends the high-water mark over the whole run, at the latest when it exits idle
+    // (remote writes are rate-limited, so the last one may wait for that).
+    const mark = async () => JSON.parse((await getRaw(store, bucket, 'worker/state/timeline-00000001.json'))!.body.toString());
+    await until('the worker to extend the high-water mark', async () => (await mark()).last === last.name, 30_000, 250);
+    expect(await mark()).toMatchObject({ first: t.segs[0]!.name, last: last.name });
   });
 });
 
