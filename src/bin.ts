@@ -23,15 +23,15 @@ try {
 }
 
 // wal-push and wal-fetch run once per WAL segment: they skip yargs (more expensive to load than Node's
-// own start-up) unless the command line is unusual; see src/spool/fast-cli.ts.
+// own start-up) unless the command line is unusual; see src/cli/hot-path.ts.
 const argv = process.argv.slice(2);
 // backup-fetch's extraction as the data directory's owner (src/backup/restore-worker.ts).
 if (argv[0] === '__restore-worker') {
   const { workerMain } = await import('./backup/restore-worker.js');
   process.exit(await workerMain(argv.slice(1)));
 }
-const { fastMain } = await import('./spool/fast-cli.js');
+const { fastMain } = await import('./cli/hot-path.js');
 const fast = await fastMain(argv);
 if (fast !== null) process.exit(fast);
-const { main } = await import('./cli.js');
+const { main } = await import('./cli/main.js');
 process.exit(await main(argv));

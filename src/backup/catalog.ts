@@ -1,8 +1,8 @@
 import { backupError, isWalvaultError } from '../common/errors.js';
-import { sha256Hex } from '../common/hash.js';
+import { sha256Hex } from '../fs/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { getVerifiedSmall } from '../repo/objects.js';
+import { getVerifiedSmall } from '../archive/objects.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn } from '../wal/names.js';
 import { BACKUP_ID_GRAMMAR, validateBackupInfo } from './sentinel-check.js';

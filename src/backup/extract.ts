@@ -4,7 +4,7 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
 import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
-import { writeAll } from '../common/fs-atomic.js';
+import { writeAll } from '../fs/atomic.js';
 import { normalizeName, TarSink, wrapTarError } from './tar.js';
 
 // backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything

@@ -2,8 +2,8 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupError, fromFsError } from '../common/errors.js';
-import { writeAll } from '../common/fs-atomic.js';
-import { sha256Hex } from '../common/hash.js';
+import { writeAll } from '../fs/atomic.js';
+import { sha256Hex } from '../fs/hash.js';
 
 // The few files backup-fetch writes or reads in the restored data directory after extraction
 // (postgresql.auto.conf, recovery.signal / standby.signal, backup_manifest). They sit in a directory

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { decompressStream, isDecompressionError, parseCodec } from '../codec/codec.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { backupError, describe as describeError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
-import { HashingStream } from '../common/hash.js';
+import { HashingStream } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
@@ -134,7 +134,7 @@ export async function checkManifestFile(storage: Storage, config: Config, backup
   // like every other file of the data directory.
   const tmp = await mkdtemp(join(tmpdir(), 'walvault-manifest-'));
   try {
-    const { downloadVerified } = await import('../repo/objects.js');
+    const { downloadVerified } = await import('../archive/objects.js');
     const staged = join(tmp, MANIFEST_OBJECT);
     const meta = await downloadVerified(storage, key, staged, { policy: retryPolicy(config), deadline, what: `get ${key}` });
     if (!meta) throw backupError(`backup ${backup.id} has no backup_manifest, neither in the tar nor as ${storage.url}/${key}`);

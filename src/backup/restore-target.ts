@@ -3,7 +3,7 @@ import { lstat, mkdir, open, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { backupError, describe as describeError, isWalvaultError, usageError } from '../common/errors.js';
 import { directoryControl } from '../common/file-trust.js';
-import { fsyncDir } from '../common/fs-atomic.js';
+import { fsyncDir } from '../fs/atomic.js';
 import type { Owner } from './restore-worker.js';
 
 // The target directory of backup-fetch: who may create, take and remove it. Run as root, walvault

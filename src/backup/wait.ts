@@ -2,7 +2,7 @@ import { backupError, describe as describeError } from '../common/errors.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
-import { readRemoteManifest, type RepoManifest } from '../repo/manifest.js';
+import { readRemoteManifest, type RepoManifest } from '../archive/manifest.js';
 import type { Storage } from '../storage/types.js';
 import { parseWalName, walObjectKey } from '../wal/names.js';
 import { readObjectText } from './catalog.js';

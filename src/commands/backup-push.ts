@@ -1,7 +1,7 @@
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import { backupError, describe as describeError, isWalvaultError } from '../common/errors.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { HashingStream, sha256Hex } from '../common/hash.js';
+import { HashingStream, sha256Hex } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { compressStream } from '../codec/codec.js';
@@ -32,7 +32,7 @@ import { TarTap } from '../backup/tar.js';
 import { phase, waitForRepoManifest, waitForWal, within } from '../backup/wait.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
-import { VERSION } from '../version.js';
+import { VERSION } from '../common/version.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 
 // walvault backup-push: pg_basebackup -D - -Ft -X none, streamed through SHA-256, compression and a

@@ -1,15 +1,15 @@
 import { dirname, resolve } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
-import { cleanupStaleTemps } from '../common/fs-atomic.js';
+import { cleanupStaleTemps } from '../fs/atomic.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { downloadVerified } from '../repo/objects.js';
+import { downloadVerified } from '../archive/objects.js';
 import { openStorage } from '../storage/open.js';
-import { checkMissIsNotAGap } from '../wal/gap-check.js';
+import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
-import { tryFastFetch } from '../spool/fast-fetch.js';
-import { prefetchContext } from '../spool/prefetch.js';
-import { afterSegmentServed } from '../spool/prefetch-spool.js';
+import { tryFastFetch } from '../prefetch/fast-path.js';
+import { prefetchContext } from '../prefetch/context.js';
+import { afterSegmentServed } from '../prefetch/spool-dir.js';
 
 // restore_command = 'walvault wal-fetch %f %p'. Exit 0 only once the complete, verified file is at
 // %p; exit 1 only when the repository authoritatively says the file does not exist. Every other
@@ -26,7 +26,7 @@ export async function walFetch(
   // A walvault killed mid-fetch leaves only a temp file: remove it before PostgreSQL looks around.
   await cleanupStaleTemps(dirname(target));
 
-  // Prefetched, or answered by the running prefetch worker: see src/spool/fast-fetch.ts.
+  // Prefetched, or answered by the running prefetch worker: see src/prefetch/fast-path.ts.
   if (!opts.spoolChecked) {
     const answered = await tryFastFetch(config, name, path, started);
     if (answered !== null) return answered;

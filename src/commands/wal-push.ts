@@ -3,24 +3,24 @@ import { retryPolicy, type Config } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline, type RetryPolicy } from '../common/retry.js';
-import { logFastPathHit, tryFastPush } from '../spool/fast-push.js';
-import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../spool/lookahead.js';
-import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../spool/push-batch.js';
-import { listPushRecords, pruneRecords } from '../spool/push-records.js';
-import { askPusher, pusherDir, startPusher } from '../spool/pusher.js';
+import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
+import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
+import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../archive/push.js';
+import { listPushRecords, pruneRecords } from '../push-ahead/records.js';
+import { askPusher, pusherDir, startPusher } from '../push-ahead/client.js';
 import { openStorage, repoKeyOf, storageUrlOf } from '../storage/open.js';
-import { advanceHighWater } from '../wal/high-water.js';
-import { dropIfOverLimit, flushGapMarkers } from '../wal/ready-queue.js';
+import { advanceHighWater } from '../archive/high-water.js';
+import { dropIfOverLimit, flushGapMarkers } from '../archive/backlog.js';
 import { parseWalName } from '../wal/names.js';
-import { repoCacheDir } from '../repo/cache-dir.js';
+import { repoCacheDir } from '../archive/cache-dir.js';
 
-export { pushWalFile, type PushOutcome } from '../spool/push-batch.js';
+export { pushWalFile, type PushOutcome } from '../archive/push.js';
 
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
 //
 // Speed (README "Speed"): a file uploaded ahead is answered from its spool record after re-hashing
-// it (fast path, src/spool/fast-push.ts); otherwise a running look-ahead worker is asked for it; and
+// it (fast path, src/push-ahead/fast-path.ts); otherwise a running look-ahead worker is asked for it; and
 // otherwise it is pushed here, together with up to `lookahead` other ready files (look-ahead), after
 // which a worker takes over the rest of the backlog.
 

@@ -5,7 +5,7 @@ import { TIMER_MAX_SECONDS, type SettingDef, type SettingSource } from './settin
 // into its typed value, strictly: Number() and friends accept "", true, [] and "12abc" -> 12 (via
 // parseInt) or 0, so a typo would silently become "no retries" or "no look-ahead". Flags and the
 // environment are text; the config file is JSON, so there a number must be a JSON number and a
-// boolean a JSON boolean. Both CLIs (src/cli.ts and the yargs-free src/spool/fast-cli.ts) go through
+// boolean a JSON boolean. Both CLIs (src/cli/main.ts and the yargs-free src/cli/hot-path.ts) go through
 // here via loadConfig.
 
 export interface ValueSource {

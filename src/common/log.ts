@@ -16,7 +16,7 @@ export function setLogCommand(name: string): void {
   command = name;
 }
 
-/** The one log line format, also used by the fast paths' synchronous writer (src/spool/light.ts). */
+/** The one log line format, also used by the fast paths' synchronous writer (src/fs/sync-io.ts). */
 export function formatLogLine(name: string, level: LogLevel, message: string): string {
   const tag = name ? `walvault ${name}[${process.pid}]` : 'walvault';
   return `${tag} ${level.toUpperCase()}: ${maskUserInfo(message.replace(/[\r\n]+/g, ' '))}\n`;

@@ -2,7 +2,7 @@ import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
-import { repoCacheDir, repoCacheKey } from '../repo/cache-dir.js';
+import { repoCacheDir, repoCacheKey } from '../archive/cache-dir.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
 

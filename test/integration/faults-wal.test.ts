@@ -9,7 +9,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { FAST_TIMEOUTS, fault, FaultProxy, type FaultAction, type FaultRule } from '../support/fault-proxy.js';
-import { manifestFromHeader } from '../../src/repo/manifest.js';
+import { manifestFromHeader } from '../../src/archive/manifest.js';
 import { parseWalHeader } from '../../src/wal/header.js';
 import { createTestBucket, envFor, getRaw, listKeys, listMultipartUploads, putRaw, testStores, type TestStore } from '../support/stores.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';

@@ -6,7 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, rename, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../src/common/hash.js';
+import { sha256Hex } from '../../src/fs/hash.js';
 import { createFileStorage } from '../../src/storage/file/driver.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, listKeys, testStores } from '../support/stores.js';

@@ -3,8 +3,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { HashingStream } from '../../src/common/hash.js';
-import { readAll } from '../../src/repo/objects.js';
+import { HashingStream } from '../../src/fs/hash.js';
+import { readAll } from '../../src/archive/objects.js';
 
 const bomb = zlib.zstdCompressSync(Buffer.alloc(64 * 1024 * 1024));
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeConfig, loadConfig, parseBytes } from '../../src/common/config.js';
 import { execFileSync } from 'node:child_process';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 import { ExitCode } from '../../src/common/errors.js';
 import { formatLogLine } from '../../src/common/log.js';
 

@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode, isWalvaultError } from '../../src/common/errors.js';
-import { sha256Hex } from '../../src/common/hash.js';
+import { sha256Hex } from '../../src/fs/hash.js';
 import { Deadline } from '../../src/common/retry.js';
 import { createFileStorage } from '../../src/storage/file/driver.js';
 import type { Storage } from '../../src/storage/types.js';
-import { highWaterKey, parseHighWater, readHighWater } from '../../src/wal/high-water.js';
+import { highWaterKey, parseHighWater, readHighWater } from '../../src/archive/high-water.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
 
 const T1 = '000000010000000000000001';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isWalvaultError } from '../../src/common/errors.js';
 import { Deadline } from '../../src/common/retry.js';
-import { readRemoteManifest } from '../../src/repo/manifest.js';
+import { readRemoteManifest } from '../../src/archive/manifest.js';
 import { createFileStorage } from '../../src/storage/file/driver.js';
 
 const root = mkdtempSync(join(tmpdir(), 'wv-manifest-unit-'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ownerEnv } from '../../src/backup/restore-worker.js';
 import { directoryControl } from '../../src/common/file-trust.js';
-import { fsyncDir } from '../../src/common/fs-atomic.js';
+import { fsyncDir } from '../../src/fs/atomic.js';
 
 // What backup-fetch, run as root, hands to the processes it starts as the data directory's owner,
 // and the directory fsync it runs as root.

@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/common/config.js';
-import { repoCacheDir } from '../../src/repo/cache-dir.js';
-import { parseHotArgv } from '../../src/spool/fast-cli.js';
-import { tryFastPush } from '../../src/spool/fast-push.js';
-import { askWorker, serveFromSpool } from '../../src/spool/prefetch-serve.js';
-import { dropEntries, prefetchDir, writeRecord } from '../../src/spool/prefetch-spool.js';
-import { pushRecordDir, verifyFileSync, writePushRecord } from '../../src/spool/push-records.js';
+import { repoCacheDir } from '../../src/archive/cache-dir.js';
+import { parseHotArgv } from '../../src/cli/hot-path.js';
+import { tryFastPush } from '../../src/push-ahead/fast-path.js';
+import { askWorker, serveFromSpool } from '../../src/prefetch/serve.js';
+import { dropEntries, prefetchDir, writeRecord } from '../../src/prefetch/spool-dir.js';
+import { pushRecordDir, verifyFileSync, writePushRecord } from '../../src/push-ahead/records.js';
 import { repoKeyOf, repoUrlOf, s3OptionsFrom, storageUrlOf } from '../../src/storage/open.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -234,8 +234,8 @@ describe('prefetch spool hand-over', () => {
 
 describe('helpers shared with the fast paths', () => {
   it('names temp files the way cleanupStaleTemps() recognises', async () => {
-    const { cleanupStaleTemps } = await import('../../src/common/fs-atomic.js');
-    const { tempPathFor } = await import('../../src/common/temp-names.js');
+    const { cleanupStaleTemps } = await import('../../src/fs/atomic.js');
+    const { tempPathFor } = await import('../../src/fs/temp-names.js');
     const dir = join(root, 'temps');
     await mkdir(dir);
     const temp = tempPathFor(join(dir, 'RECOVERYXLOG'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { archiveOrder, ByteBudget, contiguousEnd, pickLookahead } from '../../src/spool/lookahead.js';
+import { archiveOrder, ByteBudget, contiguousEnd, pickLookahead } from '../../src/push-ahead/plan.js';
 import { parseWalName } from '../../src/wal/names.js';
 
 const MiB = 1024 * 1024;

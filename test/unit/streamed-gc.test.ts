@@ -1,4 +1,4 @@
-// The forced minor GC of src/spool/large-body.ts (runtime v8 flags: kept to where it is needed) runs
+// The forced minor GC of src/archive/large-body.ts (runtime v8 flags: kept to where it is needed) runs
 // only for files streamed because they are larger than IN_MEMORY_MAX, never for the default 16 MiB
 // segment that every wal-push of a default cluster prepares in memory.
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,8 +8,8 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { writeLargeSegment } from '../support/wal-fixtures.js';
 
 const streamed = vi.hoisted(() => ({ bytes: 0 }));
-vi.mock('../../src/spool/large-body.js', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../../src/spool/large-body.js')>();
+vi.mock('../../src/archive/large-body.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/archive/large-body.js')>();
   return {
     ...real,
     streamed: (n: number) => {
@@ -17,7 +17,7 @@ vi.mock('../../src/spool/large-body.js', async (importOriginal) => {
     },
   };
 });
-const { IN_MEMORY_MAX, prepareLocalWal } = await import('../../src/spool/local-wal.js');
+const { IN_MEMORY_MAX, prepareLocalWal } = await import('../../src/archive/local-wal.js');
 
 const dir = await mkdtemp(join(tmpdir(), 'wv-streamed-gc-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));

@@ -14,9 +14,9 @@ import {
   WalvaultError,
   isWalvaultError,
 } from '../../common/errors.js';
-import { ensureDirDurable, writeFileAtomic } from '../../common/fs-atomic.js';
-import { NotRegularFileError, openRegularFile } from '../../common/open-regular.js';
-import { TEMP_MARK } from '../../common/temp-names.js';
+import { ensureDirDurable, writeFileAtomic } from '../../fs/atomic.js';
+import { NotRegularFileError, openRegularFile } from '../../fs/open-regular.js';
+import { TEMP_MARK } from '../../fs/temp-names.js';
 import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
 // A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the

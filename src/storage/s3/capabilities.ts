@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { writeJsonReplaceSync } from '../../common/json-file.js';
+import { writeJsonReplaceSync } from '../../fs/json-file.js';
 
 // What a store does with If-None-Match, remembered so that the probe (src/storage/s3/conditional.ts)
 // runs once per store, not once per wal-push: in the process, and in the spool for later processes.

@@ -3,8 +3,8 @@ import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } fro
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fromFsError } from './errors.js';
-import { pidAlive } from './pid.js';
+import { fromFsError } from '../common/errors.js';
+import { pidAlive } from '../common/pid.js';
 import { TEMP_MARK, tempPathFor } from './temp-names.js';
 
 // basic_archive's recipe: write a temp file beside the target, fsync it, rename (or link, to refuse

@@ -1,13 +1,13 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeJsonAtomic } from '../common/fs-atomic.js';
+import { ensureDir, writeJsonAtomic } from '../fs/atomic.js';
 import { log } from '../common/log.js';
 import type { Deadline } from '../common/retry.js';
-import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
+import { MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import type { Storage } from '../storage/types.js';
-import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './prefetch-spool.js';
-import { repoCacheDir } from '../repo/cache-dir.js';
+import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './spool-dir.js';
+import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 
 /**

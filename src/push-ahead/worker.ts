@@ -8,17 +8,17 @@ import { Deadline, withRetry } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
-import { advanceHighWater } from '../wal/high-water.js';
-import { flushGapMarkers } from '../wal/ready-queue.js';
+import { advanceHighWater } from '../archive/high-water.js';
+import { flushGapMarkers } from '../archive/backlog.js';
 import { parseWalName, walObjectKey } from '../wal/names.js';
-import { parseStoredMeta } from '../repo/objects.js';
-import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './lookahead.js';
-import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from './push-batch.js';
-import { listPushRecords, pruneRecords } from './push-records.js';
-import { readPusherState, type PusherJob } from './pusher.js';
-import { releaseLock, takeLock, touchLock } from './worker-control.js';
+import { parseStoredMeta } from '../archive/objects.js';
+import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './plan.js';
+import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../archive/push.js';
+import { listPushRecords, pruneRecords } from './records.js';
+import { readPusherState, type PusherJob } from './client.js';
+import { releaseLock, takeLock, touchLock } from '../worker/control.js';
 
-// The look-ahead worker (see pusher.ts): uploads the ready files of one pg_wal directory that have
+// The look-ahead worker (see client.ts): uploads the ready files of one pg_wal directory that have
 // no record yet, oldest first (history files first), with bounded memory and concurrency, records
 // each success, advances the high-water mark over the unbroken run it extends, and exits after a few
 // idle seconds. It never renames PostgreSQL's .ready files and never answers for PostgreSQL: each

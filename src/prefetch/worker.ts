@@ -5,13 +5,13 @@ import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
-import { downloadVerified } from '../repo/objects.js';
+import { downloadVerified } from '../archive/objects.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
-import { checkMissIsNotAGap } from '../wal/gap-check.js';
+import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
-import { dropEntries, listEntries, readState, SEGMENT, writeRecord, type MissAnswer, type PrefetchJob, type PrefetchState } from './prefetch-spool.js';
-import { releaseLock, takeLock, touchLock } from './worker-control.js';
+import { dropEntries, listEntries, readState, SEGMENT, writeRecord, type MissAnswer, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { releaseLock, takeLock, touchLock } from '../worker/control.js';
 
 // The prefetch worker: one detached process per restore (per spool directory), started by wal-fetch.
 // It keeps up to `prefetch` segments from `state.next` on downloaded and verified in the spool,
@@ -141,7 +141,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       if (!meta) {
         onMissing(name);
         if (requested) {
-          // The same rule as wal-fetch's own (src/wal/gap-check.ts): a miss the archive contradicts is a gap.
+          // The same rule as wal-fetch's own (src/archive/gap-check.ts): a miss the archive contradicts is a gap.
           await checkMissIsNotAGap(s, wal, { policy: retryPolicy(config), deadline });
           await answer({ result: 'absent' });
         }

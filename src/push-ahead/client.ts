@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
-import { writeJsonReplace } from '../common/json-file.js';
+import { writeJsonReplace } from '../fs/json-file.js';
 import { sleep } from '../common/sleep.js';
-import { readPushRecord } from './push-records.js';
-import { configFingerprint, startWorker, workerRunning } from './worker-control.js';
+import { readPushRecord } from './records.js';
+import { configFingerprint, startWorker, workerRunning } from '../worker/control.js';
 
 // The look-ahead worker's client side. wal-push uploads up to `lookahead` other ready files itself;
 // when more are waiting it starts one detached worker per pg_wal directory and repository, which

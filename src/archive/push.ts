@@ -4,13 +4,13 @@ import { retryPolicy, type Config } from '../common/config.js';
 import { conflictError, describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { policyForBody, withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { ensureManifest } from '../repo/manifest.js';
-import { objectMeta, parseStoredMeta, type StoredMeta } from '../repo/objects.js';
+import { ensureManifest } from './manifest.js';
+import { objectMeta, parseStoredMeta, type StoredMeta } from './objects.js';
 import { bodySize, type Storage } from '../storage/types.js';
 import { walObjectKey } from '../wal/names.js';
 import { memoryFor, prepareLocalWal, STREAMED_MEMORY, type PreparedWal } from './local-wal.js';
-import type { ByteBudget } from './lookahead.js';
-import { writePushRecord } from './push-records.js';
+import type { ByteBudget } from '../push-ahead/plan.js';
+import { writePushRecord } from '../push-ahead/records.js';
 
 // One WAL file from disk to the repository, shared by wal-push, its look-ahead and the look-ahead
 // worker: read and checked, hashed and compressed within a memory budget, uploaded with the

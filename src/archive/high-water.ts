@@ -1,14 +1,14 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode, badWalNameError, corruptObjectError, describe, isWalvaultError } from '../common/errors.js';
-import { writeJsonAtomic } from '../common/fs-atomic.js';
-import { sha256Hex } from '../common/hash.js';
+import { writeJsonAtomic } from '../fs/atomic.js';
+import { sha256Hex } from '../fs/hash.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
-import { readVerifiedSmall } from '../repo/objects.js';
-import { repoCacheDir } from '../repo/manifest.js';
+import { readVerifiedSmall } from './objects.js';
+import { repoCacheDir } from './manifest.js';
 import type { Storage } from '../storage/types.js';
-import { hex8 } from './names.js';
+import { hex8 } from '../wal/names.js';
 
 // "Not found" is only trustworthy above what the archive is known to hold. Per timeline, wal-push
 // records the range [first, last] of segments archived contiguously (PostgreSQL archives in order and

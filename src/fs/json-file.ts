@@ -4,7 +4,7 @@ import { rename, writeFile } from 'node:fs/promises';
 // Small JSON files that walvault keeps for itself (spool state, push and prefetch records, remembered
 // store capabilities): a temp file beside the target, then rename, so a reader sees the whole old or
 // the whole new file, never a torn one. No fsync: losing one in a crash only costs redoing some work.
-// JSON that must survive a crash goes through writeJsonAtomic (fs-atomic.ts) instead.
+// JSON that must survive a crash goes through writeJsonAtomic (fs/atomic.ts) instead.
 
 function tempFor(path: string): string {
   return `${path}.${process.pid}.tmp`;

@@ -1,8 +1,8 @@
 import type { Readable } from 'node:stream';
 import { CODECS, parseCodec, decompressStream, isDecompressionError, type Codec } from '../codec/codec.js';
 import { corruptObjectError, fromFsError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
-import { writeFileAtomic } from '../common/fs-atomic.js';
-import { HashingStream, sha256Hex, sizeExceededError } from '../common/hash.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import { HashingStream, sha256Hex, sizeExceededError } from '../fs/hash.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { ObjectInfo, ObjectMeta, Storage } from '../storage/types.js';
 

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, readSync, type Stats } from 'node:fs';
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeJsonReplace } from '../common/json-file.js';
-import { NotRegularFileError, openRegularFileSync } from '../common/open-regular.js';
+import { writeJsonReplace } from '../fs/json-file.js';
+import { NotRegularFileError, openRegularFileSync } from '../fs/open-regular.js';
 
 // What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
 // call for that file can exit 0 at once: one small JSON file per WAL file, in the spool (outside
@@ -28,7 +28,7 @@ export interface PushRecord {
   pushedAt: string;
 }
 
-/** `<repoCacheDir>/pushed`: the caller computes repoCacheDir (src/repo/manifest.ts). */
+/** `<repoCacheDir>/pushed`: the caller computes repoCacheDir (src/archive/manifest.ts). */
 export function pushRecordDir(repoCache: string): string {
   return join(repoCache, 'pushed');
 }

@@ -1,11 +1,11 @@
 import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeJsonAtomic } from '../common/fs-atomic.js';
-import { sha256Hex } from '../common/hash.js';
+import { ensureDir, writeJsonAtomic } from '../fs/atomic.js';
+import { sha256Hex } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { repoCacheDir } from '../repo/manifest.js';
+import { repoCacheDir } from './manifest.js';
 import type { Storage } from '../storage/types.js';
 import { bookkeepingBudget } from './high-water.js';
 

@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, readdirSync, writeSync } from 'node:fs';
 import type { Config } from '../common/config.js';
 import { formatLogLine } from '../common/log.js';
-import { TEMP_MARK } from '../common/temp-names.js';
+import { TEMP_MARK } from './temp-names.js';
 
 // Synchronous, import-light helpers for the per-file fast paths (wal-push of a recorded file,
 // wal-fetch from the prefetch spool): process.stderr costs a few milliseconds to set up on a pipe,

@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { link, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { tempPathFor } from '../common/temp-names.js';
+import { tempPathFor } from '../fs/temp-names.js';
 import { sleep } from '../common/sleep.js';
-import { fsyncDirSync } from './light.js';
-import { verifyFileSync } from './push-records.js';
-import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './prefetch-spool.js';
-import { workerRunning } from './worker-control.js';
+import { fsyncDirSync } from '../fs/sync-io.js';
+import { verifyFileSync } from '../push-ahead/records.js';
+import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './spool-dir.js';
+import { workerRunning } from '../worker/control.js';
 
 // Handing a prefetched file to PostgreSQL, and asking a running prefetch worker for a file.
 

@@ -3,10 +3,10 @@ import { describe as describeError, ExitCode, isWalvaultError } from '../common/
 import { log, setLogCommand, setLogLevel } from '../common/log.js';
 import { SETTINGS } from '../common/settings.js';
 import { basename } from 'node:path';
-import { logFastPathHit, tryFastPush } from './fast-push.js';
-import { tryFastFetch } from './fast-fetch.js';
-import { PREFETCH_COMMAND, PREFETCH_JOB_ENV } from './prefetch-spool.js';
-import { PUSHER_COMMAND, PUSHER_JOB_ENV } from './pusher.js';
+import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
+import { tryFastFetch } from '../prefetch/fast-path.js';
+import { PREFETCH_COMMAND, PREFETCH_JOB_ENV } from '../prefetch/spool-dir.js';
+import { PUSHER_COMMAND, PUSHER_JOB_ENV } from '../push-ahead/client.js';
 
 // The commands PostgreSQL runs once per WAL file (wal-push, wal-fetch) and the hidden prefetch worker,
 // dispatched without yargs: loading and setting up yargs costs more than Node's own start-up, paid
@@ -15,7 +15,7 @@ import { PUSHER_COMMAND, PUSHER_JOB_ENV } from './pusher.js';
 // else (help, version, short options, unknown flags, wrong arity) returns null and goes to the full
 // yargs CLI, which then parses, validates and reports exactly as before. Values are checked by
 // loadConfig for both (types, ranges, who may write the config file and the spool); a boolean flag
-// takes only true or false, here and in src/cli.ts.
+// takes only true or false, here and in src/cli/main.ts.
 
 
 const ARITY: Record<string, [number, number]> = { 'wal-push': [1, 2], 'wal-fetch': [2, 2], [PREFETCH_COMMAND]: [0, 0], [PUSHER_COMMAND]: [0, 0] };
@@ -95,7 +95,7 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
     if (hot.command === PREFETCH_COMMAND) {
       const raw = env[PREFETCH_JOB_ENV];
       if (!raw) return null;
-      const { runPrefetchWorker } = await import('./prefetch-worker.js');
+      const { runPrefetchWorker } = await import('../prefetch/worker.js');
       const job = JSON.parse(raw) as Parameters<typeof runPrefetchWorker>[0];
       config = job.config;
       setLogLevel(config.logLevel);
@@ -104,7 +104,7 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
     if (hot.command === PUSHER_COMMAND) {
       const raw = env[PUSHER_JOB_ENV];
       if (!raw) return null;
-      const { runPusher } = await import('./pusher-worker.js');
+      const { runPusher } = await import('../push-ahead/worker.js');
       const job = JSON.parse(raw) as Parameters<typeof runPusher>[0];
       config = job.config;
       setLogLevel(config.logLevel);
@@ -136,7 +136,7 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
   }
 }
 
-/** Same reporting as the yargs CLI (src/cli.ts): one error line, wal-fetch through its recovery policy. */
+/** Same reporting as the yargs CLI (src/cli/main.ts): one error line, wal-fetch through its recovery policy. */
 async function reportFailure(command: string, e: unknown, config: Config | undefined): Promise<number> {
   const err = isWalvaultError(e) ? e : undefined;
   const message = `${err?.code ?? 'InternalError'}: ${describeError(e)}`;

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { elapsed } from '../common/log.js';
 import { parseWalName, walObjectKey, type WalName } from '../wal/names.js';
-import { logLine } from './light.js';
-import { readPushRecord, removePushRecord, verifyAgainstRecord } from './push-records.js';
-import { repoCacheDir } from '../repo/cache-dir.js';
+import { logLine } from '../fs/sync-io.js';
+import { readPushRecord, removePushRecord, verifyAgainstRecord } from './records.js';
+import { repoCacheDir } from '../archive/cache-dir.js';
 import { parseRepoUrl, repoKeyOf, repoUrlOf } from '../storage/open.js';
 
 // The no-network path of wal-push: PostgreSQL asks to archive a file that an earlier wal-push already

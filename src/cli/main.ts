@@ -1,10 +1,10 @@
 import yargs, { type Argv } from 'yargs';
-import { loadConfig, type Config, type LoadedConfig } from './common/config.js';
-import { configError, describe as describeError, ExitCode, isWalvaultError, usageError, type WalvaultError } from './common/errors.js';
-import { log, setLogCommand, setLogLevel } from './common/log.js';
-import { SETTINGS } from './common/settings.js';
-import { VERSION } from './version.js';
-import { detectRecoveryMode, fetchErrorDecision } from './wal/recovery-mode.js';
+import { loadConfig, type Config, type LoadedConfig } from '../common/config.js';
+import { configError, describe as describeError, ExitCode, isWalvaultError, usageError, type WalvaultError } from '../common/errors.js';
+import { log, setLogCommand, setLogLevel } from '../common/log.js';
+import { SETTINGS } from '../common/settings.js';
+import { VERSION } from '../common/version.js';
+import { detectRecoveryMode, fetchErrorDecision } from '../wal/recovery-mode.js';
 
 type Handler = (loaded: LoadedConfig, args: Record<string, unknown>) => Promise<number>;
 
@@ -13,18 +13,18 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
   {
     usage: 'wal-push <path> [name]',
     describe: "archive one WAL file (archive_command = 'walvault wal-push %p %f')",
-    handler: async ({ config }, a) => (await import('./commands/wal-push.js')).walPush(config, str(a['path']), opt(a['name'])),
+    handler: async ({ config }, a) => (await import('../commands/wal-push.js')).walPush(config, str(a['path']), opt(a['name'])),
   },
   {
     usage: 'wal-fetch <name> <path>',
     describe: "restore one WAL file (restore_command = 'walvault wal-fetch %f %p')",
-    handler: async ({ config }, a) => (await import('./commands/wal-fetch.js')).walFetch(config, str(a['name']), str(a['path'])),
+    handler: async ({ config }, a) => (await import('../commands/wal-fetch.js')).walFetch(config, str(a['name']), str(a['path'])),
   },
   {
     usage: 'config',
     describe: 'print the effective configuration (secrets masked) and where each value comes from',
     options: (y) => y.option('json', { type: 'boolean', describe: 'print JSON' }),
-    handler: async (loaded, a) => (await import('./commands/config.js')).printConfig(loaded, a['json'] === true),
+    handler: async (loaded, a) => (await import('../commands/config.js')).printConfig(loaded, a['json'] === true),
   },
   {
     usage: 'backup-push',
@@ -35,7 +35,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
         .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' }),
     handler: async ({ config }, a) =>
-      (await import('./commands/backup-push.js')).backupPush(config, {
+      (await import('../commands/backup-push.js')).backupPush(config, {
         ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
         ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
         checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
@@ -45,7 +45,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
     usage: 'backup-list',
     describe: 'list complete base backups, oldest first',
     options: (y) => y.option('json', { type: 'boolean', describe: 'print one JSON array' }),
-    handler: async ({ config }, a) => (await import('./commands/backup-list.js')).backupList(config, a['json'] === true),
+    handler: async ({ config }, a) => (await import('../commands/backup-list.js')).backupList(config, a['json'] === true),
   },
   {
     usage: 'backup-fetch <backup> <pgdata>',
@@ -63,7 +63,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
         .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' }),
     handler: async (loaded, a) =>
-      (await import('./commands/backup-fetch.js')).backupFetch(loaded, {
+      (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
         which: str(a['backup']),
         pgdata: str(a['pgdata']),
         ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
@@ -147,7 +147,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * yargs reads `--s3-force-path-style=yes` (or =maybe) as false without a word. A boolean flag takes
- * true or false, as in the fast path (src/spool/fast-cli.ts), which leaves anything else to here.
+ * true or false, as in the fast path (src/cli/hot-path.ts), which leaves anything else to here.
  */
 function refuseLooseBooleans(argv: string[]): void {
   for (const tok of argv) {

@@ -2,10 +2,10 @@ import { dirname, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
 import { elapsed, formatBytes } from '../common/log.js';
 import { nextSegment, parseWalName } from '../wal/names.js';
-import { askWorker, serveFromSpool } from './prefetch-serve.js';
-import { afterSegmentServed, noteHistoryRequest, prefetchContextFromCache } from './prefetch-spool.js';
-import { configFingerprint } from './worker-control.js';
-import { hasTempFiles, logLine } from './light.js';
+import { askWorker, serveFromSpool } from './serve.js';
+import { afterSegmentServed, noteHistoryRequest, prefetchContextFromCache } from './spool-dir.js';
+import { configFingerprint } from '../worker/control.js';
+import { hasTempFiles, logLine } from '../fs/sync-io.js';
 import { repoUrlOf } from '../storage/open.js';
 
 // The no-SDK path of wal-fetch: the file PostgreSQL asks for was prefetched by the worker an earlier
@@ -28,7 +28,7 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
   if (!ctx) return null;
   const target = resolve(path);
   // A walvault killed mid-fetch leaves only a temp file: remove it before PostgreSQL looks around.
-  if (hasTempFiles(dirname(target))) await (await import('../common/fs-atomic.js')).cleanupStaleTemps(dirname(target));
+  if (hasTempFiles(dirname(target))) await (await import('../fs/atomic.js')).cleanupStaleTemps(dirname(target));
   const segment = wal.kind === 'segment';
   if (!segment) await noteHistoryRequest(ctx, wal.timeline);
 

@@ -1,12 +1,12 @@
 import { describe, ExitCode, isWalvaultError, missingBucketError, rewordError, unavailableError, walGapError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { MANIFEST_KEY, readRemoteManifest } from '../repo/manifest.js';
-import { readVerifiedSmall } from '../repo/objects.js';
+import { MANIFEST_KEY, readRemoteManifest } from './manifest.js';
+import { readVerifiedSmall } from './objects.js';
 import type { Storage } from '../storage/types.js';
 import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
-import { formatLsn, hex8, parseWalName, segmentNumber, timelineOfName, walObjectKey, type WalName } from './names.js';
-import { parseTimelineHistory } from './timeline-history.js';
+import { formatLsn, hex8, parseWalName, segmentNumber, timelineOfName, walObjectKey, type WalName } from '../wal/names.js';
+import { parseTimelineHistory } from '../wal/timeline-history.js';
 
 // wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
 // should be there. Run on the not-found path only (never when the file is found), with independent

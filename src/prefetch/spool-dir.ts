@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
-import { writeJsonReplace } from '../common/json-file.js';
+import { writeJsonReplace } from '../fs/json-file.js';
 import { log } from '../common/log.js';
-import { startWorker } from './worker-control.js';
-import { repoCacheDir } from '../repo/cache-dir.js';
+import { startWorker } from '../worker/control.js';
+import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 import { timelineOfName } from '../wal/names.js';
 
@@ -25,7 +25,7 @@ import { timelineOfName } from '../wal/names.js';
 // wal-fetch serves a file from here only after re-hashing it against its record. Files are matched
 // by exact WAL file name, which includes the timeline, so a segment of one timeline is never handed
 // over for another. "Not found" is never kept: a .miss answers exactly one request (its id), and is
-// only written after the worker asked the repository for that request (see prefetch-worker.ts).
+// only written after the worker asked the repository for that request (see prefetch/worker.ts).
 
 export interface PrefetchRecord {
   v: 1;
