@@ -1,6 +1,6 @@
 import { loadConfig, type Config } from '../common/config.js';
-import { describe as describeError, ExitCode, isWalvaultError } from '../common/errors.js';
-import { log, setLogCommand, setLogLevel } from '../common/log.js';
+import { setLogCommand, setLogLevel } from '../common/log.js';
+import { reportFailure } from './report-failure.js';
 import { SETTINGS } from '../common/settings.js';
 import { basename } from 'node:path';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
@@ -132,23 +132,8 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
     const { walFetch } = await import('../commands/wal-fetch.js');
     return await walFetch(config, name, path, { spoolChecked: true, started });
   } catch (e) {
-    return reportFailure(hot.command, e, config);
+    const code = reportFailure(hot.command, e, config);
+    // A background worker's failure is only logged: nobody waits for its exit code.
+    return hot.command === PREFETCH_COMMAND || hot.command === PUSHER_COMMAND ? 0 : code;
   }
-}
-
-/** Same reporting as the yargs CLI (src/cli/main.ts): one error line, wal-fetch through its recovery policy. */
-async function reportFailure(command: string, e: unknown, config: Config | undefined): Promise<number> {
-  const err = isWalvaultError(e) ? e : undefined;
-  const message = `${err?.code ?? 'InternalError'}: ${describeError(e)}`;
-  if (!err) log.debug(`stack: ${(e as Error)?.stack ?? ''}`);
-  if (command === 'wal-fetch') {
-    const { detectRecoveryMode, fetchErrorDecision } = await import('../wal/recovery-mode.js');
-    const fallback = { fetchErrorPolicy: 'auto', fetchStopExitCode: 255 } as Config;
-    const decision = fetchErrorDecision(config ?? fallback, detectRecoveryMode());
-    log.error(`${message}; ${decision.reason}`);
-    return decision.exitCode;
-  }
-  log.error(message);
-  if (command === PREFETCH_COMMAND || command === PUSHER_COMMAND) return 0;
-  return err?.exitCode ?? ExitCode.internal;
 }

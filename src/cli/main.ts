@@ -1,10 +1,10 @@
 import yargs, { type Argv } from 'yargs';
 import { loadConfig, type Config, type LoadedConfig } from '../common/config.js';
-import { configError, describe as describeError, ExitCode, isWalvaultError, usageError, type WalvaultError } from '../common/errors.js';
-import { log, setLogCommand, setLogLevel } from '../common/log.js';
+import { configError, usageError } from '../common/errors.js';
+import { setLogCommand, setLogLevel } from '../common/log.js';
 import { SETTINGS } from '../common/settings.js';
 import { VERSION } from '../common/version.js';
-import { detectRecoveryMode, fetchErrorDecision } from '../wal/recovery-mode.js';
+import { reportFailure } from './report-failure.js';
 
 type Handler = (loaded: LoadedConfig, args: Record<string, unknown>) => Promise<number>;
 
@@ -158,21 +158,4 @@ function refuseLooseBooleans(argv: string[]): void {
       throw configError(`${def.key} (from --${def.flag}): expected true or false, got ${JSON.stringify(m[2]!.slice(0, 40))}`);
     }
   }
-}
-
-function reportFailure(command: string, e: unknown, config: Config | undefined): number {
-  const err: WalvaultError | undefined = isWalvaultError(e) ? e : undefined;
-  const name = err?.code ?? 'InternalError';
-  const code = err?.exitCode ?? ExitCode.internal;
-  const message = `${name}: ${describeError(e)}`;
-  if (!err) log.debug(`stack: ${(e as Error)?.stack ?? ''}`);
-  if (command === 'wal-fetch') {
-    // Whatever went wrong, "not found" (1) must not be implied in archive recovery: see recovery-mode.ts.
-    const fallback = { fetchErrorPolicy: 'auto', fetchStopExitCode: 255 } as Config;
-    const decision = fetchErrorDecision(config ?? fallback, detectRecoveryMode());
-    log.error(`${message}; ${decision.reason}`);
-    return decision.exitCode;
-  }
-  log.error(message);
-  return code;
 }

@@ -1,19 +1,11 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 
 // restore_command runs with PGDATA as its working directory. A transient error reported as exit 1
 // reads as "end of WAL": archive recovery would finish early and promote onto a new timeline with
 // committed transactions missing. So in archive recovery errors stop recovery (exit > 125), while on
 // a standby (where exit > 125 kills the server) they exit 1 and PostgreSQL retries or streams.
+// Which of the two applies is read from the signal files by cli/report-failure.ts (detectRecoveryMode).
 export type RecoveryMode = 'standby' | 'recovery' | 'none';
-
-export function detectRecoveryMode(dataDir = process.cwd()): RecoveryMode {
-  // standby.signal wins when both exist, as in PostgreSQL itself.
-  if (existsSync(join(dataDir, 'standby.signal'))) return 'standby';
-  if (existsSync(join(dataDir, 'recovery.signal'))) return 'recovery';
-  return 'none';
-}
 
 export interface FetchErrorDecision {
   exitCode: number;

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/common/config.js';
-import { detectRecoveryMode, fetchErrorDecision } from '../../src/wal/recovery-mode.js';
+import { detectRecoveryMode } from '../../src/cli/report-failure.js';
+import { fetchErrorDecision } from '../../src/wal/recovery-mode.js';
 
 describe('recovery mode policy', () => {
   it('detects signal files, standby winning over recovery', () => {
