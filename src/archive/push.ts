@@ -1,20 +1,18 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
-import { conflictError, describe } from '../common/errors.js';
-import { log } from '../common/log.js';
+import { conflictError } from '../common/errors.js';
 import { policyForBody, withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { ensureManifest } from './manifest.js';
 import { objectMeta, parseStoredMeta, type StoredMeta } from './objects.js';
 import { bodySize, type Storage } from '../storage/types.js';
 import { walObjectKey } from '../wal/names.js';
 import { memoryFor, prepareLocalWal, STREAMED_MEMORY, type PreparedWal } from './local-wal.js';
-import type { ByteBudget } from '../push-ahead/plan.js';
-import { writePushRecord } from '../push-ahead/records.js';
+import type { ByteBudget } from './byte-budget.js';
 
 // One WAL file from disk to the repository, shared by wal-push, its look-ahead and the look-ahead
-// worker: read and checked, hashed and compressed within a memory budget, uploaded with the
-// no-overwrite rule, and (for look-ahead uploads) recorded in the spool.
+// worker: read and checked, hashed and compressed within a memory budget, and uploaded with the
+// no-overwrite rule.
 
 export type PushOutcome = 'pushed' | 'already-archived';
 
@@ -53,12 +51,6 @@ export async function pushWalFile(
 }
 
 
-/**
- * Bytes of memory the uploads of one wal-push may hold at once (see ByteBudget); one file always fits.
- * A file up to IN_MEMORY_MAX counts its size, a larger (streamed) one STREAMED_MEMORY.
- */
-export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
-
 export interface PushedFile {
   file: PreparedWal;
   outcome: PushOutcome;
@@ -95,17 +87,3 @@ export async function prepareAndPush(
 
 /** What a file will hold in memory while it is prepared and uploaded: the ByteBudget reservation. */
 export const memoryReservation = (path: string) => stat(path).then((s) => memoryFor(s.size), () => 0);
-
-
-/** Records a look-ahead upload in the spool so that the file's own wal-push can skip the network. */
-export async function recordUpload(repoCache: string, repoUrl: string, file: PreparedWal): Promise<void> {
-  await writePushRecord(repoCache, {
-    v: 1,
-    name: file.wal.name,
-    size: file.size,
-    sha256: file.sha256,
-    ...file.stat,
-    repo: repoUrl,
-    pushedAt: new Date().toISOString(),
-  }).catch((e) => log.debug(`cannot record the look-ahead upload of ${file.wal.name}: ${describe(e)}`));
-}

@@ -1,7 +1,49 @@
 import { CODECS } from '../codec/codec.js';
 import { controlChar } from '../common/control-chars.js';
 import { backupError } from '../common/errors.js';
-import type { BackupInfo } from './catalog.js';
+
+/** What backup.json records. Times are ISO 8601 UTC; LSNs are "X/Y"; sizes are bytes. */
+export interface BackupInfo {
+  format: 1;
+  id: string;
+  label: string;
+  /** When the backup started (the server's START TIME when readable, else walvault's clock). */
+  startTime: string;
+  /**
+   * An instant at or after the end of the backup (the later of walvault's clock when pg_basebackup
+   * finished and the server's STOP TIME rounded up): a recovery target after it is reachable.
+   */
+  stopTime: string;
+  startLsn: string;
+  stopLsn: string;
+  checkpointLsn: string;
+  /** Timeline the backup started on (START TIMELINE) and the one its WAL range ends on. */
+  timeline: number;
+  stopTimeline: number;
+  startSegment: string;
+  stopSegment: string;
+  walSegmentSize: number;
+  /** Size of the uncompressed tar stream, its SHA-256, and what the store holds after compression. */
+  sizeBytes: number;
+  sha256: string;
+  storedBytes: number;
+  codec: string;
+  /** Files in the data directory per backup_manifest, and their total size. */
+  fileCount: number;
+  filesBytes: number;
+  manifestSha256: string;
+  pgVersion: number;
+  systemIdentifier: string;
+  /**
+   * Next transaction id (with epoch, 64-bit) of the checkpoint the backup starts from, from the
+   * backup's pg_control: transactions from this one on began after the backup started.
+   */
+  startNextXid?: string;
+  backupFrom: string;
+  serverStartTime: string;
+  serverStopTime?: string;
+  walvaultVersion: string;
+}
 
 // backup.json comes from the repository, which whoever can write the bucket controls; backup-fetch
 // often runs as root. Every field is checked against what backup-push writes before any of it

@@ -5,7 +5,7 @@ import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { getVerifiedSmall } from '../archive/objects.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn } from '../wal/names.js';
-import { BACKUP_ID_GRAMMAR, validateBackupInfo } from './sentinel-check.js';
+import { BACKUP_ID_GRAMMAR, validateBackupInfo, type BackupInfo } from './backup-info.js';
 
 // <prefix>/backups/<id>/base.tar         the tar stream of pg_basebackup -Ft, compressed (codec in metadata)
 // <prefix>/backups/<id>/backup_manifest  PostgreSQL's manifest, uncompressed, its own object
@@ -16,49 +16,6 @@ export const MANIFEST_OBJECT = 'backup_manifest';
 export const SENTINEL_OBJECT = 'backup.json';
 
 export const backupKey = (id: string, object: string): string => `${BACKUPS_PREFIX}${id}/${object}`;
-
-/** What backup.json records. Times are ISO 8601 UTC; LSNs are "X/Y"; sizes are bytes. */
-export interface BackupInfo {
-  format: 1;
-  id: string;
-  label: string;
-  /** When the backup started (the server's START TIME when readable, else walvault's clock). */
-  startTime: string;
-  /**
-   * An instant at or after the end of the backup (the later of walvault's clock when pg_basebackup
-   * finished and the server's STOP TIME rounded up): a recovery target after it is reachable.
-   */
-  stopTime: string;
-  startLsn: string;
-  stopLsn: string;
-  checkpointLsn: string;
-  /** Timeline the backup started on (START TIMELINE) and the one its WAL range ends on. */
-  timeline: number;
-  stopTimeline: number;
-  startSegment: string;
-  stopSegment: string;
-  walSegmentSize: number;
-  /** Size of the uncompressed tar stream, its SHA-256, and what the store holds after compression. */
-  sizeBytes: number;
-  sha256: string;
-  storedBytes: number;
-  codec: string;
-  /** Files in the data directory per backup_manifest, and their total size. */
-  fileCount: number;
-  filesBytes: number;
-  manifestSha256: string;
-  pgVersion: number;
-  systemIdentifier: string;
-  /**
-   * Next transaction id (with epoch, 64-bit) of the checkpoint the backup starts from, from the
-   * backup's pg_control: transactions from this one on began after the backup started.
-   */
-  startNextXid?: string;
-  backupFrom: string;
-  serverStartTime: string;
-  serverStopTime?: string;
-  walvaultVersion: string;
-}
 
 /** Backup ids: `base_<start segment>_<UTC yyyymmddThhmmssZ>`; sortable, but always sort by startTime. */
 export function makeBackupId(startSegment: string, startTime: Date): string {

@@ -3,7 +3,8 @@ import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
 import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId, timelineOfName } from '../wal/names.js';
 import { parseTimelineHistory } from '../wal/timeline-history.js';
-import { readObjectText, type BackupInfo } from './catalog.js';
+import type { BackupInfo } from './backup-info.js';
+import { readObjectText } from './catalog.js';
 import type { RecoveryTarget } from './target.js';
 
 // Before restoring anything, backup-fetch proves that the archive holds every WAL segment recovery

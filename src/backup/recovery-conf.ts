@@ -5,8 +5,9 @@ import { configError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { stripUserInfo } from '../common/redact.js';
 import { SETTINGS } from '../common/settings.js';
-import type { BackupInfo } from './catalog.js';
-import { writeAsOwner, type Owner } from './restore-worker.js';
+import type { BackupInfo } from './backup-info.js';
+import type { Owner } from '../common/file-trust.js';
+import { writeAsOwner } from './restore-worker.js';
 import type { RecoveryTarget } from './target.js';
 
 // What backup-fetch writes so the restored server recovers on its own: restore_command (this walvault

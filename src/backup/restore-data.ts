@@ -11,12 +11,14 @@ import { HashingStream } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
-import { backupKey, DATA_OBJECT, MANIFEST_OBJECT, type BackupInfo } from './catalog.js';
+import type { BackupInfo } from './backup-info.js';
+import { backupKey, DATA_OBJECT, MANIFEST_OBJECT } from './catalog.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
 import { createExtractor } from './extract.js';
 import { removeContents } from './restore-target.js';
-import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type Owner, type WorkerResult } from './restore-worker.js';
+import type { Owner } from '../common/file-trust.js';
+import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type WorkerResult } from './restore-worker.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,

@@ -2,9 +2,8 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { backupError, describe as describeError, isWalvaultError, usageError } from '../common/errors.js';
-import { directoryControl } from '../common/file-trust.js';
+import { directoryControl, type Owner } from '../common/file-trust.js';
 import { fsyncDir } from '../fs/atomic.js';
-import type { Owner } from './restore-worker.js';
 
 // The target directory of backup-fetch: who may create, take and remove it. Run as root, walvault
 // does no path operation in a directory another user may write: the way to <pgdata>'s parent is

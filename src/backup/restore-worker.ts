@@ -5,6 +5,7 @@ import { backupError, describe as describeError, isErrorName, isWalvaultError, W
 import { createExtractor } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
+import type { Owner } from '../common/file-trust.js';
 
 // A restore run as root for another user (--owner postgres) writes the data directory from a child
 // process running with that user's uid and gid: Node has no openat(), so checking each path
@@ -23,11 +24,6 @@ import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
 
 export const WORKER_COMMAND = '__restore-worker';
-
-export interface Owner {
-  uid: number;
-  gid: number;
-}
 
 export interface WorkerResult {
   entries: number;

@@ -1,6 +1,6 @@
 import { backupError, usageError } from '../common/errors.js';
 import { formatLsn, parseLsn } from '../wal/names.js';
-import type { BackupInfo } from './catalog.js';
+import type { BackupInfo } from './backup-info.js';
 
 // Recovery targets (PostgreSQL "Recovery Target" settings) and the choice of the base backup to
 // restore for one. Pure functions: unit-tested without PostgreSQL or a store.

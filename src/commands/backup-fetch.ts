@@ -5,14 +5,16 @@ import { retryPolicy, type LoadedConfig } from '../common/config.js';
 import { backupError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { isBackupId, listBackups, type BackupInfo } from '../backup/catalog.js';
+import type { BackupInfo } from '../backup/backup-info.js';
+import { isBackupId, listBackups } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from '../backup/restore-target.js';
-import { needsWorker, startWorker, type Owner } from '../backup/restore-worker.js';
+import type { Owner } from '../common/file-trust.js';
+import { needsWorker, startWorker } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
-import { openStorage } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
 
 // walvault backup-fetch <id|LATEST> <pgdata> [target]: picks the backup, proves the archive holds the
 // WAL to get from it to the target, and only then streams GET -> decompress -> SHA-256 -> tar
@@ -54,7 +56,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const { plan, created, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
   const pgdata = plan.pgdata;
 
-  const storage = await openStorage(config);
+  const storage = await openRepository(config);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     log.warn(`received ${sig}: stopping the restore`);

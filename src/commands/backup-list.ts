@@ -1,13 +1,14 @@
 import { retryPolicy, type Config } from '../common/config.js';
 import { formatBytes } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { listBackups, type BackupInfo } from '../backup/catalog.js';
-import { openStorage } from '../storage/open.js';
+import type { BackupInfo } from '../backup/backup-info.js';
+import { listBackups } from '../backup/catalog.js';
+import { openRepository } from '../archive/repository.js';
 
 // walvault backup-list [--json]: complete backups only (those with backup.json), oldest first by
 // recorded start time.
 export async function backupList(config: Config, json: boolean): Promise<number> {
-  const storage = await openStorage(config);
+  const storage = await openRepository(config);
   const deadline = new Deadline(config.deadline * 1000);
   try {
     const backups = await listBackups(storage, retryPolicy(config), deadline);

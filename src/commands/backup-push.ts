@@ -13,8 +13,8 @@ import {
   MANIFEST_OBJECT,
   SENTINEL_OBJECT,
   sentinelBody,
-  type BackupInfo,
 } from '../backup/catalog.js';
+import type { BackupInfo } from '../backup/backup-info.js';
 import { backupHistoryFileName, parseBackupLabel } from '../backup/label.js';
 import { manifestWalSpan, parseBackupManifest } from '../backup/manifest.js';
 import { archiveWaitError, watchArchiveWait } from '../backup/archive-wait.js';
@@ -30,7 +30,7 @@ import { findPgProgram } from '../backup/pgbin.js';
 import { Progress } from '../backup/progress.js';
 import { TarTap } from '../backup/tar.js';
 import { phase, waitForRepoManifest, waitForWal, within } from '../backup/wait.js';
-import { openStorage } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../common/version.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
@@ -47,7 +47,7 @@ export type BackupPushOptions = BaseBackupOptions;
 export async function backupPush(config: Config, opts: BackupPushOptions): Promise<number> {
   const bin = findPgProgram('pg_basebackup', config.pgBinDir);
   if (!bin) throw backupError('pg_basebackup not found: install the PostgreSQL client programs or set pgBinDir (--pg-bin-dir)');
-  const storage = await openStorage(config);
+  const storage = await openRepository(config);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     log.warn(`received ${sig}: stopping pg_basebackup and aborting the upload`);

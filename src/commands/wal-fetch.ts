@@ -4,7 +4,7 @@ import { cleanupStaleTemps } from '../fs/atomic.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../archive/objects.js';
-import { openStorage } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
 import { tryFastFetch } from '../prefetch/fast-path.js';
@@ -35,7 +35,7 @@ export async function walFetch(
   // The deadline covers the whole command, including any wait for the prefetch worker.
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
   const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
-  const storage = await openStorage(config);
+  const storage = await openRepository(config);
   try {
     const meta = await downloadVerified(storage, walObjectKey(wal), target, {
       policy: retryPolicy(config),

@@ -4,11 +4,14 @@ import { describe } from '../common/errors.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline, type RetryPolicy } from '../common/retry.js';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
-import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
-import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../archive/push.js';
+import { ByteBudget } from '../archive/byte-budget.js';
+import { contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
+import { memoryReservation, prepareAndPush } from '../archive/push.js';
+import { LOOKAHEAD_MEMORY, recordUpload } from '../push-ahead/batch.js';
 import { listPushRecords, pruneRecords } from '../push-ahead/records.js';
 import { askPusher, pusherDir, startPusher } from '../push-ahead/client.js';
-import { openStorage, repoKeyOf, storageUrlOf } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
+import { repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { advanceHighWater } from '../archive/high-water.js';
 import { dropIfOverLimit, flushGapMarkers } from '../archive/backlog.js';
 import { parseWalName } from '../wal/names.js';
@@ -81,7 +84,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
   const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
   // Reading and compressing start while the storage driver (the AWS SDK) is still loading.
-  const opening = openStorage(config);
+  const opening = openRepository(config);
   opening.catch(() => undefined);
   try {
     const policy = retryPolicy(config);

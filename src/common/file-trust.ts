@@ -46,6 +46,12 @@ function resolvedChain(path: string, cache: StatCache): { real: string; chain: A
 }
 
 /** Checks a config file before it is read; returns the path to read it from. */
+/** Who owns a file or directory (restored files are written as the data directory's owner). */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
 export function trustedConfigFile(path: string, cache: StatCache = new Map()): string {
   const uid = process.geteuid?.();
   if (uid === undefined) return path;

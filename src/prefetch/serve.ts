@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { tempPathFor } from '../fs/temp-names.js';
 import { sleep } from '../common/sleep.js';
 import { fsyncDirSync } from '../fs/sync-io.js';
-import { verifyFileSync } from '../push-ahead/records.js';
+import { verifyFileSync } from '../fs/verify-file.js';
 import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './spool-dir.js';
 import { workerRunning } from '../worker/control.js';
 

@@ -6,7 +6,7 @@ import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
 import { downloadVerified } from '../archive/objects.js';
-import { openStorage } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
@@ -33,7 +33,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const policy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
   let storage: Storage | undefined;
   try {
-    storage = await openStorage(config);
+    storage = await openRepository(config);
     await serve(storage);
   } catch (e) {
     log.warn(`prefetch worker stopped: ${describe(e)}`);

@@ -55,39 +55,3 @@ export function contiguousEnd(first: string, archived: Set<string>, segSize: num
     last = next;
   }
 }
-
-/**
- * Bounds the bytes held by parallel uploads. A file reserves its size before it is read and keeps
- * the size of its (compressed) body until the upload ends; one file is always admitted, however big.
- */
-export class ByteBudget {
-  private used = 0;
-  private readonly queue: Array<{ n: number; go: () => void }> = [];
-
-  constructor(readonly limit: number) {}
-
-  acquire(n: number): Promise<void> {
-    if (this.queue.length === 0 && this.fits(n)) {
-      this.used += n;
-      return Promise.resolve();
-    }
-    return new Promise((go) => this.queue.push({ n, go }));
-  }
-
-  release(n: number): void {
-    this.used = Math.max(0, this.used - n);
-    while (this.queue.length > 0 && this.fits(this.queue[0]!.n)) {
-      const next = this.queue.shift()!;
-      this.used += next.n;
-      next.go();
-    }
-  }
-
-  get inUse(): number {
-    return this.used;
-  }
-
-  private fits(n: number): boolean {
-    return this.used === 0 || this.used + n <= this.limit;
-  }
-}

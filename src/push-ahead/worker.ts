@@ -6,14 +6,16 @@ import { log } from '../common/log.js';
 import { pidAlive } from '../common/pid.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
-import { openStorage } from '../storage/open.js';
+import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { advanceHighWater } from '../archive/high-water.js';
 import { flushGapMarkers } from '../archive/backlog.js';
 import { parseWalName, walObjectKey } from '../wal/names.js';
 import { parseStoredMeta } from '../archive/objects.js';
-import { archiveOrder, ByteBudget, contiguousEnd, listReady } from './plan.js';
-import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../archive/push.js';
+import { ByteBudget } from '../archive/byte-budget.js';
+import { archiveOrder, contiguousEnd, listReady } from './plan.js';
+import { memoryReservation, prepareAndPush } from '../archive/push.js';
+import { LOOKAHEAD_MEMORY, recordUpload } from './batch.js';
 import { listPushRecords, pruneRecords } from './records.js';
 import { readPusherState, type PusherJob } from './client.js';
 import { releaseLock, takeLock, touchLock } from '../worker/control.js';
@@ -34,7 +36,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
   const policy = retryPolicy(config);
   // A file that fails is pushed by its own wal-push later: do not retry it long here.
   const lookaheadPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
-  const storage = openStorage(config);
+  const storage = openRepository(config);
   storage.catch(() => undefined);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
   const running = new Map<string, Promise<void>>();

@@ -1,8 +1,8 @@
-import { isAbsolute, join } from 'node:path';
+import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
-import { repoCacheDir, repoCacheKey } from '../archive/cache-dir.js';
+import { repoCacheKey } from './repo-key.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
 
@@ -62,7 +62,8 @@ export function repoKeyOf(config: Pick<Config, 'repo' | 's3Endpoint' | 's3Profil
   return url.startsWith('s3://') ? repoCacheKey(url, { endpoint: config.s3Endpoint, profile: config.s3Profile }) : repoCacheKey(url);
 }
 
-export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: string }): S3Options {
+/** `capabilityFile`: where the S3 driver remembers what the endpoint supports (the caller's spool). */
+export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: string }, capabilityFile?: string): S3Options {
   return {
     bucket: loc.bucket,
     prefix: loc.prefix,
@@ -83,17 +84,17 @@ export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: str
     idleTimeoutMs: config.idleTimeout * 1000,
     partSize: config.s3PartSize,
     queueSize: config.s3QueueSize,
-    capabilityFile: join(repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo)), 's3-capabilities.json'),
+    ...(capabilityFile ? { capabilityFile } : {}),
   };
 }
 
 /** Opens the configured repository. The S3 driver (and the AWS SDK) is imported only here, lazily. */
-export async function openStorage(config: Config): Promise<Storage> {
+export async function openStorage(config: Config, opts: { capabilityFile?: string } = {}): Promise<Storage> {
   const loc = parseRepoUrl(config.repo);
   if (loc.scheme === 'file') {
     const { createFileStorage } = await import('./file/driver.js');
     return createFileStorage(loc.dir);
   }
   const { createS3Storage } = await import('./s3/driver.js');
-  return createS3Storage(s3OptionsFrom(config, loc));
+  return createS3Storage(s3OptionsFrom(config, loc, opts.capabilityFile));
 }

@@ -80,7 +80,7 @@ export interface Storage {
   /** Human-readable location, secrets removed, e.g. `s3://bucket/prefix` or `file:///srv/wal`. */
   readonly url: string;
 
-  /** What decides which objects this storage reaches (src/archive/cache-dir.ts repoCacheKey): keys the spool. */
+  /** What decides which objects this storage reaches (src/storage/repo-key.ts repoCacheKey): keys the spool. */
   readonly cacheKey: string;
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { BackupInfo } from '../../src/backup/catalog.js';
+import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { makeBackupId, sortBackups } from '../../src/backup/catalog.js';
 import { requiredSegments, timelinePath } from '../../src/backup/coverage.js';
 import { buildRestoreCommand, confQuote, recoverySettings } from '../../src/backup/recovery-conf.js';

@@ -10,7 +10,8 @@ import { parseHotArgv } from '../../src/cli/hot-path.js';
 import { tryFastPush } from '../../src/push-ahead/fast-path.js';
 import { askWorker, serveFromSpool } from '../../src/prefetch/serve.js';
 import { dropEntries, prefetchDir, writeRecord } from '../../src/prefetch/spool-dir.js';
-import { pushRecordDir, verifyFileSync, writePushRecord } from '../../src/push-ahead/records.js';
+import { verifyFileSync } from '../../src/fs/verify-file.js';
+import { pushRecordDir, writePushRecord } from '../../src/push-ahead/records.js';
 import { repoKeyOf, repoUrlOf, s3OptionsFrom, storageUrlOf } from '../../src/storage/open.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { archiveOrder, ByteBudget, contiguousEnd, pickLookahead } from '../../src/push-ahead/plan.js';
+import { ByteBudget } from '../../src/archive/byte-budget.js';
+import { archiveOrder, contiguousEnd, pickLookahead } from '../../src/push-ahead/plan.js';
 import { parseWalName } from '../../src/wal/names.js';
 
 const MiB = 1024 * 1024;

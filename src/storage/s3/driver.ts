@@ -32,7 +32,7 @@ import { fromS3Meta, toS3Meta, trimSlashes } from './meta.js';
 import { classifyS3Error, describeFailure, errorCode, httpStatus, isNoSuchKey, type S3Op } from './errors.js';
 import type { S3Options } from './options.js';
 import { abortStaleMultipartUploads, multipartUpload, partSizeFor } from './upload.js';
-import { repoCacheKey } from '../../archive/cache-dir.js';
+import { repoCacheKey } from '../repo-key.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
 
