@@ -2,12 +2,11 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe } from '../common/errors.js';
 import { ensureDir, writeJsonAtomic } from '../fs/atomic.js';
-import { sha256Hex } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
-import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { repoCacheDir } from './manifest.js';
+import type { Deadline, RetryPolicy } from '../common/retry.js';
+import { repoCacheDir } from './cache-dir.js';
 import type { Storage } from '../storage/types.js';
-import { bookkeepingBudget } from './high-water.js';
+import { bookkeepingBudget, writeBookkeeping } from './small-objects.js';
 
 // Opt-in disk-full protection (maxReadyBytes). If archiving cannot keep up, pg_wal grows until the
 // filesystem fills and PostgreSQL PANICs. Past the limit, wal-push reports the oldest files as archived
@@ -85,20 +84,18 @@ export async function flushGapMarkers(
   if (names.length === 0) return;
   const budget = bookkeepingBudget(ctx);
   try {
-    await flushEach(storage, dir, names, budget.policy, budget.deadline);
+    await flushEach(storage, dir, names, budget);
   } finally {
     budget.deadline.dispose();
   }
 }
 
-async function flushEach(storage: Storage, dir: string, names: string[], policy: RetryPolicy, deadline: Deadline): Promise<void> {
+async function flushEach(storage: Storage, dir: string, names: string[], budget: { policy: RetryPolicy; deadline: Deadline }): Promise<void> {
   for (const file of names) {
     try {
       const body = await readFile(join(dir, file));
       const key = gapMarkerKey(file.slice(0, -'.json'.length));
-      await withRetry(`write ${key}`, policy, deadline, (signal) =>
-        storage.put(key, body, { sha256: sha256Hex(body), size: String(body.length), codec: 'none' }, { signal }),
-      );
+      await writeBookkeeping(storage, key, body, budget);
       await unlink(join(dir, file));
       log.warn(`recorded archive gap marker ${key}`);
     } catch (e) {

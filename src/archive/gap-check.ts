@@ -2,7 +2,7 @@ import { describe, ExitCode, isWalvaultError, missingBucketError, rewordError, u
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { MANIFEST_KEY, readRemoteManifest } from './manifest.js';
-import { readVerifiedSmall } from './objects.js';
+import { readVerifiedSmall } from './small-objects.js';
 import type { Storage } from '../storage/types.js';
 import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
 import { formatLsn, hex8, parseWalName, segmentNumber, timelineOfName, walObjectKey, type WalName } from '../wal/names.js';

@@ -2,11 +2,10 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitCode, badWalNameError, corruptObjectError, describe, isWalvaultError } from '../common/errors.js';
 import { writeJsonAtomic } from '../fs/atomic.js';
-import { sha256Hex } from '../fs/hash.js';
 import { log } from '../common/log.js';
-import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
-import { readVerifiedSmall } from './objects.js';
-import { repoCacheDir } from './manifest.js';
+import type { Deadline, RetryPolicy } from '../common/retry.js';
+import { bookkeepingBudget, readVerifiedSmall, writeBookkeeping } from './small-objects.js';
+import { repoCacheDir } from './cache-dir.js';
 import type { Storage } from '../storage/types.js';
 import { hex8 } from '../wal/names.js';
 
@@ -19,19 +18,6 @@ export interface HighWater {
   first: string;
   last: string;
   updatedAt: string;
-}
-
-/** Longest a push spends on bookkeeping writes (high-water mark, gap markers) after its WAL is safe. */
-export const BOOKKEEPING_BUDGET_MS = 5_000;
-
-/**
- * Retry policy and deadline for bookkeeping writes after a push: a small budget of their own, so that
- * a store that keeps failing them does not slow every push down to the full retry deadline when the
- * WAL itself is already safe. The caller disposes the deadline.
- */
-export function bookkeepingBudget(ctx: { policy: RetryPolicy; deadline: Deadline }): { policy: RetryPolicy; deadline: Deadline } {
-  const deadline = new Deadline(Math.max(1, Math.min(BOOKKEEPING_BUDGET_MS, ctx.deadline.remainingMs())));
-  return { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline };
 }
 
 export function highWaterKey(timeline: number): string {
@@ -149,9 +135,7 @@ export async function advanceHighWater(
     if (state.remoteLast !== state.last && due) {
       const mark: HighWater = { timeline, first: state.first, last: state.last, updatedAt: new Date().toISOString() };
       const body = Buffer.from(JSON.stringify(mark) + '\n');
-      await withRetry(`write ${highWaterKey(timeline)}`, quick.policy, quick.deadline, (signal) =>
-        storage.put(highWaterKey(timeline), body, { sha256: sha256Hex(body), size: String(body.length), codec: 'none' }, { signal }),
-      );
+      await writeBookkeeping(storage, highWaterKey(timeline), body, quick);
       state = { ...state, ...mark, remoteLast: mark.last, writtenAt: Date.now() };
     }
     await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });

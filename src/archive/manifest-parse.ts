@@ -3,7 +3,7 @@ import { controlChar } from '../common/control-chars.js';
 import { corruptObjectError, type WalvaultError } from '../common/errors.js';
 import type { ObjectInfo } from '../storage/types.js';
 import { isValidSegmentSize } from '../wal/header.js';
-import { verifiedBody } from './objects.js';
+import { verifiedBody } from './small-objects.js';
 
 // walvault.json as read back from a repository (or the spool's copy) is data from outside: every
 // field is checked before anything uses it (the system identifier names spool directories, the

@@ -3,7 +3,6 @@ import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { missingBucketError, repoMismatchError } from '../common/errors.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../fs/atomic.js';
-import { sha256Hex } from '../fs/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
@@ -11,8 +10,7 @@ import { VERSION } from '../common/version.js';
 import type { WalHeader } from '../wal/header.js';
 import { repoCacheDir } from './cache-dir.js';
 import { parseManifest, verifiedManifestText, type RepoManifest } from './manifest-parse.js';
-
-export { repoCacheDir, parseManifest, type RepoManifest };
+import { smallObjectMeta } from './objects.js';
 
 // <prefix>/walvault.json binds a repository to one PostgreSQL system: created by the first segment
 // pushed, then every push must match it. Two clusters on one prefix (split brain, a copy-pasted
@@ -184,9 +182,8 @@ export async function ensureManifest(
 async function createManifest(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest> {
   const fresh = manifestFromHeader(h);
   const body = Buffer.from(JSON.stringify(fresh, null, 2) + '\n');
-  const meta = { sha256: sha256Hex(body), size: String(body.length), codec: 'none' };
   const res = await withRetry(`create ${MANIFEST_KEY}`, ctx.policy, ctx.deadline, (signal) =>
-    storage.putIfAbsent(MANIFEST_KEY, body, meta, { signal }),
+    storage.putIfAbsent(MANIFEST_KEY, body, smallObjectMeta(body), { signal }),
   );
   let manifest: RepoManifest | null = fresh;
   if (res.created) {

@@ -1,8 +1,8 @@
 import { backupError, isWalvaultError } from '../common/errors.js';
-import { sha256Hex } from '../fs/hash.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
-import { getVerifiedSmall } from '../archive/objects.js';
+import { smallObjectMeta } from '../archive/objects.js';
+import { getVerifiedSmall } from '../archive/small-objects.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn } from '../wal/names.js';
 import { BACKUP_ID_GRAMMAR, validateBackupInfo, type BackupInfo } from './backup-info.js';
@@ -40,7 +40,7 @@ export function sortBackups(list: BackupInfo[]): BackupInfo[] {
 
 export function sentinelBody(info: BackupInfo): { body: Buffer; meta: Record<string, string> } {
   const body = Buffer.from(JSON.stringify(info, null, 2) + '\n');
-  return { body, meta: { sha256: sha256Hex(body), size: String(body.length), codec: 'none' } };
+  return { body, meta: smallObjectMeta(body) };
 }
 
 /** Larger than any backup.json or timeline history file walvault writes. */

@@ -136,7 +136,7 @@ export async function checkManifestFile(storage: Storage, config: Config, backup
   // like every other file of the data directory.
   const tmp = await mkdtemp(join(tmpdir(), 'walvault-manifest-'));
   try {
-    const { downloadVerified } = await import('../archive/objects.js');
+    const { downloadVerified } = await import('../archive/fetch.js');
     const staged = join(tmp, MANIFEST_OBJECT);
     const meta = await downloadVerified(storage, key, staged, { policy: retryPolicy(config), deadline, what: `get ${key}` });
     if (!meta) throw backupError(`backup ${backup.id} has no backup_manifest, neither in the tar nor as ${storage.url}/${key}`);

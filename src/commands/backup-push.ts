@@ -1,7 +1,7 @@
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import { backupError, describe as describeError, isWalvaultError } from '../common/errors.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { HashingStream, sha256Hex } from '../fs/hash.js';
+import { HashingStream } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { compressStream } from '../codec/codec.js';
@@ -34,6 +34,7 @@ import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { VERSION } from '../common/version.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
+import { smallObjectMeta } from '../archive/objects.js';
 
 // walvault backup-push: pg_basebackup -D - -Ft -X none, streamed through SHA-256, compression and a
 // multipart upload (memory bounded by part size x queue size, whatever the database size), with the
@@ -195,7 +196,7 @@ async function pushOne(storage: Storage, config: Config, opts: BackupPushOptions
     const startNextXid = nextXidFromControl(control);
 
     // The manifest as its own object (small; pg_verifybackup reads it back at restore time).
-    const manifestMeta = { sha256: sha256Hex(manifestBuf), size: String(manifestBuf.length), codec: 'none' };
+    const manifestMeta = smallObjectMeta(manifestBuf);
     await phase(config, `upload ${MANIFEST_OBJECT}`, (s) => storage.put(backupKey(id, MANIFEST_OBJECT), manifestBuf, manifestMeta, { signal: s }));
 
     // The backup is usable only with the WAL up to its end in the archive.

@@ -3,7 +3,7 @@ import { retryPolicy, type Config } from '../common/config.js';
 import { cleanupStaleTemps } from '../fs/atomic.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { downloadVerified } from '../archive/objects.js';
+import { downloadVerified } from '../archive/fetch.js';
 import { openRepository } from '../archive/repository.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';

@@ -17,8 +17,6 @@ import { dropIfOverLimit, flushGapMarkers } from '../archive/backlog.js';
 import { parseWalName } from '../wal/names.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 
-export { pushWalFile, type PushOutcome } from '../archive/push.js';
-
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
 //

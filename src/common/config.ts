@@ -9,7 +9,6 @@ import { maskUserInfo } from './redact.js';
 import type { RetryPolicy } from './retry.js';
 import { SETTINGS, type SettingSource, type SettingValues } from './settings.js';
 
-export { parseBytes } from './config-values.js';
 
 // Precedence: command-line flag > environment > config file (--config / WALVAULT_CONFIG) > default.
 // archive_command runs with PostgreSQL's environment, which operators rarely control, hence the file.

@@ -5,7 +5,7 @@ import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
-import { downloadVerified } from '../archive/objects.js';
+import { downloadVerified } from '../archive/fetch.js';
 import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { HashingStream } from '../../src/fs/hash.js';
-import { readAll } from '../../src/archive/objects.js';
+import { readAll } from '../../src/archive/small-objects.js';
 
 const bomb = zlib.zstdCompressSync(Buffer.alloc(64 * 1024 * 1024));
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { CODECS, compressBuffer, compressStream, decompressStream, parseCodec } from '../../src/codec/codec.js';
-import { readAll } from '../../src/archive/objects.js';
+import { readAll } from '../../src/archive/small-objects.js';
 
 const sample = Buffer.concat([randomBytes(100_000), Buffer.alloc(500_000, 7)]);
 

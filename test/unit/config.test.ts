@@ -2,7 +2,8 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { describeConfig, loadConfig, parseBytes } from '../../src/common/config.js';
+import { describeConfig, loadConfig } from '../../src/common/config.js';
+import { parseBytes } from '../../src/common/config-values.js';
 import { execFileSync } from 'node:child_process';
 import { main } from '../../src/cli/main.js';
 import { ExitCode } from '../../src/common/errors.js';

@@ -1,7 +1,7 @@
 // The house rule of src/ (../shared/STYLE.md): imports only run downward, and the lowest rooms stay
 // what they are for. Every relative import (static, dynamic and type-only) of every src file is read
 // here; an upward or sideways import between folders, a file-level import cycle, I/O in wal/ or a
-// storage/ import beyond common/ and fs/ fails with the file and the import named.
+// storage/ import beyond common/ and fs/, or a re-export fails with the file and the import named.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -94,6 +94,11 @@ describe('src layering', () => {
       }
     }
     expect(impure).toEqual([]);
+  });
+
+  it('never re-exports: each name is imported from the file that defines it', () => {
+    const reexports = files.filter((f) => /^export\s+(?:\*|(?:type\s+)?\{[^}]*\})\s+from\s/m.test(readFileSync(f, 'utf8')));
+    expect(reexports.map((f) => relative(SRC, f))).toEqual([]);
   });
 
   it('lets storage/ import only common/ and fs/', () => {

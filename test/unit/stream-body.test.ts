@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFileStorage } from '../../src/storage/file/driver.js';
-import { readAll } from '../../src/archive/objects.js';
+import { readAll } from '../../src/archive/small-objects.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
