@@ -33,14 +33,17 @@ export function smallObjectMeta(body: Buffer): ObjectMeta & { sha256: string } {
   return objectMeta({ sha256: sha256Hex(body), size: body.length, codec: 'none' });
 }
 
-/** Errors while streaming a body: decoder failures are corruption, local errno codes are the disk's. */
-export function classifyDownloadError(e: unknown, where: string, target: string): unknown {
+/**
+ * Errors while streaming a body: decoder failures are corruption, local errno codes are the disk's
+ * (when the body goes to a file `target`), anything else is transport trouble.
+ */
+export function classifyDownloadError(e: unknown, where: string, target?: string): unknown {
   if (isWalvaultError(e)) return e;
   const err = e as NodeJS.ErrnoException;
   if (isDecompressionError(err)) {
     return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
   }
-  if (err?.syscall && ['ENOSPC', 'EDQUOT', 'EACCES', 'EROFS', 'EISDIR', 'ENOENT', 'ENOTDIR', 'EPERM', 'EIO'].includes(err.code ?? '')) {
+  if (target !== undefined && err?.syscall && ['ENOSPC', 'EDQUOT', 'EACCES', 'EROFS', 'EISDIR', 'ENOENT', 'ENOTDIR', 'EPERM', 'EIO'].includes(err.code ?? '')) {
     return fromFsError(e, target, 'write');
   }
   // Anything else mid-body (reset, abort, premature close) is transport trouble: retry.

@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decompressStream, isDecompressionError, parseCodec } from '../codec/codec.js';
+import { decompressStream, parseCodec } from '../codec/codec.js';
+import { classifyDownloadError } from '../archive/objects.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { backupError, describe as describeError, integrityError, isWalvaultError, unavailableError } from '../common/errors.js';
+import { backupError, describe as describeError, integrityError, isWalvaultError } from '../common/errors.js';
 import { HashingStream } from '../fs/hash.js';
 import { formatBytes, log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
@@ -56,7 +57,7 @@ export async function restoreData(
         result = await sink.run((pipeline as (...a: unknown[]) => Promise<void>)(got.body, ...(decompress ? [decompress] : []), hashing, sink.stream, { signal }));
       } catch (e) {
         if (signal.aborted) throw signal.reason;
-        throw classifyStreamError(e, `${storage.url}/${key}`);
+        throw classifyDownloadError(e, `${storage.url}/${key}`);
       } finally {
         clearInterval(ticker);
         progress.update(hashing.bytes);
@@ -106,18 +107,6 @@ function openSink(pgdata: string, owner: Owner | undefined): { stream: Writable;
       throw feedErr ?? (w as PromiseRejectedResult).reason;
     },
   };
-}
-
-function classifyStreamError(e: unknown, where: string): unknown {
-  if (isWalvaultError(e)) return e;
-  const err = e as NodeJS.ErrnoException;
-  if (isDecompressionError(err)) {
-    return integrityError(`${where} cannot be decompressed (${err.code}): corrupt or truncated`, { cause: e });
-  }
-  return unavailableError(`reading ${where} failed: ${err?.code ?? err?.message ?? String(e)}`, {
-    cause: e,
-    retryable: true,
-  });
 }
 
 /** pg_basebackup put backup_manifest into the tar; if it is missing, take the separate copy. */
