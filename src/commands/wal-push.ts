@@ -7,7 +7,8 @@ import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
 import { ByteBudget, contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
 import { LOOKAHEAD_MEMORY, memoryReservation, prepareAndPush, recordUpload } from '../archive/push.js';
 import { listPushRecords, pruneRecords } from '../push-ahead/records.js';
-import { askPusher, pusherDir, startPusher } from '../push-ahead/client.js';
+import { askPusher, pusherDir, type PusherJob } from '../push-ahead/client.js';
+import { startWorker } from '../worker/control.js';
 import { openStorage, repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { advanceHighWater } from '../archive/high-water.js';
 import { dropIfOverLimit, flushGapMarkers } from '../archive/backlog.js';
@@ -66,7 +67,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   // uploading while PostgreSQL works through the ones recorded here (the fast path).
   const taken = new Set([name, ...extra.map((w) => w.name)]);
   if (pickLookahead(ready, wal, 1, new Set([...taken, ...recorded])).length > 0) {
-    await startPusher({
+    await startWorker('lookahead', {
       config,
       dir: pusherDir(repoCache, walDir),
       walDir: resolve(walDir),
@@ -75,7 +76,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
       skip: [...taken],
       parentPid: process.pid,
       ...(wal.kind === 'segment' ? { base: { timeline: wal.timeline, last: wal.name } } : {}),
-    });
+    } satisfies PusherJob);
   }
 
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
