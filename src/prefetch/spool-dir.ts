@@ -18,7 +18,7 @@ import { timelineOfName } from '../wal/names.js';
 //   <name>           a WAL file downloaded and verified by the worker (temp + fsync + rename)
 //   <name>.json      its record: size and SHA-256 of the original bytes (from the object metadata)
 //   <name>.inflight  the worker is downloading it right now
-//   <name>.answer    the worker's answer to one request (req id inside): not in the repository
+//   <name>.answer    the worker's answer to one request (req id inside): absent from the repository, or failed
 //   state.json       PostgreSQL's latest request and where prefetching continues (src/worker/protocol.ts)
 //   worker.lock      pid of the running worker, touched while it runs
 //   worker.log       the worker's log

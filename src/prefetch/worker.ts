@@ -4,7 +4,6 @@ import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
-import { sleep } from '../common/sleep.js';
 import { downloadVerified } from '../archive/objects.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/types.js';
