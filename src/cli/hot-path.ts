@@ -5,8 +5,9 @@ import { SETTINGS } from '../common/settings.js';
 import { basename } from 'node:path';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
 import { tryFastFetch } from '../prefetch/fast-path.js';
-import { PREFETCH_COMMAND, PREFETCH_JOB_ENV } from '../prefetch/spool-dir.js';
-import { PUSHER_COMMAND, PUSHER_JOB_ENV } from '../push-ahead/client.js';
+import { WORKERS, workerOfCommand, type WorkerJob, type WorkerKind } from '../worker/control.js';
+import type { PrefetchJob } from '../prefetch/spool-dir.js';
+import type { PusherJob } from '../push-ahead/client.js';
 
 // The commands PostgreSQL runs once per WAL file (wal-push, wal-fetch) and the hidden prefetch worker,
 // dispatched without yargs: loading and setting up yargs costs more than Node's own start-up, paid
@@ -18,7 +19,14 @@ import { PUSHER_COMMAND, PUSHER_JOB_ENV } from '../push-ahead/client.js';
 // takes only true or false, here and in src/cli/main.ts.
 
 
-const ARITY: Record<string, [number, number]> = { 'wal-push': [1, 2], 'wal-fetch': [2, 2], [PREFETCH_COMMAND]: [0, 0], [PUSHER_COMMAND]: [0, 0] };
+const ARITY: Record<string, [number, number]> = { 'wal-push': [1, 2], 'wal-fetch': [2, 2] };
+for (const w of Object.values(WORKERS)) ARITY[w.command] = [0, 0];
+
+/** What each hidden worker command runs, loaded only when it is the command (src/worker/control.ts). */
+const RUN_WORKER: Record<WorkerKind, (job: WorkerJob) => Promise<number>> = {
+  prefetch: async (job) => (await import('../prefetch/worker.js')).runPrefetchWorker(job as PrefetchJob),
+  lookahead: async (job) => (await import('../push-ahead/worker.js')).runPusher(job as PusherJob),
+};
 
 export interface HotArgs {
   command: string;
@@ -92,23 +100,15 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
   setLogCommand(hot.command);
   let config: Config | undefined;
   try {
-    if (hot.command === PREFETCH_COMMAND) {
-      const raw = env[PREFETCH_JOB_ENV];
+    const worker = workerOfCommand(hot.command);
+    if (worker) {
+      // The job comes from the walvault that started the worker (startWorker), not from a user.
+      const raw = env[WORKERS[worker].jobEnv];
       if (!raw) return null;
-      const { runPrefetchWorker } = await import('../prefetch/worker.js');
-      const job = JSON.parse(raw) as Parameters<typeof runPrefetchWorker>[0];
+      const job = JSON.parse(raw) as WorkerJob;
       config = job.config;
       setLogLevel(config.logLevel);
-      return await runPrefetchWorker(job);
-    }
-    if (hot.command === PUSHER_COMMAND) {
-      const raw = env[PUSHER_JOB_ENV];
-      if (!raw) return null;
-      const { runPusher } = await import('../push-ahead/worker.js');
-      const job = JSON.parse(raw) as Parameters<typeof runPusher>[0];
-      config = job.config;
-      setLogLevel(config.logLevel);
-      return await runPusher(job);
+      return await RUN_WORKER[worker](job);
     }
     config = loadConfig(hot.flags, env).config;
     setLogLevel(config.logLevel);
@@ -134,6 +134,6 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
   } catch (e) {
     const code = reportFailure(hot.command, e, config);
     // A background worker's failure is only logged: nobody waits for its exit code.
-    return hot.command === PREFETCH_COMMAND || hot.command === PUSHER_COMMAND ? 0 : code;
+    return workerOfCommand(hot.command) ? 0 : code;
   }
 }

@@ -9,7 +9,8 @@ import { contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
 import { memoryReservation, prepareAndPush } from '../archive/push.js';
 import { LOOKAHEAD_MEMORY, recordUpload } from '../push-ahead/batch.js';
 import { listPushRecords, pruneRecords } from '../push-ahead/records.js';
-import { askPusher, pusherDir, startPusher } from '../push-ahead/client.js';
+import { askPusher, pusherDir, type PusherJob } from '../push-ahead/client.js';
+import { startWorker } from '../worker/control.js';
 import { openRepository } from '../archive/repository.js';
 import { repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { advanceHighWater } from '../archive/high-water.js';
@@ -67,7 +68,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   // uploading while PostgreSQL works through the ones recorded here (the fast path).
   const taken = new Set([name, ...extra.map((w) => w.name)]);
   if (pickLookahead(ready, wal, 1, new Set([...taken, ...recorded])).length > 0) {
-    await startPusher({
+    await startWorker('lookahead', {
       config,
       dir: pusherDir(repoCache, walDir),
       walDir: resolve(walDir),
@@ -76,7 +77,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
       skip: [...taken],
       parentPid: process.pid,
       ...(wal.kind === 'segment' ? { base: { timeline: wal.timeline, last: wal.name } } : {}),
-    });
+    } satisfies PusherJob);
   }
 
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;

@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { link, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { tempPathFor } from '../fs/temp-names.js';
-import { sleep } from '../common/sleep.js';
 import { fsyncDirSync } from '../fs/sync-io.js';
 import { verifyFileSync } from '../fs/verify-file.js';
-import { readRecord, readState, writeState, type MissAnswer, type PrefetchContext, type PrefetchRecord } from './spool-dir.js';
-import { workerRunning } from '../worker/control.js';
+import { readPrefetchState, readRecord, type PrefetchContext, type PrefetchRecord, type PrefetchState } from './spool-dir.js';
+import { ask } from '../worker/protocol.js';
 
 // Handing a prefetched file to PostgreSQL, and asking a running prefetch worker for a file.
 
@@ -94,36 +93,15 @@ export async function askWorker(
   timeline: number,
   opts: { fingerprint: string; waitMs: number },
 ): Promise<WorkerAnswer> {
-  if (!workerRunning(ctx.dir, opts.fingerprint)) return 'ask-repository';
-  const missFile = join(ctx.dir, `${name}.miss`);
-  await unlink(missFile).catch(() => undefined);
-  const reqId = `${process.pid}-${process.hrtime.bigint()}`;
-  const prev = await readState(ctx.dir);
-  await writeState(ctx.dir, {
-    timeline: segment ? timeline : (prev?.timeline ?? timeline),
-    ...(segment ? { next: name } : prev?.next ? { next: prev.next } : {}),
-    req: name,
-    reqId,
-    at: Date.now(),
+  const answer = await ask<PrefetchState>(ctx.dir, name, {
+    ...opts,
+    done: () => readRecord(ctx.dir, name) !== null && existsSync(join(ctx.dir, name)),
+    // A segment request also moves where prefetching continues; a history file's leaves it.
+    fields: async () => {
+      const prev = await readPrefetchState(ctx.dir);
+      return { timeline: segment ? timeline : (prev?.timeline ?? timeline), ...(segment ? { next: name } : prev?.next ? { next: prev.next } : {}) };
+    },
   });
-  const until = Date.now() + opts.waitMs;
-  for (let i = 0; Date.now() < until; i++) {
-    if (readRecord(ctx.dir, name) && existsSync(join(ctx.dir, name))) return 'file';
-    const answer = readMiss(missFile);
-    if (answer?.reqId === reqId) {
-      await unlink(missFile).catch(() => undefined);
-      return answer.result === 'absent' ? 'absent' : 'ask-repository';
-    }
-    if (i % 20 === 19 && !workerRunning(ctx.dir)) return 'ask-repository';
-    await sleep(5);
-  }
-  return 'ask-repository';
-}
-
-function readMiss(path: string): MissAnswer | null {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as MissAnswer;
-  } catch {
-    return null;
-  }
+  if (answer === 'done') return 'file';
+  return answer !== 'no-answer' && answer.result === 'absent' ? 'absent' : 'ask-repository';
 }

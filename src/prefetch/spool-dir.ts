@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import { log } from '../common/log.js';
 import { startWorker } from '../worker/control.js';
+import { readState, writeState, type WorkerState } from '../worker/protocol.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 import { timelineOfName } from '../wal/names.js';
@@ -17,14 +18,14 @@ import { timelineOfName } from '../wal/names.js';
 //   <name>           a WAL file downloaded and verified by the worker (temp + fsync + rename)
 //   <name>.json      its record: size and SHA-256 of the original bytes (from the object metadata)
 //   <name>.inflight  the worker is downloading it right now
-//   <name>.miss      the worker's answer to one request (req id inside): not in the repository
-//   state.json       PostgreSQL's latest request and where prefetching continues
+//   <name>.answer    the worker's answer to one request (req id inside): absent from the repository, or failed
+//   state.json       PostgreSQL's latest request and where prefetching continues (src/worker/protocol.ts)
 //   worker.lock      pid of the running worker, touched while it runs
 //   worker.log       the worker's log
 //
 // wal-fetch serves a file from here only after re-hashing it against its record. Files are matched
 // by exact WAL file name, which includes the timeline, so a segment of one timeline is never handed
-// over for another. "Not found" is never kept: a .miss answers exactly one request (its id), and is
+// over for another. "Not found" is never kept: an answer is for exactly one request (its id), and is
 // only written after the worker asked the repository for that request (see prefetch/worker.ts).
 
 export interface PrefetchRecord {
@@ -35,26 +36,16 @@ export interface PrefetchRecord {
   fetchedAt: string;
 }
 
-export interface PrefetchState {
+/** The worker's state (src/worker/protocol.ts) with the request wal-fetch is waiting for, if any. */
+export interface PrefetchState extends WorkerState {
   /** Timeline of the latest segment request. */
   timeline: number;
   /** First segment to prefetch (the one after the last served, or the one requested). */
   next?: string;
-  /** A file wal-fetch is waiting for, and the id of that request. */
-  req?: string;
-  reqId?: string;
-  at: number;
 }
 
-export interface MissAnswer {
-  reqId: string;
-  result: 'absent' | 'error';
-  detail?: string;
-}
-
-/** The hidden command of the worker, and the environment variable carrying its job. */
-export const PREFETCH_COMMAND = 'wal-prefetch';
-export const PREFETCH_JOB_ENV = 'WALVAULT_PREFETCH_JOB';
+/** The worker's answer when it cannot deliver a requested file: the repository has none, or it failed. */
+export type MissResult = 'absent' | 'error';
 
 export interface PrefetchContext {
   dir: string;
@@ -65,7 +56,6 @@ export interface PrefetchJob extends PrefetchContext {
   config: Config;
 }
 
-const STATE_FILE = 'state.json';
 export const SEGMENT = /^[0-9A-F]{24}$/;
 const ENTRY = /^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history)$/;
 
@@ -74,18 +64,8 @@ export function prefetchDir(repoCache: string, systemIdentifier: string, dataDir
   return join(repoCache, 'prefetch', `${systemIdentifier}-${d}`);
 }
 
-export async function readState(dir: string): Promise<PrefetchState | null> {
-  try {
-    const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as PrefetchState;
-    return typeof s.timeline === 'number' && (s.next === undefined || SEGMENT.test(s.next)) ? s : null;
-  } catch {
-    return null;
-  }
-}
-
-export async function writeState(dir: string, state: PrefetchState): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeJsonReplace(join(dir, STATE_FILE), state);
+export async function readPrefetchState(dir: string): Promise<PrefetchState | null> {
+  return readState<PrefetchState>(dir, (s) => typeof s.timeline === 'number' && (s.next === undefined || SEGMENT.test(s.next)));
 }
 
 /** WAL files (complete, renamed into place) in the spool, with their sizes. */
@@ -151,9 +131,9 @@ export function contextFromManifest(cache: string, m: { systemIdentifier?: unkno
  */
 export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number): Promise<void> {
   try {
-    const prev = await readState(ctx.dir);
+    const prev = await readPrefetchState(ctx.dir);
     if (prev && timeline > prev.timeline) {
-      await writeState(ctx.dir, { timeline, at: Date.now() });
+      await writeState<PrefetchState>(ctx.dir, { timeline, at: Date.now() });
       await dropEntries(ctx.dir, (n) => timelineOfName(n) < timeline);
     }
   } catch (e) {
@@ -169,15 +149,10 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
 export async function afterSegmentServed(config: Config, ctx: PrefetchContext, name: string, next: string): Promise<void> {
   try {
     const tli = timelineOfName(name);
-    await writeState(ctx.dir, { timeline: tli, next, at: Date.now() });
+    await writeState<PrefetchState>(ctx.dir, { timeline: tli, next, at: Date.now() });
     await dropEntries(ctx.dir, (n) => timelineOfName(n) !== tli || n < name);
-    await startPrefetchWorker({ config, ...ctx });
+    await startWorker('prefetch', { config, ...ctx } satisfies PrefetchJob);
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);
   }
-}
-
-/** Starts the prefetch worker of this restore unless one is running. Never throws. */
-export async function startPrefetchWorker(job: PrefetchJob): Promise<void> {
-  await startWorker(job.dir, PREFETCH_COMMAND, PREFETCH_JOB_ENV, job);
 }

@@ -1,12 +1,9 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
-import { writeJsonReplace } from '../fs/json-file.js';
-import { sleep } from '../common/sleep.js';
 import { readPushRecord } from './records.js';
-import { configFingerprint, startWorker, workerRunning } from '../worker/control.js';
+import { configFingerprint } from '../worker/control.js';
+import { ask } from '../worker/protocol.js';
 
 // The look-ahead worker's client side. wal-push uploads up to `lookahead` other ready files itself;
 // when more are waiting it starts one detached worker per pg_wal directory and repository, which
@@ -18,9 +15,7 @@ import { configFingerprint, startWorker, workerRunning } from '../worker/control
 //   <repo cache>/pusher/<pg_wal hash>/state.json       the request of a waiting wal-push
 //   <repo cache>/pusher/<pg_wal hash>/<name>.answer    the worker could not upload it (for that request)
 //   <repo cache>/pusher/<pg_wal hash>/worker.lock|config|log
-
-export const PUSHER_COMMAND = 'wal-lookahead';
-export const PUSHER_JOB_ENV = 'WALVAULT_LOOKAHEAD_JOB';
+// (src/worker/protocol.ts and control.ts)
 
 export interface PusherJob {
   config: Config;
@@ -37,37 +32,8 @@ export interface PusherJob {
   parentPid?: number;
 }
 
-export interface PusherState {
-  req?: string;
-  reqId?: string;
-  at: number;
-}
-
-export interface PushAnswer {
-  reqId: string;
-  result: 'error';
-  detail?: string;
-}
-
 export function pusherDir(repoCache: string, walDir: string): string {
   return join(repoCache, 'pusher', createHash('sha256').update(resolve(walDir)).digest('hex').slice(0, 12));
-}
-
-export async function readPusherState(dir: string): Promise<PusherState | null> {
-  try {
-    return JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as PusherState;
-  } catch {
-    return null;
-  }
-}
-
-async function writePusherState(dir: string, state: PusherState): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeJsonReplace(join(dir, 'state.json'), state);
-}
-
-export async function startPusher(job: PusherJob): Promise<void> {
-  await startWorker(job.dir, PUSHER_COMMAND, PUSHER_JOB_ENV, job);
 }
 
 /**
@@ -82,26 +48,11 @@ export async function askPusher(
   name: string,
   waitMs: number,
 ): Promise<'recorded' | 'ask-repository'> {
-  const dir = pusherDir(repoCache, walDir);
-  if (!workerRunning(dir, configFingerprint(config))) return 'ask-repository';
-  const answerFile = join(dir, `${name}.answer`);
-  await unlink(answerFile).catch(() => undefined);
-  const reqId = `${process.pid}-${process.hrtime.bigint()}`;
-  await writePusherState(dir, { req: name, reqId, at: Date.now() });
-  const until = Date.now() + waitMs;
-  for (let i = 0; Date.now() < until; i++) {
-    if (await readPushRecord(repoCache, name)) return 'recorded';
-    try {
-      const a = JSON.parse(readFileSync(answerFile, 'utf8')) as PushAnswer;
-      if (a.reqId === reqId) {
-        await unlink(answerFile).catch(() => undefined);
-        return 'ask-repository';
-      }
-    } catch {
-      // no answer yet
-    }
-    if (i % 20 === 19 && !workerRunning(dir)) return 'ask-repository';
-    await sleep(5);
-  }
-  return 'ask-repository';
+  const answer = await ask(pusherDir(repoCache, walDir), name, {
+    fingerprint: configFingerprint(config),
+    waitMs,
+    done: async () => (await readPushRecord(repoCache, name)) !== null,
+  });
+  // The worker's only answer is 'error' (it could not upload it).
+  return answer === 'done' ? 'recorded' : 'ask-repository';
 }

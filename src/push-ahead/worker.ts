@@ -1,11 +1,9 @@
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { pidAlive } from '../common/pid.js';
 import { Deadline, withRetry } from '../common/retry.js';
-import { sleep } from '../common/sleep.js';
 import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { advanceHighWater } from '../archive/high-water.js';
@@ -17,8 +15,9 @@ import { archiveOrder, contiguousEnd, listReady } from './plan.js';
 import { memoryReservation, prepareAndPush } from '../archive/push.js';
 import { LOOKAHEAD_MEMORY, recordUpload } from './batch.js';
 import { listPushRecords, pruneRecords } from './records.js';
-import { readPusherState, type PusherJob } from './client.js';
-import { releaseLock, takeLock, touchLock } from '../worker/control.js';
+import type { PusherJob } from './client.js';
+import { pollUntilIdle, withWorkerLock, type Step } from '../worker/loop.js';
+import { answer, readState } from '../worker/protocol.js';
 
 // The look-ahead worker (see client.ts): uploads the ready files of one pg_wal directory that have
 // no record yet, oldest first (history files first), with bounded memory and concurrency, records
@@ -32,12 +31,9 @@ const IDLE_MS = 10_000;
 
 export async function runPusher(job: PusherJob): Promise<number> {
   const { config, dir, walDir, repoCache, repoUrl } = job;
-  if (!(await takeLock(dir, config))) return 0;
   const policy = retryPolicy(config);
   // A file that fails is pushed by its own wal-push later: do not retry it long here.
   const lookaheadPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
-  const storage = openRepository(config);
-  storage.catch(() => undefined);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
   const running = new Map<string, Promise<void>>();
   const failed = new Set<string>();
@@ -48,74 +44,71 @@ export async function runPusher(job: PusherJob): Promise<number> {
   let segSize: number | undefined;
   const skip = new Set(job.skip ?? []);
   let seenReq = '';
-  let lastTouch = 0;
-  let idleSince = Date.now();
   let request: { name: string; reqId: string } | undefined;
+  let storage!: Promise<Storage>;
 
-  try {
-    for (;;) {
-      if (Date.now() - lastTouch > 1_000) {
-        lastTouch = Date.now();
-        await touchLock(dir);
-      }
-      const state = await readPusherState(dir);
-      if (state?.reqId && state.req && state.reqId !== seenReq) {
-        seenReq = state.reqId;
-        request = { name: state.req, reqId: state.reqId };
-        failed.delete(state.req); // asked for: try again, whatever happened before
-        uploaded.delete(state.req);
-      }
-      const ready = (await listReady(walDir)).sort(archiveOrder);
-      const recorded = new Set(await listPushRecords(repoCache));
-      // A waiting wal-push's file first, then PostgreSQL's order.
-      const queue = request ? [request.name, ...ready.filter((n) => n !== request!.name)] : ready;
-      let started = 0;
-      for (const name of queue) {
-        if (running.size >= MAX_INFLIGHT) break;
-        if (recorded.has(name) || running.has(name) || failed.has(name) || uploaded.has(name)) continue;
-        if (request?.name !== name) {
-          if (skip.has(name)) continue;
-          // Like the look-ahead: segments older than the one PostgreSQL asked for are its business.
-          if (job.base && !name.endsWith('.history') && name <= job.base.last) continue;
-        }
-        try {
-          parseWalName(name);
-        } catch {
-          continue;
-        }
-        started++;
-        running.set(name, upload(name).finally(() => running.delete(name)));
-      }
-      if (running.size === 0 && started === 0) {
-        if (pendingAdvance && !parentAlive()) {
-          const deadline = new Deadline(config.deadline * 1000);
-          await advance(await storage, deadline).finally(() => deadline.dispose());
-        }
-        if (Date.now() - idleSince > IDLE_MS) break;
-        await sleep(POLL_MS);
-      } else {
-        idleSince = Date.now();
-        await Promise.race([...running.values(), sleep(POLL_MS)]);
-      }
-    }
-    const s = await storage;
-    const deadline = new Deadline(config.deadline * 1000);
+  await withWorkerLock(dir, config, async () => {
+    storage = openRepository(config);
+    storage.catch(() => undefined);
     try {
-      // Remote mark writes are rate-limited: leave none pending behind a worker that is going away.
-      await advance(s, deadline, true);
-      await flushGapMarkers(s, { spool: config.spool, policy, deadline });
+      await pollUntilIdle(dir, { idleMs: IDLE_MS, pollMs: () => POLL_MS, onIdle: advanceLeftToUs }, step);
+      const s = await storage;
+      const deadline = new Deadline(config.deadline * 1000);
+      try {
+        // Remote mark writes are rate-limited: leave none pending behind a worker that is going away.
+        await advance(s, deadline, true);
+        await flushGapMarkers(s, { spool: config.spool, policy, deadline });
+      } finally {
+        deadline.dispose();
+      }
+    } catch (e) {
+      log.warn(`look-ahead worker stopped: ${describe(e)}`);
     } finally {
-      deadline.dispose();
+      await Promise.allSettled([...running.values()]);
+      await pruneRecords(repoCache, new Set(await listReady(walDir)), uploaded).catch(() => undefined);
+      await storage.then((s) => s.close()).catch(() => undefined);
     }
-  } catch (e) {
-    log.warn(`look-ahead worker stopped: ${describe(e)}`);
-  } finally {
-    await Promise.allSettled([...running.values()]);
-    await pruneRecords(repoCache, new Set(await listReady(walDir)), uploaded).catch(() => undefined);
-    await storage.then((s) => s.close()).catch(() => undefined);
-    await releaseLock(dir);
-  }
+  });
   return 0;
+
+  async function step(): Promise<Step> {
+    const state = await readState(dir);
+    if (state?.reqId && state.req && state.reqId !== seenReq) {
+      seenReq = state.reqId;
+      request = { name: state.req, reqId: state.reqId };
+      failed.delete(state.req); // asked for: try again, whatever happened before
+      uploaded.delete(state.req);
+    }
+    const ready = (await listReady(walDir)).sort(archiveOrder);
+    const recorded = new Set(await listPushRecords(repoCache));
+    // A waiting wal-push's file first, then PostgreSQL's order.
+    const queue = request ? [request.name, ...ready.filter((n) => n !== request!.name)] : ready;
+    let started = 0;
+    for (const name of queue) {
+      if (running.size >= MAX_INFLIGHT) break;
+      if (recorded.has(name) || running.has(name) || failed.has(name) || uploaded.has(name)) continue;
+      if (request?.name !== name) {
+        if (skip.has(name)) continue;
+        // Like the look-ahead: segments older than the one PostgreSQL asked for are its business.
+        if (job.base && !name.endsWith('.history') && name <= job.base.last) continue;
+      }
+      try {
+        parseWalName(name);
+      } catch {
+        continue;
+      }
+      started++;
+      running.set(name, upload(name).finally(() => running.delete(name)));
+    }
+    return { running, started };
+  }
+
+  /** The starting wal-push has exited with mark advances left to us: make them now. */
+  async function advanceLeftToUs(): Promise<void> {
+    if (!pendingAdvance || parentAlive()) return;
+    const deadline = new Deadline(config.deadline * 1000);
+    await advance(await storage, deadline).finally(() => deadline.dispose());
+  }
 
   async function upload(name: string): Promise<void> {
     const deadline = new Deadline(config.deadline * 1000);
@@ -131,12 +124,8 @@ export async function runPusher(job: PusherJob): Promise<number> {
     } catch (e) {
       failed.add(name);
       log.warn(`look-ahead upload of ${name} failed (its own wal-push will retry): ${describe(e)}`);
-      const asked = request?.name === name ? request : undefined; // tells that wal-push to push it itself
-      if (asked) {
-        await writeFile(join(dir, `${name}.answer`), JSON.stringify({ reqId: asked.reqId, result: 'error', detail: describe(e) }), {
-          mode: 0o600,
-        }).catch(() => undefined);
-      }
+      // Tells the waiting wal-push to push it itself.
+      if (request?.name === name) await answer(dir, name, request.reqId, 'error', describe(e)).catch(() => undefined);
     } finally {
       deadline.dispose();
     }

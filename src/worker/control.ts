@@ -12,6 +12,26 @@ import { pidAlive } from '../common/pid.js';
 // the configuration it runs with, so that a command only talks to a worker that uses its settings.
 // Import-light: wal-push and wal-fetch use it before loading anything heavy.
 
+/**
+ * The detached workers, each a hidden walvault command whose job (a JSON object with at least the
+ * worker's directory and configuration) travels in an environment variable, not in argv.
+ */
+export const WORKERS = {
+  prefetch: { command: 'wal-prefetch', jobEnv: 'WALVAULT_PREFETCH_JOB' },
+  lookahead: { command: 'wal-lookahead', jobEnv: 'WALVAULT_LOOKAHEAD_JOB' },
+} as const;
+export type WorkerKind = keyof typeof WORKERS;
+
+export interface WorkerJob {
+  dir: string;
+  config: Config;
+}
+
+/** The worker a hidden command runs, or undefined for any other command. */
+export function workerOfCommand(command: string): WorkerKind | undefined {
+  return (Object.keys(WORKERS) as WorkerKind[]).find((k) => WORKERS[k].command === command);
+}
+
 export const LOCK_FILE = 'worker.lock';
 export const CONFIG_FILE = 'worker.config';
 /** A lock not touched for this long belongs to a dead (or frozen) worker. */
@@ -43,11 +63,13 @@ export function workerRunning(dir: string, fingerprint?: string): boolean {
 }
 
 /**
- * Starts `walvault <command>` detached for `dir` unless a worker runs there, with `job` in the
- * environment variable `jobEnv`. The lock is taken on the worker's behalf at once, so that the next
- * command already sees it running. Never throws: the workers are only a speed-up.
+ * Starts the `kind` worker detached for `job.dir` unless a worker runs there. The lock is taken on
+ * the worker's behalf at once, so that the next command already sees it running. Never throws: the
+ * workers are only a speed-up.
  */
-export async function startWorker(dir: string, command: string, jobEnv: string, job: { config: Config }): Promise<void> {
+export async function startWorker<J extends WorkerJob>(kind: WorkerKind, job: J): Promise<void> {
+  const { dir } = job;
+  const { command, jobEnv } = WORKERS[kind];
   try {
     if (workerRunning(dir)) return;
     const entry = process.argv[1];
