@@ -1,22 +1,18 @@
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
-import { describe } from '../common/errors.js';
 import { elapsed, formatBytes, log } from '../common/log.js';
-import { Deadline, type RetryPolicy } from '../common/retry.js';
-import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
-import { ByteBudget } from '../archive/byte-budget.js';
-import { contiguousEnd, listReady, pickLookahead } from '../push-ahead/plan.js';
-import { memoryReservation, prepareAndPush } from '../archive/push.js';
-import { LOOKAHEAD_MEMORY, recordUpload } from '../push-ahead/batch.js';
-import { listPushRecords, pruneRecords } from '../push-ahead/records.js';
-import { askPusher, pusherDir, type PusherJob } from '../push-ahead/client.js';
-import { startWorker } from '../worker/control.js';
-import { openRepository } from '../archive/repository.js';
-import { repoKeyOf, storageUrlOf } from '../storage/open.js';
-import { advanceHighWater } from '../archive/high-water.js';
+import { Deadline } from '../common/retry.js';
 import { dropIfOverLimit, flushGapMarkers } from '../archive/backlog.js';
-import { parseWalName } from '../wal/names.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
+import { advanceHighWater } from '../archive/high-water.js';
+import { openRepository } from '../archive/repository.js';
+import { planBatch, pushBatch } from '../push-ahead/batch.js';
+import { askPusher } from '../push-ahead/client.js';
+import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
+import { contiguousEnd, listReady } from '../push-ahead/plan.js';
+import { pruneRecords } from '../push-ahead/records.js';
+import { repoKeyOf, storageUrlOf } from '../storage/open.js';
+import { parseWalName } from '../wal/names.js';
 
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
@@ -59,26 +55,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
   }
 
-  // Look-ahead: the other ready files PostgreSQL will ask for next, minus those already recorded.
-  const ready = config.lookahead > 0 ? await listReady(walDir) : [];
-  const recorded = ready.length > 0 ? new Set(await listPushRecords(repoCache)) : new Set<string>();
-  const extra = pickLookahead(ready, wal, config.lookahead, recorded);
-
-  // More ready files than one look-ahead takes: a worker starts on the rest right away and keeps
-  // uploading while PostgreSQL works through the ones recorded here (the fast path).
-  const taken = new Set([name, ...extra.map((w) => w.name)]);
-  if (pickLookahead(ready, wal, 1, new Set([...taken, ...recorded])).length > 0) {
-    await startWorker('lookahead', {
-      config,
-      dir: pusherDir(repoCache, walDir),
-      walDir: resolve(walDir),
-      repoCache,
-      repoUrl,
-      skip: [...taken],
-      parentPid: process.pid,
-      ...(wal.kind === 'segment' ? { base: { timeline: wal.timeline, last: wal.name } } : {}),
-    } satisfies PusherJob);
-  }
+  const plan = await planBatch(config, wal, walDir, repoCache, repoUrl);
 
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
   const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
@@ -86,35 +63,11 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const opening = openRepository(config);
   opening.catch(() => undefined);
   try {
-    const policy = retryPolicy(config);
-    // A look-ahead file that fails is simply pushed by its own wal-push later: do not retry it long.
-    const lookaheadPolicy: RetryPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
-    const budget = new ByteBudget(LOOKAHEAD_MEMORY);
-    // The foreground file goes first: its reservation is taken before any look-ahead file's.
-    const fgSize = await memoryReservation(path);
-    await budget.acquire(fgSize);
-    const foreground = prepareAndPush(opening, path, name, config, deadline, budget, policy, fgSize);
-    const others = extra.map((w) =>
-      prepareAndPush(opening, join(walDir, w.name), w.name, config, deadline, budget, lookaheadPolicy).then(async (done) => {
-        await recordUpload(repoCache, repoUrl, done.file);
-        return done;
-      }),
-    );
-    const [fg, ...la] = await Promise.allSettled([foreground, ...others]);
+    const { foreground, archived, failed } = await pushBatch(opening, config, path, plan, { name, walDir, repoCache, repoUrl, deadline });
+    const { file, outcome, storedSize } = foreground;
     const storage = await opening;
-    const archived = new Set<string>();
-    const failed: string[] = [];
-    la.forEach((r, i) => {
-      if (r.status === 'fulfilled') archived.add(extra[i]!.name);
-      else {
-        failed.push(extra[i]!.name);
-        log.warn(`look-ahead upload of ${extra[i]!.name} failed (its own wal-push will retry): ${describe(r.reason)}`);
-      }
-    });
-    if (fg!.status === 'rejected') throw fg!.reason;
-    const { file, outcome, storedSize } = fg!.value;
 
-    const ctx = { spool: config.spool, policy, deadline, intervalMs: config.highWaterInterval * 1000 };
+    const ctx = { spool: config.spool, policy: retryPolicy(config), deadline, intervalMs: config.highWaterInterval * 1000 };
     // The mark may only claim an unbroken run: this segment and the look-ahead ones right after it.
     // This segment first, so that a timeline's very first mark starts here; the second call only
     // moves the local mark unless a remote write is due (advanceHighWater rate-limits those).
@@ -125,7 +78,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
     await flushGapMarkers(storage, ctx);
     // Records of files PostgreSQL no longer lists as ready (archived since, or recycled) go.
-    if (ready.length > 0) await pruneRecords(repoCache, new Set(await listReady(walDir)), archived).catch(() => undefined);
+    if (plan.ready.length > 0) await pruneRecords(repoCache, new Set(await listReady(walDir)), archived).catch(() => undefined);
 
     const names = [...archived].sort();
     const ahead = names.length > 0 ? `; look-ahead uploaded ${names.length} more (${names.length > 1 ? `${names[0]}..${names.at(-1)}` : names[0]})` : '';
