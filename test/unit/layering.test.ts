@@ -54,6 +54,13 @@ describe('src layering', () => {
     expect([...rooms].filter((r) => LAYERS[r] === undefined)).toEqual([]);
   });
 
+  it('is the list README "Source layout" shows, in the same order', () => {
+    const readme = readFileSync(resolve(SRC, '../README.md'), 'utf8');
+    const block = /### Source layout[\s\S]*?```\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+    const listed = [...block.matchAll(/^src\/([a-z.-]+?)\/?\s/gm)].map((m) => m[1]!);
+    expect(listed).toEqual(Object.keys(LAYERS));
+  });
+
   it('imports only run downward between folders', () => {
     const upward: string[] = [];
     for (const file of files) {
