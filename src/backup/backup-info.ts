@@ -4,7 +4,12 @@ import { backupError } from '../common/errors.js';
 
 /** What backup.json records. Times are ISO 8601 UTC; LSNs are "X/Y"; sizes are bytes. */
 export interface BackupInfo {
-  format: 1;
+  /**
+   * 1: one tar stream (base.tar, pg_basebackup's). 2: a file list and data objects
+   * (file-list.ts); `method` says how the files were read.
+   */
+  format: 1 | 2;
+  method?: 'files' | 'stream';
   id: string;
   label: string;
   /** When the backup started (the server's START TIME when readable, else walvault's clock). */
@@ -23,7 +28,10 @@ export interface BackupInfo {
   startSegment: string;
   stopSegment: string;
   walSegmentSize: number;
-  /** Size of the uncompressed tar stream, its SHA-256, and what the store holds after compression. */
+  /**
+   * Format 1: size and SHA-256 of the uncompressed tar stream. Format 2: total size of the files and
+   * the SHA-256 of files.json (which holds each file's). storedBytes: what the store holds.
+   */
   sizeBytes: number;
   sha256: string;
   storedBytes: number;
@@ -84,7 +92,9 @@ export function validateBackupInfo(x: unknown, what: string): BackupInfo {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) bad(f, `must be an integer from ${min} to ${max}`);
     return v as number;
   };
-  if (b['format'] !== 1) bad('format', 'must be 1');
+  if (b['format'] !== 1 && b['format'] !== 2) bad('format', 'must be 1 or 2');
+  if (b['format'] === 2 && b['method'] !== 'files' && b['method'] !== 'stream') bad('method', 'must be files or stream');
+  if (b['format'] === 1 && b['method'] !== undefined) bad('method', 'belongs to format 2 only');
   str('id', BACKUP_ID_GRAMMAR, 'must be a backup id base_<24 hex digits>_<yyyymmddThhmmssZ>');
   text('label');
   for (const f of ['startTime', 'stopTime']) {
