@@ -17,6 +17,8 @@ await build({
   minifySyntax: true,
   legalComments: 'none',
   logLevel: 'warning',
+  // node-postgres loads its optional libpq binding (pg-native) only when asked to; walvault never does.
+  external: ['pg-native'],
   // Some CommonJS dependencies call require() for Node built-ins; give the ESM bundle one.
   banner: {
     js: "#!/usr/bin/env node\nimport { createRequire as __wvCreateRequire } from 'node:module'; const require = __wvCreateRequire(import.meta.url);",
