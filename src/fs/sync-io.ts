@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, readdirSync, writeSync } from 'node:fs';
 import type { Config } from '../common/config.js';
 import { formatLogLine } from '../common/log.js';
 import { TEMP_MARK } from './temp-names.js';
@@ -7,8 +7,13 @@ import { TEMP_MARK } from './temp-names.js';
 // wal-fetch from the prefetch spool): process.stderr costs a few milliseconds to set up on a pipe,
 // so log lines (same format as src/common/log.ts) go out with writeSync, and fsync is synchronous.
 
+/**
+ * fsync of the directory a fast path just renamed a file into. O_DIRECTORY|O_NONBLOCK: a FIFO or a
+ * device there fails at once instead of blocking the process. The last link is followed, like the
+ * rename by path that came before (pg_wal may be a symbolic link).
+ */
 export function fsyncDirSync(dir: string): void {
-  const fd = openSync(dir, 'r');
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NONBLOCK);
   try {
     fsyncSync(fd);
   } finally {

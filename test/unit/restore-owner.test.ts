@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, realpathSync } from 'node:fs';
 import { chmod, chown, lchown, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ownerEnv } from '../../src/backup/restore-worker.js';
 import { directoryControl } from '../../src/common/file-trust.js';
 import { fsyncDir } from '../../src/fs/atomic.js';
+import { fsyncDirSync } from '../../src/fs/sync-io.js';
 
 // What backup-fetch, run as root, hands to the processes it starts as the data directory's owner,
 // and the directory fsync it runs as root.
@@ -51,6 +52,24 @@ describe('restore as the owner', () => {
     await expect(fsyncDir(join(d, 'fifo'))).rejects.toMatchObject({ code: 'ENOTDIR' });
     await expect(fsyncDir(join(d, 'link'))).rejects.toMatchObject({ code: expect.stringMatching(/^(ELOOP|ENOTDIR)$/) });
     await fsyncDir(d);
+  }, 5_000);
+
+  it('trust: the fast path\'s fsyncDirSync never opens a FIFO', () => {
+    const d = mkdtempSync(join(tmpdir(), 'wv-fsyncdirsync-'));
+    dirs.push(d);
+    const fifo = join(d, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // A writer arrives after 1 s, so a blocking open would end (in EINVAL from fsync) instead of
+    // hanging the test; the right open refuses the FIFO at once.
+    const writer = spawn('sh', ['-c', `sleep 1; exec 3>'${fifo}'; sleep 1`], { stdio: 'ignore' });
+    try {
+      const t0 = Date.now();
+      expect(() => fsyncDirSync(fifo)).toThrow(expect.objectContaining({ code: 'ENOTDIR' }));
+      expect(Date.now() - t0).toBeLessThan(500);
+      fsyncDirSync(d);
+    } finally {
+      writer.kill('SIGKILL');
+    }
   }, 5_000);
 
   it.runIf(process.geteuid?.() === 0)('the way to the target is judged by every directory walked, links included', async () => {
