@@ -74,7 +74,7 @@ export async function verifiedBody(info: ObjectInfo, body: Readable, where: stri
   } catch (e) {
     body.destroy();
     decompress?.destroy();
-    throw classifyDownloadError(e, where, where);
+    throw classifyDownloadError(e, where);
   }
   const actual = sha256Hex(buf);
   if (buf.length !== meta.size || actual !== meta.sha256) {

@@ -23,6 +23,12 @@ import { listPushRecords, writePushRecord } from './records.js';
  */
 export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
 
+/** A look-ahead file that fails is simply pushed by its own wal-push later: it is not retried long. */
+export function lookaheadPolicy(config: Config): RetryPolicy {
+  const policy = retryPolicy(config);
+  return { ...policy, retries: Math.min(policy.retries, 1) };
+}
+
 /** Records a look-ahead upload in the spool so that the file's own wal-push can skip the network. */
 export async function recordUpload(repoCache: string, repoUrl: string, file: PreparedWal): Promise<void> {
   await writePushRecord(repoCache, {
@@ -88,19 +94,19 @@ export async function pushBatch(
   ctx: { name: string; walDir: string; repoCache: string; repoUrl: string; deadline: Deadline },
 ): Promise<BatchResult> {
   const policy = retryPolicy(config);
-  // A look-ahead file that fails is simply pushed by its own wal-push later: do not retry it long.
-  const lookaheadPolicy: RetryPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
   const fgSize = await memoryReservation(path);
   await budget.acquire(fgSize);
   const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy, fgSize);
   const others = plan.extra.map((w) =>
-    prepareAndPush(storage, join(ctx.walDir, w.name), w.name, config, ctx.deadline, budget, lookaheadPolicy).then(async (done) => {
+    prepareAndPush(storage, join(ctx.walDir, w.name), w.name, config, ctx.deadline, budget, lookaheadPolicy(config)).then(async (done) => {
       await recordUpload(ctx.repoCache, ctx.repoUrl, done.file);
       return done;
     }),
   );
   const [fg, ...la] = await Promise.allSettled([foreground, ...others]);
+  // A repository that could not be opened is the cause of every failure above: report it first.
+  await storage;
   const archived = new Set<string>();
   const failed: string[] = [];
   la.forEach((r, i) => {

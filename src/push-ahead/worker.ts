@@ -13,7 +13,7 @@ import { parseStoredMeta } from '../archive/objects.js';
 import { ByteBudget } from '../archive/byte-budget.js';
 import { archiveOrder, contiguousEnd, listReady } from './plan.js';
 import { memoryReservation, prepareAndPush } from '../archive/push.js';
-import { LOOKAHEAD_MEMORY, recordUpload } from './batch.js';
+import { LOOKAHEAD_MEMORY, lookaheadPolicy, recordUpload } from './batch.js';
 import { listPushRecords, pruneRecords } from './records.js';
 import type { PusherJob } from './client.js';
 import { pollUntilIdle, withWorkerLock, type Step } from '../worker/loop.js';
@@ -32,8 +32,7 @@ const IDLE_MS = 10_000;
 export async function runPusher(job: PusherJob): Promise<number> {
   const { config, dir, walDir, repoCache, repoUrl } = job;
   const policy = retryPolicy(config);
-  // A file that fails is pushed by its own wal-push later: do not retry it long here.
-  const lookaheadPolicy = { ...policy, retries: Math.min(policy.retries, 1) };
+  const retryLess = lookaheadPolicy(config);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
   const running = new Map<string, Promise<void>>();
   const failed = new Set<string>();
@@ -116,7 +115,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
       const path = join(walDir, name);
       const size = await memoryReservation(path);
       await budget.acquire(size);
-      const done = await prepareAndPush(storage, path, name, config, deadline, budget, lookaheadPolicy, size);
+      const done = await prepareAndPush(storage, path, name, config, deadline, budget, retryLess, size);
       await recordUpload(repoCache, repoUrl, done.file);
       uploaded.add(name);
       if (done.file.header) segSize = done.file.header.segmentSize;
@@ -157,7 +156,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
   async function inArchive(s: Storage, name: string, deadline: Deadline): Promise<boolean> {
     const key = walObjectKey(parseWalName(name));
     try {
-      const info = await withRetry(`check ${key}`, lookaheadPolicy, deadline, (signal) => s.head(key, { signal }));
+      const info = await withRetry(`check ${key}`, retryLess, deadline, (signal) => s.head(key, { signal }));
       if (info === null) return false;
       // Something at the key is not enough: only an object walvault stored (its metadata) counts.
       parseStoredMeta(info, `${s.url}/${key}`);

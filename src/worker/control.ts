@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { open, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { log } from '../common/log.js';
 import { pidAlive } from '../common/pid.js';
+import { VERSION } from '../common/version.js';
+import { shortHash } from '../fs/short-hash.js';
 
 // The background workers of the speed paths (prefetch for wal-fetch, look-ahead for wal-push) are
 // detached walvault processes, one per spool directory. This is how they are started, found and
@@ -37,8 +38,9 @@ export const CONFIG_FILE = 'worker.config';
 /** A lock not touched for this long belongs to a dead (or frozen) worker. */
 export const LOCK_STALE_MS = 10_000;
 
+/** A worker of another walvault version (before an upgrade) or configuration is never asked. */
 export function configFingerprint(config: Config): string {
-  return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 16);
+  return shortHash(`${VERSION}\n${JSON.stringify(config)}`, 16);
 }
 
 export function lockOwner(dir: string): number | undefined {
