@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { missingBucketError, repoMismatchError } from '../common/errors.js';
@@ -11,6 +10,7 @@ import type { WalHeader } from '../wal/header.js';
 import { repoCacheDir } from './cache-dir.js';
 import { parseManifest, verifiedManifestText, type RepoManifest } from './manifest-parse.js';
 import { smallObjectMeta } from './objects.js';
+import { shortHash } from '../fs/short-hash.js';
 
 // <prefix>/walvault.json binds a repository to one PostgreSQL system: created by the first segment
 // pushed, then every push must match it. Two clusters on one prefix (split brain, a copy-pasted
@@ -122,7 +122,7 @@ function vanished(storage: Storage, cacheFile: string): Error {
  * that name on a wrong endpoint is refused rather than started as a new repository.
  */
 function urlIndexFile(spool: string, url: string): string {
-  return join(spool, 'repos', 'by-url', createHash('sha256').update(url).digest('hex').slice(0, 16));
+  return join(spool, 'repos', 'by-url', shortHash(url, 16));
 }
 
 async function refuseOtherEndpoint(storage: Storage, spool: string): Promise<void> {
@@ -142,6 +142,16 @@ async function remember(storage: Storage, spool: string): Promise<void> {
   await ensureDir(join(index, '..'))
     .then(() => writeFileAtomic(index, Buffer.from(storage.cacheKey)))
     .catch((e) => log.debug(`cannot record the repository in ${index}: ${String(e)}`));
+}
+
+/**
+ * Keeps the spool's copy of the repository manifest, which the fast paths read without the storage
+ * driver. Best effort: without it they only take the normal path.
+ */
+export async function cacheManifest(cacheFile: string, manifest: RepoManifest): Promise<void> {
+  await ensureDir(join(cacheFile, '..'))
+    .then(() => writeJsonAtomic(cacheFile, manifest))
+    .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
 }
 
 /**
@@ -169,9 +179,7 @@ export async function ensureManifest(
   if (h) checkManifest(manifest, h, what, storage.url);
   if (!cached.manifest || JSON.stringify(cached.manifest) !== JSON.stringify(manifest)) {
     if (cached.manifest) log.warn(`the repository manifest in ${storage.url} differs from this spool's copy ${cacheFile}; using the repository's`);
-    await ensureDir(join(cacheFile, '..'))
-      .then(() => writeJsonAtomic(cacheFile, manifest))
-      .catch((e) => log.debug(`cannot cache the repository manifest in ${cacheFile}: ${String(e)}`));
+    await cacheManifest(cacheFile, manifest);
     await remember(storage, ctx.spool);
   } else {
     await utimes(cacheFile, new Date(), new Date()).catch(() => undefined); // found equal: fresh again

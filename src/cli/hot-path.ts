@@ -9,7 +9,7 @@ import { WORKERS, workerOfCommand, type WorkerJob, type WorkerKind } from '../wo
 import type { PrefetchJob } from '../prefetch/spool-dir.js';
 import type { PusherJob } from '../push-ahead/client.js';
 
-// The commands PostgreSQL runs once per WAL file (wal-push, wal-fetch) and the hidden prefetch worker,
+// The commands PostgreSQL runs once per WAL file (wal-push, wal-fetch) and the hidden worker commands,
 // dispatched without yargs: loading and setting up yargs costs more than Node's own start-up, paid
 // once per 16 MiB segment. Only the plain argument shapes PostgreSQL and the README use are handled
 // here (`[--flag value | --flag=value]... command args...`, flags from the settings table); anything

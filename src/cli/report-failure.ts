@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
-import { describe as describeError, ExitCode, isWalvaultError } from '../common/errors.js';
+import { describe as describeError, ExitCode, isWalvaultError, type ErrorName } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { fetchErrorDecision, type RecoveryMode } from '../wal/recovery-mode.js';
 
@@ -12,7 +12,8 @@ import { fetchErrorDecision, type RecoveryMode } from '../wal/recovery-mode.js';
  */
 export function reportFailure(command: string, e: unknown, config: Config | undefined): number {
   const err = isWalvaultError(e) ? e : undefined;
-  const message = `${err?.code ?? 'InternalError'}: ${describeError(e)}`;
+  const name: ErrorName = err?.code ?? 'InternalError'; // anything not a WalvaultError is a bug
+  const message = `${name}: ${describeError(e)}`;
   if (!err) log.debug(`stack: ${(e as Error)?.stack ?? ''}`);
   if (command === 'wal-fetch') {
     const fallback = { fetchErrorPolicy: 'auto', fetchStopExitCode: 255 } as Config;

@@ -1,10 +1,9 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
 import { describe } from '../common/errors.js';
-import { ensureDir, writeJsonAtomic } from '../fs/atomic.js';
 import { log } from '../common/log.js';
 import type { Deadline } from '../common/retry.js';
-import { MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
+import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import type { Storage } from '../storage/types.js';
 import { contextFromManifest, prefetchContextFromCache, type PrefetchContext } from './spool-dir.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
@@ -24,7 +23,7 @@ export async function prefetchContext(config: Config, storage: Storage, deadline
     const remote = await readRemoteManifest(storage, retryPolicy(config), deadline);
     if (!remote) return null;
     const cache = repoCacheDir(config.spool, key);
-    await ensureDir(cache).then(() => writeJsonAtomic(join(cache, MANIFEST_KEY), remote));
+    await cacheManifest(join(cache, MANIFEST_KEY), remote);
     return contextFromManifest(cache, remote);
   } catch (e) {
     log.debug(`prefetch unavailable: ${describe(e)}`);

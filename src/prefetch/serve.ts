@@ -5,10 +5,9 @@ import { dirname, join } from 'node:path';
 import { tempPathFor } from '../fs/temp-names.js';
 import { fsyncDirSync } from '../fs/sync-io.js';
 import { verifyFileSync } from '../fs/verify-file.js';
-import { readPrefetchState, readRecord, type PrefetchContext, type PrefetchRecord, type PrefetchState } from './spool-dir.js';
-import { ask } from '../worker/protocol.js';
+import { readRecord, type PrefetchRecord } from './spool-dir.js';
 
-// Handing a prefetched file to PostgreSQL, and asking a running prefetch worker for a file.
+// Handing a prefetched file to PostgreSQL: linked or copied beside its target, re-hashed, renamed.
 
 export type ServeResult = { served: true; size: number; sha256: string } | { served: false; reason?: string };
 
@@ -76,32 +75,4 @@ function copyVerified(source: string, temp: string, rec: PrefetchRecord): string
   const actual = hash.digest('hex');
   if (total !== rec.size || actual !== rec.sha256) return `SHA-256 ${actual} (${total} bytes) differs from the recorded ${rec.sha256} (${rec.size} bytes)`;
   return undefined;
-}
-
-export type WorkerAnswer = 'file' | 'absent' | 'ask-repository';
-
-/**
- * Asks the running worker for `name` (it prefetches segments from there on) and waits for its
- * answer: the file in the spool, or "absent" (the repository answered 404 to the worker for this
- * very request and, for a segment, the high-water mark says it is not a gap). Anything else (no
- * worker, an error, no answer in time) means: ask the repository yourself.
- */
-export async function askWorker(
-  ctx: PrefetchContext,
-  name: string,
-  segment: boolean,
-  timeline: number,
-  opts: { fingerprint: string; waitMs: number },
-): Promise<WorkerAnswer> {
-  const answer = await ask<PrefetchState>(ctx.dir, name, {
-    ...opts,
-    done: () => readRecord(ctx.dir, name) !== null && existsSync(join(ctx.dir, name)),
-    // A segment request also moves where prefetching continues; a history file's leaves it.
-    fields: async () => {
-      const prev = await readPrefetchState(ctx.dir);
-      return { timeline: segment ? timeline : (prev?.timeline ?? timeline), ...(segment ? { next: name } : prev?.next ? { next: prev.next } : {}) };
-    },
-  });
-  if (answer === 'done') return 'file';
-  return answer !== 'no-answer' && answer.result === 'absent' ? 'absent' : 'ask-repository';
 }

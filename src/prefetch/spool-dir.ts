@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { readState, writeState, type WorkerState } from '../worker/protocol.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 import { timelineOfName } from '../wal/names.js';
+import { shortHash } from '../fs/short-hash.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
@@ -44,9 +44,6 @@ export interface PrefetchState extends WorkerState {
   next?: string;
 }
 
-/** The worker's answer when it cannot deliver a requested file: the repository has none, or it failed. */
-export type MissResult = 'absent' | 'error';
-
 export interface PrefetchContext {
   dir: string;
   segSize: number;
@@ -60,7 +57,7 @@ export const SEGMENT = /^[0-9A-F]{24}$/;
 const ENTRY = /^(?:[0-9A-F]{24}|[0-9A-F]{8}\.history)$/;
 
 export function prefetchDir(repoCache: string, systemIdentifier: string, dataDir: string): string {
-  const d = createHash('sha256').update(dataDir).digest('hex').slice(0, 12);
+  const d = shortHash(dataDir, 12);
   return join(repoCache, 'prefetch', `${systemIdentifier}-${d}`);
 }
 

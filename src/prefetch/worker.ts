@@ -9,9 +9,9 @@ import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
-import { dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type MissResult, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
 import { withWorkerLock, pollUntilIdle } from '../worker/loop.js';
-import { answer } from '../worker/protocol.js';
+import { answer, type AnswerResult } from '../worker/protocol.js';
 
 // The prefetch worker: one detached process per restore (per spool directory), started by wal-fetch.
 // It keeps up to `prefetch` segments from `state.next` on downloaded and verified in the spool,
@@ -118,7 +118,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   async function download(s: Storage, name: string, state: PrefetchState, onMissing: (name: string) => void): Promise<void> {
     const reqId = state.req === name ? state.reqId : undefined;
     const requested = reqId !== undefined;
-    const reply = async (result: MissResult, detail?: string) => {
+    const reply = async (result: AnswerResult, detail?: string) => {
       if (requested) await answer(dir, name, reqId, result, detail);
     };
     const marker = join(dir, `${name}.inflight`);

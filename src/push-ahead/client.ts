@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Config } from '../common/config.js';
 import { readPushRecord } from './records.js';
 import { configFingerprint } from '../worker/control.js';
 import { ask } from '../worker/protocol.js';
+import { shortHash } from '../fs/short-hash.js';
 
 // The look-ahead worker's client side. wal-push uploads up to `lookahead` other ready files itself;
 // when more are waiting it starts one detached worker per pg_wal directory and repository, which
@@ -33,7 +33,7 @@ export interface PusherJob {
 }
 
 export function pusherDir(repoCache: string, walDir: string): string {
-  return join(repoCache, 'pusher', createHash('sha256').update(resolve(walDir)).digest('hex').slice(0, 12));
+  return join(repoCache, 'pusher', shortHash(resolve(walDir), 12));
 }
 
 /**

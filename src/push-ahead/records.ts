@@ -9,8 +9,8 @@ import { verifyFileSync, type VerifyResult } from '../fs/verify-file.js';
 // the local file and finding the same size and SHA-256, so a stale record (a different file under the
 // same name: a new cluster, a restored backup, a rewound primary) is never taken for an upload.
 //
-// This module is on the startup-critical path of every wal-push: Node built-ins only, no imports of
-// the rest of walvault except what the caller passes in.
+// This module is on the startup-critical path of every wal-push: Node built-ins and the import-light
+// fs/ helpers only (json-file, verify-file), nothing that loads the storage driver.
 
 export interface PushRecord {
   v: 1;
@@ -26,7 +26,7 @@ export interface PushRecord {
   pushedAt: string;
 }
 
-/** `<repoCacheDir>/pushed`: the caller computes repoCacheDir (src/archive/manifest.ts). */
+/** `<repoCacheDir>/pushed`: the caller computes repoCacheDir (src/archive/cache-dir.ts). */
 export function pushRecordDir(repoCache: string): string {
   return join(repoCache, 'pushed');
 }

@@ -29,9 +29,12 @@ export interface WorkerState {
   at: number;
 }
 
+/** A worker's word for one request: the repository does not have it, or the worker failed on it. */
+export type AnswerResult = 'absent' | 'error';
+
 export interface WorkerAnswer {
   reqId: string;
-  result: string;
+  result: AnswerResult;
   detail?: string;
 }
 
@@ -83,7 +86,7 @@ export async function ask<S extends WorkerState>(
 }
 
 /** The worker's answer to request `reqId` for `name`. */
-export async function answer(dir: string, name: string, reqId: string, result: string, detail?: string): Promise<void> {
+export async function answer(dir: string, name: string, reqId: string, result: AnswerResult, detail?: string): Promise<void> {
   await writeFile(answerPath(dir, name), JSON.stringify({ reqId, result, detail } satisfies WorkerAnswer), { mode: 0o600 });
 }
 

@@ -1,4 +1,4 @@
-/** Everything the S3 driver needs; built by src/common/config.ts from flags, env and the config file. */
+/** Everything the S3 driver needs; built by s3OptionsFrom (storage/open.ts) from the resolved configuration. */
 export interface S3Options {
   bucket: string;
   /** Key prefix inside the bucket, without leading or trailing slash ('' for the bucket root). */
