@@ -176,7 +176,8 @@ export function resolveConnParams(
   // libpq: zero or negative waits forever; 1 is raised to 2 seconds.
   const connectTimeout = t <= 0 ? 0 : Math.max(t, 2);
   const tsa = given.get('target_session_attrs');
-  if (tsa && tsa !== 'any' && tsa !== 'read-write' && tsa !== 'primary') throw configError(`--dbname: target_session_attrs=${tsa.slice(0, 20)} is not supported`);
+  // One host only, so the only choice left would be refusing it: walvault does not check for a standby here.
+  if (tsa && tsa !== 'any') throw configError(`--dbname: target_session_attrs=${tsa.slice(0, 20)} is not supported (one host only)`);
   const user = get('user') ?? osUser();
   const p: ConnParams = { host, port, user, database: get('dbname') ?? user, sslmode, connectTimeout };
   const opt = (key: string, field: keyof ConnParams) => {

@@ -140,7 +140,7 @@ function queryError(e: unknown, what: string, where: string): WalvaultError {
   if (isWalvaultError(e)) return e;
   const err = e as PgError;
   let msg = `${what} failed on ${where}: ${describeError(e)}`;
-  if (err.code === '42501') msg += ' (connect as a superuser, or GRANT EXECUTE on the backup functions and pg_read_all_settings to this user)';
+  if (err.code === '42501') msg += ' (connect as a superuser, or grant this user pg_read_all_settings and EXECUTE on the backup start and stop functions)';
   else if (err.hint) msg += ` (${err.hint})`;
   return backupError(msg, { cause: e });
 }

@@ -1,4 +1,5 @@
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, copyFile, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { parseBackupLabel } from '../../src/backup/label.js';
 import { openBackupSession, type BackupSession } from '../../src/backup/pg-session.js';
 import type { Config } from '../../src/common/config.js';
 import { parseLsn } from '../../src/wal/names.js';
-import { freePort, PgCluster } from '../support/pg.js';
+import { chownToPostgres, freePort, PgCluster } from '../support/pg.js';
 import { cleanupAll, tempDir } from '../support/walvault.js';
 
 // Issue 10 item 2: backup-push's own SQL session (node-postgres) against a real PostgreSQL 15:
@@ -110,6 +111,30 @@ describe('backup session against PostgreSQL 15', () => {
     }
   });
 
+  it('a user without the privileges gets one line naming what to grant; with them the backup works', async () => {
+    await pg.query('CREATE ROLE wv_plain LOGIN');
+    const open = () => openBackupSession(config, `${tcp} user=wv_plain`, { env: {} });
+    const noSettings = await failure(open());
+    expect(noSettings.err.name).toBe('BackupError');
+    expect(noSettings.err.message).toMatch(/^reading the server settings failed on .*pg_read_all_settings.*data_directory.*\(connect as a superuser, or grant this user pg_read_all_settings and EXECUTE/);
+    await pg.query('GRANT pg_read_all_settings TO wv_plain');
+    const s = await open();
+    try {
+      const { err } = await failure(s.start('wv-plain', true));
+      expect(err.message).toMatch(/^pg_backup_start failed on .*permission denied for function pg_backup_start/);
+    } finally {
+      await s.close();
+    }
+    await pg.query('GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO wv_plain; GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO wv_plain');
+    const ok = await open();
+    try {
+      const { startLsn } = await ok.start('wv-plain', true);
+      expect(parseBackupLabel((await ok.stop()).backupLabel).startLsn).toBe(startLsn);
+    } finally {
+      await ok.close();
+    }
+  });
+
   it('a wrong password is one clear line within seconds, without the password; PGPASSWORD and a password file work', async () => {
     const { err, ms } = await failure(openBackupSession(config, `${tcp} user=wv_pw password=wrong-pw-123`, { env: {} }));
     expect(err.name).toBe('BackupError');
@@ -154,6 +179,44 @@ describe('backup session against PostgreSQL 15', () => {
       for (const s of sockets) s.destroy();
       silent.close();
     }
+  });
+
+  it('TLS by sslmode: prefer uses it, disable does not, verify-full checks the server against sslrootcert', async () => {
+    const dir = await tempDir('wv-tls');
+    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    for (const ca of ['ca', 'other']) ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${ca}`, '-keyout', `${ca}.key`, '-out', `${ca}.crt`);
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr');
+    await writeFile(join(dir, 'san.ext'), 'subjectAltName = IP:127.0.0.1\n');
+    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt');
+    for (const f of ['server.crt', 'server.key']) {
+      await copyFile(join(dir, f), join(pg.dataDir, f));
+      await chmod(join(pg.dataDir, f), 0o600);
+      await chownToPostgres(join(pg.dataDir, f));
+    }
+    const hba = join(pg.dataDir, 'pg_hba.conf');
+    await writeFile(hba, `hostssl all wv_tls 127.0.0.1/32 trust\nhostnossl all wv_tls 127.0.0.1/32 reject\n${await readFile(hba, 'utf8')}`);
+    await pg.query('CREATE ROLE wv_tls LOGIN SUPERUSER');
+    await pg.query('ALTER SYSTEM SET ssl = on');
+    await pg.reload();
+    await pg.waitFor('SHOW ssl', (o) => o === 'on');
+
+    const s = await openBackupSession(config, `${tcp} user=wv_tls`, { env: {} });
+    try {
+      expect(await pg.query("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'walvault backup-push'")).toBe('t');
+    } finally {
+      await s.close();
+    }
+    const plain = await failure(openBackupSession(config, `${tcp} user=wv_tls sslmode=disable`, { env: {} }));
+    expect(plain.err.message).toMatch(/^cannot connect to PostgreSQL at 127\.0\.0\.1:\d+ \(user wv_tls, database postgres\): pg_hba\.conf rejects connection .*no encryption$/);
+    const verified = await openBackupSession(config, `${tcp} user=wv_tls sslmode=verify-full sslrootcert=${join(dir, 'ca.crt')}`, { env: {} });
+    await verified.close();
+    const wrongCa = await failure(openBackupSession(config, `${tcp} user=wv_tls`, { env: { PGSSLMODE: 'verify-full', PGSSLROOTCERT: join(dir, 'other.crt') } }));
+    expect(wrongCa.err.name).toBe('BackupError');
+    expect(wrongCa.err.message).toMatch(/^cannot connect to PostgreSQL at 127\.0\.0\.1:\d+ \(user wv_tls, database postgres\): \S/);
+    expect(wrongCa.err.message).not.toMatch(/\n/);
+    const noCa = await failure(openBackupSession(config, `${tcp} user=wv_tls sslmode=verify-ca`, { env: { HOME: dir } }));
+    expect(noCa.err.name).toBe('ConfigError');
+    expect(noCa.err.message).toMatch(/cannot read the SSL file .*root\.crt: ENOENT/);
   });
 
   it('an AbortSignal cancels a pg_backup_start that waits for a spread checkpoint', async () => {

@@ -65,6 +65,8 @@ describe('resolveConnParams: --dbname over PG* over defaults', () => {
     expect(() => resolveConnParams('service=x', {}, none)).toThrow(/"service" is not supported/);
     expect(() => resolveConnParams('port=99999', {}, none)).toThrow(/invalid PostgreSQL port/);
     expect(() => resolveConnParams('sslmode=sometimes', {}, none)).toThrow(/invalid sslmode/);
+    expect(() => resolveConnParams('target_session_attrs=read-write', {}, none)).toThrow(/not supported/);
+    expect(resolveConnParams('target_session_attrs=any keepalives=1', {}, none).host).toBe('localhost');
     try {
       resolveConnParams('port=x', {}, none);
     } catch (e) {
