@@ -1,5 +1,5 @@
-import type { Dirent, Stats } from 'node:fs';
-import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
+import { lstatSync, type Stats } from 'node:fs';
+import { readdir, readlink, realpath } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { backupError } from '../common/errors.js';
 import { log } from '../common/log.js';
@@ -37,8 +37,8 @@ const EXCLUDED_FILES = new Set(['postgresql.auto.conf.tmp', 'current_logfiles.tm
 const EXCLUDED_PREFIXES = ['pg_internal.init'];
 const EXCLUDED_CONTENTS = new Set(['pg_stat_tmp', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_subtrans']);
 const CONTROL_FILE = 'global/pg_control';
-/** How many lstat calls run at once inside one directory. */
-const STAT_CONCURRENCY = 32;
+/** Names stat'ed between two turns of the event loop. */
+const STAT_BATCH = 2000;
 
 /** Fork suffixes as PostgreSQL's forkname_chars reads them ("main" is never written as a suffix). */
 const FORK = '(?:_(fsm|vm|init))?';
@@ -87,7 +87,7 @@ interface Named {
 
 export async function walkDataDirectory(dataDir: string, opts: { serverVersion: number }): Promise<WalkedEntry[]> {
   const root = resolve(dataDir);
-  const rootSt = await statOrFail(root, root);
+  const rootSt = statOrFail(root, root);
   if (!rootSt?.isDirectory()) throw backupError(`the data directory ${root} is not a directory`);
   // PostgreSQL's convert_link_to_directory: a linked directory is recorded with pg_dir_create_mode,
   // 0700 or 0750 as the data directory itself.
@@ -99,7 +99,7 @@ export async function walkDataDirectory(dataDir: string, opts: { serverVersion: 
   const tablespaces = new Map<string, { target: string; inside?: string }>();
   const insideTablespaces = new Set<string>();
   for (const name of (await readNames(join(root, 'pg_tblspc'), root)) ?? []) {
-    if (!(await statOrFail(join(root, 'pg_tblspc', name), root))?.isSymbolicLink()) continue;
+    if (!statOrFail(join(root, 'pg_tblspc', name), root)?.isSymbolicLink()) continue;
     const t = await tablespaceTarget(join(root, 'pg_tblspc', name), root);
     if (!t) continue;
     tablespaces.set(name, t);
@@ -156,43 +156,44 @@ export async function walkDataDirectory(dataDir: string, opts: { serverVersion: 
 
 /** Sorted names of a directory; undefined if it vanished. Names must be UTF-8 to be listed and restored. */
 async function readNames(absDir: string, root: string): Promise<string[] | undefined> {
-  let ents: Dirent<Buffer>[];
+  let raw: Buffer[];
   try {
-    ents = await readdir(absDir, { withFileTypes: true, encoding: 'buffer' });
+    raw = await readdir(absDir, { encoding: 'buffer' });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fsError(e, absDir, root);
   }
-  const names = ents.map((d) => {
-    const raw = d.name;
-    const name = raw.toString('utf8');
-    if (!Buffer.from(name, 'utf8').equals(raw)) {
-      throw backupError(`cannot back up a file in ${absDir} whose name is not valid UTF-8 (${JSON.stringify(name)}); rename or remove it`);
-    }
-    return name;
-  });
-  // Byte order of the UTF-8 names, the same on every machine (no locale).
-  return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  // Byte order of the names, the same on every machine (no locale).
+  return raw
+    .sort(Buffer.compare)
+    .map((raw) => {
+      const name = raw.toString('utf8');
+      if (!Buffer.from(name, 'utf8').equals(raw)) {
+        throw backupError(`cannot back up a file in ${absDir} whose name is not valid UTF-8 (${JSON.stringify(name)}); rename or remove it`);
+      }
+      return name;
+    });
 }
 
+/**
+ * lstat of every name, synchronously: on a directory of 100,000 relation files that is several times
+ * faster than the thread pool's round trips. The event loop gets a turn every STAT_BATCH names, so a
+ * signal or an abort is still seen during the walk of a large directory.
+ */
 async function statAll(absDir: string, names: string[], root: string): Promise<Named[]> {
-  const out: Array<Named | undefined> = new Array(names.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < names.length) {
-      const i = next++;
-      const st = await statOrFail(join(absDir, names[i]!), root);
-      if (st) out[i] = { name: names[i]!, st };
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, names.length) }, worker));
-  return out.filter((n): n is Named => n !== undefined);
+  const out: Named[] = [];
+  for (let i = 0; i < names.length; i++) {
+    if (i > 0 && i % STAT_BATCH === 0) await new Promise((r) => setImmediate(r));
+    const st = statOrFail(join(absDir, names[i]!), root);
+    if (st) out.push({ name: names[i]!, st });
+  }
+  return out;
 }
 
 /** lstat; undefined when the file vanished meanwhile (PostgreSQL drops and recycles files all the time). */
-async function statOrFail(path: string, root: string): Promise<Stats | undefined> {
+function statOrFail(path: string, root: string): Stats | undefined {
   try {
-    return await lstat(path);
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fsError(e, path, root);

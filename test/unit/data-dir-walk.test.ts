@@ -193,6 +193,24 @@ describe('walkDataDirectory refuses names a restore could not recreate', () => {
       rmSync(root, { recursive: true, force: true });
     }
   });
+  it('a directory it may not read is a BackupError naming it (as root: walked with the effective uid of nobody)', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'wv-walkperm-'));
+    chmodSync(root, 0o755);
+    mkdirSync(join(root, 'base'), { mode: 0o755 });
+    mkdirSync(join(root, 'secret'), { mode: 0o700 });
+    chmodSync(join(root, 'secret'), 0o700);
+    writeFileSync(join(root, 'secret', 'f'), 'x');
+    const asRoot = process.getuid?.() === 0;
+    if (!asRoot) chmodSync(join(root, 'secret'), 0o000);
+    try {
+      if (asRoot) process.seteuid!(65534);
+      await expect(walkDataDirectory(root, { serverVersion: 15 })).rejects.toMatchObject({ name: 'BackupError', message: expect.stringMatching(new RegExp(`^cannot read ${root}/secret in the data directory: EACCES \\(run backup-push as the data directory's owner`)) });
+    } finally {
+      if (asRoot) process.seteuid!(0);
+      chmodSync(join(root, 'secret'), 0o700);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
   it('a data directory that is not a directory is a BackupError', async () => {
     await expect(walkDataDirectory('/nonexistent/walvault', { serverVersion: 15 })).rejects.toMatchObject({ name: 'BackupError' });
   });
