@@ -63,6 +63,9 @@ export async function openBackupSession(_config: Config, dbname: string | undefi
   let lost: Error | undefined;
   client.on('error', (e) => (lost ??= e));
   client.on('end', () => (lost ??= new Error('the connection was closed')));
+  // e.g. pg_backup_stop's "WAL archiving is enabled; you must ensure that all required WAL segments
+  // are copied": backup-push waits for the archive itself.
+  client.on('notice', (n) => log.debug(`PostgreSQL: ${n.message}`));
   const where = describeTarget(params);
   const sql = async (text: string, values: unknown[], what: string, signal?: AbortSignal): Promise<Record<string, unknown>> => {
     if (lost) throw sessionLost(where, lost);
@@ -90,6 +93,10 @@ export async function openBackupSession(_config: Config, dbname: string | undefi
     }
   };
   try {
+    // No conversion: data_directory and backup_label are bytes from the file system and the server,
+    // not text in the database's encoding. node-postgres asks for UTF8, so from a LATIN1 database the
+    // server would re-encode the UTF-8 bytes of "/srv/dätä" as if they were LATIN1 characters.
+    await sql("SET client_encoding = 'SQL_ASCII'", [], 'setting client_encoding', opts.signal);
     const info = await sql(
       "SELECT current_setting('server_version_num')::int AS v, current_setting('data_directory') AS d, pg_is_in_recovery() AS r, (SELECT system_identifier::text FROM pg_control_system()) AS s",
       [],

@@ -68,6 +68,31 @@ describe('backup session against PostgreSQL 15', () => {
     }
   });
 
+  it('a data directory with a non-ASCII name comes back byte for byte, even from a LATIN1 database', async () => {
+    const other = await PgCluster.create();
+    const moved = join(await tempDir('wv-enc', { forPostgres: true }), 'dätä-€');
+    let c: PgCluster | undefined;
+    try {
+      execFileSync('mv', [other.dataDir, moved]);
+      c = await PgCluster.fromDataDir(moved);
+      await c.start();
+      // node-postgres always asks for client_encoding UTF8; from a LATIN1 database the server would convert.
+      await c.query("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+      const s = await openBackupSession(config, `host=127.0.0.1 port=${c.port} user=postgres dbname=latin`, { env: {} });
+      try {
+        expect(s.dataDirectory).toBe(moved);
+        const { startLsn } = await s.start('wv-label-é', true);
+        const label = (await s.stop()).backupLabel;
+        expect(parseBackupLabel(label)).toMatchObject({ startLsn, label: 'wv-label-é' });
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await c?.destroy();
+      await other.destroy();
+    }
+  });
+
   it('start, walk, stop: backup_label names the start LSN; a second session backs up at the same time', async () => {
     const env = {};
     const s1 = await openBackupSession(config, `${tcp} user=postgres`, { env });
