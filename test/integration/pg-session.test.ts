@@ -93,6 +93,25 @@ describe('backup session against PostgreSQL 15', () => {
     }
   });
 
+  it("PG* variables node-postgres would read by itself do not reach past the resolved parameters", async () => {
+    // PGREPLICATION=true would make a physical walsender connection (no SQL); PGSSLNEGOTIATION=direct
+    // makes node-postgres's constructor throw without TLS; libpq reads neither.
+    const leak = { PGREPLICATION: 'true', PGSSLNEGOTIATION: 'direct', PGCLIENT_ENCODING: 'latin1' };
+    Object.assign(process.env, leak);
+    try {
+      const s = await openBackupSession(config, `${tcp} user=postgres sslmode=disable`, { env: {} });
+      try {
+        expect(s.serverVersion).toBe(15);
+        await s.start('wv-env', true);
+        expect(parseBackupLabel((await s.stop()).backupLabel).label).toBe('wv-env');
+      } finally {
+        await s.close();
+      }
+    } finally {
+      for (const k of Object.keys(leak)) delete process.env[k];
+    }
+  });
+
   it('start, walk, stop: backup_label names the start LSN; a second session backs up at the same time', async () => {
     const env = {};
     const s1 = await openBackupSession(config, `${tcp} user=postgres`, { env });
