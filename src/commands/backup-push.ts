@@ -1,0 +1,39 @@
+import { backupError } from '../common/errors.js';
+import type { Config } from '../common/config.js';
+import { log } from '../common/log.js';
+import { openRepository } from '../archive/repository.js';
+import type { BaseBackupOptions } from '../backup/pg-basebackup.js';
+import { cleanStaleUploads } from '../backup/push-cleanup.js';
+import { pushFiles } from '../backup/push-files.js';
+import { findBaseBackup, pushStream } from '../backup/push-stream.js';
+
+// walvault backup-push: a base backup read by pg_basebackup (--method stream, format 1) or file by
+// file from the data directory with jobs workers (--method files, format 2), then the same end
+// (backup/push-finish.ts): backup.json, the sentinel, is written only once the WAL segment that ends
+// the backup is in the archive; until then the backup does not exist for backup-list and backup-fetch.
+
+export interface BackupPushOptions extends BaseBackupOptions {
+  method: 'files' | 'stream';
+}
+
+export async function backupPush(config: Config, opts: BackupPushOptions): Promise<number> {
+  if (opts.method === 'files' && opts.maxRate !== undefined) throw backupError('--max-rate applies to --method stream only');
+  const bin = opts.method === 'stream' ? findBaseBackup(config) : undefined;
+  const storage = await openRepository(config);
+  const abort = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    log.warn(`received ${sig}: stopping the backup and aborting the upload`);
+    abort.abort(backupError(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await cleanStaleUploads(storage, config);
+    if (bin) return await pushStream(storage, config, opts, bin, abort.signal);
+    return await pushFiles(storage, config, opts, abort.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    storage.close();
+  }
+}
