@@ -98,8 +98,14 @@ async function upload(job: ObjectJob, temp: string, size: number, md5: string, m
   try {
     await withRetry(`upload ${job.key}`, policyForBody(retryPolicy(job.config), size), deadline, async (s) => {
       const signal = AbortSignal.any([s, job.signal]);
-      if (size > MULTIPART_ABOVE) await job.storage.upload(job.key, readRange(fh, size), meta, { signal, expectedSize: size });
-      else await job.storage.put(job.key, { size, md5, open: () => readRange(fh, size) }, meta, { signal });
+      try {
+        if (size > MULTIPART_ABOVE) await job.storage.upload(job.key, readRange(fh, size), meta, { signal, expectedSize: size });
+        else await job.storage.put(job.key, { size, md5, open: () => readRange(fh, size) }, meta, { signal });
+      } catch (e) {
+        // Stopped (interrupted, or another object failed for good): not a failure to retry.
+        if (job.signal.aborted) throw job.signal.reason;
+        throw e;
+      }
     });
   } finally {
     deadline.dispose();

@@ -4,6 +4,7 @@ import { cleanupStaleTemps, ensureDir } from '../fs/atomic.js';
 import type { Storage } from '../storage/types.js';
 import { planObjects } from './bundle-plan.js';
 import { backupKey } from './catalog.js';
+import type { WalkedEntry } from './data-dir-walk.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
 import { storeObject, type Source, type StoredObject } from './data-object.js';
 import { dataObjectName, type Entry, type FileList } from './file-list.js';
@@ -13,8 +14,7 @@ import { dataObjectName, type Entry, type FileList } from './file-list.js';
 // the first object that fails for good stops the others, and once none is in flight any more, what
 // this backup uploaded is removed (best effort: without backup.json nothing would use it anyway).
 
-// TODO(merge session): import type { WalkedEntry } from './data-dir-walk.js' (same shape).
-export interface WalkedEntry { type: 'file' | 'dir' | 'link'; path: string; mode: number; size?: number; mtimeMs?: number; target?: string }
+const CONTROL_FILE = 'global/pg_control';
 
 export type ExtraFiles = Array<{ path: string; body: Buffer }>;
 
@@ -45,7 +45,10 @@ export interface UploadedFiles {
 
 export async function uploadFiles(storage: Storage, config: Config, opts: UploadFilesOptions): Promise<UploadedFiles> {
   const files = opts.entries.filter((e) => e.type === 'file');
-  const plan = planObjects(files.map((f) => f.size ?? 0), opts.bundleSize);
+  // pg_control is read after every other file, as PostgreSQL's own base backup does.
+  const control = files.findIndex((f) => f.path === CONTROL_FILE);
+  const rest = files.flatMap((f, i) => (i === control ? [] : [i]));
+  const plan = planObjects(rest.map((i) => files[i]!.size ?? 0), opts.bundleSize);
   const tmpDir = join(config.spool, 'tmp');
   await ensureDir(tmpDir);
   // Objects left by a killed backup-push (or wal-push) would otherwise fill the spool's disk.
@@ -67,7 +70,7 @@ export async function uploadFiles(storage: Storage, config: Config, opts: Upload
   const worker = async () => {
     while (next < plan.length && !signal.aborted) {
       const o = plan[next++]!;
-      const sources = o.files.map((f) => ({ index: f.index, path: files[f.index]!.path, size: f.size }));
+      const sources = o.files.map((f) => ({ index: rest[f.index]!, path: files[rest[f.index]!]!.path, size: f.size }));
       stored[o.n] = await job(o.n, sources);
     }
   };
@@ -82,11 +85,13 @@ export async function uploadFiles(storage: Storage, config: Config, opts: Upload
   try {
     if (failure !== undefined) throw opts.signal.aborted ? opts.signal.reason : failure;
     if (opts.signal.aborted) throw opts.signal.reason;
-    const extra = typeof opts.extra === 'function' ? await opts.extra() : opts.extra;
-    if (extra.length > 0) {
-      const n = plan.length;
-      stored[n] = await job(n, extra.map((x, i) => ({ index: files.length + i, path: x.path, body: x.body })));
+    let n = plan.length;
+    if (control >= 0) {
+      stored[n] = await job(n, [{ index: control, path: CONTROL_FILE, size: files[control]!.size ?? 0 }]);
+      n++;
     }
+    const extra = typeof opts.extra === 'function' ? await opts.extra() : opts.extra;
+    if (extra.length > 0) stored[n] = await job(n, extra.map((x, i) => ({ index: files.length + i, path: x.path, body: x.body })));
     return assemble(opts.backup, opts.entries, files, extra, stored);
   } catch (e) {
     await removeIncompleteBackup(storage, config, opts.backup);
