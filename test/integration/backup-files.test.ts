@@ -92,14 +92,16 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     expect(listed.code, show(listed)).toBe(0);
     const info = (JSON.parse(listed.stdout) as Array<Record<string, unknown>>).find((b) => b['id'] === id)!;
     const sysid = await pg.query('SELECT system_identifier FROM pg_control_system()');
-    expect(info).toMatchObject({ format: 2, method: 'files', pgVersion: 15, systemIdentifier: sysid, codec: 'zstd', backupFrom: 'primary' });
+    expect(info).toMatchObject({ format: 2, method: 'files', pgVersion: 15, systemIdentifier: sysid, codec: 'zstd' });
 
     const dir = `backups/${id}/`;
     const keys = (await listKeys(store, bucket, `pg/${dir}`)).map((k) => k.slice(`pg/${dir}`.length));
     expect(keys).toEqual(expect.arrayContaining(['backup.json', 'backup_manifest', 'files.json']));
+    const sentinel = JSON.parse((await getObject(`${dir}backup.json`)).bytes.toString('utf8')) as Record<string, unknown>;
+    expect(sentinel).toMatchObject({ ...info, backupFrom: 'primary' });
     const files = await getObject(`${dir}files.json`);
     expect(files.meta.codec).toBe('zstd');
-    expect(info['sha256']).toBe(files.meta.sha256);
+    expect(sentinel['sha256']).toBe(files.meta.sha256);
     const list: FileList = parseFileList(files.bytes.toString('utf8'), id, 'files.json', BACKUP_ID_GRAMMAR);
     expect(keys.filter((k) => k.startsWith('data/')).sort()).toEqual(list.objects.map((o) => o.name).sort());
     // pgbench -s 2 is ~30 MB: with 1 MiB bundles and large tables alone, many objects.
@@ -138,7 +140,7 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
 
     // The manifest walvault built: what pg_verifybackup checks the laid-out files against.
     const manifest = await getObject(`${dir}backup_manifest`);
-    expect(info['manifestSha256']).toBe(manifest.meta.sha256);
+    expect(sentinel['manifestSha256']).toBe(manifest.meta.sha256);
     const m = JSON.parse(manifest.bytes.toString('utf8')) as { Files: Array<{ Path: string; Size: number; Checksum: string }> };
     const inList = list.entries.flatMap((e) => (e.type === 'file' ? [[e.path, e.size, e.sha256]] : []));
     expect(m.Files.map((f) => [f.Path, f.Size, f.Checksum]).sort()).toEqual(inList.sort());
