@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressStream, parseCodec } from '../codec/codec.js';
 import { classifyDownloadError } from '../archive/objects.js';
@@ -16,10 +15,10 @@ import type { BackupInfo } from './backup-info.js';
 import { backupKey, DATA_OBJECT, MANIFEST_OBJECT } from './catalog.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
-import { createExtractor } from './extract.js';
 import { removeContents } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type WorkerResult } from './restore-worker.js';
+import { openSink } from './restore-sink.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
@@ -83,30 +82,6 @@ export async function restoreData(
       await wipe(pgdata, false, owner);
     }
   }
-}
-
-/**
- * Where the tar stream goes: an extractor in this process, or the stdin of a worker running as
- * `owner`. `run` waits for both the feeding pipeline and the extraction; when both fail, the
- * worker's own error is the cause unless the feed failed first for its own reasons.
- */
-function openSink(pgdata: string, owner: Owner | undefined): { stream: Writable; run: (feed: Promise<void>) => Promise<WorkerResult> } {
-  if (!needsWorker(owner)) {
-    const ex = createExtractor(pgdata);
-    return { stream: ex, run: async (feed) => (await feed, { entries: ex.entries(), ...ex.synced() }) };
-  }
-  const worker = startWorker('extract', pgdata, owner);
-  return {
-    stream: worker.stdin!,
-    run: async (feed) => {
-      const [f, w] = await Promise.allSettled([feed.catch((e: unknown) => (worker.kill(), Promise.reject(e))), worker.done]);
-      if (w.status === 'fulfilled' && f.status === 'fulfilled') return w.value as unknown as WorkerResult;
-      const feedErr = f.status === 'rejected' ? (f.reason as NodeJS.ErrnoException) : undefined;
-      const brokenPipe = feedErr?.code === 'EPIPE' || feedErr?.code === 'ERR_STREAM_DESTROYED' || feedErr?.code === 'ERR_STREAM_PREMATURE_CLOSE';
-      if (w.status === 'rejected' && (!feedErr || brokenPipe)) throw w.reason;
-      throw feedErr ?? (w as PromiseRejectedResult).reason;
-    },
-  };
 }
 
 /** pg_basebackup put backup_manifest into the tar; if it is missing, take the separate copy. */
