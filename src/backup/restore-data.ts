@@ -19,10 +19,13 @@ import { removeContents } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type WorkerResult } from './restore-worker.js';
 import { openSink } from './restore-sink.js';
+import type { RestorePlan } from './file-plan.js';
+import { loadRestorePlan, restoreFiles } from './restore-files.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
-// (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
-// pg_verifybackup), and the clean-up that leaves nothing behind when any of it fails.
+// (retried from scratch on a retryable failure; format 2, a file list and data objects, in
+// restore-files.ts), then the checks of the result (backup_manifest, pg_verifybackup), and the
+// clean-up that leaves nothing behind when any of it fails.
 
 export async function restoreData(
   storage: Storage,
@@ -31,7 +34,9 @@ export async function restoreData(
   pgdata: string,
   owner: Owner | undefined,
   signal: AbortSignal,
+  plan?: RestorePlan,
 ): Promise<void> {
+  if (backup.format === 2) return restoreFiles(storage, config, plan ?? (await loadRestorePlan(storage, config, backup)), pgdata, owner, signal);
   const key = backupKey(backup.id, DATA_OBJECT);
   const maxAttempts = 3;
   for (let attempt = 1; ; attempt++) {
@@ -104,6 +109,9 @@ export async function checkManifestFile(storage: Storage, config: Config, backup
     const staged = join(tmp, MANIFEST_OBJECT);
     const meta = await downloadVerified(storage, key, staged, { policy: retryPolicy(config), deadline, what: `get ${key}` });
     if (!meta) throw backupError(`backup ${backup.id} has no backup_manifest, neither in the tar nor as ${storage.url}/${key}`);
+    if (backup.manifestSha256 && meta.sha256 !== backup.manifestSha256) {
+      throw integrityError(`${storage.url}/${key} does not match the manifest recorded for backup ${backup.id}`, { retryable: false });
+    }
     await writeAsOwner(pgdata, owner, [{ name: MANIFEST_OBJECT, data: (await readFile(staged)).toString('base64') }]);
   } finally {
     deadline.dispose();
