@@ -170,28 +170,45 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     await expectRows(target);
   }, 300_000);
 
-  it('a connection reset in the middle of one object costs that object only', async () => {
-    const largest = [...good.list.objects].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
-    expect(largest.storedBytes).toBeGreaterThan(64 * 1024);
-    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${largest.name}(\\?|$)`), first: 1, action: fault.reset('response-body', 32 * 1024) });
-    proxy.log.length = 0;
-    const target = join(await tempDir('wv-rfiles-reset', { forPostgres: true }), 'data');
-    let r: WalvaultResult;
-    try {
-      r = await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate], proxyEnv);
-    } finally {
-      proxy.removeRule(rule);
-    }
-    expect(r.code, r.stderr).toBe(0);
-    expect(rule.injected).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`get backups/${good.id}/${largest.name}: attempt 1 failed \\(.*(ECONNRESET|reset|aborted)`));
-    const gets = dataGets(good.id);
-    const expected = new Map(good.list.objects.map((o) => [o.name, o === largest ? 2 : 1]));
-    expected.set('files.json', 1);
-    expect(gets).toEqual(expected);
-    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
-    await expectSameFiles(target);
-  }, 300_000);
+  for (const as of ['root for postgres', 'postgres'] as const) {
+    it(`a connection reset in the middle of one object costs that object only (${as}: ${as === 'postgres' ? 'a bundle, in-process' : 'a large file, restore workers'})`, async () => {
+      const files = new Map<number, number>();
+      for (const e of good.list.entries) if (e.type === 'file') files.set(e.object, (files.get(e.object) ?? 0) + 1);
+      const candidates = good.list.objects.filter((_, i) => (as === 'postgres' ? (files.get(i) ?? 0) > 3 : files.get(i) === 1));
+      const victim = candidates.sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+      expect(victim.storedBytes).toBeGreaterThan(8 * 1024);
+      // Halfway through: the files before that point were written, and are removed before the retry.
+      const rule = proxy.addRule({
+        method: 'GET',
+        path: new RegExp(`/backups/${good.id}/${victim.name}(\\?|$)`),
+        first: 1,
+        action: fault.reset('response-body', Math.floor(victim.storedBytes / 2)),
+      });
+      proxy.log.length = 0;
+      const target = join(await tempDir('wv-rfiles-reset', { forPostgres: true }), 'data');
+      let r: WalvaultResult;
+      try {
+        r =
+          as === 'postgres'
+            ? await runWalvault(['backup-fetch', good.id, target, '--jobs', '4', ...immediate], {
+                asPostgres: true,
+                env: { WALVAULT_CONFIG: proxyEnv['WALVAULT_CONFIG']!, AWS_EC2_METADATA_DISABLED: 'true' },
+                timeoutMs: 180_000,
+              })
+            : await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate], proxyEnv);
+      } finally {
+        proxy.removeRule(rule);
+      }
+      expect(r.code, r.stderr).toBe(0);
+      expect(rule.injected).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`get backups/${good.id}/${victim.name}: attempt 1 failed \\(.*(ECONNRESET|reset|aborted)`));
+      const expected = new Map(good.list.objects.map((o) => [o.name, o === victim ? 2 : 1]));
+      expected.set('files.json', 1);
+      expect(dataGets(good.id)).toEqual(expected);
+      expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+      await expectSameFiles(target);
+    }, 300_000);
+  }
 
   it('a file whose bytes do not match its SHA-256 in the list fails with IntegrityError and leaves the target empty', async () => {
     let victim: FileEntry | undefined;

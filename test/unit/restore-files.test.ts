@@ -146,6 +146,25 @@ describe('cutting a data object into files', () => {
     expect((failed.error as Error).message).toBe('object SHA-256 mismatch');
   });
 
+  it('a source that fails in the middle of a file: the extractor settles, nothing more is written after it', async () => {
+    const { body, entries } = pack([['a', Buffer.alloc(300_000, 1)], ['b', Buffer.alloc(10, 2)]]);
+    const root = await mkdtemp(join(tmpdir(), 'wv-cut-'));
+    dirs.push(root);
+    const source = async function* () {
+      yield body.subarray(0, 100_000);
+      await new Promise((r) => setTimeout(r, 50));
+      throw Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+    };
+    const ex = createExtractor(root, { keepModes: true });
+    await expect(pipeline(Readable.from(source()), new ObjectCutter(entries, 'object 0'), ex)).rejects.toThrow('aborted');
+    ex.destroy();
+    await Promise.race([ex.settled(), new Promise((_, reject) => setTimeout(() => reject(new Error('the extractor never settled')), 5000))]);
+    const before = await readdir(root);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await readdir(root)).toEqual(before);
+    expect(before).not.toContain('b');
+  });
+
   it('writes base-256 sizes from 8 GiB and pax paths that tar-stream reads back', async () => {
     const ex = tar.extract();
     const header = new Promise<tar.Header>((resolve) => ex.on('entry', (h) => resolve(h)));
@@ -161,7 +180,7 @@ describe('cutting a data object into files', () => {
       s.resume();
     });
     const p = 'a/'.repeat(200) + 'z';
-    const finished = new Promise((resolve) => ex2.on('finish', resolve));
+    const finished = new Promise<void>((resolve) => ex2.on('finish', () => resolve()));
     ex2.end(Buffer.concat([tarHeader(p, 'dir', 0, 0o700, 0), TAR_END]));
     await finished;
     expect(names).toEqual([`${p}/`]);
