@@ -38,6 +38,8 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
   let configFile: string;
   let env: Record<string, string>;
   let storage: Storage;
+  let backupId: string;
+  const restored: PgCluster[] = [];
 
   // As postgres, the spool the config file names (root's own spool is not postgres's to use).
   const wv = (args: string[], extra: Record<string, string> = {}, asPostgres = false): Promise<WalvaultResult> => {
@@ -70,12 +72,14 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     });
     await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
     await pg.pgbench(['-i', '-s', '2', '-q']);
+    await pg.query('CREATE TABLE marker AS SELECT generate_series(1, 1234) AS n');
     const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
     await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
   });
 
   afterAll(async () => {
     storage?.close();
+    for (const c of restored) await c.destroy();
     await pg?.destroy();
     await cleanupAll();
   });
@@ -85,6 +89,7 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     expect(r.code, show(r)).toBe(0);
     const id = r.stdout.trim();
     expect(id).toMatch(BACKUP_ID_GRAMMAR);
+    backupId = id;
     expect(r.stderr).toMatch(/with 2 jobs/);
     expect(r.stderr).toMatch(/WAL segment [0-9A-F]{24} that ends the backup is archived/);
 
@@ -148,6 +153,26 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     const v = await run(join(PG_BIN_DIR, 'pg_verifybackup'), ['-n', restore]);
     expect(v.code, v.out).toBe(0);
   });
+
+  it('restores with backup-fetch: pg_verifybackup passes and the cluster starts with every row', async () => {
+    expect(backupId).toBeDefined();
+    const target = join(await tempDir('wv-files-restore', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', backupId, target, '--owner', 'postgres', '--jobs', '2', '--target-immediate', '--target-action', 'promote'], {
+      env,
+      wrapper: true,
+      timeoutMs: 240_000,
+    });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT count(*) FROM pgbench_accounts')).toBe('200000');
+    expect(await c.query('SELECT count(*), sum(n) FROM marker')).toBe('1234|761995');
+    expect(await c.query('SELECT system_identifier FROM pg_control_system()')).toBe(await pg.query('SELECT system_identifier FROM pg_control_system()'));
+  }, 300_000);
 
   it('refuses a file it cannot read with one clear line, and leaves nothing behind', async () => {
     const bad = join(pg.dataDir, 'base', 'walvault_unreadable');
