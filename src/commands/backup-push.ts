@@ -22,6 +22,7 @@ export async function backupPush(config: Config, opts: BackupPushOptions): Promi
   const storage = await openRepository(config);
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
+    if (abort.signal.aborted) return; // stopping already
     log.warn(`received ${sig}: stopping the backup and aborting the upload`);
     abort.abort(backupError(`interrupted by ${sig}`));
   };

@@ -174,6 +174,52 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     expect(await c.query('SELECT system_identifier FROM pg_control_system()')).toBe(await pg.query('SELECT system_identifier FROM pg_control_system()'));
   }, 300_000);
 
+  it('backs up a cluster under write load; the restore is consistent (pgbench balances add up)', async () => {
+    const load = pg.pgbench(['-c', '2', '-T', '12', '-n'], 120_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const r = await wv(['backup-push', '--method', 'files', '--jobs', '2', '--backup-bundle-size', '1MiB'], pg.connectionEnv());
+    expect(r.code, show(r)).toBe(0);
+    await load;
+    const target = join(await tempDir('wv-files-live', { forPostgres: true }), 'data');
+    const f = await runWalvault(['backup-fetch', r.stdout.trim(), target, '--owner', 'postgres', '--target-immediate', '--target-action', 'promote'], { env, wrapper: true, timeoutMs: 240_000 });
+    expect(f.code, show(f)).toBe(0);
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const sums = await c.query(
+      'SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history), (SELECT count(*) FROM pgbench_history)',
+    );
+    const [a, b, t, h, n] = sums.split('|');
+    expect(Number(n), sums).toBeGreaterThan(0);
+    expect([b, t, h], sums).toEqual([a, a, a]);
+    expect(await c.query('SELECT count(*) FROM pgbench_accounts')).toBe('200000');
+  }, 300_000);
+
+  it('stops on SIGTERM: exit 14, the server backup ended, nothing of the backup left', async () => {
+    const before = await listKeys(store, bucket, 'pg/backups/');
+    const bin = await walvaultBin();
+    const child = spawn(bin, ['backup-push', '--method', 'files', '--jobs', '1', '--backup-bundle-size', '1MiB'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env, ...pg.connectionEnv(), WALVAULT_LOG_LEVEL: 'debug' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let stdout = '';
+    let killed = false;
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (/started at/.test(stderr) && !killed) killed = child.kill('SIGTERM');
+    });
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    expect({ code, signal }, stderr).toEqual({ code: 14, signal: null });
+    expect(stderr.trim().split('\n').at(-1)).toMatch(/BackupError: interrupted by SIGTERM/);
+    expect(stdout).toBe('');
+    expect(await listKeys(store, bucket, 'pg/backups/')).toEqual(before);
+    await pg.waitFor("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'walvault%'", (out) => out === '0', 10_000);
+  });
+
   it('refuses a file it cannot read with one clear line, and leaves nothing behind', async () => {
     const bad = join(pg.dataDir, 'base', 'walvault_unreadable');
     await writeFile(bad, 'secret');
