@@ -255,6 +255,20 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     }
   });
 
+  it('refuses a cluster with a tablespace (for now) before uploading anything', async () => {
+    const location = await tempDir('wv-files-ts', { forPostgres: true });
+    await pg.query(`CREATE TABLESPACE wv_ts LOCATION '${location}'`);
+    try {
+      const before = await listKeys(store, bucket, 'pg/backups/');
+      const r = await wv(['backup-push', '--method', 'files'], pg.connectionEnv());
+      expect(r.code, show(r)).toBe(14);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/the cluster has tablespaces besides pg_default and pg_global; walvault backup-push does not support them yet/);
+      expect(await listKeys(store, bucket, 'pg/backups/')).toEqual(before);
+    } finally {
+      await pg.query('DROP TABLESPACE wv_ts');
+    }
+  });
+
   it('is refused --max-rate, which only pg_basebackup honours', async () => {
     const r = await wv(['backup-push', '--method', 'files', '--max-rate', '10M'], pg.connectionEnv());
     expect(r.code, show(r)).toBe(14);
