@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open } from 'node:fs/promises';
+import { lstat, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
@@ -26,15 +26,43 @@ export function safeDestination(root: string, name: string): string {
   return dest;
 }
 
+/**
+ * Removes the files a failed attempt of one data object may have created (format 2: the object is
+ * then fetched again, and its files are created exclusively again). Only plain names under `root`
+ * (safeDestination), unlink never follows a link, and a file that is not there is fine.
+ */
+export async function removeFiles(root: string, paths: string[]): Promise<void> {
+  for (const p of paths) {
+    const dest = safeDestination(root, p);
+    if (dest === root) continue;
+    await unlink(dest).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw fromFsError(e, dest, 'write');
+    });
+  }
+}
+
 export interface ExtractOptions {
   /** fsync every file and directory before the end resolves (default true; off only to measure its cost). */
   durable?: boolean;
+  /**
+   * Format 2 (file list): keep each member's group read (and search) bit, as initdb -g sets them,
+   * and each file's modification time. Nothing more of the mode: setuid, setgid, sticky, group
+   * write and anything for others stay off whatever the list says.
+   */
+  keepModes?: boolean;
+}
+
+/** The permission bits a restored file or directory gets from a member's mode (keepModes). */
+export function restoredMode(mode: number, dir: boolean): number {
+  return dir ? 0o700 | (mode & 0o050) : 0o600 | (mode & 0o040);
 }
 
 export interface Extractor extends Writable {
   entries(): number;
   /** Files and directories fsynced so far. */
   synced(): { files: number; dirs: number };
+  /** Resolves once the member being written (if any) and every pending fsync have finished. */
+  settled(): Promise<void>;
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
@@ -54,6 +82,7 @@ const MAX_PENDING_SYNCS = 16;
  */
 export function createExtractor(root: string, opts: ExtractOptions = {}): Extractor {
   const durable = opts.durable ?? true;
+  const keepModes = opts.keepModes ?? false;
   const sink = new TarSink();
   const extract = sink.extract;
   let entries = 0;
@@ -78,7 +107,7 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
     const dest = safeDestination(root, header.name);
     if (header.type === 'directory') {
       stream.resume();
-      await ensureDir(dest);
+      await ensureDir(dest, keepModes ? restoredMode(header.mode ?? 0, true) : 0o700);
       return;
     }
     if (header.type !== 'file' && header.type !== 'contiguous-file') {
@@ -90,10 +119,11 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
     }
     if (syncError) throw syncError;
     await ensureDir(dirname(dest));
-    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, keepModes ? restoredMode(header.mode ?? 0, false) : 0o600);
     let handedOff = false;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
+      if (keepModes && header.mtime) await fh.utimes(header.mtime, header.mtime);
       if (durable) {
         // The fsync runs while the next members are written: the disk flushes one file while
         // the stream fills the next (the end waits for all of them).
@@ -133,12 +163,14 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
     }
   };
 
+  let current: Promise<void> = Promise.resolve();
   extract.on('entry', (header: Header, stream, next) => {
     entries++;
     // A failure is reported once, through next(); tar-stream then destroys the entry stream with
     // the same error, which must not become an uncaught 'error' event.
     stream.on('error', () => undefined);
-    handle(header, stream as never).then(
+    current = handle(header, stream as never);
+    current.then(
       () => next(),
       (e: unknown) => {
         stream.resume();
@@ -166,5 +198,9 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       cb(err);
     },
   });
-  return Object.assign(w, { entries: () => entries, synced: () => ({ ...synced }) });
+  const settled = async (): Promise<void> => {
+    await current.catch(() => undefined);
+    await Promise.all(pending);
+  };
+  return Object.assign(w, { entries: () => entries, synced: () => ({ ...synced }), settled });
 }

@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decompressStream, parseCodec } from '../codec/codec.js';
 import { classifyDownloadError } from '../archive/objects.js';
@@ -16,14 +15,17 @@ import type { BackupInfo } from './backup-info.js';
 import { backupKey, DATA_OBJECT, MANIFEST_OBJECT } from './catalog.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
-import { createExtractor } from './extract.js';
 import { removeContents } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker, ownerEnv, sha256AsOwner, startWorker, writeAsOwner, type WorkerResult } from './restore-worker.js';
+import { openSink } from './restore-sink.js';
+import type { RestorePlan } from './file-plan.js';
+import { loadRestorePlan, restoreFiles } from './restore-files.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
-// (retried from scratch on a retryable failure), then the checks of the result (backup_manifest,
-// pg_verifybackup), and the clean-up that leaves nothing behind when any of it fails.
+// (retried from scratch on a retryable failure; format 2, a file list and data objects, in
+// restore-files.ts), then the checks of the result (backup_manifest, pg_verifybackup), and the
+// clean-up that leaves nothing behind when any of it fails.
 
 export async function restoreData(
   storage: Storage,
@@ -32,7 +34,9 @@ export async function restoreData(
   pgdata: string,
   owner: Owner | undefined,
   signal: AbortSignal,
+  plan?: RestorePlan,
 ): Promise<void> {
+  if (backup.format === 2) return restoreFiles(storage, config, plan ?? (await loadRestorePlan(storage, config, backup)), pgdata, owner, signal);
   const key = backupKey(backup.id, DATA_OBJECT);
   const maxAttempts = 3;
   for (let attempt = 1; ; attempt++) {
@@ -85,30 +89,6 @@ export async function restoreData(
   }
 }
 
-/**
- * Where the tar stream goes: an extractor in this process, or the stdin of a worker running as
- * `owner`. `run` waits for both the feeding pipeline and the extraction; when both fail, the
- * worker's own error is the cause unless the feed failed first for its own reasons.
- */
-function openSink(pgdata: string, owner: Owner | undefined): { stream: Writable; run: (feed: Promise<void>) => Promise<WorkerResult> } {
-  if (!needsWorker(owner)) {
-    const ex = createExtractor(pgdata);
-    return { stream: ex, run: async (feed) => (await feed, { entries: ex.entries(), ...ex.synced() }) };
-  }
-  const worker = startWorker('extract', pgdata, owner);
-  return {
-    stream: worker.stdin!,
-    run: async (feed) => {
-      const [f, w] = await Promise.allSettled([feed.catch((e: unknown) => (worker.kill(), Promise.reject(e))), worker.done]);
-      if (w.status === 'fulfilled' && f.status === 'fulfilled') return w.value as unknown as WorkerResult;
-      const feedErr = f.status === 'rejected' ? (f.reason as NodeJS.ErrnoException) : undefined;
-      const brokenPipe = feedErr?.code === 'EPIPE' || feedErr?.code === 'ERR_STREAM_DESTROYED' || feedErr?.code === 'ERR_STREAM_PREMATURE_CLOSE';
-      if (w.status === 'rejected' && (!feedErr || brokenPipe)) throw w.reason;
-      throw feedErr ?? (w as PromiseRejectedResult).reason;
-    },
-  };
-}
-
 /** pg_basebackup put backup_manifest into the tar; if it is missing, take the separate copy. */
 export async function checkManifestFile(storage: Storage, config: Config, backup: BackupInfo, pgdata: string, owner: Owner | undefined): Promise<void> {
   const path = join(pgdata, MANIFEST_OBJECT);
@@ -129,6 +109,9 @@ export async function checkManifestFile(storage: Storage, config: Config, backup
     const staged = join(tmp, MANIFEST_OBJECT);
     const meta = await downloadVerified(storage, key, staged, { policy: retryPolicy(config), deadline, what: `get ${key}` });
     if (!meta) throw backupError(`backup ${backup.id} has no backup_manifest, neither in the tar nor as ${storage.url}/${key}`);
+    if (backup.manifestSha256 && meta.sha256 !== backup.manifestSha256) {
+      throw integrityError(`${storage.url}/${key} does not match the manifest recorded for backup ${backup.id}`, { retryable: false });
+    }
     await writeAsOwner(pgdata, owner, [{ name: MANIFEST_OBJECT, data: (await readFile(staged)).toString('base64') }]);
   } finally {
     deadline.dispose();

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, isErrorName, isWalvaultError, WalvaultError } from '../common/errors.js';
-import { createExtractor } from './extract.js';
+import { createExtractor, removeFiles } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
@@ -15,7 +15,8 @@ import type { Owner } from '../common/file-trust.js';
 // would delete outside it). The parent keeps what needs root: reading the repository, checking the
 // SHA-256, and the directory itself only where root alone controls its parent (restore-target.ts).
 //
-//   walvault __restore-worker extract <pgdata>        stdin: the tar stream
+//   walvault __restore-worker extract <pgdata> [files]  stdin: the tar stream (files: format 2, keepModes)
+//   walvault __restore-worker unlink <pgdata>         stdin: JSON array of paths to remove (extract.ts removeFiles)
 //   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)
 //   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
 //   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
@@ -31,8 +32,8 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -44,7 +45,7 @@ export async function workerMain(args: string[]): Promise<number> {
   const [op, root, name] = args;
   let out: Record<string, unknown>;
   try {
-    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take <pgdata> [name]`);
+    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take|unlink <pgdata> [name]`);
     out = await runOp(op as Op, root, name);
   } catch (e) {
     const w = isWalvaultError(e) ? e : backupError(`${op ?? 'restore worker'} ${root ?? ''}: ${describeError(e)}`);
@@ -57,7 +58,7 @@ export async function workerMain(args: string[]): Promise<number> {
 async function runOp(op: Op, root: string, name: string | undefined): Promise<Record<string, unknown>> {
   switch (op) {
     case 'extract': {
-      const ex = createExtractor(root);
+      const ex = createExtractor(root, { keepModes: name === 'files' });
       await pipeline(process.stdin, ex);
       return { entries: ex.entries(), ...ex.synced() };
     }
@@ -69,15 +70,24 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
     case 'take':
       await takeTargetDir(root, name === 'new');
       return {};
-    case 'write': {
-      const chunks: Buffer[] = [];
-      for await (const c of process.stdin) chunks.push(c as Buffer);
-      await applyWrites(root, JSON.parse(Buffer.concat(chunks).toString('utf8')) as PgdataWrite[]);
+    case 'write':
+      await applyWrites(root, (await readJsonStdin()) as PgdataWrite[]);
+      return {};
+    case 'unlink': {
+      const paths = await readJsonStdin();
+      if (!Array.isArray(paths) || !paths.every((p) => typeof p === 'string')) throw backupError('unlink: stdin must be a JSON array of paths');
+      await removeFiles(root, paths as string[]);
       return {};
     }
     case 'sha256':
       return { sha256: await fileSha256(root, name ?? '') };
   }
+}
+
+async function readJsonStdin(): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
 }
 
 export interface RunningWorker {
@@ -106,7 +116,7 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
     // root's working and cache directories are usually closed to the owner.
     cwd: '/',
     env: ownerEnv(),
-    stdio: [op === 'extract' || op === 'write' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
+    stdio: [op === 'extract' || op === 'write' || op === 'unlink' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
   });
   let stdout = '';
   child.stdout!.setEncoding('utf8');

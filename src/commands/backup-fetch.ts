@@ -10,6 +10,8 @@ import { isBackupId, listBackups } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
+import type { RestorePlan } from '../backup/file-plan.js';
+import { loadRestorePlan } from '../backup/restore-files.js';
 import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from '../backup/restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker, startWorker } from '../backup/restore-worker.js';
@@ -17,8 +19,9 @@ import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../
 import { openRepository } from '../archive/repository.js';
 
 // walvault backup-fetch <id|LATEST> <pgdata> [target]: picks the backup, proves the archive holds the
-// WAL to get from it to the target, and only then streams GET -> decompress -> SHA-256 -> tar
-// extract into an empty directory, checks the result with pg_verifybackup, and writes the recovery
+// WAL to get from it to the target (and, format 2, reads and checks its file list), and only then
+// streams GET -> decompress -> SHA-256 -> tar extract into an empty directory (format 2: one data
+// object per job, --jobs at once, restore-files.ts), checks the result with pg_verifybackup, and writes the recovery
 // settings (restore_command = this walvault) and recovery.signal / standby.signal. Any failure
 // after the first byte was written leaves the directory empty (or removes it if it created it).
 
@@ -69,6 +72,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     // 1. Choose the backup and prove the WAL is there, before writing anything.
     const deadline = new Deadline(config.deadline * 1000);
     let backup: BackupInfo;
+    let files: RestorePlan | undefined;
     try {
       const rejected = new Map<string, Error>();
       const backups = await listBackups(storage, policy, deadline, rejected);
@@ -82,6 +86,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
         `the archive holds all ${plan.segments} WAL segments recovery needs (${plan.firstSegment} - ${plan.lastSegment}` +
           `${plan.path.length > 1 ? `, following timelines ${plan.path.map((p) => p.tli).join(' -> ')}` : ''})`,
       );
+      // Format 2: its file list is read and checked (every path, object and size) before anything is written.
+      if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
     } finally {
       deadline.dispose();
     }
@@ -89,7 +95,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     // 2. Restore. From here on a failure empties the directory again.
     try {
       await prepareTargetDir(plan, created, owner);
-      await restoreData(storage, config, backup, pgdata, owner, abort.signal);
+      await restoreData(storage, config, backup, pgdata, owner, abort.signal, files);
       await checkManifestFile(storage, config, backup, pgdata, owner);
       await verifyBackup(config, backup, pgdata, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);

@@ -94,6 +94,11 @@ export interface RunWalvaultOptions {
   /** Run through the wrapper as the postgres OS user (when root), like archive_command does. */
   asPostgres?: boolean;
   timeoutMs?: number;
+  /**
+   * Run through the world-readable wrapper (always the case with asPostgres): a backup-fetch run as
+   * root then writes a restore_command postgres can run.
+   */
+  wrapper?: boolean;
   /** Command prefix for the node process, e.g. ['/usr/bin/time', '-f', '%M'] (not with asPostgres). */
   prefix?: string[];
 }
@@ -108,7 +113,7 @@ export async function runWalvault(args: string[], opts: RunWalvaultOptions = {})
   const asPostgres = opts.asPostgres ?? false;
   let cmd: string;
   let argv: string[];
-  if (asPostgres) {
+  if (asPostgres || opts.wrapper) {
     cmd = await walvaultBin();
     argv = args;
   } else {

@@ -1,0 +1,78 @@
+import { backupError } from '../common/errors.js';
+import type { BackupInfo } from './backup-info.js';
+import { backupKey } from './catalog.js';
+import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
+
+// What backup-fetch does with a format-2 file list, decided before anything is written: the
+// directories to create first, and per data object the files to cut out of it in offset order.
+// parseFileList has checked every field; this refuses what the restore cannot do safely.
+
+export interface ObjectPlan {
+  /** Index in FileList.objects. */
+  index: number;
+  object: DataObject;
+  /** backups/<backup>/<name>. */
+  key: string;
+  /** Its files, by offset, none overlapping. */
+  files: FileEntry[];
+}
+
+export interface RestorePlan {
+  backup: string;
+  dirs: DirEntry[];
+  /** Objects with at least one file, in list order. */
+  objects: ObjectPlan[];
+  fileCount: number;
+  fileBytes: number;
+  /** Uncompressed bytes of the objects to read (the progress total). */
+  objectBytes: number;
+}
+
+export function planRestore(list: FileList, backup: BackupInfo, what: string): RestorePlan {
+  const bad = (why: string): never => {
+    throw backupError(`${what}: ${why}; refusing to restore backup ${backup.id}`);
+  };
+  const keys = new Set<string>();
+  for (const o of list.objects) {
+    // Objects of earlier backups come with incremental backups (a later round), which will check
+    // that the backup they name exists and is older; until then a list only names its own objects.
+    if (o.backup !== backup.id) bad(`${o.name} belongs to backup ${o.backup}, not to this one`);
+    const key = backupKey(o.backup, o.name);
+    if (keys.has(key)) bad(`${o.name} is listed twice`);
+    keys.add(key);
+  }
+  const dirs: DirEntry[] = [];
+  const byObject = new Map<number, FileEntry[]>();
+  let fileCount = 0;
+  let fileBytes = 0;
+  for (const e of list.entries) {
+    if (e.type === 'link') {
+      // The link would point at the original cluster's live tablespace, whose files this backup
+      // does not hold: recovery on it would write there.
+      bad(`${e.path} is a symbolic link (a tablespace); restoring tablespaces is not supported yet`);
+    }
+    if (e.type === 'dir') dirs.push(e);
+    if (e.type !== 'file') continue;
+    fileCount++;
+    fileBytes += e.size;
+    const files = byObject.get(e.object) ?? [];
+    files.push(e);
+    byObject.set(e.object, files);
+  }
+  if (fileBytes !== backup.sizeBytes) bad(`the files add up to ${fileBytes} bytes, backup.json records ${backup.sizeBytes}`);
+  const objects: ObjectPlan[] = [];
+  let objectBytes = 0;
+  list.objects.forEach((object, index) => {
+    const files = byObject.get(index);
+    if (!files) return;
+    files.sort((a, b) => a.offset - b.offset || a.size - b.size);
+    let end = 0;
+    for (const f of files) {
+      if (f.offset < end) bad(`${f.path} overlaps the file before it in ${object.name}`);
+      end = f.offset + f.size;
+    }
+    objects.push({ index, object, key: backupKey(object.backup, object.name), files });
+    objectBytes += object.size;
+  });
+  return { backup: backup.id, dirs, objects, fileCount, fileBytes, objectBytes };
+}

@@ -1,0 +1,262 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FileEntry } from '../../src/backup/file-list.js';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
+import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixture.js';
+import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
+import { createTestBucket, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+
+// Issue 10 item 6: backup-fetch of a format-2 backup (file list + data objects) with --jobs, on
+// radosgw and PostgreSQL 15. The backup is built by test/support/format2-fixture.ts from a real
+// `pg_basebackup -Fp` of a throwaway cluster that archives its WAL through walvault, with
+// pg_basebackup's own backup_manifest, so pg_verifybackup checks every restore for real.
+
+const rgw = testStores().filter((s) => s.name === 'rgw');
+const MiB = 1024 * 1024;
+const ROWS = 60_000;
+
+/** path -> SHA-256 of every file, and the directories, under `dir`. */
+async function tree(dir: string, rel = '', out = new Map<string, string>()): Promise<Map<string, string>> {
+  for (const name of (await readdir(join(dir, rel))).sort()) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(dir, path));
+    if (st.isDirectory()) {
+      out.set(`${path}/`, 'dir');
+      await tree(dir, path, out);
+    } else out.set(path, createHash('sha256').update(await readFile(join(dir, path))).digest('hex'));
+  }
+  return out;
+}
+
+/** Owners and permission bits of everything under `dir`. */
+async function owners(dir: string, rel = '', out = new Set<string>()): Promise<Set<string>> {
+  for (const name of await readdir(join(dir, rel))) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(dir, path));
+    out.add(`${st.uid}:${st.gid} ${st.isDirectory() ? 'd' : 'f'}${(st.mode & 0o7777).toString(8)}`);
+    if (st.isDirectory()) await owners(dir, path, out);
+  }
+  return out;
+}
+
+describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
+  let pg: PgCluster;
+  let bucket: string;
+  let base: string;
+  let env: Record<string, string>;
+  let proxyEnv: Record<string, string>;
+  let proxy: FaultProxy;
+  let good: Format2Backup;
+  let postgres: { uid: number; gid: number };
+  let fixture: (o: { suffix: string; mutate?: Parameters<typeof writeFormat2Backup>[3]['mutate'] }) => Promise<Format2Backup>;
+  const restored: PgCluster[] = [];
+
+  /** As root through the wrapper (the restore_command it writes must be runnable by postgres). */
+  const fetchAsRoot = (args: string[], e = env): Promise<WalvaultResult> => runWalvault(['backup-fetch', ...args, '--owner', 'postgres'], { env: e, wrapper: true, timeoutMs: 180_000 });
+  const immediate = ['--target-immediate', '--target-action', 'promote'];
+
+  async function switchAndWaitArchived(): Promise<void> {
+    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
+    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
+  }
+
+  /** The restored directory holds exactly the backed-up files (plus what backup-fetch adds for recovery). */
+  async function expectSameFiles(target: string): Promise<void> {
+    const got = await tree(target);
+    const want = await tree(base);
+    expect(got.get('recovery.signal')).toBeDefined();
+    got.delete('recovery.signal');
+    // backup-fetch appends the recovery settings to postgresql.auto.conf.
+    expect((await readFile(join(target, 'postgresql.auto.conf'), 'utf8')).startsWith(await readFile(join(base, 'postgresql.auto.conf'), 'utf8'))).toBe(true);
+    got.delete('postgresql.auto.conf');
+    want.delete('postgresql.auto.conf');
+    expect(got).toEqual(want);
+  }
+
+  async function expectRows(target: string): Promise<void> {
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
+    await c.stop();
+  }
+
+  const dataGets = (id: string) => {
+    const counts = new Map<string, number>();
+    for (const r of proxy.log) {
+      const m = new RegExp(`/backups/${id}/(data/\\d+|files\\.json)(\\?|$)`).exec(r.url);
+      if (r.method === 'GET' && m) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+    }
+    return counts;
+  };
+
+  beforeAll(async () => {
+    bucket = await createTestBucket(store, 'restore-files');
+    const home = await tempDir('wv-rfiles', { forPostgres: true });
+    const configFile = await writeRepoConfig(store, bucket, 'pg', home);
+    proxy = await FaultProxy.start({ upstream: store.endpoint });
+    const proxyConfig = await writeRepoConfig(store, bucket, 'pg', home, { s3Endpoint: proxy.url });
+    const spool = join(await tempDir('wv-rfiles-root'), 'spool');
+    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true' };
+    proxyEnv = { ...env, WALVAULT_CONFIG: proxyConfig };
+    const bin = await walvaultBin();
+    pg = await PgCluster.create({
+      walSegSizeMb: 1,
+      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
+    });
+    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await pg.query(`CREATE TABLE items AS SELECT g AS n, md5(g::text) AS h FROM generate_series(1, ${ROWS}) g`);
+    await switchAndWaitArchived();
+    base = join(await tempDir('wv-rfiles-base', { forPostgres: true }), 'base');
+    const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', base, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
+      env: pg.connectionEnv(),
+    });
+    expect(bb.code, bb.stderr).toBe(0);
+    await switchAndWaitArchived();
+    const systemIdentifier = await pg.query('SELECT system_identifier FROM pg_control_system()');
+    postgres = {
+      uid: Number((await runAsPostgres('id', ['-u'])).stdout.trim()),
+      gid: Number((await runAsPostgres('id', ['-g'])).stdout.trim()),
+    };
+    // 1 MiB bundles: files from 128 KiB are objects of their own; some 30 objects in all.
+    fixture = (o) => writeFormat2Backup(store, bucket, base, { prefix: 'pg', bundleSize: MiB, systemIdentifier, walSegmentSize: MiB, ...o });
+    good = await fixture({ suffix: '' });
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const c of restored) await c.destroy();
+    await pg?.destroy();
+    await proxy?.close();
+    await cleanupAll();
+  });
+
+  it('the fixture is what the test needs: bundles and single-file objects', () => {
+    const perObject = new Map<number, number>();
+    for (const e of good.list.entries) if (e.type === 'file') perObject.set(e.object, (perObject.get(e.object) ?? 0) + 1);
+    expect(good.list.objects.length).toBeGreaterThan(8);
+    expect([...perObject.values()].some((n) => n > 20)).toBe(true);
+    expect([...perObject.values()].filter((n) => n === 1).length).toBeGreaterThan(2);
+  });
+
+  it('--jobs 1 run as the data directory owner: the exact files, pg_verifybackup passes, the cluster starts with the rows', async () => {
+    const target = join(await tempDir('wv-rfiles-j1', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', good.id, target, '--jobs', '1', ...immediate], {
+      asPostgres: true,
+      env: { WALVAULT_CONFIG: env['WALVAULT_CONFIG']!, AWS_EC2_METADATA_DISABLED: 'true' },
+      timeoutMs: 180_000,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`restored .* \\(${good.list.entries.filter((e) => e.type === 'file').length} files from ${good.list.objects.length} objects, \\d+ directories\\) into ${target} with 1 job in`));
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    await expectRows(target);
+  }, 300_000);
+
+  it('--jobs 4 as root for owner postgres: restore workers as postgres, every file and directory postgres\'s', async () => {
+    const target = join(await tempDir('wv-rfiles-j4', { forPostgres: true }), 'data');
+    const r = await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`into ${target} as uid ${postgres.uid} with 4 jobs in`));
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    // pg_basebackup -Fp wrote 0700 directories and 0600 files; so does the restore, as postgres.
+    expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
+    await expectRows(target);
+  }, 300_000);
+
+  for (const as of ['root for postgres', 'postgres'] as const) {
+    it(`a connection reset in the middle of one object costs that object only (${as}: ${as === 'postgres' ? 'a bundle, in-process' : 'a large file, restore workers'})`, async () => {
+      const files = new Map<number, number>();
+      for (const e of good.list.entries) if (e.type === 'file') files.set(e.object, (files.get(e.object) ?? 0) + 1);
+      const candidates = good.list.objects.filter((_, i) => (as === 'postgres' ? (files.get(i) ?? 0) > 3 : files.get(i) === 1));
+      const victim = candidates.sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+      expect(victim.storedBytes).toBeGreaterThan(8 * 1024);
+      // Halfway through: the files before that point were written, and are removed before the retry.
+      const rule = proxy.addRule({
+        method: 'GET',
+        path: new RegExp(`/backups/${good.id}/${victim.name}(\\?|$)`),
+        first: 1,
+        action: fault.reset('response-body', Math.floor(victim.storedBytes / 2)),
+      });
+      proxy.log.length = 0;
+      const target = join(await tempDir('wv-rfiles-reset', { forPostgres: true }), 'data');
+      let r: WalvaultResult;
+      try {
+        r =
+          as === 'postgres'
+            ? await runWalvault(['backup-fetch', good.id, target, '--jobs', '4', ...immediate], {
+                asPostgres: true,
+                env: { WALVAULT_CONFIG: proxyEnv['WALVAULT_CONFIG']!, AWS_EC2_METADATA_DISABLED: 'true' },
+                timeoutMs: 180_000,
+              })
+            : await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate], proxyEnv);
+      } finally {
+        proxy.removeRule(rule);
+      }
+      expect(r.code, r.stderr).toBe(0);
+      expect(rule.injected).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`get backups/${good.id}/${victim.name}: attempt 1 failed \\(.*(ECONNRESET|reset|aborted)`));
+      const expected = new Map(good.list.objects.map((o) => [o.name, o === victim ? 2 : 1]));
+      expected.set('files.json', 1);
+      expect(dataGets(good.id)).toEqual(expected);
+      expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+      await expectSameFiles(target);
+    }, 300_000);
+  }
+
+  it('a file whose bytes do not match its SHA-256 in the list fails with IntegrityError and leaves the target empty', async () => {
+    let victim: FileEntry | undefined;
+    const bad = await fixture({
+      suffix: '_2',
+      mutate: (list) => {
+        const files = list.entries.filter((e): e is FileEntry => e.type === 'file' && e.size > 0);
+        // A file in the middle of a bundle: files before it in that object were already written.
+        victim = files.find((f) => f.offset > 0 && files.some((g) => g.object === f.object && g.offset > f.offset));
+        victim!.sha256 = createHash('sha256').update('not these bytes').digest('hex');
+      },
+    });
+    const target = await tempDir('wv-rfiles-integrity', { forPostgres: true });
+    const r = await fetchAsRoot([bad.id, target, '--jobs', '4', ...immediate]);
+    expect(r.code, r.stderr).toBe(10);
+    expect(r.stderr).toMatch(new RegExp(`ERROR: IntegrityError: .*${victim!.path} \\(bytes \\d+-\\d+ of .*\\) has SHA-256 [0-9a-f]{64}, the file list records`));
+    expect(await readdir(target)).toEqual([]);
+  }, 300_000);
+
+  it('trust: a hostile files.json (a path out of the data directory, an object of another backup) is refused before anything is written', async () => {
+    const escape = await fixture({
+      suffix: '_3',
+      mutate: (list) => {
+        const f = list.entries.find((e): e is FileEntry => e.type === 'file')!;
+        list.entries.push({ ...f, path: '../x' });
+      },
+    });
+    const foreign = await fixture({
+      suffix: '_4',
+      mutate: (list) => {
+        list.objects[0]!.backup = good.id;
+      },
+    });
+    for (const [b, why] of [
+      [escape, /BackupError: .*files\.json is not a valid backup file list: entries\[\d+\]\.path "\.\.\/x" is not a safe relative path/],
+      [foreign, /BackupError: .*files\.json: data\/000000 belongs to backup \S+, not to this one; refusing to restore backup/],
+    ] as const) {
+      proxy.log.length = 0;
+      const parent = await tempDir('wv-rfiles-hostile', { forPostgres: true });
+      const r = await fetchAsRoot([b.id, join(parent, 'data'), '--jobs', '4'], proxyEnv);
+      expect(r.code, r.stderr).toBe(14);
+      expect(r.stderr).toMatch(why);
+      expect(existsSync(join(parent, 'data'))).toBe(false);
+      // (`../x` would have been <parent>/x.)
+      expect(await readdir(parent)).toEqual([]);
+      // files.json was read; no data object was.
+      expect([...dataGets(b.id).keys()]).toEqual(['files.json']);
+      expect([...dataGets(good.id).keys()]).toEqual([]);
+    }
+  }, 300_000);
+});
