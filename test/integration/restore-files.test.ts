@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
@@ -259,4 +260,46 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       expect([...dataGets(good.id).keys()]).toEqual([]);
     }
   }, 300_000);
+
+  it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {
+    // Its own larger backup, taken after the others so they stay small.
+    await pg.query("CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 2500000) g");
+    await switchAndWaitArchived();
+    const bigBase = join(await tempDir('wv-rfiles-big', { forPostgres: true }), 'base');
+    const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', bigBase, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
+      env: pg.connectionEnv(),
+    });
+    expect(bb.code, bb.stderr).toBe(0);
+    await switchAndWaitArchived();
+    const systemIdentifier = await pg.query('SELECT system_identifier FROM pg_control_system()');
+    const big = await writeFormat2Backup(store, bucket, bigBase, { prefix: 'pg', bundleSize: 32 * MiB, systemIdentifier, walSegmentSize: MiB, suffix: '_5' });
+    const largest = Math.max(...big.list.entries.map((e) => (e.type === 'file' ? e.size : 0)));
+    expect(largest).toBeGreaterThan(200 * 1000 * 1000);
+    const target = join(await tempDir('wv-rfiles-mem', { forPostgres: true }), 'data');
+    // As postgres through the wrapper (sh execs node: the pid is walvault's), VmHWM polled.
+    const child = spawn(await walvaultBin(), ['backup-fetch', big.id, target, '--jobs', '4', ...immediate], {
+      uid: postgres.uid,
+      gid: postgres.gid,
+      cwd: '/',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/var/lib/postgresql', WALVAULT_CONFIG: env['WALVAULT_CONFIG']!, AWS_EC2_METADATA_DISABLED: 'true' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    let peakKib = 0;
+    const poll = setInterval(() => {
+      readFile(`/proc/${child.pid}/status`, 'utf8').then(
+        (t) => (peakKib = Math.max(peakKib, Number(/VmHWM:\s+(\d+)/.exec(t)?.[1] ?? 0))),
+        () => undefined,
+      );
+    }, 20);
+    const started = Date.now();
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    clearInterval(poll);
+    const secs = (Date.now() - started) / 1000;
+    expect(code, stderr).toBe(0);
+    console.log(`format-2 restore of ${(big.info.sizeBytes / MiB).toFixed(0)} MiB in ${big.list.objects.length} objects, jobs 4, as postgres: ${secs.toFixed(1)} s, peak RSS ${(peakKib / 1024).toFixed(0)} MiB`);
+    expect(peakKib / 1024).toBeLessThan(256);
+    expect(stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+  }, 600_000);
 });
