@@ -28,10 +28,16 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
   },
   {
     usage: 'backup-push',
-    describe: 'take a base backup with pg_basebackup and stream it to the repository (libpq settings: --dbname, PGHOST, PGPORT, PGUSER...)',
+    describe: 'take a base backup and upload it to the repository (libpq settings: --dbname, PGHOST, PGPORT, PGUSER...)',
     options: (y) =>
       y
-        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string for pg_basebackup (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
+        .option('method', {
+          type: 'string',
+          choices: ['stream', 'files'],
+          default: 'stream',
+          describe: 'stream: pg_basebackup streams one tar (format 1); files: walvault reads the data directory itself with --jobs workers (format 2; run it on the database host)',
+        })
+        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
         .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
         .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' }),
     handler: async ({ config }, a) =>
@@ -39,6 +45,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
         ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
         checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
+        method: a['method'] === 'files' ? 'files' : 'stream',
       }),
   },
   {

@@ -23,6 +23,8 @@ export async function backupList(config: Config, json: boolean): Promise<number>
 function publicFields(b: BackupInfo): Record<string, unknown> {
   return {
     id: b.id,
+    format: b.format,
+    ...(b.method ? { method: b.method } : {}),
     startTime: b.startTime,
     stopTime: b.stopTime,
     startLsn: b.startLsn,

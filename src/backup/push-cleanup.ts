@@ -1,0 +1,51 @@
+import { retryPolicy, type Config } from '../common/config.js';
+import { describe as describeError } from '../common/errors.js';
+import { log } from '../common/log.js';
+import { Deadline, withRetry } from '../common/retry.js';
+import type { Storage } from '../storage/types.js';
+import { BACKUPS_PREFIX, SENTINEL_OBJECT } from './catalog.js';
+import { phase } from './wait.js';
+
+// What a failed or interrupted backup-push leaves behind. Nothing without backup.json counts for
+// backup-list or backup-fetch; still, its objects cost storage, so they go when we can help it.
+
+/** A backup-push killed with SIGKILL cannot abort its multipart upload: the next one does. */
+export async function cleanStaleUploads(storage: Storage, config: Config): Promise<void> {
+  const olderThan = new Date(Date.now() - config.backupStaleUploadAge * 1000);
+  const deadline = new Deadline(config.deadline * 1000);
+  try {
+    const n = await withRetry('abort stale backup uploads', retryPolicy(config), deadline, (signal) =>
+      storage.abortStaleUploads(BACKUPS_PREFIX, olderThan, { signal }),
+    );
+    if (n > 0) log.info(`aborted ${n} incomplete backup upload${n === 1 ? '' : 's'} older than ${config.backupStaleUploadAge}s (left by an interrupted backup-push)`);
+  } catch (e) {
+    log.warn(`cannot clean up incomplete backup uploads: ${describeError(e)}`);
+  } finally {
+    deadline.dispose();
+  }
+}
+
+/**
+ * Best effort: removes every object under backups/<id>/ (a backup that failed before its
+ * backup.json was written, which is why nothing reads them). Call it once no upload of that backup
+ * is in flight any more.
+ */
+export async function removeIncompleteBackup(storage: Storage, config: Config, id: string): Promise<void> {
+  const dir = `${BACKUPS_PREFIX}${id}/`;
+  try {
+    const keys = await phase(config, `list ${dir}`, async (signal) => {
+      const out: string[] = [];
+      for await (const o of storage.list(dir, { signal })) out.push(o.key);
+      return out;
+    });
+    if (keys.includes(`${dir}${SENTINEL_OBJECT}`)) return; // complete after all: never remove a recorded backup
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      await phase(config, `remove the incomplete backup ${dir}`, (signal) => storage.delete(batch, { signal }));
+    }
+    // The reason follows as the error line: repeating it here would only double a long line.
+    if (keys.length > 0) log.info(`removed the incomplete backup ${storage.url}/${dir} (${keys.length} object${keys.length === 1 ? '' : 's'})`);
+  } catch (e) {
+    log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored): ${describeError(e)}`);
+  }
+}
