@@ -44,6 +44,17 @@ async function owners(dir: string, rel = '', out = new Set<string>()): Promise<S
   return out;
 }
 
+/** path -> d<mode> or f<mode> (octal permission bits) of everything under `dir`. */
+async function modesOf(dir: string, rel = '', out = new Map<string, string>()): Promise<Map<string, string>> {
+  for (const name of await readdir(join(dir, rel))) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(dir, path));
+    out.set(path, `${st.isDirectory() ? 'd' : 'f'}${(st.mode & 0o7777).toString(8)}`);
+    if (st.isDirectory()) await modesOf(dir, path, out);
+  }
+  return out;
+}
+
 describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   let pg: PgCluster;
   let bucket: string;
@@ -302,4 +313,61 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     expect(peakKib / 1024).toBeLessThan(256);
     expect(stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
   }, 600_000);
+});
+
+// The round trip with the real writer (backup-push --method files, file-engine.ts), on a cluster
+// initialised with group access (initdb -g: directories 0750, files 0640), restored as the owner
+// with four jobs: the modes come back as they were, the files as pg_verifybackup expects.
+describe.each(rgw)('round trip: backup-push --method files, backup-fetch --jobs 4, on $name', (store: TestStore) => {
+  let pg: PgCluster;
+  let configFile: string;
+  const restored: PgCluster[] = [];
+
+  beforeAll(async () => {
+    const bucket = await createTestBucket(store, 'files-roundtrip');
+    const home = await tempDir('wv-rtrip', { forPostgres: true });
+    configFile = await writeRepoConfig(store, bucket, 'pg', home);
+    const bin = await walvaultBin();
+    pg = await PgCluster.create({
+      walSegSizeMb: 1,
+      initdbArgs: ['-g'],
+      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
+    });
+    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await pg.query(`CREATE TABLE items AS SELECT g AS n, md5(g::text) AS h FROM generate_series(1, ${ROWS}) g`);
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const c of restored) await c.destroy();
+    await pg?.destroy();
+    await cleanupAll();
+  });
+
+  it('restores what backup-push --method files stored: same files and modes, pg_verifybackup passes, the rows are there', async () => {
+    const env = { WALVAULT_CONFIG: configFile, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+    const push = await runWalvault(['backup-push', '--method', 'files', '--jobs', '2', '--backup-bundle-size', '1MiB'], {
+      asPostgres: true,
+      env: { ...env, ...pg.connectionEnv() },
+      timeoutMs: 240_000,
+    });
+    expect(push.code, push.stderr).toBe(0);
+    const id = push.stdout.trim();
+    const target = join(await tempDir('wv-rtrip-restore', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', id, target, '--jobs', '4', '--target-immediate', '--target-action', 'promote'], { asPostgres: true, env, timeoutMs: 240_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/with 4 jobs in .*; SHA-256 of every object and file verified/);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    // Every directory and file below the top keeps the group bits initdb -g gave it; 0600: the
+    // files backup-fetch writes after the extraction, and backup_label, which backup-push records so.
+    const modes = await modesOf(target);
+    const owner = [...modes].filter(([, m]) => m === 'f600').map(([p]) => p).sort();
+    expect(owner).toEqual(['backup_label', 'backup_manifest', 'recovery.signal']);
+    expect(new Set([...modes].filter(([p]) => !owner.includes(p)).map(([, m]) => m))).toEqual(new Set(['d750', 'f640']));
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
+  }, 300_000);
 });
