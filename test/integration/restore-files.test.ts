@@ -3,12 +3,13 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { zstdCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/backup/file-list.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixture.js';
 import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
-import { createTestBucket, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { createTestBucket, deleteRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
 // Issue 10 item 6: backup-fetch of a format-2 backup (file list + data objects) with --jobs, on
@@ -270,6 +271,67 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       expect([...dataGets(b.id).keys()]).toEqual(['files.json']);
       expect([...dataGets(good.id).keys()]).toEqual([]);
     }
+  }, 300_000);
+
+  it('a data object missing from the store (exit 14), or not the one the list records (CorruptObject, exit 10, not retried): the target is emptied', async () => {
+    const missing = await fixture({ suffix: '_6' });
+    await deleteRaw(store, bucket, `pg/backups/${missing.id}/data/000001`);
+    const swapped = await fixture({ suffix: '_7' });
+    const other = zstdCompressSync(Buffer.from('other bytes'));
+    await putRaw(store, bucket, `pg/backups/${swapped.id}/data/000002`, other, {
+      'walvault-sha256': createHash('sha256').update('other bytes').digest('hex'),
+      'walvault-size': '11',
+      'walvault-codec': 'zstd',
+    });
+    for (const [b, code, why] of [
+      [missing, 14, /ERROR: BackupError: .*data\/000001 is missing: backup \S+ is damaged/],
+      [swapped, 10, /ERROR: CorruptObject: .*data\/000002 holds 11 bytes \(zstd\) with SHA-256 [0-9a-f]{64}; the file list records \d+ bytes/],
+    ] as const) {
+      proxy.log.length = 0;
+      const target = await tempDir('wv-rfiles-damaged', { forPostgres: true });
+      const r = await fetchAsRoot([b.id, target, '--jobs', '4'], proxyEnv);
+      expect(r.code, r.stderr).toBe(code);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(why);
+      expect(await readdir(target)).toEqual([]);
+      expect(dataGets(b.id).get(b === missing ? 'data/000001' : 'data/000002')).toBe(1);
+    }
+  }, 300_000);
+
+  it('SIGTERM in the middle of a parallel restore as root: exit 14 within seconds, no restore worker left, the new directory removed', async () => {
+    const largest = [...good.list.objects].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${largest.name}(\\?|$)`), first: 1, action: fault.stall('response-body', 4096) });
+    const parent = await tempDir('wv-rfiles-term', { forPostgres: true });
+    const target = join(parent, 'data');
+    const child = spawn(await walvaultBin(), ['backup-fetch', good.id, target, '--owner', 'postgres', '--jobs', '4'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...proxyEnv },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const until = Date.now() + 60_000;
+      while (rule.injected === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(rule.injected, stderr).toBe(1);
+      await new Promise((r) => setTimeout(r, 500));
+      const sent = Date.now();
+      child.kill('SIGTERM');
+      const code = await closed;
+      expect(code, stderr).toBe(14);
+      expect(Date.now() - sent).toBeLessThan(15_000);
+      expect(stderr.trim().split('\n').at(-1)).toMatch(/BackupError: interrupted by SIGTERM/);
+    } finally {
+      proxy.removeRule(rule);
+      child.kill('SIGKILL');
+    }
+    expect(existsSync(target)).toBe(false);
+    const workers: string[] = [];
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmd.includes('__restore-worker') && cmd.includes(target)) workers.push(pid);
+    }
+    expect(workers).toEqual([]);
   }, 300_000);
 
   it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {
