@@ -153,7 +153,10 @@ async function restoreObject(
         dirty = false;
       }
       const s = AbortSignal.any([attemptSignal, signal]);
-      const got = await storage.get(op.key, { signal: s });
+      const got = await storage.get(op.key, { signal: s }).catch((e: unknown) => {
+        // Another job's failure (or a signal) aborted this GET: not worth a retry, nor a warning.
+        throw signal.aborted ? stopped() : e;
+      });
       if (!got) throw backupError(`${where} is missing: backup ${op.object.backup} is damaged`);
       try {
         const meta = parseStoredMeta(got.info, where);
