@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { availableParallelism } from 'node:os';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -45,6 +46,10 @@ export async function loadRestorePlan(storage: Storage, config: Config, backup: 
   const digest = sha256Hex(body);
   if (digest !== backup.sha256) {
     throw integrityError(`${what} has SHA-256 ${digest}, backup.json records ${backup.sha256}: it is not this backup's file list`, { retryable: false });
+  }
+  // (V8 strings stop at ~512 MiB, below MAX_FILE_LIST_BYTES: say so rather than fail inside toString.)
+  if (body.length > constants.MAX_STRING_LENGTH) {
+    throw backupError(`${what} is ${formatBytes(body.length)}, more than this walvault can parse (${formatBytes(constants.MAX_STRING_LENGTH)})`);
   }
   return planRestore(parseFileList(body.toString('utf8'), backup.id, what, BACKUP_ID_GRAMMAR), backup, what);
 }
@@ -148,7 +153,10 @@ async function restoreObject(
         dirty = false;
       }
       const s = AbortSignal.any([attemptSignal, signal]);
-      const got = await storage.get(op.key, { signal: s });
+      const got = await storage.get(op.key, { signal: s }).catch((e: unknown) => {
+        // Another job's failure (or a signal) aborted this GET: not worth a retry, nor a warning.
+        throw signal.aborted ? stopped() : e;
+      });
       if (!got) throw backupError(`${where} is missing: backup ${op.object.backup} is damaged`);
       try {
         const meta = parseStoredMeta(got.info, where);

@@ -1,13 +1,15 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { zstdCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/backup/file-list.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixture.js';
 import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
-import { createTestBucket, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { createTestBucket, deleteRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
 // Issue 10 item 6: backup-fetch of a format-2 backup (file list + data objects) with --jobs, on
@@ -39,6 +41,17 @@ async function owners(dir: string, rel = '', out = new Set<string>()): Promise<S
     const st = await lstat(join(dir, path));
     out.add(`${st.uid}:${st.gid} ${st.isDirectory() ? 'd' : 'f'}${(st.mode & 0o7777).toString(8)}`);
     if (st.isDirectory()) await owners(dir, path, out);
+  }
+  return out;
+}
+
+/** path -> d<mode> or f<mode> (octal permission bits) of everything under `dir`. */
+async function modesOf(dir: string, rel = '', out = new Map<string, string>()): Promise<Map<string, string>> {
+  for (const name of await readdir(join(dir, rel))) {
+    const path = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(dir, path));
+    out.set(path, `${st.isDirectory() ? 'd' : 'f'}${(st.mode & 0o7777).toString(8)}`);
+    if (st.isDirectory()) await modesOf(dir, path, out);
   }
   return out;
 }
@@ -258,5 +271,165 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       expect([...dataGets(b.id).keys()]).toEqual(['files.json']);
       expect([...dataGets(good.id).keys()]).toEqual([]);
     }
+  }, 300_000);
+
+  it('a data object missing from the store (exit 14), or not the one the list records (CorruptObject, exit 10, not retried): the target is emptied', async () => {
+    const missing = await fixture({ suffix: '_6' });
+    await deleteRaw(store, bucket, `pg/backups/${missing.id}/data/000001`);
+    const swapped = await fixture({ suffix: '_7' });
+    const other = zstdCompressSync(Buffer.from('other bytes'));
+    await putRaw(store, bucket, `pg/backups/${swapped.id}/data/000002`, other, {
+      'walvault-sha256': createHash('sha256').update('other bytes').digest('hex'),
+      'walvault-size': '11',
+      'walvault-codec': 'zstd',
+    });
+    for (const [b, code, why] of [
+      [missing, 14, /ERROR: BackupError: .*data\/000001 is missing: backup \S+ is damaged/],
+      [swapped, 10, /ERROR: CorruptObject: .*data\/000002 holds 11 bytes \(zstd\) with SHA-256 [0-9a-f]{64}; the file list records \d+ bytes/],
+    ] as const) {
+      proxy.log.length = 0;
+      const target = await tempDir('wv-rfiles-damaged', { forPostgres: true });
+      const r = await fetchAsRoot([b.id, target, '--jobs', '4'], proxyEnv);
+      expect(r.code, r.stderr).toBe(code);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(why);
+      expect(await readdir(target)).toEqual([]);
+      expect(dataGets(b.id).get(b === missing ? 'data/000001' : 'data/000002')).toBe(1);
+    }
+  }, 300_000);
+
+  it('SIGTERM in the middle of a parallel restore as root: exit 14 within seconds, no restore worker left, the new directory removed', async () => {
+    const largest = [...good.list.objects].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${largest.name}(\\?|$)`), first: 1, action: fault.stall('response-body', 4096) });
+    const parent = await tempDir('wv-rfiles-term', { forPostgres: true });
+    const target = join(parent, 'data');
+    const child = spawn(await walvaultBin(), ['backup-fetch', good.id, target, '--owner', 'postgres', '--jobs', '4'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...proxyEnv },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const until = Date.now() + 60_000;
+      while (rule.injected === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(rule.injected, stderr).toBe(1);
+      await new Promise((r) => setTimeout(r, 500));
+      const sent = Date.now();
+      child.kill('SIGTERM');
+      const code = await closed;
+      expect(code, stderr).toBe(14);
+      expect(Date.now() - sent).toBeLessThan(15_000);
+      expect(stderr.trim().split('\n').at(-1)).toMatch(/BackupError: interrupted by SIGTERM/);
+    } finally {
+      proxy.removeRule(rule);
+      child.kill('SIGKILL');
+    }
+    expect(existsSync(target)).toBe(false);
+    const workers: string[] = [];
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmd.includes('__restore-worker') && cmd.includes(target)) workers.push(pid);
+    }
+    expect(workers).toEqual([]);
+  }, 300_000);
+
+  it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {
+    // Its own larger backup, taken after the others so they stay small.
+    await pg.query("CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 2500000) g");
+    await switchAndWaitArchived();
+    const bigBase = join(await tempDir('wv-rfiles-big', { forPostgres: true }), 'base');
+    const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', bigBase, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
+      env: pg.connectionEnv(),
+    });
+    expect(bb.code, bb.stderr).toBe(0);
+    await switchAndWaitArchived();
+    const systemIdentifier = await pg.query('SELECT system_identifier FROM pg_control_system()');
+    const big = await writeFormat2Backup(store, bucket, bigBase, { prefix: 'pg', bundleSize: 32 * MiB, systemIdentifier, walSegmentSize: MiB, suffix: '_5' });
+    const largest = Math.max(...big.list.entries.map((e) => (e.type === 'file' ? e.size : 0)));
+    expect(largest).toBeGreaterThan(200 * 1000 * 1000);
+    const target = join(await tempDir('wv-rfiles-mem', { forPostgres: true }), 'data');
+    // As postgres through the wrapper (sh execs node: the pid is walvault's), VmHWM polled.
+    const child = spawn(await walvaultBin(), ['backup-fetch', big.id, target, '--jobs', '4', ...immediate], {
+      uid: postgres.uid,
+      gid: postgres.gid,
+      cwd: '/',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/var/lib/postgresql', WALVAULT_CONFIG: env['WALVAULT_CONFIG']!, AWS_EC2_METADATA_DISABLED: 'true' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    let peakKib = 0;
+    const poll = setInterval(() => {
+      readFile(`/proc/${child.pid}/status`, 'utf8').then(
+        (t) => (peakKib = Math.max(peakKib, Number(/VmHWM:\s+(\d+)/.exec(t)?.[1] ?? 0))),
+        () => undefined,
+      );
+    }, 20);
+    const started = Date.now();
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    clearInterval(poll);
+    const secs = (Date.now() - started) / 1000;
+    expect(code, stderr).toBe(0);
+    console.log(`format-2 restore of ${(big.info.sizeBytes / MiB).toFixed(0)} MiB in ${big.list.objects.length} objects, jobs 4, as postgres: ${secs.toFixed(1)} s, peak RSS ${(peakKib / 1024).toFixed(0)} MiB`);
+    expect(peakKib / 1024).toBeLessThan(256);
+    expect(stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+  }, 600_000);
+});
+
+// The round trip with the real writer (backup-push --method files, file-engine.ts), on a cluster
+// initialised with group access (initdb -g: directories 0750, files 0640), restored as the owner
+// with four jobs: the modes come back as they were, the files as pg_verifybackup expects.
+describe.each(rgw)('round trip: backup-push --method files, backup-fetch --jobs 4, on $name', (store: TestStore) => {
+  let pg: PgCluster;
+  let configFile: string;
+  const restored: PgCluster[] = [];
+
+  beforeAll(async () => {
+    const bucket = await createTestBucket(store, 'files-roundtrip');
+    const home = await tempDir('wv-rtrip', { forPostgres: true });
+    configFile = await writeRepoConfig(store, bucket, 'pg', home);
+    const bin = await walvaultBin();
+    pg = await PgCluster.create({
+      walSegSizeMb: 1,
+      initdbArgs: ['-g'],
+      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
+    });
+    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await pg.query(`CREATE TABLE items AS SELECT g AS n, md5(g::text) AS h FROM generate_series(1, ${ROWS}) g`);
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const c of restored) await c.destroy();
+    await pg?.destroy();
+    await cleanupAll();
+  });
+
+  it('restores what backup-push --method files stored: same files and modes, pg_verifybackup passes, the rows are there', async () => {
+    const env = { WALVAULT_CONFIG: configFile, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+    const push = await runWalvault(['backup-push', '--method', 'files', '--jobs', '2', '--backup-bundle-size', '1MiB'], {
+      asPostgres: true,
+      env: { ...env, ...pg.connectionEnv() },
+      timeoutMs: 240_000,
+    });
+    expect(push.code, push.stderr).toBe(0);
+    const id = push.stdout.trim();
+    const target = join(await tempDir('wv-rtrip-restore', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', id, target, '--jobs', '4', '--target-immediate', '--target-action', 'promote'], { asPostgres: true, env, timeoutMs: 240_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/with 4 jobs in .*; SHA-256 of every object and file verified/);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    // Every directory and file below the top keeps the group bits initdb -g gave it; 0600: the
+    // files backup-fetch writes after the extraction, and backup_label, which backup-push records so.
+    const modes = await modesOf(target);
+    const owner = [...modes].filter(([, m]) => m === 'f600').map(([p]) => p).sort();
+    expect(owner).toEqual(['backup_label', 'backup_manifest', 'recovery.signal']);
+    expect(new Set([...modes].filter(([p]) => !owner.includes(p)).map(([, m]) => m))).toEqual(new Set(['d750', 'f640']));
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
   }, 300_000);
 });

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
-import { createExtractor } from '../../src/backup/extract.js';
+import { createExtractor, restoredMode } from '../../src/backup/extract.js';
 import type { Entry, FileEntry, FileList } from '../../src/backup/file-list.js';
 import { planRestore } from '../../src/backup/file-plan.js';
 import { ObjectCutter } from '../../src/backup/object-cutter.js';
@@ -121,6 +121,18 @@ describe('cutting a data object into files', () => {
       }
     });
   }
+
+  it('trust: a hostile mode (setuid, sticky, group write, anything for others) keeps only the owner and group read bits', async () => {
+    const { body, entries } = pack([['suid', Buffer.from('#!/bin/sh\n')], ['plain', Buffer.from('x')]]);
+    entries[0]!.mode = 0o7777;
+    entries[1]!.mode = 0o600;
+    const { root, error } = await cutInto(body, entries, 4096);
+    expect(error).toBeUndefined();
+    expect((await stat(join(root, 'suid'))).mode & 0o7777).toBe(0o640);
+    expect((await stat(join(root, 'plain'))).mode & 0o7777).toBe(0o600);
+    expect(restoredMode(0o7777, true)).toBe(0o750);
+    expect(restoredMode(0o700, true)).toBe(0o700);
+  });
 
   it('trust: a file whose bytes do not match its SHA-256 fails the stream, and its last bytes never reach the disk', async () => {
     const { body, entries } = pack([['ok', Buffer.from('fine')], ['bad', Buffer.alloc(10_000, 1)], ['after', Buffer.from('x')]]);
