@@ -113,7 +113,8 @@ function assemble(backup: string, walked: WalkedEntry[], files: WalkedEntry[], e
     if (!w) return; // vanished
     const { read } = w;
     sizeBytes += read.size;
-    entries.push({ type: 'file', path, mode: read.mode, size: read.size, mtimeMs: read.mtimeMs, sha256: read.sha256, object: w.object, offset: read.offset });
+    const extents = read.size > 0 ? [{ object: w.object, offset: read.offset, size: read.size }] : [];
+    entries.push({ type: 'file', path, mode: read.mode, size: read.size, mtimeMs: read.mtimeMs, sha256: read.sha256, extents });
   };
   for (const e of walked) {
     if (e.type === 'dir') entries.push({ type: 'dir', path: e.path, mode: e.mode & 0o7777 });
@@ -123,5 +124,5 @@ function assemble(backup: string, walked: WalkedEntry[], files: WalkedEntry[], e
   extra.forEach((x, i) => addFile(x.path, files.length + i));
   const objects = stored.map((o) => ({ name: dataObjectName(o.n), backup, size: o.size, sha256: o.sha256, storedBytes: o.storedBytes, codec: o.codec }));
   const storedBytes = objects.reduce((a, o) => a + o.storedBytes, 0);
-  return { list: { format: 2, backup, objects, entries }, sizeBytes, storedBytes };
+  return { list: { format: 2, backup, type: 'full', objects, entries }, sizeBytes, storedBytes };
 }

@@ -13,8 +13,10 @@ import { backupError } from '../common/errors.js';
 //   <prefix>/backups/<id>/backup_manifest  PostgreSQL's backup manifest (pg_verifybackup at restore)
 //   <prefix>/backups/<id>/backup.json      the sentinel, written last; sha256 = SHA-256 of files.json
 //
-// A file's bytes are bytes [offset, offset + size) of its object's uncompressed content. Directories
-// and symbolic links (tablespaces) are entries without an object. The list comes from the repository:
+// A file's bytes are its extents one after the other, each bytes [offset, offset + size) of an
+// object's uncompressed content: one extent for a file stored whole, several for a file an
+// incremental backup stored in part (its unchanged ranges name objects of earlier backups).
+// Directories and symbolic links (tablespaces) are entries without an object. The list comes from the repository:
 // every field is checked before it becomes a path, a size or an object key (backup-fetch runs as root).
 
 export const FILE_LIST_OBJECT = 'files.json';
@@ -50,9 +52,15 @@ export interface FileEntry extends EntryBase {
   /** Modification time in milliseconds since the epoch, as read at backup time. */
   mtimeMs: number;
   sha256: string;
-  /** Index into FileList.objects, and where the file starts in that object's uncompressed bytes. */
+  /** The file's bytes in order (none for an empty file); the sizes add up to `size`. */
+  extents: Extent[];
+}
+
+/** Bytes [offset, offset + size) of the uncompressed content of FileList.objects[object]. */
+export interface Extent {
   object: number;
   offset: number;
+  size: number;
 }
 
 export interface DirEntry extends EntryBase {
@@ -70,6 +78,10 @@ export type Entry = FileEntry | DirEntry | LinkEntry;
 export interface FileList {
   format: 2;
   backup: string;
+  /** A full backup names only its own objects; an incremental one also those of earlier backups. */
+  type: 'full' | 'incremental';
+  /** The backup an incremental one was taken against. */
+  reference?: string;
   objects: DataObject[];
   /** Parents before children; within an object, files in offset order. */
   entries: Entry[];
@@ -100,6 +112,12 @@ export function parseFileList(text: string, backup: string, what: string, backup
   const l = x as Record<string, unknown>;
   if (l['format'] !== 2) bad('"format" must be 2');
   if (l['backup'] !== backup) bad(`"backup" must be ${backup}`);
+  const type = l['type'];
+  if (type !== 'full' && type !== 'incremental') bad('"type" must be full or incremental');
+  const reference = l['reference'];
+  if (type === 'incremental' ? typeof reference !== 'string' || !backupIdGrammar.test(reference) || reference === backup : reference !== undefined) {
+    bad('"reference" must name another backup for an incremental backup, and only then');
+  }
   if (!Array.isArray(l['objects']) || !Array.isArray(l['entries'])) return bad('"objects" and "entries" must be arrays');
   const isInt = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
   const objects = (l['objects'] as unknown[]).map((o, i): DataObject => {
@@ -138,15 +156,23 @@ export function parseFileList(text: string, backup: string, what: string, backup
     }
     if (r['type'] !== 'file') bad(`entries[${i}].type must be file, dir or link`);
     kinds.set(p, 'file');
-    if (!isInt(r['size']) || !isInt(r['offset']) || typeof r['mtimeMs'] !== 'number' || !Number.isFinite(r['mtimeMs'])) bad(`entries[${i}] size, offset and mtimeMs must be numbers`);
+    if (!isInt(r['size']) || typeof r['mtimeMs'] !== 'number' || !Number.isFinite(r['mtimeMs'])) bad(`entries[${i}] size and mtimeMs must be numbers`);
     if (typeof r['sha256'] !== 'string' || !SHA256.test(r['sha256'])) bad(`entries[${i}].sha256 must be a SHA-256`);
-    const obj = r['object'];
-    if (!isInt(obj, objects.length - 1)) bad(`entries[${i}].object must index objects`);
-    const o = objects[obj as number]!;
-    if ((r['offset'] as number) + (r['size'] as number) > o.size) bad(`entries[${i}] (${p}) reaches past the end of ${o.name}`);
-    return { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, object: obj as number, offset: r['offset'] as number };
+    if (!Array.isArray(r['extents'])) bad(`entries[${i}].extents must be an array`);
+    let total = 0;
+    const extents = (r['extents'] as unknown[]).map((x, k): Extent => {
+      const e = x as Record<string, unknown>;
+      if (typeof x !== 'object' || x === null || !isInt(e['object'], objects.length - 1)) bad(`entries[${i}].extents[${k}].object must index objects`);
+      if (!isInt(e['offset']) || !isInt(e['size']) || (e['size'] as number) === 0) bad(`entries[${i}].extents[${k}] offset and size must be integers, size above 0`);
+      const o = objects[e['object'] as number]!;
+      if ((e['offset'] as number) + (e['size'] as number) > o.size) bad(`entries[${i}] (${p}) reaches past the end of ${o.name}`);
+      total += e['size'] as number;
+      return { object: e['object'] as number, offset: e['offset'] as number, size: e['size'] as number };
+    });
+    if (total !== r['size']) bad(`entries[${i}] (${p}): its extents hold ${total} bytes, not its size ${r['size'] as number}`);
+    return { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, extents };
   });
-  return { format: 2, backup, objects, entries };
+  return { format: 2, backup, type: type as FileList['type'], ...(type === 'incremental' ? { reference: reference as string } : {}), objects, entries };
 }
 
 /** A relative '/'-separated path with no empty, '.' or '..' part and no control characters. */

@@ -7,6 +7,9 @@ import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
 // directories to create first, and per data object the files to cut out of it in offset order.
 // parseFileList has checked every field; this refuses what the restore cannot do safely.
 
+/** A file stored whole in one object: bytes [offset, offset + size) of it. */
+export type Piece = FileEntry & { object: number; offset: number };
+
 export interface ObjectPlan {
   /** Index in FileList.objects. */
   index: number;
@@ -14,12 +17,14 @@ export interface ObjectPlan {
   /** backups/<backup>/<name>. */
   key: string;
   /** Its files, by offset, none overlapping. */
-  files: FileEntry[];
+  files: Piece[];
 }
 
 export interface RestorePlan {
   backup: string;
   dirs: DirEntry[];
+  /** Empty files: no object holds any of their bytes; created with the directories. */
+  empty: FileEntry[];
   /** Objects with at least one file, in list order. */
   objects: ObjectPlan[];
   fileCount: number;
@@ -42,7 +47,8 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     keys.add(key);
   }
   const dirs: DirEntry[] = [];
-  const byObject = new Map<number, FileEntry[]>();
+  const byObject = new Map<number, Piece[]>();
+  const empty: FileEntry[] = [];
   let fileCount = 0;
   let fileBytes = 0;
   for (const e of list.entries) {
@@ -55,9 +61,15 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     if (e.type !== 'file') continue;
     fileCount++;
     fileBytes += e.size;
-    const files = byObject.get(e.object) ?? [];
-    files.push(e);
-    byObject.set(e.object, files);
+    if (e.extents.length === 0) {
+      empty.push(e);
+      continue;
+    }
+    if (e.extents.length > 1) bad(`${e.path} is stored in ${e.extents.length} pieces (an incremental backup); restoring those is not supported yet`);
+    const { object, offset } = e.extents[0]!;
+    const files = byObject.get(object) ?? [];
+    files.push({ ...e, object, offset });
+    byObject.set(object, files);
   }
   if (fileBytes !== backup.sizeBytes) bad(`the files add up to ${fileBytes} bytes, backup.json records ${backup.sizeBytes}`);
   const objects: ObjectPlan[] = [];
@@ -74,5 +86,5 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     objects.push({ index, object, key: backupKey(object.backup, object.name), files });
     objectBytes += object.size;
   });
-  return { backup: backup.id, dirs, objects, fileCount, fileBytes, objectBytes };
+  return { backup: backup.id, dirs, empty, objects, fileCount, fileBytes, objectBytes };
 }

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { integrityError } from '../common/errors.js';
-import type { FileEntry } from './file-list.js';
+import type { Piece } from './file-plan.js';
 import { TAR_END, tarHeader, tarPadding } from './tar-encode.js';
 
 // One data object of a format-2 backup in, the tar stream of its files out: file i is bytes
@@ -23,7 +23,7 @@ export class ObjectCutter extends Transform {
    * object went through, before the end of the archive is written; it throws to fail the stream.
    */
   constructor(
-    private readonly files: FileEntry[],
+    private readonly files: Piece[],
     private readonly what: string,
     private readonly beforeEnd: () => void = () => undefined,
   ) {
@@ -76,7 +76,7 @@ export class ObjectCutter extends Transform {
     return f !== undefined && (this.hash !== undefined ? this.pos === f.offset + f.size : this.pos === f.offset);
   }
 
-  private finishFile(f: FileEntry): void {
+  private finishFile(f: Piece): void {
     const digest = this.hash!.digest('hex');
     this.hash = undefined;
     if (digest !== f.sha256) {

@@ -110,9 +110,10 @@ export async function restoreFiles(
 
 /** The directories, parents first, as one tar stream of directory members. */
 async function createDirectories(plan: RestorePlan, pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
-  if (plan.dirs.length === 0) return;
+  if (plan.dirs.length === 0 && plan.empty.length === 0) return;
   const members = function* (): Generator<Buffer> {
     for (const d of plan.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
+    for (const f of plan.empty) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
     yield TAR_END;
   };
   const sink = openSink(pgdata, owner, true);

@@ -151,7 +151,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
 
   it('the fixture is what the test needs: bundles and single-file objects', () => {
     const perObject = new Map<number, number>();
-    for (const e of good.list.entries) if (e.type === 'file') perObject.set(e.object, (perObject.get(e.object) ?? 0) + 1);
+    for (const e of good.list.entries) if (e.type === 'file' && e.extents[0]) perObject.set(e.extents[0].object, (perObject.get(e.extents[0].object) ?? 0) + 1);
     expect(good.list.objects.length).toBeGreaterThan(8);
     expect([...perObject.values()].some((n) => n > 20)).toBe(true);
     expect([...perObject.values()].filter((n) => n === 1).length).toBeGreaterThan(2);
@@ -186,7 +186,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   for (const as of ['root for postgres', 'postgres'] as const) {
     it(`a connection reset in the middle of one object costs that object only (${as}: ${as === 'postgres' ? 'a bundle, in-process' : 'a large file, restore workers'})`, async () => {
       const files = new Map<number, number>();
-      for (const e of good.list.entries) if (e.type === 'file') files.set(e.object, (files.get(e.object) ?? 0) + 1);
+      for (const e of good.list.entries) if (e.type === 'file' && e.extents[0]) files.set(e.extents[0].object, (files.get(e.extents[0].object) ?? 0) + 1);
       const candidates = good.list.objects.filter((_, i) => (as === 'postgres' ? (files.get(i) ?? 0) > 3 : files.get(i) === 1));
       const victim = candidates.sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
       expect(victim.storedBytes).toBeGreaterThan(8 * 1024);
@@ -230,7 +230,8 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       mutate: (list) => {
         const files = list.entries.filter((e): e is FileEntry => e.type === 'file' && e.size > 0);
         // A file in the middle of a bundle: files before it in that object were already written.
-        victim = files.find((f) => f.offset > 0 && files.some((g) => g.object === f.object && g.offset > f.offset));
+        const at = (f: FileEntry) => f.extents[0]!;
+        victim = files.find((f) => at(f).offset > 0 && files.some((g) => at(g).object === at(f).object && at(g).offset > at(f).offset));
         victim!.sha256 = createHash('sha256').update('not these bytes').digest('hex');
       },
     });

@@ -86,7 +86,7 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
   const closeBundle = () => {
     if (bundle.length === 0) return;
     const n = newObject(bundle);
-    for (const e of pending) e.object = n;
+    for (const e of pending) for (const x of e.extents) x.object = n;
     bundle = [];
     bundleBytes = 0;
     pending = [];
@@ -97,12 +97,13 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
       continue;
     }
     const bytes = await readFile(join(dataDir, w.path));
-    const file: FileEntry = { type: 'file', path: w.path, mode: w.mode, size: bytes.length, mtimeMs: w.mtimeMs, sha256: sha256(bytes), object: -1, offset: 0 };
+    const extent = { object: -1, offset: 0, size: bytes.length };
+    const file: FileEntry = { type: 'file', path: w.path, mode: w.mode, size: bytes.length, mtimeMs: w.mtimeMs, sha256: sha256(bytes), extents: bytes.length > 0 ? [extent] : [] };
     if (bytes.length >= opts.bundleSize / 8) {
-      file.object = newObject([bytes]);
+      extent.object = newObject([bytes]);
     } else {
       if (bundleBytes + bytes.length > opts.bundleSize) closeBundle();
-      file.offset = bundleBytes;
+      extent.offset = bundleBytes;
       bundle.push(bytes);
       bundleBytes += bytes.length;
       pending.push(file);
@@ -116,7 +117,7 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
     storedBytes += objects[i]!.storedBytes;
   }
 
-  const list: FileList = { format: 2, backup: id, objects, entries };
+  const list: FileList = { format: 2, backup: id, type: 'full', objects, entries };
   opts.mutate?.(list);
   const listBody = serializeFileList(list);
   storedBytes += await put('files.json', listBody, 'zstd');

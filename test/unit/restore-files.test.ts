@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { createExtractor, restoredMode } from '../../src/backup/extract.js';
 import type { Entry, FileEntry, FileList } from '../../src/backup/file-list.js';
-import { planRestore } from '../../src/backup/file-plan.js';
+import { planRestore, type Piece } from '../../src/backup/file-plan.js';
 import { ObjectCutter } from '../../src/backup/object-cutter.js';
 import { TAR_END, tarHeader } from '../../src/backup/tar-encode.js';
 import { isWalvaultError } from '../../src/common/errors.js';
@@ -25,12 +25,13 @@ afterAll(async () => {
 });
 
 /** An object holding `files` (path -> bytes) one after the other, with `gap` junk bytes between them. */
-function pack(files: Array<[string, Buffer]>, gap = 0, object = 0): { body: Buffer; entries: FileEntry[] } {
+function pack(files: Array<[string, Buffer]>, gap = 0, object = 0): { body: Buffer; entries: Piece[] } {
   const parts: Buffer[] = [];
-  const entries: FileEntry[] = [];
+  const entries: Piece[] = [];
   let offset = 0;
   for (const [path, bytes] of files) {
-    entries.push({ type: 'file', path, mode: 0o640, size: bytes.length, mtimeMs: 1_700_000_000_500, sha256: sha(bytes), object, offset });
+    const extents = bytes.length > 0 ? [{ object, offset, size: bytes.length }] : [];
+    entries.push({ type: 'file', path, mode: 0o640, size: bytes.length, mtimeMs: 1_700_000_000_500, sha256: sha(bytes), extents, object, offset });
     parts.push(bytes, Buffer.alloc(gap, 0x5a));
     offset += bytes.length + gap;
   }
@@ -41,6 +42,7 @@ function list(entries: Entry[], objects: Array<{ size: number; backup?: string }
   return {
     format: 2,
     backup: ID,
+    type: 'full',
     objects: objects.map((o, i) => ({ name: `data/${String(i).padStart(6, '0')}`, backup: o.backup ?? ID, size: o.size, sha256: '0'.repeat(64), storedBytes: o.size, codec: 'zstd' })),
     entries,
   };
@@ -48,7 +50,7 @@ function list(entries: Entry[], objects: Array<{ size: number; backup?: string }
 const info = (sizeBytes: number) => ({ id: ID, sizeBytes }) as BackupInfo;
 
 /** Feeds `body` in chunks of `chunk` bytes through a cutter into an extractor under a new directory. */
-async function cutInto(body: Buffer, entries: FileEntry[], chunk: number, beforeEnd?: () => void): Promise<{ root: string; error?: unknown }> {
+async function cutInto(body: Buffer, entries: Piece[], chunk: number, beforeEnd?: () => void): Promise<{ root: string; error?: unknown }> {
   const root = await mkdtemp(join(tmpdir(), 'wv-cut-'));
   dirs.push(root);
   const pieces = function* () {
@@ -88,7 +90,7 @@ describe('format-2 restore plan', () => {
     };
     refuse(list([...a.entries, { type: 'link', path: 'pg_tblspc', mode: 0o777, target: '/srv/ts' }], [{ size: 3 }]), 3, /pg_tblspc is a symbolic link.*not supported yet/);
     refuse(list(a.entries, [{ size: 3, backup: 'base_000000010000000000000001_20261129T060000Z' }]), 3, /belongs to backup base_0+1000+1_20261129T060000Z, not to this one/);
-    const overlap: FileEntry = { ...a.entries[0]!, path: 'y', offset: 2, size: 1 };
+    const overlap: FileEntry = { ...a.entries[0]!, path: 'y', size: 1, extents: [{ object: 0, offset: 2, size: 1 }] };
     refuse(list([...a.entries, overlap], [{ size: 3 }]), 4, /y overlaps the file before it in data\/000000/);
     refuse(list(a.entries, [{ size: 3 }]), 4, /the files add up to 3 bytes, backup.json records 4/);
     const twice = list(a.entries, [{ size: 3 }, { size: 3 }]);
