@@ -1,12 +1,13 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
 import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
 import { writeAll } from '../fs/atomic.js';
 import { normalizeName, TarSink, wrapTarError } from './tar.js';
 import { PAX_POSITION } from './tar-encode.js';
+import { PAX_DONE, RECORD_NAME } from './restore-record.js';
 
 // backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything
 // but plain files and directories inside that directory.
@@ -101,7 +102,7 @@ export interface Extractor extends Writable {
   settled(): Promise<void>;
 }
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY, O_APPEND } = constants;
 /** File fsyncs in flight at once (each holds one open descriptor). */
 const MAX_PENDING_SYNCS = 16;
 
@@ -154,6 +155,7 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       );
     }
     if (syncError) throw syncError;
+    if ((header.pax as Record<string, string> | undefined)?.[PAX_DONE] !== undefined) return appendRecord(header, dest, stream as AsyncIterable<Buffer>);
     await ensureDir(dirname(dest));
     const at = positionOf(header, keepModes);
     // An extent of a file in pieces goes into the file created (empty) with the directories.
@@ -182,6 +184,24 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       if (!handedOff) await fh.close();
     }
     if (pending.size >= MAX_PENDING_SYNCS) await Promise.race(pending);
+  };
+
+  // The marker at the end of a format-2 stream (restore-record.ts): once every file and directory
+  // written before it is durable, its bytes are appended to the progress record.
+  const appendRecord = async (header: Header, dest: string, stream: AsyncIterable<Buffer>): Promise<void> => {
+    const chunks: Buffer[] = [];
+    for await (const c of stream) chunks.push(c);
+    if (!keepModes || dest !== join(root, RECORD_NAME) || (header.size ?? 0) > 4096) {
+      throw backupError(`the backup's member ${JSON.stringify(header.name)} is not a restore marker it may carry; refusing it`);
+    }
+    await syncDirs();
+    const fh = await openPlainFile(dest, O_WRONLY | O_APPEND);
+    try {
+      await writeAll(fh, Buffer.concat(chunks));
+      if (durable) await fh.sync();
+    } finally {
+      await fh.close();
+    }
   };
 
   const pending = new Set<Promise<void>>();

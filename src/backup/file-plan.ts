@@ -46,6 +46,8 @@ export interface RestorePlan {
   pieced: FileEntry[];
   /** Objects with at least one piece, in list order. */
   objects: ObjectPlan[];
+  /** [restored as, final name]: HELD_BACK files of this list, renamed last. */
+  renames: Array<[string, string]>;
   /** Earlier backups whose objects this one uses (incremental), to check before anything is written. */
   references: string[];
   fileCount: number;
@@ -53,6 +55,13 @@ export interface RestorePlan {
   /** Uncompressed bytes of the objects to read (the progress total). */
   objectBytes: number;
 }
+
+/**
+ * Restored under another name and renamed into place once everything else is in (pieced-files.ts):
+ * PostgreSQL does not start on a directory without global/pg_control, so a restore killed half-way
+ * leaves nothing it could start on.
+ */
+export const HELD_BACK: Readonly<Record<string, string>> = { 'global/pg_control': 'global/pg_control.walvault-restore' };
 
 /** Paths of the files `op` creates (pieces of whole files): what a failed attempt leaves to remove. */
 export function createdBy(op: ObjectPlan): string[] {
@@ -86,7 +95,13 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     files.push(p);
     byObject.set(p.object, files);
   };
-  for (const e of list.entries) {
+  const renames: Array<[string, string]> = [];
+  const temporary = new Set(Object.values(HELD_BACK));
+  for (const listed of list.entries) {
+    if (temporary.has(listed.path)) bad(`${listed.path} is a name backup-fetch keeps for itself`);
+    const held = listed.type === 'file' ? HELD_BACK[listed.path] : undefined;
+    if (held) renames.push([held, listed.path]);
+    const e = held ? { ...listed, path: held } : listed;
     if (e.type === 'link') {
       // The link would point at the original cluster's live tablespace, whose files this backup
       // does not hold: recovery on it would write there.
@@ -128,5 +143,5 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     objects.push({ index, object, key: backupKey(object.backup, object.name), files });
     objectBytes += object.size;
   });
-  return { backup: backup.id, dirs, empty, pieced, objects, references: [...references], fileCount, fileBytes, objectBytes };
+  return { backup: backup.id, dirs, empty, pieced, objects, renames, references: [...references], fileCount, fileBytes, objectBytes };
 }

@@ -26,6 +26,8 @@ export class ObjectCutter extends Transform {
     private readonly files: Piece[],
     private readonly what: string,
     private readonly beforeEnd: () => void = () => undefined,
+    /** The end of the archive (restore-record.ts endWithMarker: with the progress record's marker first). */
+    private readonly archiveEnd: Buffer = TAR_END,
   ) {
     super({ readableHighWaterMark: 256 * 1024 });
   }
@@ -100,7 +102,7 @@ export class ObjectCutter extends Transform {
         throw integrityError(`${this.what} ended after ${this.pos} bytes, inside or before ${f.path} (bytes ${f.offset}-${f.offset + f.size}): truncated`);
       }
       this.beforeEnd();
-      this.push(TAR_END);
+      this.push(this.archiveEnd);
       cb();
     } catch (e) {
       cb(e as Error);

@@ -1,4 +1,7 @@
 import { constants } from 'node:fs';
+import { lstat, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fsyncDir } from '../fs/atomic.js';
 import { createHash } from 'node:crypto';
 import { backupError, fromFsError, integrityError, isWalvaultError } from '../common/errors.js';
 import { openPlainFile, safeDestination } from './extract.js';
@@ -19,6 +22,35 @@ export interface PiecedCheck {
 /** At once: a few files are read while others hash. */
 const PARALLEL = 4;
 const CHUNK = 1024 * 1024;
+
+export interface FinishRequest {
+  files: PiecedCheck[];
+  /** [restored as, final name] (file-plan.ts HELD_BACK), renamed once the files are checked. */
+  renames: Array<[string, string]>;
+}
+
+/** The files in pieces checked, then the held-back files renamed into place (done already when resuming: fine). */
+export async function finishRestore(root: string, req: FinishRequest): Promise<void> {
+  await finishPiecedFiles(root, req.files);
+  for (const [from, to] of req.renames) {
+    const src = safeDestination(root, from);
+    const dest = safeDestination(root, to);
+    const st = await lstat(src).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return null;
+      throw fromFsError(e, src, 'write');
+    });
+    if (!st) {
+      // A resumed restore that was killed after the rename.
+      if ((await lstat(dest).catch(() => null))?.isFile()) continue;
+      throw backupError(`${src} is missing: the restore lost it; empty the directory and restore again`);
+    }
+    if (!st.isFile()) throw backupError(`${src} is not a plain file; refusing to move it into place`);
+    await rename(src, dest).catch((e: unknown) => {
+      throw fromFsError(e, dest, 'write');
+    });
+    await fsyncDir(dirname(dest));
+  }
+}
 
 export async function finishPiecedFiles(root: string, files: PiecedCheck[]): Promise<void> {
   let next = 0;

@@ -18,9 +18,10 @@ import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from './file-lis
 import { createdBy, planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
 import { ObjectCutter } from './object-cutter.js';
 import { Progress } from './progress.js';
-import { finishAsOwner, needsWorker } from './restore-worker.js';
+import { finishAsOwner, needsWorker, writeAsOwner } from './restore-worker.js';
 import { openSink, removeAsOwner } from './restore-sink.js';
-import { TAR_END, tarHeader } from './tar-encode.js';
+import { tarHeader } from './tar-encode.js';
+import { DIRS_DONE, endWithMarker, RECORD_NAME, recordHeader } from './restore-record.js';
 
 // backup-fetch of a format-2 backup (file-list.ts): files.json is read and checked before anything
 // is written; then the directories are created in one pass, and `jobs` workers each take the next
@@ -90,13 +91,27 @@ export async function restoreFiles(
   pgdata: string,
   owner: Owner | undefined,
   signal: AbortSignal,
+  /** What the progress record of an interrupted restore of this backup says is done (restore-record.ts). */
+  resume?: Set<string>,
 ): Promise<void> {
   const started = Date.now();
-  const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), plan.objects.length || 1));
-  await createDirectories(plan, pgdata, owner, signal);
+  const done = resume ?? new Set<string>();
+  const todo = plan.objects.filter((o) => !done.has(o.key));
+  const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), todo.length || 1));
+  if (!resume) await writeAsOwner(pgdata, owner, [{ name: RECORD_NAME, data: Buffer.from(recordHeader(plan.backup)).toString('base64') }]);
+  else {
+    // What the interrupted run may have left of the objects it did not finish goes first (and,
+    // before its directories were done, the files created with them); extents of files in
+    // pieces are simply written again.
+    const partial = todo.flatMap(createdBy);
+    if (!done.has(DIRS_DONE)) partial.push(...plan.empty.map((f) => f.path), ...plan.pieced.map((f) => f.path));
+    await removeAsOwner(pgdata, owner, partial);
+    log.info(`resuming the restore of ${plan.backup} into ${pgdata}: ${plan.objects.length - todo.length} of ${plan.objects.length} objects were restored before`);
+  }
+  if (!done.has(DIRS_DONE)) await createDirectories(plan, pgdata, owner, signal);
 
   const progress = new Progress(`backup-fetch ${plan.backup}`, plan.objectBytes);
-  let doneBytes = 0;
+  let doneBytes = plan.objectBytes - todo.reduce((n, o) => n + o.object.size, 0);
   const inFlight = new Array<number>(jobs).fill(0);
   const ticker = setInterval(() => progress.update(doneBytes + inFlight.reduce((a, b) => a + b, 0)), 200);
   ticker.unref();
@@ -106,8 +121,8 @@ export async function restoreFiles(
   let first: unknown;
   let next = 0;
   const work = async (job: number): Promise<void> => {
-    for (let i = next++; i < plan.objects.length && !both.aborted; i = next++) {
-      const op = plan.objects[i]!;
+    for (let i = next++; i < todo.length && !both.aborted; i = next++) {
+      const op = todo[i]!;
       await restoreObject(storage, config, op, pgdata, owner, both, (bytes) => (inFlight[job] = bytes));
       inFlight[job] = 0;
       doneBytes += op.object.size;
@@ -129,16 +144,15 @@ export async function restoreFiles(
   }
   if (signal.aborted) throw signal.reason;
   if (first !== undefined) throw first;
-  await finishAsOwner(
-    pgdata,
-    owner,
-    plan.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })),
-  );
+  await finishAsOwner(pgdata, owner, {
+    files: plan.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })),
+    renames: plan.renames,
+  });
   const secs = (Date.now() - started) / 1000;
   log.info(
     `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories` +
       `${plan.pieced.length ? `, ${plan.pieced.length} files in pieces` : ''}${plan.references.length ? `, objects of ${plan.references.length} earlier backups` : ''}) ` +
-      `into ${pgdata}${needsWorker(owner) ? ` as uid ${owner.uid}` : ''} with ${jobs} job${jobs === 1 ? '' : 's'} in ${secs.toFixed(1)} s; ` +
+      `into ${pgdata}${needsWorker(owner) ? ` as uid ${owner.uid}` : ''} with ${jobs} job${jobs === 1 ? '' : 's'} in ${secs.toFixed(1)} s${todo.length < plan.objects.length ? ` (${plan.objects.length - todo.length} objects restored before)` : ''}; ` +
       'SHA-256 of every object and file verified',
   );
 }
@@ -150,7 +164,7 @@ async function createDirectories(plan: RestorePlan, pgdata: string, owner: Owner
     for (const d of plan.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
     // Files in pieces start empty: their extents are written into them at their positions.
     for (const f of [...plan.empty, ...plan.pieced]) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
-    yield TAR_END;
+    yield endWithMarker(DIRS_DONE);
   };
   const sink = openSink(pgdata, owner, true);
   try {
@@ -218,7 +232,7 @@ async function restoreObject(
             `${where} failed verification: got ${hashing.bytes} bytes with SHA-256 ${digest}, expected ${op.object.size} bytes with SHA-256 ${op.object.sha256}`,
           );
         }
-      });
+      }, endWithMarker(op.key));
       const decompress = decompressStream(op.object.codec);
       const ticker = setInterval(() => onBytes(hashing.bytes), 200);
       ticker.unref();

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, isErrorName, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor, removeFiles } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
-import { finishPiecedFiles, type PiecedCheck } from './pieced-files.js';
+import { finishRestore, type FinishRequest } from './pieced-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 
@@ -18,12 +18,12 @@ import type { Owner } from '../common/file-trust.js';
 //
 //   walvault __restore-worker extract <pgdata> [files]  stdin: the tar stream (files: format 2, keepModes)
 //   walvault __restore-worker unlink <pgdata>         stdin: JSON array of paths to remove (extract.ts removeFiles)
-//   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)
+//   walvault __restore-worker check <pgdata>          {created, record}: <pgdata> is new (else empty, or holds a progress record)
 //   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
 //   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
-//   walvault __restore-worker finish <pgdata>         stdin: JSON PiecedCheck[] (pieced-files.ts)
+//   walvault __restore-worker finish <pgdata>         stdin: JSON FinishRequest (pieced-files.ts)
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
 
 export const WORKER_COMMAND = '__restore-worker';
@@ -70,7 +70,7 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
       await removeContents(root, name === 'remove');
       return {};
     case 'check':
-      return { created: await checkTargetDir(root) };
+      return { ...(await checkTargetDir(root)) };
     case 'take':
       await takeTargetDir(root, name === 'new');
       return {};
@@ -86,11 +86,12 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
     case 'sha256':
       return { sha256: await fileSha256(root, name ?? '') };
     case 'finish': {
-      const files = await readJsonStdin();
-      if (!Array.isArray(files)) throw backupError('finish: stdin must be a JSON array');
-      await finishPiecedFiles(root, files as PiecedCheck[]);
+      const req = (await readJsonStdin()) as FinishRequest;
+      if (!Array.isArray(req?.files) || !Array.isArray(req?.renames)) throw backupError('finish: stdin must be a JSON {files, renames}');
+      await finishRestore(root, req);
       return {};
     }
+
   }
 }
 
@@ -177,11 +178,11 @@ export async function sha256AsOwner(root: string, owner: Owner | undefined, name
   return typeof r['sha256'] === 'string' ? r['sha256'] : null;
 }
 
-/** Checks the files restored in pieces and gives them their mtime (pieced-files.ts), as `owner` when that is another user. */
-export async function finishAsOwner(root: string, owner: Owner | undefined, files: PiecedCheck[]): Promise<void> {
-  if (files.length === 0) return;
-  if (!needsWorker(owner)) return finishPiecedFiles(root, files);
+/** Checks the files restored in pieces and moves the held-back ones into place (pieced-files.ts), as `owner` when that is another user. */
+export async function finishAsOwner(root: string, owner: Owner | undefined, req: FinishRequest): Promise<void> {
+  if (req.files.length === 0 && req.renames.length === 0) return;
+  if (!needsWorker(owner)) return finishRestore(root, req);
   const w = startWorker('finish', root, owner);
-  w.stdin!.end(JSON.stringify(files));
+  w.stdin!.end(JSON.stringify(req));
   await w.done;
 }

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { lstat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { retryPolicy, type LoadedConfig } from '../common/config.js';
 import { backupError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
@@ -12,7 +12,9 @@ import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '..
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
-import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from '../backup/restore-target.js';
+import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan, type TargetState } from '../backup/restore-target.js';
+import { parseRecord, RECORD_NAME } from '../backup/restore-record.js';
+import { removeAsOwner } from '../backup/restore-sink.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker, startWorker } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
@@ -56,7 +58,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
-  const { plan, created, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const created = state.created;
   const pgdata = plan.pgdata;
 
   const storage = await openRepository(config);
@@ -73,6 +76,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     const deadline = new Deadline(config.deadline * 1000);
     let backup: BackupInfo;
     let files: RestorePlan | undefined;
+    let resume: Set<string> | undefined;
     try {
       const rejected = new Map<string, Error>();
       const backups = await listBackups(storage, policy, deadline, rejected);
@@ -88,6 +92,16 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       );
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
+      if (state.record !== null) {
+        const record = parseRecord(state.record, join(pgdata, RECORD_NAME));
+        if (record.backup !== backup.id) {
+          throw backupError(
+            `${pgdata} holds an interrupted restore of backup ${record.backup}, not of ${backup.id}: run backup-fetch ${record.backup} ${pgdata} ` +
+              'again to finish it, or empty the directory',
+          );
+        }
+        resume = record.done;
+      }
     } finally {
       deadline.dispose();
     }
@@ -95,9 +109,11 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     // 2. Restore. From here on a failure empties the directory again.
     try {
       await prepareTargetDir(plan, created, owner);
-      await restoreData(storage, config, backup, pgdata, owner, abort.signal, files);
+      await restoreData(storage, config, backup, pgdata, owner, abort.signal, files, resume);
       await checkManifestFile(storage, config, backup, pgdata, owner);
       await verifyBackup(config, backup, pgdata, owner);
+      // Complete and verified: no longer something to resume.
+      if (backup.format === 2) await removeAsOwner(pgdata, owner, [RECORD_NAME]);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
       await wipe(pgdata, created, owner, plan.ownerHoldsParent);
@@ -127,10 +143,10 @@ async function prepareTargetDir(plan: TargetPlan, created: boolean, owner: Owner
  * what is found there is looked at by root only when root alone controls it, else by the owner's
  * worker. Returns whether <pgdata> is new.
  */
-async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; created: boolean; owner: Owner | undefined }> {
+async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, created: await checkTargetDir(given), owner };
+  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, state: await checkTargetDir(given), owner };
   if (!owner) {
     // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
@@ -138,12 +154,14 @@ async function locateTarget(given: string, spec: string | undefined): Promise<{ 
   }
   const worker = needsWorker(owner) ? owner : undefined;
   const plan = planTarget(given, worker);
-  const created =
-    worker && plan.ownerHoldsParent
-      ? (await startWorker('check', plan.pgdata, worker).done)['created'] === true
-      : await checkTargetDir(plan.pgdata);
+  const state: TargetState =
+    worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker).done) : await checkTargetDir(plan.pgdata);
   if (!worker) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
-  return { plan, created, owner };
+  return { plan, state, owner };
+}
+
+function targetState(r: Record<string, unknown>): TargetState {
+  return { created: r['created'] === true, record: typeof r['record'] === 'string' ? r['record'] : null };
 }
 
 function ownerFromFlag(spec: string | undefined, isRoot: boolean): Owner | undefined {
