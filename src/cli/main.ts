@@ -68,7 +68,8 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         .option('target-timeline', { type: 'string', describe: 'latest (PostgreSQL default), current or a timeline number' })
         .option('standby', { type: 'boolean', describe: 'create standby.signal instead of recovery.signal' })
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
-        .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' }),
+        .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
+        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' }),
     handler: async (loaded, a) =>
       (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
         which: str(a['backup']),
@@ -82,6 +83,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
         ...(a['standby'] === true ? { standby: true } : {}),
         ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
+        ...(a['delta'] === true ? { delta: true } : {}),
         ...(a['restore-command'] !== undefined ? { restoreCommand: str(a['restore-command']) } : {}),
       }),
   },

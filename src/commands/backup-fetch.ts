@@ -9,7 +9,7 @@ import type { BackupInfo } from '../backup/backup-info.js';
 import { isBackupId, listBackups } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
-import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
+import { checkManifestFile, planDelta, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
 import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan, type TargetState } from '../backup/restore-target.js';
@@ -35,6 +35,8 @@ export interface BackupFetchOptions extends TargetFlags {
   standby?: boolean;
   owner?: string;
   restoreCommand?: string;
+  /** Restore over an existing, stopped data directory of the same system, keeping the files that match. */
+  delta?: boolean;
 }
 
 const ACTIONS = ['pause', 'promote', 'shutdown'];
@@ -58,7 +60,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
-  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const delta = opts.delta === true;
+  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner, delta);
   const created = state.created;
   const pgdata = plan.pgdata;
 
@@ -91,8 +94,11 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
           `${plan.path.length > 1 ? `, following timelines ${plan.path.map((p) => p.tli).join(' -> ')}` : ''})`,
       );
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
+      if (delta && backup.format !== 2) throw usageError(`--delta needs a backup of format 2 (backup-push --method files); ${backup.id} is one tar`);
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
-      if (state.record !== null) {
+      // --delta checks the directory and removes what differs first (a running or foreign cluster is refused before that).
+      if (delta && files) files = await planDelta(files, backup, pgdata, owner);
+      else if (state.record !== null) {
         const record = parseRecord(state.record, join(pgdata, RECORD_NAME));
         if (record.backup !== backup.id) {
           throw backupError(
@@ -116,7 +122,9 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       if (backup.format === 2) await removeAsOwner(pgdata, owner, [RECORD_NAME]);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
-      await wipe(pgdata, created, owner, plan.ownerHoldsParent);
+      // --delta leaves the directory for another --delta (without global/pg_control until the end, PostgreSQL does not start on it).
+      if (delta) log.warn(`backup-fetch --delta did not finish: ${pgdata} is left as it is, without global/pg_control; run the same command again`);
+      else await wipe(pgdata, created, owner, plan.ownerHoldsParent);
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -143,10 +151,10 @@ async function prepareTargetDir(plan: TargetPlan, created: boolean, owner: Owner
  * what is found there is looked at by root only when root alone controls it, else by the owner's
  * worker. Returns whether <pgdata> is new.
  */
-async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
+async function locateTarget(given: string, spec: string | undefined, delta: boolean): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, state: await checkTargetDir(given), owner };
+  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, state: await checkTargetDir(given, true, delta), owner };
   if (!owner) {
     // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
@@ -155,7 +163,7 @@ async function locateTarget(given: string, spec: string | undefined): Promise<{ 
   const worker = needsWorker(owner) ? owner : undefined;
   const plan = planTarget(given, worker);
   const state: TargetState =
-    worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker).done) : await checkTargetDir(plan.pgdata);
+    worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker, delta ? 'delta' : undefined).done) : await checkTargetDir(plan.pgdata, true, delta);
   if (!worker) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
   return { plan, state, owner };
 }

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { createExtractor } from '../../src/backup/extract.js';
 import type { Entry, FileEntry, FileList } from '../../src/backup/file-list.js';
-import { createdBy, planRestore } from '../../src/backup/file-plan.js';
+import { createdBy, planFiles, planRestore, withoutKept } from '../../src/backup/file-plan.js';
 import { ObjectCutter } from '../../src/backup/object-cutter.js';
 import { finishPiecedFiles } from '../../src/backup/pieced-files.js';
 import { PAX_POSITION, TAR_END, tarHeader } from '../../src/backup/tar-encode.js';
@@ -65,7 +65,7 @@ const list = (type: 'full' | 'incremental'): FileList => ({
     { name: 'data/000000', backup: ID, size: obj0.length, sha256: sha(obj0), storedBytes: 1, codec: 'zstd' },
     { name: 'data/000000', backup: OLD, size: obj1.length, sha256: sha(obj1), storedBytes: 1, codec: 'zstd' },
   ],
-  entries,
+  entries: [...entries],
 });
 
 describe('planning files in pieces', () => {
@@ -142,5 +142,42 @@ describe('writing files in pieces', () => {
     await expect(extract(root, member('link'))).rejects.toThrow(/ELOOP|symbolic link|not a plain file/);
     await expect(extract(root, member('missing'))).rejects.toThrow(/ENOENT|no such file|missing/i);
     expect(await readFile(join(root, 'f'), 'utf8')).toBe('x');
+  });
+});
+
+describe('global/pg_control, and --delta', () => {
+  // The junk between w and p's first extent in object 0.
+  const control = Buffer.from('xyz');
+  const withControl = (): FileList => {
+    const l = list('incremental');
+    l.entries.push({ type: 'dir', path: 'global', mode: 0o700 });
+    l.entries.push({ type: 'file', path: 'global/pg_control', mode: 0o600, size: 3, mtimeMs: 0, sha256: sha(control), extents: [{ object: 0, offset: 5, size: 3 }] });
+    return l;
+  };
+
+  it('global/pg_control is restored under another name and renamed into place last; that name is refused in a list', () => {
+    const plan = planRestore(withControl(), info(24), 'files.json');
+    expect(plan.renames).toEqual([['global/pg_control.walvault-restore', 'global/pg_control']]);
+    expect(plan.objects[0]!.files.map((f) => f.path)).toEqual(['base/w', 'global/pg_control.walvault-restore', 'base/p', 'base/p']);
+    expect(createdBy(plan.objects[0]!)).toEqual(['base/w', 'global/pg_control.walvault-restore']);
+    const l = withControl();
+    l.entries.push({ type: 'file', path: 'global/pg_control.walvault-restore', mode: 0o600, size: 0, mtimeMs: 0, sha256: sha(Buffer.alloc(0)), extents: [] });
+    expect(() => planRestore(l, info(24), 'files.json')).toThrow(/global\/pg_control.walvault-restore is a name backup-fetch keeps for itself/);
+  });
+
+  it('--delta: files already in place are dropped from the plan, objects left with nothing to write are not fetched', () => {
+    const plan = planRestore(withControl(), info(24), 'files.json');
+    expect(planFiles(plan).map((f) => [f.path, f.final])).toEqual([
+      ['base/p', 'base/p'],
+      ['base/w', 'base/w'],
+      ['global/pg_control.walvault-restore', 'global/pg_control'],
+    ]);
+    // base/p is in place: the earlier backup's object held only its bytes.
+    const d = withoutKept(plan, new Set(['base/p']));
+    expect(d.objects.map((o) => o.key)).toEqual([`backups/${ID}/data/000000`]);
+    expect(d.objects[0]!.files.map((f) => f.path)).toEqual(['base/w', 'global/pg_control.walvault-restore']);
+    expect(d.pieced).toEqual([]);
+    expect(d.objectBytes).toBe(obj0.length);
+    expect(withoutKept(plan, new Set(['base/p', 'base/w', 'global/pg_control.walvault-restore'])).objects).toEqual([]);
   });
 });
