@@ -405,6 +405,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     const expected = new Map(good.list.objects.filter((o) => !done.has(o.name)).map((o) => [o.name, 1]));
     expected.set('files.json', 1);
     expect(dataGets(good.id)).toEqual(expected);
+    console.log(`resumed after SIGKILL: ${done.size} of ${good.list.objects.length} objects done before, ${expected.size - 1} fetched by the second run`);
     expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
     await expectSameFiles(target);
     expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);

@@ -13,6 +13,7 @@ import { ObjectCutter } from '../../src/backup/object-cutter.js';
 import { finishPiecedFiles } from '../../src/backup/pieced-files.js';
 import { PAX_POSITION, TAR_END, tarHeader } from '../../src/backup/tar-encode.js';
 import { isWalvaultError } from '../../src/common/errors.js';
+import { doneMarker, endWithMarker, parseRecord, recordHeader, RECORD_NAME } from '../../src/backup/restore-record.js';
 
 // Files in pieces (an incremental backup): the plan routes each extent to its file at its position
 // (the sum of the sizes of the extents before it), the cutter marks those bytes with that position,
@@ -179,5 +180,24 @@ describe('global/pg_control, and --delta', () => {
     expect(d.pieced).toEqual([]);
     expect(d.objectBytes).toBe(obj0.length);
     expect(withoutKept(plan, new Set(['base/p', 'base/w', 'global/pg_control.walvault-restore'])).objects).toEqual([]);
+  });
+});
+
+describe('the progress record of a restore', () => {
+  it('each stream appends its "done" line after its files; a torn last line is ignored; the marker is refused outside format 2', async () => {
+    const root = await tmp();
+    await writeFile(join(root, RECORD_NAME), recordHeader(ID));
+    const plan = planRestore(list('incremental'), info(21), 'files.json');
+    await extract(root, [tarHeader('base', 'dir', 0, 0o700, 0), tarHeader('base/p', 'file', 0, 0o640, 0), endWithMarker('dirs')]);
+    const key = plan.objects[1]!.key;
+    await pipeline(Readable.from([obj1]), new ObjectCutter(plan.objects[1]!.files, 'object 1', undefined, endWithMarker(key)), createExtractor(root, { keepModes: true }));
+    const text = await readFile(join(root, RECORD_NAME), 'utf8');
+    expect(text).toBe(`${recordHeader(ID)}done dirs\ndone ${key}\n`);
+    const r = parseRecord(text + 'done backups/x', 'rec');
+    expect(r.backup).toBe(ID);
+    expect([...r.done]).toEqual(['dirs', key, 'backups/x']);
+    expect(() => parseRecord('something else\n', 'rec')).toThrow(/rec is not a walvault restore record/);
+    await expect(extract(root, [doneMarker('x'), TAR_END], false)).rejects.toThrow(/is not a restore marker it may carry/);
+    expect(await readFile(join(root, RECORD_NAME), 'utf8')).toBe(text);
   });
 });
