@@ -26,6 +26,9 @@ import { openRepository } from '../archive/repository.js';
 // object per job, --jobs at once, restore-files.ts), checks the result with pg_verifybackup, and writes the recovery
 // settings (restore_command = this walvault) and recovery.signal / standby.signal. Any failure
 // after the first byte was written leaves the directory empty (or removes it if it created it).
+// Format 2 also: a directory holding the progress record of an interrupted restore of the same
+// backup is taken up where it stopped (restore-record.ts), and --delta restores over a stopped copy
+// of the same cluster, keeping the files that match (restore-delta.ts).
 
 export interface BackupFetchOptions extends TargetFlags {
   which: string;
