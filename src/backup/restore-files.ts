@@ -31,6 +31,9 @@ import { DIRS_DONE, endWithMarker, RECORD_NAME, recordHeader } from './restore-r
 // restores for another user, one worker per object attempt). An object is retried alone: a failed
 // attempt's files are removed and the object is fetched again. Any failure that outlives the
 // retries stops the other workers, and backup-fetch then empties the target as for format 1.
+// Files in pieces (incremental) get their extents from several objects and are checked whole at
+// the end (file-plan.ts, pieced-files.ts); each finished step is appended to the progress record in
+// the target, so a killed restore run again skips the objects done (restore-record.ts).
 
 /** Reads files.json, checks it against backup.json, and plans the restore; writes nothing. */
 export async function loadRestorePlan(storage: Storage, config: Config, backup: BackupInfo): Promise<RestorePlan> {
