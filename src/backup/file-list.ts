@@ -1,6 +1,7 @@
 import { CODECS, type Codec } from '../codec/codec.js';
 import { controlChar } from '../common/control-chars.js';
 import { backupError } from '../common/errors.js';
+import { tablespaceLinkOid } from './tablespaces.js';
 
 // Backup format 2: a backup is a list of files (files.json) plus data objects, so that no single
 // upload nears S3's limits (10,000 parts, 5 TiB) whatever the database size, objects are fetched and
@@ -140,7 +141,10 @@ export function parseFileList(text: string, backup: string, what: string, backup
     const p = path as string;
     if (seen.has(p)) bad(`entries[${i}].path ${p} appears twice`);
     const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
-    if (parent && kinds.get(parent) !== 'dir') bad(`entries[${i}].path ${p} comes before (or without) its directory`);
+    // A tablespace's files sit below its link pg_tblspc/<oid> (restored into its location, not through it).
+    if (parent && kinds.get(parent) !== 'dir' && !(kinds.get(parent) === 'link' && tablespaceLinkOid(parent) !== undefined)) {
+      bad(`entries[${i}].path ${p} comes before (or without) its directory`);
+    }
     seen.add(p);
     if (!isInt(r['mode'], 0o7777)) bad(`entries[${i}].mode must be permission bits`);
     const mode = r['mode'] as number;

@@ -2,6 +2,7 @@ import { backupError } from '../common/errors.js';
 import type { BackupInfo } from './backup-info.js';
 import { backupKey } from './catalog.js';
 import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
+import { TablespaceRouter, type TablespacePlan } from './tablespaces.js';
 
 // What backup-fetch does with a format-2 file list, decided before anything is written: the
 // directories to create first, and per data object the files to cut out of it in offset order.
@@ -18,6 +19,8 @@ export interface ObjectPlan {
   key: string;
   /** Its files, by offset, none overlapping. */
   files: Piece[];
+  /** The tablespace (OID) whose location these files go to (paths relative to it); else the data directory. */
+  tablespace?: string;
 }
 
 export interface RestorePlan {
@@ -25,8 +28,10 @@ export interface RestorePlan {
   dirs: DirEntry[];
   /** Empty files: no object holds any of their bytes; created with the directories. */
   empty: FileEntry[];
-  /** Objects with at least one file, in list order. */
+  /** Objects with at least one file, in list order (one per root an object has files for). */
   objects: ObjectPlan[];
+  /** Tablespaces: their directories and empty files, relative to their locations. */
+  tablespaces: TablespacePlan[];
   fileCount: number;
   fileBytes: number;
   /** Uncompressed bytes of the objects to read (the progress total). */
@@ -47,44 +52,51 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     keys.add(key);
   }
   const dirs: DirEntry[] = [];
-  const byObject = new Map<number, Piece[]>();
+  // Pieces per object and root ('' the data directory, else a tablespace OID).
+  const byObject = new Map<number, Map<string, Piece[]>>();
   const empty: FileEntry[] = [];
+  const router = new TablespaceRouter(bad);
   let fileCount = 0;
   let fileBytes = 0;
-  for (const e of list.entries) {
-    if (e.type === 'link') {
-      // The link would point at the original cluster's live tablespace, whose files this backup
-      // does not hold: recovery on it would write there.
-      bad(`${e.path} is a symbolic link (a tablespace); restoring tablespaces is not supported yet`);
+  for (const listed of list.entries) {
+    if (listed.type === 'link') {
+      router.addLink(listed);
+      continue;
     }
-    if (e.type === 'dir') dirs.push(e);
+    const { tablespace, entry: e } = router.route(listed);
+    if (e.type === 'dir') (tablespace?.dirs ?? dirs).push(e);
     if (e.type !== 'file') continue;
     fileCount++;
     fileBytes += e.size;
     if (e.extents.length === 0) {
-      empty.push(e);
+      (tablespace?.empty ?? empty).push(e);
       continue;
     }
     if (e.extents.length > 1) bad(`${e.path} is stored in ${e.extents.length} pieces (an incremental backup); restoring those is not supported yet`);
     const { object, offset } = e.extents[0]!;
-    const files = byObject.get(object) ?? [];
+    const roots = byObject.get(object) ?? new Map<string, Piece[]>();
+    const files = roots.get(tablespace?.oid ?? '') ?? [];
     files.push({ ...e, object, offset });
-    byObject.set(object, files);
+    roots.set(tablespace?.oid ?? '', files);
+    byObject.set(object, roots);
   }
   if (fileBytes !== backup.sizeBytes) bad(`the files add up to ${fileBytes} bytes, backup.json records ${backup.sizeBytes}`);
   const objects: ObjectPlan[] = [];
   let objectBytes = 0;
   list.objects.forEach((object, index) => {
-    const files = byObject.get(index);
-    if (!files) return;
-    files.sort((a, b) => a.offset - b.offset || a.size - b.size);
-    let end = 0;
-    for (const f of files) {
-      if (f.offset < end) bad(`${f.path} overlaps the file before it in ${object.name}`);
-      end = f.offset + f.size;
+    const roots = byObject.get(index);
+    if (!roots) return;
+    // An object with files for several roots (walvault packs each root apart) is fetched once per root.
+    for (const [root, files] of roots) {
+      files.sort((a, b) => a.offset - b.offset || a.size - b.size);
+      let end = 0;
+      for (const f of files) {
+        if (f.offset < end) bad(`${f.path} overlaps the file before it in ${object.name}`);
+        end = f.offset + f.size;
+      }
+      objects.push({ index, object, key: backupKey(object.backup, object.name), files, ...(root ? { tablespace: root } : {}) });
+      objectBytes += object.size;
     }
-    objects.push({ index, object, key: backupKey(object.backup, object.name), files });
-    objectBytes += object.size;
   });
-  return { backup: backup.id, dirs, empty, objects, fileCount, fileBytes, objectBytes };
+  return { backup: backup.id, dirs, empty, objects, tablespaces: [...router.tablespaces.values()], fileCount, fileBytes, objectBytes };
 }

@@ -14,12 +14,13 @@ import { HashingStream, sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
 import { BACKUP_ID_GRAMMAR, type BackupInfo } from './backup-info.js';
 import { backupKey } from './catalog.js';
-import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from './file-list.js';
+import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList, type DirEntry, type FileEntry } from './file-list.js';
 import { planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
 import { ObjectCutter } from './object-cutter.js';
 import { Progress } from './progress.js';
 import { needsWorker } from './restore-worker.js';
 import { openSink, removeAsOwner } from './restore-sink.js';
+import { tablespaceRoot } from './tablespaces.js';
 import { TAR_END, tarHeader } from './tar-encode.js';
 
 // backup-fetch of a format-2 backup (file-list.ts): files.json is read and checked before anything
@@ -64,7 +65,9 @@ export async function restoreFiles(
 ): Promise<void> {
   const started = Date.now();
   const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), plan.objects.length || 1));
-  await createDirectories(plan, pgdata, owner, signal);
+  await createDirectories(plan.dirs, plan.empty, pgdata, owner, signal);
+  for (const t of plan.tablespaces) await createDirectories(t.dirs, t.empty, tablespaceRoot(t), owner, signal);
+  const rootOf = (op: ObjectPlan) => (op.tablespace === undefined ? pgdata : tablespaceRoot(plan.tablespaces.find((t) => t.oid === op.tablespace)));
 
   const progress = new Progress(`backup-fetch ${plan.backup}`, plan.objectBytes);
   let doneBytes = 0;
@@ -79,7 +82,7 @@ export async function restoreFiles(
   const work = async (job: number): Promise<void> => {
     for (let i = next++; i < plan.objects.length && !both.aborted; i = next++) {
       const op = plan.objects[i]!;
-      await restoreObject(storage, config, op, pgdata, owner, both, (bytes) => (inFlight[job] = bytes));
+      await restoreObject(storage, config, op, rootOf(op), owner, both, (bytes) => (inFlight[job] = bytes));
       inFlight[job] = 0;
       doneBytes += op.object.size;
     }
@@ -108,12 +111,12 @@ export async function restoreFiles(
   );
 }
 
-/** The directories, parents first, as one tar stream of directory members. */
-async function createDirectories(plan: RestorePlan, pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
-  if (plan.dirs.length === 0 && plan.empty.length === 0) return;
+/** The directories of one root, parents first, and its empty files, as one tar stream. */
+async function createDirectories(dirs: DirEntry[], empty: FileEntry[], pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
+  if (dirs.length === 0 && empty.length === 0) return;
   const members = function* (): Generator<Buffer> {
-    for (const d of plan.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
-    for (const f of plan.empty) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
+    for (const d of dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
+    for (const f of empty) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
     yield TAR_END;
   };
   const sink = openSink(pgdata, owner, true);

@@ -12,9 +12,11 @@ import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '..
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
-import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from '../backup/restore-target.js';
+import { linkTablespaces, locateRoot, locateTablespaces, prepareRoot, prepareTablespaces, rewriteTablespaceMap, wipeTablespaces, type TablespaceRoots } from '../backup/restore-roots.js';
+import { chooseLocations, parseTablespaceMapFlags } from '../backup/tablespaces.js';
+import type { TargetPlan } from '../backup/restore-target.js';
 import type { Owner } from '../common/file-trust.js';
-import { needsWorker, startWorker } from '../backup/restore-worker.js';
+import { needsWorker } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
 import { openRepository } from '../archive/repository.js';
 
@@ -33,6 +35,8 @@ export interface BackupFetchOptions extends TargetFlags {
   standby?: boolean;
   owner?: string;
   restoreCommand?: string;
+  /** --tablespace-map OID=DIR, repeatable. */
+  tablespaceMap?: string[];
 }
 
 const ACTIONS = ['pause', 'promote', 'shutdown'];
@@ -53,6 +57,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   if (opts.which.toUpperCase() !== 'LATEST' && !isBackupId(opts.which)) {
     throw usageError(`${JSON.stringify(opts.which)} is not a backup id (base_<start segment>_<yyyymmddThhmmssZ>, as backup-list shows) nor LATEST`);
   }
+  const tablespaceFlags = parseTablespaceMapFlags(opts.tablespaceMap ?? []);
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
@@ -73,6 +78,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     const deadline = new Deadline(config.deadline * 1000);
     let backup: BackupInfo;
     let files: RestorePlan | undefined;
+    let tablespaces: TablespaceRoots | undefined;
     try {
       const rejected = new Map<string, Error>();
       const backups = await listBackups(storage, policy, deadline, rejected);
@@ -88,19 +94,25 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       );
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
+      // Every tablespace location is checked (new or empty) before anything is written.
+      tablespaces = await locateTablespaces(chooseLocations(files?.tablespaces ?? [], tablespaceFlags, pgdata, backup.id), owner);
     } finally {
       deadline.dispose();
     }
 
     // 2. Restore. From here on a failure empties the directory again.
     try {
-      await prepareTargetDir(plan, created, owner);
+      await prepareRoot({ plan, created }, owner);
+      await prepareTablespaces(tablespaces, owner);
       await restoreData(storage, config, backup, pgdata, owner, abort.signal, files);
+      await linkTablespaces(pgdata, tablespaces.list, owner);
       await checkManifestFile(storage, config, backup, pgdata, owner);
       await verifyBackup(config, backup, pgdata, owner);
+      await rewriteTablespaceMap(pgdata, tablespaces.list, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
       await wipe(pgdata, created, owner, plan.ownerHoldsParent);
+      await wipeTablespaces(tablespaces, owner);
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -116,33 +128,21 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   }
 }
 
-/** Creates (or takes) the target directory for `owner`: by root only where root alone controls its parent. */
-async function prepareTargetDir(plan: TargetPlan, created: boolean, owner: Owner | undefined): Promise<void> {
-  if (needsWorker(owner) && plan.ownerHoldsParent) await startWorker('take', plan.pgdata, owner, created ? 'new' : 'existing').done;
-  else await takeTargetDir(plan.pgdata, created, needsWorker(owner) ? owner : undefined);
-}
-
 /**
- * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-target.ts):
+ * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-roots.ts):
  * what is found there is looked at by root only when root alone controls it, else by the owner's
  * worker. Returns whether <pgdata> is new.
  */
 async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; created: boolean; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, created: await checkTargetDir(given), owner };
-  if (!owner) {
+  if (isRoot && !owner) {
     // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
     if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
   }
-  const worker = needsWorker(owner) ? owner : undefined;
-  const plan = planTarget(given, worker);
-  const created =
-    worker && plan.ownerHoldsParent
-      ? (await startWorker('check', plan.pgdata, worker).done)['created'] === true
-      : await checkTargetDir(plan.pgdata);
-  if (!worker) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
+  const { plan, created } = await locateRoot(given, owner, isRoot);
+  if (isRoot && !needsWorker(owner)) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
   return { plan, created, owner };
 }
 
