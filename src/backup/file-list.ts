@@ -1,7 +1,6 @@
 import { CODECS, type Codec } from '../codec/codec.js';
 import { controlChar } from '../common/control-chars.js';
 import { backupError } from '../common/errors.js';
-import { tablespaceLinkOid } from './tablespaces.js';
 
 // Backup format 2: a backup is a list of files (files.json) plus data objects, so that no single
 // upload nears S3's limits (10,000 parts, 5 TiB) whatever the database size, objects are fetched and
@@ -177,6 +176,11 @@ export function parseFileList(text: string, backup: string, what: string, backup
     return { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, extents };
   });
   return { format: 2, backup, type: type as FileList['type'], ...(type === 'incremental' ? { reference: reference as string } : {}), objects, entries };
+}
+
+/** The tablespace OID of a pg_tblspc/<oid> link path (tablespaces.ts), or undefined. */
+export function tablespaceLinkOid(path: string): string | undefined {
+  return /^pg_tblspc\/(\d{1,10})$/.exec(path)?.[1];
 }
 
 /** A relative '/'-separated path with no empty, '.' or '..' part and no control characters. */

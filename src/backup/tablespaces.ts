@@ -1,7 +1,7 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import { backupError, internalError, usageError } from '../common/errors.js';
 import { controlChar } from '../common/control-chars.js';
-import type { DirEntry, FileEntry, LinkEntry } from './file-list.js';
+import { tablespaceLinkOid, type DirEntry, type FileEntry, type LinkEntry } from './file-list.js';
 
 // Tablespaces in a format-2 backup. backup-push records each pg_tblspc/<oid> link (with its original
 // absolute target) and the files of its location's PG_<major>_<catversion> directory under
@@ -14,14 +14,8 @@ import type { DirEntry, FileEntry, LinkEntry } from './file-list.js';
 // (read_tablespace_map, remove_tablespace_symlink), so both must agree. A location inside the data
 // directory (PostgreSQL warns against it) is refused at restore: map it elsewhere.
 
-const LINK = /^pg_tblspc\/(\d{1,10})$/;
 const UNDER = /^pg_tblspc\/(\d{1,10})\/(.+)$/;
 export const TABLESPACE_MAP = 'tablespace_map';
-
-/** The tablespace OID of a pg_tblspc/<oid> link path, or undefined. */
-export function tablespaceLinkOid(path: string): string | undefined {
-  return LINK.exec(path)?.[1];
-}
 
 /** A path below pg_tblspc/<oid>/: the OID and the path inside the location. */
 export function splitTablespacePath(path: string): { oid: string; rel: string } | undefined {
@@ -70,7 +64,7 @@ export class TablespaceRouter {
 export function parseTablespaceMapFlags(specs: readonly string[]): Map<string, string> {
   const out = new Map<string, string>();
   for (const spec of specs) {
-    const m = /^(\d{1,10})=(.+)$/.exec(spec);
+    const m = /^(\d{1,10})=([\s\S]+)$/.exec(spec);
     if (!m) throw usageError(`--tablespace-map ${JSON.stringify(spec)}: expected OID=DIR (the tablespace's OID, as in pg_tblspc/<oid>)`);
     const [, oid, dir] = m as unknown as [string, string, string];
     if (!isAbsolute(dir)) throw usageError(`--tablespace-map ${oid}=${dir}: the directory must be an absolute path`);
