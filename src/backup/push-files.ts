@@ -9,7 +9,7 @@ import { objectMeta } from '../archive/objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import { sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
-import { segmentOfLsn } from '../wal/names.js';
+import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 import { backupKey, makeBackupId } from './catalog.js';
 import { tablespaceVersionDir, walkDataDirectory } from './data-dir-walk.js';
 import { uploadFiles, type ExtraFiles } from './file-engine.js';
@@ -21,6 +21,7 @@ import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
 import { checkSystem, finishBackup, uniqueId } from './push-finish.js';
+import { finishStopSegmentOnPrimary } from './standby.js';
 import { phase, waitForRepoManifest } from './wait.js';
 
 // backup-push --method files (format 2): one SQL session holds the backup open (pg_backup_start ..
@@ -74,8 +75,9 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
       progress.done();
     }
     const localStop = new Date();
-    await close();
     const label = parseBackupLabel(stopped!.backupLabel);
+    if (session.inRecovery) await finishStopSegmentOnPrimary(session, stopped!.stopLsn, segmentOfEndLsn(stopped!.stopLsn, label.startTimeline, repo.walSegmentSize), signal);
+    await close();
     const manifest = buildBackupManifest(
       up.list.entries.flatMap((e) => (e.type === 'file' ? [{ path: e.path, size: e.size, mtimeMs: e.mtimeMs, sha256: e.sha256 }] : [])),
       { timeline: label.startTimeline, startLsn: label.startLsn, endLsn: stopped!.stopLsn },

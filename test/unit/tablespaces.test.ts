@@ -180,3 +180,11 @@ describe('applyWrites: tablespace links and a replaced tablespace_map', () => {
     await expect(applyWrites(root, [{ name: 'absent', data: '', replace: true }])).rejects.toThrow(/ENOENT|no such/i);
   });
 });
+
+describe('standby backups: the connection to the primary', () => {
+  it("keeps from primary_conninfo only what walvault's connection honours, quoted", async () => {
+    const { primaryConnString } = await import('../../src/backup/standby.js');
+    const pc = "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer host=127.0.0.1 port=5433 sslmode=prefer sslcompression=0 sslsni=1 gssencmode=prefer krbsrvname=postgres target_session_attrs=any password='it\\'s'";
+    expect(primaryConnString(pc)).toBe("host='127.0.0.1' port='5433' user='postgres' password='it\\'s' passfile='/var/lib/postgresql/.pgpass' sslmode='prefer'");
+  });
+});
