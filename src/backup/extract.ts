@@ -1,11 +1,13 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, unlink } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve, sep } from 'node:path';
+import { lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
 import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
 import { writeAll } from '../fs/atomic.js';
 import { normalizeName, TarSink, wrapTarError } from './tar.js';
+import { PAX_POSITION } from './tar-encode.js';
+import { PAX_DONE, RECORD_NAME } from './restore-record.js';
 
 // backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything
 // but plain files and directories inside that directory.
@@ -41,6 +43,41 @@ export async function removeFiles(root: string, paths: string[]): Promise<void> 
   }
 }
 
+/** The position a member's bytes go to in an existing file (PAX_POSITION), or undefined for a new file. */
+function positionOf(header: Header, keepModes: boolean): number | undefined {
+  const v = (header.pax as Record<string, string> | undefined)?.[PAX_POSITION];
+  if (v === undefined) return undefined;
+  // Only walvault's own format-2 stream carries it; a format-1 tar is pg_basebackup's.
+  if (!keepModes || !/^\d{1,16}$/.test(v) || !Number.isSafeInteger(Number(v))) {
+    throw backupError(`the backup's member ${JSON.stringify(header.name)} carries a position ${JSON.stringify(v)} it may not have; refusing it`);
+  }
+  return Number(v);
+}
+
+/**
+ * Opens an existing plain file with one name (a hard link would take the writes elsewhere too),
+ * never through a link.
+ */
+export async function openPlainFile(path: string, flags: number): Promise<FileHandle> {
+  const fh = await open(path, flags | O_NOFOLLOW);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.nlink !== 1) throw backupError(`${path} is not a plain file with one name; refusing to write to it`);
+    return fh;
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}
+
+async function writeAllAt(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`write wrote nothing (${data.length - off} bytes left)`), { code: 'EIO' });
+    off += bytesWritten;
+  }
+}
+
 export interface ExtractOptions {
   /** fsync every file and directory before the end resolves (default true; off only to measure its cost). */
   durable?: boolean;
@@ -65,7 +102,7 @@ export interface Extractor extends Writable {
   settled(): Promise<void>;
 }
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY, O_APPEND } = constants;
 /** File fsyncs in flight at once (each holds one open descriptor). */
 const MAX_PENDING_SYNCS = 16;
 
@@ -118,12 +155,25 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       );
     }
     if (syncError) throw syncError;
+    if ((header.pax as Record<string, string> | undefined)?.[PAX_DONE] !== undefined) return appendRecord(header, dest, stream as AsyncIterable<Buffer>);
     await ensureDir(dirname(dest));
-    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, keepModes ? restoredMode(header.mode ?? 0, false) : 0o600);
+    const at = positionOf(header, keepModes);
+    // An extent of a file in pieces goes into the file created (empty) with the directories.
+    const fh =
+      at === undefined
+        ? await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, keepModes ? restoredMode(header.mode ?? 0, false) : 0o600)
+        : await openPlainFile(dest, O_WRONLY);
     let handedOff = false;
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
-      if (keepModes && header.mtime) await fh.utimes(header.mtime, header.mtime);
+      if (at === undefined) for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
+      else {
+        let pos = at;
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          await writeAllAt(fh, chunk, pos);
+          pos += chunk.length;
+        }
+      }
+      if (keepModes && header.mtime && at === undefined) await fh.utimes(header.mtime, header.mtime);
       if (durable) {
         // The fsync runs while the next members are written: the disk flushes one file while
         // the stream fills the next (the end waits for all of them).
@@ -134,6 +184,24 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       if (!handedOff) await fh.close();
     }
     if (pending.size >= MAX_PENDING_SYNCS) await Promise.race(pending);
+  };
+
+  // The marker at the end of a format-2 stream (restore-record.ts): once every file and directory
+  // written before it is durable, its bytes are appended to the progress record.
+  const appendRecord = async (header: Header, dest: string, stream: AsyncIterable<Buffer>): Promise<void> => {
+    const chunks: Buffer[] = [];
+    for await (const c of stream) chunks.push(c);
+    if (!keepModes || dest !== join(root, RECORD_NAME) || (header.size ?? 0) > 4096) {
+      throw backupError(`the backup's member ${JSON.stringify(header.name)} is not a restore marker it may carry; refusing it`);
+    }
+    await syncDirs();
+    const fh = await openPlainFile(dest, O_WRONLY | O_APPEND);
+    try {
+      await writeAll(fh, Buffer.concat(chunks));
+      if (durable) await fh.sync();
+    } finally {
+      await fh.close();
+    }
   };
 
   const pending = new Set<Promise<void>>();

@@ -5,11 +5,28 @@ import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
 import { TablespaceRouter, type TablespacePlan } from './tablespaces.js';
 
 // What backup-fetch does with a format-2 file list, decided before anything is written: the
-// directories to create first, and per data object the files to cut out of it in offset order.
+// directories to create first, and per data object the bytes to cut out of it in offset order.
 // parseFileList has checked every field; this refuses what the restore cannot do safely.
+//
+// A file stored whole (one extent) is cut out and written as it passes, its SHA-256 checked on the
+// way. A file in pieces (an incremental backup: several extents, possibly in objects of earlier
+// backups) is created empty with the directories; each extent is then written at its position in
+// the file (the sum of the sizes of the extents before it) by whichever job fetches its object, and
+// the whole file is checked by re-reading it once every object is in (pieced-files.ts).
 
-/** A file stored whole in one object: bytes [offset, offset + size) of it. */
-export type Piece = FileEntry & { object: number; offset: number };
+/** Bytes [offset, offset + size) of an object, bound for `path`: the whole file, or (`position`) one extent of it. */
+export interface Piece {
+  path: string;
+  mode: number;
+  mtimeMs: number;
+  /** The whole file's SHA-256; checked as the bytes pass only when the piece is the whole file. */
+  sha256: string;
+  object: number;
+  offset: number;
+  size: number;
+  /** Where in the file these bytes go; undefined for a file stored whole (written from its start, created by this piece). */
+  position?: number;
+}
 
 export interface ObjectPlan {
   /** Index in FileList.objects. */
@@ -17,9 +34,9 @@ export interface ObjectPlan {
   object: DataObject;
   /** backups/<backup>/<name>. */
   key: string;
-  /** Its files, by offset, none overlapping. */
+  /** Its pieces, by offset, none overlapping. */
   files: Piece[];
-  /** The tablespace (OID) whose location these files go to (paths relative to it); else the data directory. */
+  /** The tablespace (OID) whose location these pieces go to (paths relative to it); else the data directory. */
   tablespace?: string;
 }
 
@@ -28,14 +45,32 @@ export interface RestorePlan {
   dirs: DirEntry[];
   /** Empty files: no object holds any of their bytes; created with the directories. */
   empty: FileEntry[];
-  /** Objects with at least one file, in list order (one per root an object has files for). */
+  /** Files in several extents: created empty with the directories, checked by re-reading at the end. */
+  pieced: FileEntry[];
+  /** Objects with at least one piece, in list order (one plan per root an object has pieces for). */
   objects: ObjectPlan[];
-  /** Tablespaces: their directories and empty files, relative to their locations. */
+  /** Tablespaces: their directories and files, relative to their locations. */
   tablespaces: TablespacePlan[];
+  /** [restored as, final name]: HELD_BACK files of this list, renamed last. */
+  renames: Array<[string, string]>;
+  /** Earlier backups whose objects this one uses (incremental), to check before anything is written. */
+  references: string[];
   fileCount: number;
   fileBytes: number;
   /** Uncompressed bytes of the objects to read (the progress total). */
   objectBytes: number;
+}
+
+/**
+ * Restored under another name and renamed into place once everything else is in (pieced-files.ts):
+ * PostgreSQL does not start on a directory without global/pg_control, so a restore killed half-way
+ * leaves nothing it could start on.
+ */
+export const HELD_BACK: Readonly<Record<string, string>> = { 'global/pg_control': 'global/pg_control.walvault-restore' };
+
+/** Paths of the files `op` creates (pieces of whole files): what a failed attempt leaves to remove. */
+export function createdBy(op: ObjectPlan): string[] {
+  return op.files.filter((f) => f.position === undefined).map((f) => f.path);
 }
 
 export function planRestore(list: FileList, backup: BackupInfo, what: string): RestorePlan {
@@ -43,27 +78,42 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     throw backupError(`${what}: ${why}; refusing to restore backup ${backup.id}`);
   };
   const keys = new Set<string>();
+  const references = new Set<string>();
   for (const o of list.objects) {
-    // Objects of earlier backups come with incremental backups (a later round), which will check
-    // that the backup they name exists and is older; until then a list only names its own objects.
-    if (o.backup !== backup.id) bad(`${o.name} belongs to backup ${o.backup}, not to this one`);
+    // Only an incremental backup stands on others; loadRestorePlan then checks each one named.
+    if (o.backup !== backup.id) {
+      if (list.type !== 'incremental') bad(`${o.name} belongs to backup ${o.backup}, not to this one`);
+      references.add(o.backup);
+    }
     const key = backupKey(o.backup, o.name);
-    if (keys.has(key)) bad(`${o.name} is listed twice`);
+    if (keys.has(key)) bad(`${o.name}${o.backup !== backup.id ? ` of backup ${o.backup}` : ''} is listed twice`);
     keys.add(key);
   }
   const dirs: DirEntry[] = [];
   // Pieces per object and root ('' the data directory, else a tablespace OID).
   const byObject = new Map<number, Map<string, Piece[]>>();
   const empty: FileEntry[] = [];
-  const router = new TablespaceRouter(bad);
+  const pieced: FileEntry[] = [];
   let fileCount = 0;
   let fileBytes = 0;
+  const add = (p: Piece, root: string) => {
+    const roots = byObject.get(p.object) ?? new Map<string, Piece[]>();
+    roots.set(root, [...(roots.get(root) ?? []), p]);
+    byObject.set(p.object, roots);
+  };
+  const router = new TablespaceRouter(bad);
+  const renames: Array<[string, string]> = [];
+  const temporary = new Set(Object.values(HELD_BACK));
   for (const listed of list.entries) {
+    if (temporary.has(listed.path)) bad(`${listed.path} is a name backup-fetch keeps for itself`);
     if (listed.type === 'link') {
       router.addLink(listed);
       continue;
     }
-    const { tablespace, entry: e } = router.route(listed);
+    const held = listed.type === 'file' ? HELD_BACK[listed.path] : undefined;
+    if (held) renames.push([held, listed.path]);
+    const { tablespace, entry: e } = router.route(held ? { ...listed, path: held } : listed);
+    const root = tablespace?.oid ?? '';
     if (e.type === 'dir') (tablespace?.dirs ?? dirs).push(e);
     if (e.type !== 'file') continue;
     fileCount++;
@@ -72,13 +122,18 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
       (tablespace?.empty ?? empty).push(e);
       continue;
     }
-    if (e.extents.length > 1) bad(`${e.path} is stored in ${e.extents.length} pieces (an incremental backup); restoring those is not supported yet`);
-    const { object, offset } = e.extents[0]!;
-    const roots = byObject.get(object) ?? new Map<string, Piece[]>();
-    const files = roots.get(tablespace?.oid ?? '') ?? [];
-    files.push({ ...e, object, offset });
-    roots.set(tablespace?.oid ?? '', files);
-    byObject.set(object, roots);
+    const base = { path: e.path, mode: e.mode, mtimeMs: e.mtimeMs, sha256: e.sha256 };
+    if (e.extents.length === 1) {
+      const x = e.extents[0]!;
+      add({ ...base, object: x.object, offset: x.offset, size: x.size }, root);
+      continue;
+    }
+    (tablespace?.pieced ?? pieced).push(e);
+    let position = 0;
+    for (const x of e.extents) {
+      add({ ...base, object: x.object, offset: x.offset, size: x.size, position }, root);
+      position += x.size;
+    }
   }
   if (fileBytes !== backup.sizeBytes) bad(`the files add up to ${fileBytes} bytes, backup.json records ${backup.sizeBytes}`);
   const objects: ObjectPlan[] = [];
@@ -86,7 +141,7 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
   list.objects.forEach((object, index) => {
     const roots = byObject.get(index);
     if (!roots) return;
-    // An object with files for several roots (walvault packs each root apart) is fetched once per root.
+    // An object with pieces for several roots (walvault packs each root apart) is fetched once per root.
     for (const [root, files] of roots) {
       files.sort((a, b) => a.offset - b.offset || a.size - b.size);
       let end = 0;
@@ -98,5 +153,6 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
       objectBytes += object.size;
     }
   });
-  return { backup: backup.id, dirs, empty, objects, tablespaces: [...router.tablespaces.values()], fileCount, fileBytes, objectBytes };
+  const tablespaces = [...router.tablespaces.values()];
+  return { backup: backup.id, dirs, empty, pieced, objects, tablespaces, renames, references: [...references], fileCount, fileBytes, objectBytes };
 }

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, symlink } from 'node:fs/promises';
+import { open, readlink, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupError, fromFsError } from '../common/errors.js';
 import { writeAll } from '../fs/atomic.js';
@@ -36,7 +36,9 @@ export async function applyWrites(root: string, writes: PgdataWrite[]): Promise<
     const path = member(root, w.name);
     if (w.link !== undefined) {
       if (!w.link.startsWith('/')) throw backupError(`${path}: a link target must be absolute`);
-      await symlink(w.link, path).catch((e: unknown) => {
+      await symlink(w.link, path).catch(async (e: NodeJS.ErrnoException) => {
+        // Made by an interrupted run of the same restore: the same link is fine.
+        if (e.code === 'EEXIST' && (await readlink(path).catch(() => undefined)) === w.link) return;
         throw fromFsError(e, path, 'write');
       });
       continue;

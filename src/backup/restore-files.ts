@@ -6,22 +6,23 @@ import { decompressStream } from '../codec/codec.js';
 import { classifyDownloadError, parseStoredMeta } from '../archive/objects.js';
 import { readVerifiedSmall } from '../archive/small-objects.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { backupError, corruptObjectError, integrityError } from '../common/errors.js';
+import { backupError, corruptObjectError, describe as describeError, integrityError, isWalvaultError } from '../common/errors.js';
 import type { Owner } from '../common/file-trust.js';
 import { formatBytes, log } from '../common/log.js';
 import { ATTEMPT_TIMEOUT_BYTES, Deadline, policyForBody, withRetry } from '../common/retry.js';
 import { HashingStream, sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
 import { BACKUP_ID_GRAMMAR, type BackupInfo } from './backup-info.js';
-import { backupKey } from './catalog.js';
+import { backupKey, readBackup } from './catalog.js';
 import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList, type DirEntry, type FileEntry } from './file-list.js';
-import { planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
+import { createdBy, planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
 import { ObjectCutter } from './object-cutter.js';
 import { Progress } from './progress.js';
-import { needsWorker } from './restore-worker.js';
+import { finishAsOwner, needsWorker, writeAsOwner } from './restore-worker.js';
 import { openSink, removeAsOwner } from './restore-sink.js';
 import { tablespaceRoot } from './tablespaces.js';
-import { TAR_END, tarHeader } from './tar-encode.js';
+import { tarHeader } from './tar-encode.js';
+import { DIRS_DONE, endWithMarker, RECORD_NAME, recordHeader } from './restore-record.js';
 
 // backup-fetch of a format-2 backup (file-list.ts): files.json is read and checked before anything
 // is written; then the directories are created in one pass, and `jobs` workers each take the next
@@ -52,7 +53,36 @@ export async function loadRestorePlan(storage: Storage, config: Config, backup: 
   if (body.length > constants.MAX_STRING_LENGTH) {
     throw backupError(`${what} is ${formatBytes(body.length)}, more than this walvault can parse (${formatBytes(constants.MAX_STRING_LENGTH)})`);
   }
-  return planRestore(parseFileList(body.toString('utf8'), backup.id, what, BACKUP_ID_GRAMMAR), backup, what);
+  const plan = planRestore(parseFileList(body.toString('utf8'), backup.id, what, BACKUP_ID_GRAMMAR), backup, what);
+  await checkReferences(storage, config, backup, plan.references, what);
+  return plan;
+}
+
+/**
+ * An incremental backup stands on the objects of earlier backups: each one it names must be a
+ * complete backup (a valid backup.json) of the same system, started before it.
+ */
+async function checkReferences(storage: Storage, config: Config, backup: BackupInfo, references: string[], what: string): Promise<void> {
+  const deadline = new Deadline(config.deadline * 1000);
+  try {
+    for (const id of references) {
+      const refuse = (why: string): never => {
+        throw backupError(`${what} uses objects of backup ${id}, which ${why}; refusing to restore backup ${backup.id}`);
+      };
+      let other: BackupInfo | null;
+      try {
+        other = await readBackup(storage, id, retryPolicy(config), deadline);
+      } catch (e) {
+        if (isWalvaultError(e) && e.retryable) throw e;
+        return refuse(`has no valid backup.json (${describeError(e)})`);
+      }
+      if (!other) return refuse('has no backup.json in this repository');
+      if (other.systemIdentifier !== backup.systemIdentifier) refuse(`is of another system (${other.systemIdentifier}, not ${backup.systemIdentifier})`);
+      if (!(Date.parse(other.startTime) < Date.parse(backup.startTime))) refuse(`did not start before it (${other.startTime}, not before ${backup.startTime})`);
+    }
+  } finally {
+    deadline.dispose();
+  }
 }
 
 export async function restoreFiles(
@@ -62,15 +92,30 @@ export async function restoreFiles(
   pgdata: string,
   owner: Owner | undefined,
   signal: AbortSignal,
+  /** What the progress record of an interrupted restore of this backup says is done (restore-record.ts). */
+  resume?: Set<string>,
 ): Promise<void> {
   const started = Date.now();
-  const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), plan.objects.length || 1));
-  await createDirectories(plan.dirs, plan.empty, pgdata, owner, signal);
-  for (const t of plan.tablespaces) await createDirectories(t.dirs, t.empty, tablespaceRoot(t), owner, signal);
-  const rootOf = (op: ObjectPlan) => (op.tablespace === undefined ? pgdata : tablespaceRoot(plan.tablespaces.find((t) => t.oid === op.tablespace)));
+  const roots = restoreRoots(plan, pgdata, resume);
+  const rootOf = (op: ObjectPlan) => roots.find((r) => r.tablespace === op.tablespace)!;
+  const todo = plan.objects.filter((o) => !rootOf(o).done.has(o.key));
+  const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), todo.length || 1));
+  for (const r of roots) {
+    if (!r.resumed) await writeAsOwner(r.dir, owner, [{ name: RECORD_NAME, data: Buffer.from(recordHeader(plan.backup)).toString('base64') }]);
+    else {
+      // What the interrupted run may have left of the objects it did not finish goes first (and,
+      // before its directories were done, the files created with them); extents of files in
+      // pieces are simply written again.
+      const partial = todo.filter((o) => rootOf(o) === r).flatMap(createdBy);
+      if (!r.done.has(DIRS_DONE)) partial.push(...r.empty.map((f) => f.path), ...r.pieced.map((f) => f.path));
+      await removeAsOwner(r.dir, owner, partial);
+    }
+  }
+  if (resume) log.info(`resuming the restore of ${plan.backup} into ${pgdata}: ${plan.objects.length - todo.length} of ${plan.objects.length} objects were restored before`);
+  for (const r of roots) if (!r.done.has(DIRS_DONE)) await createDirectories(r, owner, signal);
 
   const progress = new Progress(`backup-fetch ${plan.backup}`, plan.objectBytes);
-  let doneBytes = 0;
+  let doneBytes = plan.objectBytes - todo.reduce((n, o) => n + o.object.size, 0);
   const inFlight = new Array<number>(jobs).fill(0);
   const ticker = setInterval(() => progress.update(doneBytes + inFlight.reduce((a, b) => a + b, 0)), 200);
   ticker.unref();
@@ -80,9 +125,9 @@ export async function restoreFiles(
   let first: unknown;
   let next = 0;
   const work = async (job: number): Promise<void> => {
-    for (let i = next++; i < plan.objects.length && !both.aborted; i = next++) {
-      const op = plan.objects[i]!;
-      await restoreObject(storage, config, op, rootOf(op), owner, both, (bytes) => (inFlight[job] = bytes));
+    for (let i = next++; i < todo.length && !both.aborted; i = next++) {
+      const op = todo[i]!;
+      await restoreObject(storage, config, op, rootOf(op).dir, owner, both, (bytes) => (inFlight[job] = bytes));
       inFlight[job] = 0;
       doneBytes += op.object.size;
     }
@@ -103,21 +148,49 @@ export async function restoreFiles(
   }
   if (signal.aborted) throw signal.reason;
   if (first !== undefined) throw first;
+  for (const r of roots) {
+    await finishAsOwner(r.dir, owner, { files: r.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })), renames: r.renames });
+  }
   const secs = (Date.now() - started) / 1000;
   log.info(
-    `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories) ` +
-      `into ${pgdata}${needsWorker(owner) ? ` as uid ${owner.uid}` : ''} with ${jobs} job${jobs === 1 ? '' : 's'} in ${secs.toFixed(1)} s; ` +
+    `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories` +
+      `${plan.pieced.length ? `, ${plan.pieced.length} files in pieces` : ''}${plan.references.length ? `, objects of ${plan.references.length} earlier backups` : ''}) ` +
+      `into ${pgdata}${needsWorker(owner) ? ` as uid ${owner.uid}` : ''} with ${jobs} job${jobs === 1 ? '' : 's'} in ${secs.toFixed(1)} s${todo.length < plan.objects.length ? ` (${plan.objects.length - todo.length} objects restored before)` : ''}; ` +
       'SHA-256 of every object and file verified',
   );
 }
 
+/**
+ * Where a restore writes: the data directory and each tablespace's location, each with its own
+ * directories, files and progress record (restore-record.ts; a location's record is read when the
+ * data directory's says the restore is resumed, tablespaces.ts).
+ */
+interface Root {
+  tablespace?: string;
+  dir: string;
+  dirs: DirEntry[];
+  empty: FileEntry[];
+  pieced: FileEntry[];
+  renames: Array<[string, string]>;
+  done: Set<string>;
+  resumed: boolean;
+}
+
+function restoreRoots(plan: RestorePlan, pgdata: string, resume: Set<string> | undefined): Root[] {
+  return [
+    { dir: pgdata, dirs: plan.dirs, empty: plan.empty, pieced: plan.pieced, renames: plan.renames, done: resume ?? new Set(), resumed: resume !== undefined },
+    ...plan.tablespaces.map((t) => ({ tablespace: t.oid, dir: tablespaceRoot(t), dirs: t.dirs, empty: t.empty, pieced: t.pieced, renames: [], done: t.done ?? new Set<string>(), resumed: t.done !== undefined })),
+  ];
+}
+
 /** The directories of one root, parents first, and its empty files, as one tar stream. */
-async function createDirectories(dirs: DirEntry[], empty: FileEntry[], pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
-  if (dirs.length === 0 && empty.length === 0) return;
+async function createDirectories(root: Root, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
+  const pgdata = root.dir;
   const members = function* (): Generator<Buffer> {
-    for (const d of dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
-    for (const f of empty) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
-    yield TAR_END;
+    for (const d of root.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
+    // Files in pieces start empty: their extents are written into them at their positions.
+    for (const f of [...root.empty, ...root.pieced]) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
+    yield endWithMarker(DIRS_DONE);
   };
   const sink = openSink(pgdata, owner, true);
   try {
@@ -153,7 +226,8 @@ async function restoreObject(
       onBytes(0);
       if (dirty) {
         // What the failed attempt wrote goes, so the files can be created exclusively again.
-        await removeAsOwner(pgdata, owner, op.files.map((f) => f.path));
+        // (Extents of files in pieces are simply written again at their positions.)
+        await removeAsOwner(pgdata, owner, createdBy(op));
         dirty = false;
       }
       const s = AbortSignal.any([attemptSignal, signal]);
@@ -184,7 +258,7 @@ async function restoreObject(
             `${where} failed verification: got ${hashing.bytes} bytes with SHA-256 ${digest}, expected ${op.object.size} bytes with SHA-256 ${op.object.sha256}`,
           );
         }
-      });
+      }, endWithMarker(op.key));
       const decompress = decompressStream(op.object.codec);
       const ticker = setInterval(() => onBytes(hashing.bytes), 200);
       ticker.unref();

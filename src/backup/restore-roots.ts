@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
-import { isWalvaultError, rewordError } from '../common/errors.js';
+import { backupError, isWalvaultError, rewordError } from '../common/errors.js';
 import type { Owner } from '../common/file-trust.js';
 import { log } from '../common/log.js';
 import { wipe } from './restore-data.js';
-import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan } from './restore-target.js';
+import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan, type TargetState } from './restore-target.js';
+import { parseRecord, RECORD_NAME } from './restore-record.js';
+import { removeAsOwner } from './restore-sink.js';
 import { needsWorker, sha256AsOwner, startWorker, writeAsOwner } from './restore-worker.js';
 import { TABLESPACE_MAP, tablespaceMapText, type TablespacePlan } from './tablespaces.js';
 
@@ -16,6 +18,8 @@ export interface RestoreRoot {
   plan: TargetPlan;
   /** The directory did not exist: backup-fetch creates it, and removes it after a failure. */
   created: boolean;
+  /** The progress record of an interrupted restore it holds (restore-record.ts), else null. */
+  record: string | null;
 }
 
 /**
@@ -23,14 +27,15 @@ export interface RestoreRoot {
  * (its parent exists) or empty, else a BackupError. `isRoot`: this process runs as root.
  */
 export async function locateRoot(given: string, owner: Owner | undefined, isRoot = process.getuid?.() === 0): Promise<RestoreRoot> {
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, created: await checkTargetDir(given) };
+  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, ...(await checkTargetDir(given)) };
   const worker = needsWorker(owner) ? owner : undefined;
   const plan = planTarget(given, worker);
-  const created =
-    worker && plan.ownerHoldsParent
-      ? (await startWorker('check', plan.pgdata, worker).done)['created'] === true
-      : await checkTargetDir(plan.pgdata);
-  return { plan, created };
+  const state = worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker).done) : await checkTargetDir(plan.pgdata);
+  return { plan, ...state };
+}
+
+function targetState(r: Record<string, unknown>): TargetState {
+  return { created: r['created'] === true, record: typeof r['record'] === 'string' ? r['record'] : null };
 }
 
 /** Creates (or takes) the directory for `owner`: by root only where root alone controls its parent. */
@@ -44,8 +49,12 @@ export interface TablespaceRoots {
   roots: RestoreRoot[];
 }
 
-/** Checks every location like the data directory (new, or empty; refused otherwise), writing nothing. */
-export async function locateTablespaces(list: TablespacePlan[], owner: Owner | undefined): Promise<TablespaceRoots> {
+/**
+ * Checks every location like the data directory (new, or empty; refused otherwise), writing nothing.
+ * `resuming`: the data directory holds an interrupted restore of `backup`; a location may then hold
+ * that restore's progress record too (what was done there).
+ */
+export async function locateTablespaces(list: TablespacePlan[], owner: Owner | undefined, backup: string, resuming: boolean): Promise<TablespaceRoots> {
   const roots: RestoreRoot[] = [];
   for (const t of list) {
     const r = await locateRoot(t.location!, owner).catch((e: unknown) => {
@@ -55,6 +64,16 @@ export async function locateTablespaces(list: TablespacePlan[], owner: Owner | u
     });
     // planTarget resolved the parent's links: from here on the real path.
     t.location = r.plan.pgdata;
+    if (r.record !== null) {
+      const record = parseRecord(r.record, `${t.location}/${RECORD_NAME}`);
+      if (!resuming || record.backup !== backup) {
+        throw backupError(
+          `tablespace ${t.oid}: ${t.location} holds an interrupted restore of backup ${record.backup}${resuming ? '' : ' but the data directory does not'}; ` +
+            'empty it, or restore the tablespace elsewhere with --tablespace-map',
+        );
+      }
+      t.done = record.done;
+    }
     roots.push(r);
   }
   return { list, roots };
@@ -62,6 +81,16 @@ export async function locateTablespaces(list: TablespacePlan[], owner: Owner | u
 
 export async function prepareTablespaces(ts: TablespaceRoots, owner: Owner | undefined): Promise<void> {
   for (const r of ts.roots) await prepareRoot(r, owner);
+}
+
+/** Once the restore is complete and verified: the locations' progress records go (the data directory's first). */
+export async function removeTablespaceRecords(ts: TablespaceRoots, owner: Owner | undefined): Promise<void> {
+  for (const t of ts.list) await removeAsOwner(t.location!, owner, [RECORD_NAME]);
+}
+
+/** What pg_verifybackup is told to ignore: the progress records, still there while it runs. */
+export function tablespaceRecordPaths(ts: TablespaceRoots): string[] {
+  return ts.list.map((t) => `pg_tblspc/${t.oid}/${RECORD_NAME}`);
 }
 
 /** Leaves nothing behind in (or of) the locations, as for the data directory. */

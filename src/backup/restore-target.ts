@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { backupError, describe as describeError, isWalvaultError, usageError } from '../common/errors.js';
 import { directoryControl, type Owner } from '../common/file-trust.js';
 import { fsyncDir } from '../fs/atomic.js';
+import { readRecord, RECORD_NAME } from './restore-record.js';
 
 // The target directory of backup-fetch: who may create, take and remove it. Run as root, walvault
 // does no path operation in a directory another user may write: the way to <pgdata>'s parent is
@@ -48,11 +49,19 @@ export function planTarget(pgdata: string, owner: Owner | undefined): TargetPlan
   return { pgdata: real, ownerHoldsParent: !ctl.rootOnly };
 }
 
+export interface TargetState {
+  /** The directory does not exist yet (its parent does). */
+  created: boolean;
+  /** The progress record of an interrupted restore it holds (restore-record.ts), else null. */
+  record: string | null;
+}
+
 /**
- * Returns true when the directory does not exist yet (and its parent does). Refuses a non-empty
- * one; `names` lists a few of its entries in the message (not when root looks on another's behalf).
+ * Whether the directory is new, empty, or holds an interrupted restore (its progress record). Refuses
+ * anything else that is not empty; `names` lists a few of its entries in the message (not when root
+ * looks on another's behalf).
  */
-export async function checkTargetDir(pgdata: string, names = true): Promise<boolean> {
+export async function checkTargetDir(pgdata: string, names = true): Promise<TargetState> {
   let st;
   try {
     st = await lstat(pgdata);
@@ -61,16 +70,19 @@ export async function checkTargetDir(pgdata: string, names = true): Promise<bool
     const parent = dirname(pgdata);
     const ps = await stat(parent).catch(() => null);
     if (!ps?.isDirectory()) throw backupError(`the parent directory ${parent} of ${pgdata} does not exist`);
-    return true;
+    return { created: true, record: null };
   }
   if (!st.isDirectory()) throw backupError(`${pgdata} exists and is not a directory; refusing to restore into it`);
   const entries = await readdir(pgdata);
-  if (entries.length > 0) {
-    throw backupError(
-      `${pgdata} is not empty${names ? ` (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''})` : ''}; backup-fetch restores only into an empty or new directory`,
-    );
+  if (entries.length === 0) return { created: false, record: null };
+  if (entries.includes(RECORD_NAME)) {
+    const record = await readRecord(pgdata);
+    if (record !== null) return { created: false, record };
   }
-  return false;
+  throw backupError(
+    `${pgdata} is not empty${names ? ` (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''})` : ''}; backup-fetch restores only into an empty or new directory ` +
+      '(or, with --delta, over a stopped copy of the same cluster)',
+  );
 }
 
 /**

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, isErrorName, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor, removeFiles } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
+import { finishRestore, type FinishRequest } from './pieced-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 
@@ -17,11 +18,12 @@ import type { Owner } from '../common/file-trust.js';
 //
 //   walvault __restore-worker extract <pgdata> [files]  stdin: the tar stream (files: format 2, keepModes)
 //   walvault __restore-worker unlink <pgdata>         stdin: JSON array of paths to remove (extract.ts removeFiles)
-//   walvault __restore-worker check <pgdata>          {created}: <pgdata> is new (else empty)
+//   walvault __restore-worker check <pgdata>          {created, record}: <pgdata> is new (else empty, or holds a progress record)
 //   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
 //   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
+//   walvault __restore-worker finish <pgdata>         stdin: JSON FinishRequest (pieced-files.ts)
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
 
 export const WORKER_COMMAND = '__restore-worker';
@@ -32,8 +34,10 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink' | 'finish';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink', 'finish'];
+/** The operations that read a request on stdin. */
+const STDIN_OPS: readonly string[] = ['extract', 'write', 'unlink', 'finish'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -45,7 +49,7 @@ export async function workerMain(args: string[]): Promise<number> {
   const [op, root, name] = args;
   let out: Record<string, unknown>;
   try {
-    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take|unlink <pgdata> [name]`);
+    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} ${OPS.join("|")} <pgdata> [name]`);
     out = await runOp(op as Op, root, name);
   } catch (e) {
     const w = isWalvaultError(e) ? e : backupError(`${op ?? 'restore worker'} ${root ?? ''}: ${describeError(e)}`);
@@ -66,7 +70,7 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
       await removeContents(root, name === 'remove');
       return {};
     case 'check':
-      return { created: await checkTargetDir(root) };
+      return { ...(await checkTargetDir(root)) };
     case 'take':
       await takeTargetDir(root, name === 'new');
       return {};
@@ -81,6 +85,13 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
     }
     case 'sha256':
       return { sha256: await fileSha256(root, name ?? '') };
+    case 'finish': {
+      const req = (await readJsonStdin()) as FinishRequest;
+      if (!Array.isArray(req?.files) || !Array.isArray(req?.renames)) throw backupError('finish: stdin must be a JSON {files, renames}');
+      await finishRestore(root, req);
+      return {};
+    }
+
   }
 }
 
@@ -116,7 +127,7 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
     // root's working and cache directories are usually closed to the owner.
     cwd: '/',
     env: ownerEnv(),
-    stdio: [op === 'extract' || op === 'write' || op === 'unlink' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
+    stdio: [STDIN_OPS.includes(op) ? 'pipe' : 'ignore', 'pipe', 'inherit'],
   });
   let stdout = '';
   child.stdout!.setEncoding('utf8');
@@ -165,4 +176,13 @@ export async function sha256AsOwner(root: string, owner: Owner | undefined, name
   if (!needsWorker(owner)) return fileSha256(root, name);
   const r = await startWorker('sha256', root, owner, name).done;
   return typeof r['sha256'] === 'string' ? r['sha256'] : null;
+}
+
+/** Checks the files restored in pieces and moves the held-back ones into place (pieced-files.ts), as `owner` when that is another user. */
+export async function finishAsOwner(root: string, owner: Owner | undefined, req: FinishRequest): Promise<void> {
+  if (req.files.length === 0 && req.renames.length === 0) return;
+  if (!needsWorker(owner)) return finishRestore(root, req);
+  const w = startWorker('finish', root, owner);
+  w.stdin!.end(JSON.stringify(req));
+  await w.done;
 }

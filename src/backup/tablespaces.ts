@@ -30,8 +30,12 @@ export interface TablespacePlan {
   original: string;
   dirs: DirEntry[];
   empty: FileEntry[];
+  /** Files in several extents (an incremental backup), created empty with the directories. */
+  pieced: FileEntry[];
   /** Chosen by backup-fetch (chooseLocations): the directory the files are restored into. */
   location?: string;
+  /** Resuming an interrupted restore: what the progress record in the location says is done. */
+  done?: Set<string>;
 }
 
 /**
@@ -46,7 +50,7 @@ export class TablespaceRouter {
     const oid = tablespaceLinkOid(e.path);
     // The extractor writes no link; the only ones a restore makes are these, to chosen locations.
     if (oid === undefined) this.bad(`${e.path} is a symbolic link outside pg_tblspc/<oid>`);
-    this.tablespaces.set(oid, { oid, original: e.target, dirs: [], empty: [] });
+    this.tablespaces.set(oid, { oid, original: e.target, dirs: [], empty: [], pieced: [] });
   }
 
   /** The tablespace an entry belongs to (and its path there), or undefined for the data directory. */

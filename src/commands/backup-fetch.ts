@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { lstat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { retryPolicy, type LoadedConfig } from '../common/config.js';
 import { backupError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
@@ -12,9 +12,11 @@ import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '..
 import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
-import { linkTablespaces, locateRoot, locateTablespaces, prepareRoot, prepareTablespaces, rewriteTablespaceMap, wipeTablespaces, type TablespaceRoots } from '../backup/restore-roots.js';
+import type { TargetPlan, TargetState } from '../backup/restore-target.js';
+import { linkTablespaces, locateRoot, locateTablespaces, prepareRoot, prepareTablespaces, removeTablespaceRecords, rewriteTablespaceMap, tablespaceRecordPaths, wipeTablespaces, type TablespaceRoots } from '../backup/restore-roots.js';
 import { chooseLocations, parseTablespaceMapFlags } from '../backup/tablespaces.js';
-import type { TargetPlan } from '../backup/restore-target.js';
+import { parseRecord, RECORD_NAME } from '../backup/restore-record.js';
+import { removeAsOwner } from '../backup/restore-sink.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
@@ -61,7 +63,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
-  const { plan, created, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const created = state.created;
   const pgdata = plan.pgdata;
 
   const storage = await openRepository(config);
@@ -78,7 +81,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     const deadline = new Deadline(config.deadline * 1000);
     let backup: BackupInfo;
     let files: RestorePlan | undefined;
-    let tablespaces: TablespaceRoots | undefined;
+    let resume: Set<string> | undefined;
+    let tablespaces: TablespaceRoots;
     try {
       const rejected = new Map<string, Error>();
       const backups = await listBackups(storage, policy, deadline, rejected);
@@ -94,25 +98,38 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       );
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
+      if (state.record !== null) {
+        const record = parseRecord(state.record, join(pgdata, RECORD_NAME));
+        if (record.backup !== backup.id) {
+          throw backupError(
+            `${pgdata} holds an interrupted restore of backup ${record.backup}, not of ${backup.id}: run backup-fetch ${record.backup} ${pgdata} ` +
+              'again to finish it, or empty the directory',
+          );
+        }
+        resume = record.done;
+      }
       // Every tablespace location is checked (new or empty) before anything is written.
-      tablespaces = await locateTablespaces(chooseLocations(files?.tablespaces ?? [], tablespaceFlags, pgdata, backup.id), owner);
+      tablespaces = await locateTablespaces(chooseLocations(files?.tablespaces ?? [], tablespaceFlags, pgdata, backup.id), owner, backup.id, resume !== undefined);
     } finally {
       deadline.dispose();
     }
 
     // 2. Restore. From here on a failure empties the directory again.
     try {
-      await prepareRoot({ plan, created }, owner);
+      await prepareRoot({ plan, ...state }, owner);
       await prepareTablespaces(tablespaces, owner);
-      await restoreData(storage, config, backup, pgdata, owner, abort.signal, files);
+      await restoreData(storage, config, backup, pgdata, owner, abort.signal, files, resume);
       await linkTablespaces(pgdata, tablespaces.list, owner);
       await checkManifestFile(storage, config, backup, pgdata, owner);
-      await verifyBackup(config, backup, pgdata, owner);
+      await verifyBackup(config, backup, pgdata, owner, tablespaceRecordPaths(tablespaces));
+      // Complete and verified: no longer something to resume.
+      if (backup.format === 2) await removeAsOwner(pgdata, owner, [RECORD_NAME]);
+      await removeTablespaceRecords(tablespaces, owner);
       await rewriteTablespaceMap(pgdata, tablespaces.list, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
       await wipe(pgdata, created, owner, plan.ownerHoldsParent);
-      await wipeTablespaces(tablespaces, owner);
+      await wipeTablespaces(tablespaces!, owner);
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -131,9 +148,9 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
 /**
  * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-roots.ts):
  * what is found there is looked at by root only when root alone controls it, else by the owner's
- * worker. Returns whether <pgdata> is new.
+ * worker. Returns whether <pgdata> is new, or holds an interrupted restore.
  */
-async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; created: boolean; owner: Owner | undefined }> {
+async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
   if (isRoot && !owner) {
@@ -141,9 +158,9 @@ async function locateTarget(given: string, spec: string | undefined): Promise<{ 
     const st = await lstat(given).catch(() => null);
     if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
   }
-  const { plan, created } = await locateRoot(given, owner, isRoot);
+  const { plan, created, record } = await locateRoot(given, owner, isRoot);
   if (isRoot && !needsWorker(owner)) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
-  return { plan, created, owner };
+  return { plan, state: { created, record }, owner };
 }
 
 function ownerFromFlag(spec: string | undefined, isRoot: boolean): Owner | undefined {

@@ -56,6 +56,17 @@ async function modesOf(dir: string, rel = '', out = new Map<string, string>()): 
   return out;
 }
 
+/** Pids of restore workers still running for `target`. */
+async function restoreWorkers(target: string): Promise<string[]> {
+  const workers: string[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('__restore-worker') && cmd.includes(target)) workers.push(pid);
+  }
+  return workers;
+}
+
 describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   let pg: PgCluster;
   let bucket: string;
@@ -65,7 +76,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   let proxy: FaultProxy;
   let good: Format2Backup;
   let postgres: { uid: number; gid: number };
-  let fixture: (o: { suffix: string; mutate?: Parameters<typeof writeFormat2Backup>[3]['mutate'] }) => Promise<Format2Backup>;
+  let fixture: (o: { suffix: string; mutate?: Parameters<typeof writeFormat2Backup>[3]['mutate']; reference?: Format2Backup }) => Promise<Format2Backup>;
   const restored: PgCluster[] = [];
 
   /** As root through the wrapper (the restore_command it writes must be runnable by postgres). */
@@ -223,6 +234,56 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     }, 300_000);
   }
 
+  it("an incremental backup with files in pieces across its own and an earlier backup's objects, as root: exact; a reset on an earlier backup's object costs that object only", async () => {
+    const inc = await fixture({ suffix: '_8', reference: good });
+    const pieced = inc.list.entries.filter((e): e is FileEntry => e.type === 'file' && e.extents.length === 3);
+    const borrowed = inc.list.objects.filter((o) => o.backup === good.id);
+    expect(pieced.length).toBeGreaterThan(2);
+    expect(borrowed.length).toBe(pieced.length);
+    expect(inc.list.type).toBe('incremental');
+    const victim = [...borrowed].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${victim.name}(\\?|$)`), first: 1, action: fault.reset('response-body', Math.floor(victim.storedBytes / 2)) });
+    proxy.log.length = 0;
+    const target = join(await tempDir('wv-rfiles-pieced', { forPostgres: true }), 'data');
+    let r: WalvaultResult;
+    try {
+      r = await fetchAsRoot([inc.id, target, '--jobs', '4', ...immediate], proxyEnv);
+    } finally {
+      proxy.removeRule(rule);
+    }
+    expect(r.code, r.stderr).toBe(0);
+    expect(rule.injected).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`get backups/${good.id}/${victim.name}: attempt 1 failed`));
+    expect(r.stderr).toMatch(new RegExp(`, ${pieced.length} files in pieces, objects of 1 earlier backups\\) into ${target} as uid ${postgres.uid} with 4 jobs`));
+    // Each object once (the reset one twice), its own from this backup, the borrowed ones from the earlier one.
+    const own = new Map<string, number>(inc.list.objects.filter((o) => o.backup === inc.id).map((o) => [o.name, 1]));
+    own.set('files.json', 1);
+    expect(dataGets(inc.id)).toEqual(own);
+    expect(dataGets(good.id)).toEqual(new Map(borrowed.map((o) => [o.name, o === victim ? 2 : 1])));
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
+    await expectRows(target);
+  }, 300_000);
+
+  it('trust: an incremental backup naming objects of a backup that is not in the repository is refused before anything is written', async () => {
+    const ghost = 'base_000000010000000000000001_20200101T000000Z';
+    const inc = await fixture({
+      suffix: '_9',
+      reference: good,
+      mutate: (list) => {
+        for (const o of list.objects) if (o.backup === good.id) o.backup = ghost;
+      },
+    });
+    proxy.log.length = 0;
+    const parent = await tempDir('wv-rfiles-ghost', { forPostgres: true });
+    const r = await fetchAsRoot([inc.id, join(parent, 'data'), '--jobs', '4'], proxyEnv);
+    expect(r.code, r.stderr).toBe(14);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`BackupError: .*files\\.json uses objects of backup ${ghost}, which has no backup\\.json in this repository; refusing to restore backup ${inc.id}`));
+    expect(await readdir(parent)).toEqual([]);
+    expect([...dataGets(inc.id).keys()]).toEqual(['files.json']);
+  }, 300_000);
+
   it('a file whose bytes do not match its SHA-256 in the list fails with IntegrityError and leaves the target empty', async () => {
     let victim: FileEntry | undefined;
     const bad = await fixture({
@@ -298,6 +359,58 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     }
   }, 300_000);
 
+  it('SIGKILL in the middle of a parallel restore as root, then the same command again: it goes on, fetches only the objects not done, and the result is exact', async () => {
+    const largest = [...good.list.objects].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${largest.name}(\\?|$)`), first: 1, action: fault.stall('response-body', 4096) });
+    const target = join(await tempDir('wv-rfiles-kill', { forPostgres: true }), 'data');
+    const args = [good.id, target, '--jobs', '4', ...immediate];
+    const child = spawn(await walvaultBin(), ['backup-fetch', ...args, '--owner', 'postgres'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...proxyEnv },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const record = join(target, 'walvault.restore');
+    const doneLines = async () => (await readFile(record, 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('done backups/'));
+    try {
+      // Every object but the stalled one done (the stalled one holds one of the four jobs).
+      const until = Date.now() + 90_000;
+      while ((await doneLines()).length < good.list.objects.length - 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect((await doneLines()).length, stderr).toBe(good.list.objects.length - 1);
+      child.kill('SIGKILL');
+      await closed;
+    } finally {
+      proxy.removeRule(rule);
+      child.kill('SIGKILL');
+    }
+    for (let i = 0; i < 100 && (await restoreWorkers(target)).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await restoreWorkers(target)).toEqual([]);
+    // Half-restored: PostgreSQL cannot start on it (no global/pg_control until the very end).
+    expect(existsSync(join(target, 'global/pg_control'))).toBe(false);
+    const done = new Set((await doneLines()).map((l) => l.slice('done backups/'.length + good.id.length + 1)));
+    expect(done.has(largest.name)).toBe(false);
+
+    // Another backup into it is refused, and leaves it as it is.
+    const other = await fixture({ suffix: '_10' });
+    const refused = await fetchAsRoot([other.id, target, '--jobs', '4', ...immediate], proxyEnv);
+    expect(refused.code, refused.stderr).toBe(14);
+    expect(refused.stderr.trim().split('\n').at(-1)).toMatch(`${target} holds an interrupted restore of backup ${good.id}, not of ${other.id}`);
+    expect(existsSync(record)).toBe(true);
+
+    proxy.log.length = 0;
+    const r = await fetchAsRoot(args, proxyEnv);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(`resuming the restore of ${good.id} into ${target}: ${done.size} of ${good.list.objects.length} objects were restored before`);
+    const expected = new Map(good.list.objects.filter((o) => !done.has(o.name)).map((o) => [o.name, 1]));
+    expected.set('files.json', 1);
+    expect(dataGets(good.id)).toEqual(expected);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
+    await expectRows(target);
+  }, 300_000);
+
   it('SIGTERM in the middle of a parallel restore as root: exit 14 within seconds, no restore worker left, the new directory removed', async () => {
     const largest = [...good.list.objects].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
     const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${largest.name}(\\?|$)`), first: 1, action: fault.stall('response-body', 4096) });
@@ -326,13 +439,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       child.kill('SIGKILL');
     }
     expect(existsSync(target)).toBe(false);
-    const workers: string[] = [];
-    for (const pid of await readdir('/proc')) {
-      if (!/^\d+$/.test(pid)) continue;
-      const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmd.includes('__restore-worker') && cmd.includes(target)) workers.push(pid);
-    }
-    expect(workers).toEqual([]);
+    expect(await restoreWorkers(target)).toEqual([]);
   }, 300_000);
 
   it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {

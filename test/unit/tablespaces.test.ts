@@ -128,7 +128,7 @@ describe('file lists and restore plans with tablespaces', () => {
 });
 
 describe('--tablespace-map', () => {
-  const ts = (oid: string, original: string): TablespacePlan => ({ oid, original, dirs: [], empty: [] });
+  const ts = (oid: string, original: string): TablespacePlan => ({ oid, original, dirs: [], empty: [], pieced: [] });
 
   it('parses OID=DIR, absolute directories only, each OID once', () => {
     expect([...parseTablespaceMapFlags(['16401=/srv/new/ts1', '16402=/srv/x/../ts2/'])]).toEqual([['16401', '/srv/new/ts1'], ['16402', '/srv/ts2']]);
@@ -174,6 +174,8 @@ describe('applyWrites: tablespace links and a replaced tablespace_map', () => {
     expect(lstatSync(join(root, 'pg_tblspc', '16401')).isSymbolicLink()).toBe(true);
     expect(readlinkSync(join(root, 'pg_tblspc', '16401'))).toBe('/srv/ts1');
     await expect(applyWrites(join(root, 'pg_tblspc'), [{ name: '16401', data: '', link: '/srv/other' }])).rejects.toThrow(/EEXIST|exists/);
+    // The same link again (a resumed restore that had made it): fine.
+    await applyWrites(join(root, 'pg_tblspc'), [{ name: '16401', data: '', link: '/srv/ts1' }]);
     writeFileSync(join(root, 'tablespace_map'), '16401 /old/location/that/is/long\n');
     await applyWrites(root, [{ name: 'tablespace_map', data: Buffer.from('16401 /srv/ts1\n').toString('base64'), replace: true }]);
     expect(readFileSync(join(root, 'tablespace_map'), 'utf8')).toBe('16401 /srv/ts1\n');
