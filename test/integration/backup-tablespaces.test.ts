@@ -4,6 +4,7 @@
 // at the (non-empty) original location; then, with the original cluster and location gone, back to
 // the original location. Each restore passes pg_verifybackup (the manifest lists the tablespace's
 // files under pg_tblspc/<oid>/...), starts, and shows every row.
+import { spawn } from 'node:child_process';
 import { lstat, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import { loadConfig, retryPolicy } from '../../src/common/config.js';
 import { Deadline } from '../../src/common/retry.js';
 import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { PgCluster } from '../support/pg.js';
 import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
@@ -29,6 +31,9 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
   let location: string;
   let oid: string;
   let backupId: string;
+  let list: FileList;
+  let proxy: FaultProxy;
+  let proxyEnv: Record<string, string>;
   const restored: PgCluster[] = [];
 
   const fetch = (args: string[]) => runWalvault(['backup-fetch', ...args, '--owner', 'postgres', '--jobs', '2', '--target-immediate', '--target-action', 'promote'], { env, wrapper: true, timeoutMs: 240_000 });
@@ -55,6 +60,8 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
     const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
     const spool = join(await tempDir('wv-ts-root'), 'spool');
     env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+    proxy = await FaultProxy.start({ upstream: store.endpoint });
+    proxyEnv = { ...env, WALVAULT_CONFIG: await writeRepoConfig(store, bucket, 'pg', home, { s3Endpoint: proxy.url }) };
     storage = await openStorage(loadConfig({}, env).config);
     const bin = await walvaultBin();
     pg = await PgCluster.create({
@@ -76,6 +83,7 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
 
   afterAll(async () => {
     storage?.close();
+    await proxy?.close();
     for (const c of restored) await c.destroy();
     await pg?.destroy();
     await cleanupAll();
@@ -89,7 +97,7 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
     const deadline = new Deadline(60_000);
     const read = async (name: string) =>
       (await readVerifiedSmall(storage, `backups/${backupId}/${name}`, { policy: retryPolicy(loadConfig({}, env).config), deadline, what: name, maxSize: 64 << 20 }))!;
-    const list: FileList = parseFileList((await read('files.json')).toString(), backupId, 'files.json', BACKUP_ID_GRAMMAR);
+    list = parseFileList((await read('files.json')).toString(), backupId, 'files.json', BACKUP_ID_GRAMMAR);
     const manifest = JSON.parse((await read('backup_manifest')).toString()) as { Files: Array<{ Path: string }> };
     deadline.dispose();
 
@@ -150,6 +158,45 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
     expect(await pg.query('SELECT count(*) FROM in_ts')).toBe('5000');
     await c.stop();
   });
+
+  it('SIGKILL during a restore with a tablespace, then the same command again: the tablespace objects done are not fetched again, the result starts', async () => {
+    const tsObjects = new Set(list.entries.flatMap((e) => (e.type === 'file' && e.path.startsWith('pg_tblspc/') ? e.extents.map((x) => list.objects[x.object]!.name) : [])));
+    expect(tsObjects.size).toBeGreaterThan(0);
+    // The largest object of the data directory stalls: the tablespace's objects finish meanwhile.
+    const stalled = list.objects.filter((o) => !tsObjects.has(o.name)).sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${backupId}/${stalled.name}(\\?|$)`), first: 1, action: fault.stall('response-body', 4096) });
+    const base = await tempDir('wv-ts-resume', { forPostgres: true });
+    const target = join(base, 'data');
+    const moved = join(base, 'ts');
+    const args = ['backup-fetch', backupId, target, '--owner', 'postgres', '--jobs', '2', '--target-immediate', '--target-action', 'promote', '--tablespace-map', `${oid}=${moved}`];
+    const child = spawn(await walvaultBin(), args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...proxyEnv }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const done = async () => (await readFile(join(moved, 'walvault.restore'), 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('done backups/'));
+    try {
+      const until = Date.now() + 90_000;
+      while ((await done()).length < tsObjects.size && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect((await done()).length, stderr).toBe(tsObjects.size);
+      child.kill('SIGKILL');
+      await closed;
+    } finally {
+      proxy.removeRule(rule);
+      child.kill('SIGKILL');
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    proxy.log.length = 0;
+    const r = await runWalvault(args.slice(), { env: proxyEnv, wrapper: true, timeoutMs: 240_000 });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stderr).toMatch(`resuming the restore of ${backupId} into ${target}`);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    const fetched = proxy.log.filter((q) => q.method === 'GET' && q.url.includes(`/backups/${backupId}/data/`)).map((q) => q.url.replace(/^.*\/(data\/\d+).*$/, '$1'));
+    expect(fetched.filter((n) => tsObjects.has(n))).toEqual([]);
+    expect(fetched).toContain(stalled.name);
+    await expect(lstat(join(moved, 'walvault.restore'))).rejects.toMatchObject({ code: 'ENOENT' });
+    const c = await startAndCount(target);
+    await c.stop();
+  }, 300_000);
 
   it('restores to the original location once the cluster and its tablespace directory are gone', async () => {
     await pg.destroy();
