@@ -156,3 +156,28 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
   const tablespaces = [...router.tablespaces.values()];
   return { backup: backup.id, dirs, empty, pieced, objects, tablespaces, renames, references: [...references], fileCount, fileBytes, objectBytes };
 }
+
+/** Every file of the plan once: the name it is restored as (`path`) and its final name. */
+export function planFiles(plan: RestorePlan): Array<{ path: string; final: string; size: number; sha256: string }> {
+  const final = new Map(plan.renames);
+  const out: Array<{ path: string; final: string; size: number; sha256: string }> = [];
+  const add = (path: string, size: number, sha256: string) => out.push({ path, final: final.get(path) ?? path, size, sha256 });
+  for (const f of [...plan.empty, ...plan.pieced]) add(f.path, f.size, f.sha256);
+  for (const o of plan.objects) for (const p of o.files) if (p.position === undefined) add(p.path, p.size, p.sha256);
+  return out;
+}
+
+/**
+ * backup-fetch --delta: the plan without the files already in place (`kept`, by the name they are
+ * restored as); objects left with nothing to write are not fetched at all.
+ */
+export function withoutKept(plan: RestorePlan, kept: Set<string>): RestorePlan {
+  const objects = plan.objects.map((o) => ({ ...o, files: o.files.filter((p) => !kept.has(p.path)) })).filter((o) => o.files.length > 0);
+  return {
+    ...plan,
+    empty: plan.empty.filter((f) => !kept.has(f.path)),
+    pieced: plan.pieced.filter((f) => !kept.has(f.path)),
+    objects,
+    objectBytes: objects.reduce((n, o) => n + o.object.size, 0),
+  };
+}

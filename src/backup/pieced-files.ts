@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { lstat, rename } from 'node:fs/promises';
+import { lstat, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fsyncDir } from '../fs/atomic.js';
 import { createHash } from 'node:crypto';
@@ -66,15 +66,7 @@ async function finishOne(root: string, f: PiecedCheck, buf: Buffer): Promise<voi
   try {
     const fh = await openPlainFile(dest, constants.O_RDONLY);
     try {
-      const hash = createHash('sha256');
-      let size = 0;
-      for (;;) {
-        const { bytesRead } = await fh.read(buf, 0, buf.length, size);
-        if (bytesRead === 0) break;
-        hash.update(buf.subarray(0, bytesRead));
-        size += bytesRead;
-      }
-      const digest = hash.digest('hex');
+      const { size, digest } = await readSha256(fh, buf);
       if (size !== f.size || digest !== f.sha256) {
         throw integrityError(`${f.path} (a file in pieces) holds ${size} bytes with SHA-256 ${digest} once restored; the file list records ${f.size} bytes with SHA-256 ${f.sha256}`, {
           retryable: false,
@@ -91,4 +83,17 @@ async function finishOne(root: string, f: PiecedCheck, buf: Buffer): Promise<voi
     if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw backupError(`${dest} became a symbolic link during the restore; refusing to read through it`);
     throw fromFsError(e, dest, 'write');
   }
+}
+
+/** Size and SHA-256 of the whole file behind `fh`, read with `buf`. */
+export async function readSha256(fh: FileHandle, buf: Buffer): Promise<{ size: number; digest: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+    if (bytesRead === 0) break;
+    hash.update(buf.subarray(0, bytesRead));
+    size += bytesRead;
+  }
+  return { size, digest: hash.digest('hex') };
 }

@@ -22,6 +22,8 @@ import { openSink } from './restore-sink.js';
 import type { RestorePlan } from './file-plan.js';
 import { loadRestorePlan, restoreFiles } from './restore-files.js';
 import { RECORD_NAME } from './restore-record.js';
+import { planFiles, withoutKept } from './file-plan.js';
+import { deltaAsOwner } from './restore-worker.js';
 
 // backup-fetch's data restore: GET -> decompress -> SHA-256 -> tar extract into the target directory
 // (retried from scratch on a retryable failure; format 2, a file list and data objects, in
@@ -165,4 +167,26 @@ export async function wipe(pgdata: string, created: boolean, owner?: Owner, owne
   } catch (e) {
     log.error(`could not clean up ${pgdata} after the failure: ${describeError(e)}; remove its contents before using it`);
   }
+}
+
+/**
+ * backup-fetch --delta (restore-delta.ts): checks the existing directory, removes what is not
+ * exactly in the backup, and returns the plan of what is left to write.
+ */
+export async function planDelta(plan: RestorePlan, backup: BackupInfo, pgdata: string, owner: Owner | undefined): Promise<RestorePlan> {
+  const started = Date.now();
+  const files = planFiles(plan);
+  const r = await deltaAsOwner(pgdata, owner, {
+    systemIdentifier: backup.systemIdentifier,
+    files: files.map((f) => ({ path: f.final, size: f.size, sha256: f.sha256 })),
+    dirs: plan.dirs.map((d) => d.path),
+  });
+  const bits = Buffer.from(r.kept, 'base64');
+  const kept = new Set(files.filter((_, i) => ((bits[i >> 3] ?? 0) >> (i & 7)) & 1).map((f) => f.path));
+  const next = withoutKept(plan, kept);
+  log.info(
+    `--delta: ${kept.size} of ${files.length} files in ${pgdata} already match the backup and stay, ${r.removed} other entries removed ` +
+      `(${((Date.now() - started) / 1000).toFixed(1)} s); ${next.objects.length} of ${plan.objects.length} objects to fetch`,
+  );
+  return next;
 }

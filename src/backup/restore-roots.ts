@@ -24,13 +24,17 @@ export interface RestoreRoot {
 
 /**
  * Checks `given` for `owner` (undefined: this process's own user) without writing anything: new
- * (its parent exists) or empty, else a BackupError. `isRoot`: this process runs as root.
+ * (its parent exists), empty or holding an interrupted restore, else a BackupError (`delta`: an
+ * existing directory, whatever it holds). `isRoot`: this process runs as root.
  */
-export async function locateRoot(given: string, owner: Owner | undefined, isRoot = process.getuid?.() === 0): Promise<RestoreRoot> {
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, ...(await checkTargetDir(given)) };
+export async function locateRoot(given: string, owner: Owner | undefined, isRoot = process.getuid?.() === 0, delta = false): Promise<RestoreRoot> {
+  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, ...(await checkTargetDir(given, true, delta)) };
   const worker = needsWorker(owner) ? owner : undefined;
   const plan = planTarget(given, worker);
-  const state = worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker).done) : await checkTargetDir(plan.pgdata);
+  const state =
+    worker && plan.ownerHoldsParent
+      ? targetState(await startWorker('check', plan.pgdata, worker, delta ? 'delta' : undefined).done)
+      : await checkTargetDir(plan.pgdata, true, delta);
   return { plan, ...state };
 }
 

@@ -61,7 +61,7 @@ export interface TargetState {
  * anything else that is not empty; `names` lists a few of its entries in the message (not when root
  * looks on another's behalf).
  */
-export async function checkTargetDir(pgdata: string, names = true): Promise<TargetState> {
+export async function checkTargetDir(pgdata: string, names = true, delta = false): Promise<TargetState> {
   let st;
   try {
     st = await lstat(pgdata);
@@ -70,11 +70,13 @@ export async function checkTargetDir(pgdata: string, names = true): Promise<Targ
     const parent = dirname(pgdata);
     const ps = await stat(parent).catch(() => null);
     if (!ps?.isDirectory()) throw backupError(`the parent directory ${parent} of ${pgdata} does not exist`);
+    if (delta) throw backupError(`${pgdata} does not exist: backup-fetch --delta restores over an existing data directory`);
     return { created: true, record: null };
   }
   if (!st.isDirectory()) throw backupError(`${pgdata} exists and is not a directory; refusing to restore into it`);
   const entries = await readdir(pgdata);
-  if (entries.length === 0) return { created: false, record: null };
+  // --delta looks at what is inside itself (restore-delta.ts), as the owner.
+  if (entries.length === 0 || delta) return { created: false, record: null };
   if (entries.includes(RECORD_NAME)) {
     const record = await readRecord(pgdata);
     if (record !== null) return { created: false, record };

@@ -5,6 +5,7 @@ import { backupError, describe as describeError, isErrorName, isWalvaultError, W
 import { createExtractor, removeFiles } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
 import { finishRestore, type FinishRequest } from './pieced-files.js';
+import { scanDelta, type DeltaRequest, type DeltaResult } from './restore-delta.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 
@@ -18,12 +19,13 @@ import type { Owner } from '../common/file-trust.js';
 //
 //   walvault __restore-worker extract <pgdata> [files]  stdin: the tar stream (files: format 2, keepModes)
 //   walvault __restore-worker unlink <pgdata>         stdin: JSON array of paths to remove (extract.ts removeFiles)
-//   walvault __restore-worker check <pgdata>          {created, record}: <pgdata> is new (else empty, or holds a progress record)
+//   walvault __restore-worker check <pgdata> [delta]  {created, record}: <pgdata> is new (else empty, or holds a progress record)
 //   walvault __restore-worker take <pgdata> new|existing  creates or takes <pgdata> (restore-target.ts)
 //   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
 //   walvault __restore-worker finish <pgdata>         stdin: JSON FinishRequest (pieced-files.ts)
+//   walvault __restore-worker delta <pgdata>          stdin: JSON DeltaRequest; checks, removes what differs (restore-delta.ts)
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
 
 export const WORKER_COMMAND = '__restore-worker';
@@ -34,10 +36,10 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink' | 'finish';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink', 'finish'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink' | 'finish' | 'delta';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink', 'finish', 'delta'];
 /** The operations that read a request on stdin. */
-const STDIN_OPS: readonly string[] = ['extract', 'write', 'unlink', 'finish'];
+const STDIN_OPS: readonly string[] = ['extract', 'write', 'unlink', 'finish', 'delta'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -70,7 +72,7 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
       await removeContents(root, name === 'remove');
       return {};
     case 'check':
-      return { ...(await checkTargetDir(root)) };
+      return { ...(await checkTargetDir(root, true, name === 'delta')) };
     case 'take':
       await takeTargetDir(root, name === 'new');
       return {};
@@ -85,6 +87,8 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
     }
     case 'sha256':
       return { sha256: await fileSha256(root, name ?? '') };
+    case 'delta':
+      return { ...(await scanDelta(root, (await readJsonStdin()) as DeltaRequest)) };
     case 'finish': {
       const req = (await readJsonStdin()) as FinishRequest;
       if (!Array.isArray(req?.files) || !Array.isArray(req?.renames)) throw backupError('finish: stdin must be a JSON {files, renames}');
@@ -132,7 +136,8 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
   let stdout = '';
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (c: string) => {
-    if (stdout.length < 64 * 1024) stdout += c;
+    // (delta answers with a bitmap of the files kept: an eighth of a byte per file.)
+    if (stdout.length < 64 * 1024 * 1024) stdout += c;
   });
   const done = new Promise<Record<string, unknown>>((resolve, reject) => {
     child.once('error', (e) => reject(backupError(`cannot start the restore worker as uid ${owner.uid}: ${describeError(e)}`)));
@@ -185,4 +190,13 @@ export async function finishAsOwner(root: string, owner: Owner | undefined, req:
   const w = startWorker('finish', root, owner);
   w.stdin!.end(JSON.stringify(req));
   await w.done;
+}
+
+/** backup-fetch --delta's check and clean-up of the target (restore-delta.ts), as `owner` when that is another user. */
+export async function deltaAsOwner(root: string, owner: Owner | undefined, req: DeltaRequest): Promise<DeltaResult> {
+  if (!needsWorker(owner)) return scanDelta(root, req);
+  const w = startWorker('delta', root, owner);
+  w.stdin!.end(JSON.stringify(req));
+  const r = await w.done;
+  return { kept: String(r['kept'] ?? ''), removed: Number(r['removed'] ?? 0) };
 }

@@ -9,7 +9,7 @@ import type { BackupInfo } from '../backup/backup-info.js';
 import { isBackupId, listBackups } from '../backup/catalog.js';
 import { checkWalCoverage } from '../backup/coverage.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '../backup/recovery-conf.js';
-import { checkManifestFile, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
+import { checkManifestFile, planDelta, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
 import type { TargetPlan, TargetState } from '../backup/restore-target.js';
@@ -37,6 +37,8 @@ export interface BackupFetchOptions extends TargetFlags {
   standby?: boolean;
   owner?: string;
   restoreCommand?: string;
+  /** Restore over an existing, stopped data directory of the same system, keeping the files that match. */
+  delta?: boolean;
   /** --tablespace-map OID=DIR, repeatable. */
   tablespaceMap?: string[];
 }
@@ -63,7 +65,8 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
-  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner);
+  const delta = opts.delta === true;
+  const { plan, state, owner } = await locateTarget(resolve(opts.pgdata), opts.owner, delta);
   const created = state.created;
   const pgdata = plan.pgdata;
 
@@ -97,8 +100,14 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
           `${plan.path.length > 1 ? `, following timelines ${plan.path.map((p) => p.tli).join(' -> ')}` : ''})`,
       );
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
+      if (delta && backup.format !== 2) throw usageError(`--delta needs a backup of format 2 (backup-push --method files); ${backup.id} is one tar`);
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
-      if (state.record !== null) {
+      if (delta && files && files.tablespaces.length > 0) {
+        throw usageError(`--delta does not support backups with tablespaces yet; ${backup.id} has ${files.tablespaces.length}: restore it into a new directory (and new tablespace locations)`);
+      }
+      // --delta checks the directory and removes what differs first (a running or foreign cluster is refused before that).
+      if (delta && files) files = await planDelta(files, backup, pgdata, owner);
+      else if (state.record !== null) {
         const record = parseRecord(state.record, join(pgdata, RECORD_NAME));
         if (record.backup !== backup.id) {
           throw backupError(
@@ -128,8 +137,12 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       await rewriteTablespaceMap(pgdata, tablespaces.list, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
-      await wipe(pgdata, created, owner, plan.ownerHoldsParent);
-      await wipeTablespaces(tablespaces!, owner);
+      // --delta leaves the directory for another --delta (without global/pg_control until the end, PostgreSQL does not start on it).
+      if (delta) log.warn(`backup-fetch --delta did not finish: ${pgdata} is left as it is, without global/pg_control; run the same command again`);
+      else {
+        await wipe(pgdata, created, owner, plan.ownerHoldsParent);
+        await wipeTablespaces(tablespaces!, owner);
+      }
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -150,7 +163,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
  * what is found there is looked at by root only when root alone controls it, else by the owner's
  * worker. Returns whether <pgdata> is new, or holds an interrupted restore.
  */
-async function locateTarget(given: string, spec: string | undefined): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
+async function locateTarget(given: string, spec: string | undefined, delta: boolean): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
   if (isRoot && !owner) {
@@ -158,7 +171,7 @@ async function locateTarget(given: string, spec: string | undefined): Promise<{ 
     const st = await lstat(given).catch(() => null);
     if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
   }
-  const { plan, created, record } = await locateRoot(given, owner, isRoot);
+  const { plan, created, record } = await locateRoot(given, owner, isRoot, delta);
   if (isRoot && !needsWorker(owner)) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
   return { plan, state: { created, record }, owner };
 }

@@ -405,10 +405,67 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     const expected = new Map(good.list.objects.filter((o) => !done.has(o.name)).map((o) => [o.name, 1]));
     expected.set('files.json', 1);
     expect(dataGets(good.id)).toEqual(expected);
+    console.log(`resumed after SIGKILL: ${done.size} of ${good.list.objects.length} objects done before, ${expected.size - 1} fetched by the second run`);
     expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
     await expectSameFiles(target);
     expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
     await expectRows(target);
+  }, 300_000);
+
+  it('--delta over a restored cluster that ran and changed rows: refused while it runs, then exact again, fetching only the objects of the files that changed', async () => {
+    const target = join(await tempDir('wv-rfiles-delta', { forPostgres: true }), 'data');
+    const first = await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate]);
+    expect(first.code, first.stderr).toBe(0);
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    await c.query("UPDATE items SET h = 'changed' WHERE n <= 2000");
+    await c.query('CHECKPOINT');
+    const running = await fetchAsRoot([good.id, target, '--delta', ...immediate], proxyEnv);
+    expect(running.code, running.stderr).toBe(14);
+    expect(running.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`BackupError: ${target} is in use: postmaster.pid names process \\d+, which is running; stop PostgreSQL`));
+    expect(await c.query("SELECT count(*) FROM items WHERE h = 'changed'")).toBe('2000');
+    await c.stop();
+
+    // The objects holding a file that is not what the backup holds (global/pg_control is always rewritten).
+    const changed = new Set<string>();
+    for (const e of good.list.entries) {
+      if (e.type !== 'file' || e.extents.length === 0) continue;
+      const now = await readFile(join(target, e.path)).catch(() => null);
+      if (!now || e.path === 'global/pg_control' || createHash('sha256').update(now).digest('hex') !== e.sha256) {
+        for (const x of e.extents) changed.add(good.list.objects[x.object]!.name);
+      }
+    }
+    expect(changed.size).toBeGreaterThan(0);
+    expect(changed.size).toBeLessThan(good.list.objects.length);
+    proxy.log.length = 0;
+    const r = await fetchAsRoot([good.id, target, '--delta', '--jobs', '4', ...immediate], proxyEnv);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`--delta: \\d+ of \\d+ files in ${target} already match the backup and stay, \\d+ other entries removed .*; ${changed.size} of ${good.list.objects.length} objects to fetch`));
+    const expected = new Map([...changed].map((n) => [n, 1]));
+    expected.set('files.json', 1);
+    expect(dataGets(good.id)).toEqual(expected);
+    console.log(`--delta: ${/--delta: [^\n]*/.exec(r.stderr)?.[0]}`);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
+    await expectRows(target);
+  }, 300_000);
+
+  it('--delta refuses a data directory of another system, or none, before removing anything', async () => {
+    const other = await PgCluster.create({ walSegSizeMb: 1 });
+    restored.push(other);
+    const before = (await tree(other.dataDir)).size;
+    const r = await fetchAsRoot([good.id, other.dataDir, '--delta']);
+    expect(r.code, r.stderr).toBe(14);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`BackupError: ${other.dataDir} belongs to database system \\d+, the backup to ${good.info.systemIdentifier}; backup-fetch --delta restores over the same system only`));
+    expect((await tree(other.dataDir)).size).toBe(before);
+    const parent = await tempDir('wv-rfiles-delta-none', { forPostgres: true });
+    const none = await fetchAsRoot([good.id, join(parent, 'data'), '--delta']);
+    expect(none.code, none.stderr).toBe(14);
+    expect(none.stderr).toMatch(/does not exist: backup-fetch --delta restores over an existing data directory/);
   }, 300_000);
 
   it('SIGTERM in the middle of a parallel restore as root: exit 14 within seconds, no restore worker left, the new directory removed', async () => {

@@ -8,11 +8,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { createExtractor } from '../../src/backup/extract.js';
 import type { Entry, FileEntry, FileList } from '../../src/backup/file-list.js';
-import { createdBy, planRestore } from '../../src/backup/file-plan.js';
+import { createdBy, planFiles, planRestore, withoutKept } from '../../src/backup/file-plan.js';
 import { ObjectCutter } from '../../src/backup/object-cutter.js';
 import { finishPiecedFiles } from '../../src/backup/pieced-files.js';
 import { PAX_POSITION, TAR_END, tarHeader } from '../../src/backup/tar-encode.js';
 import { isWalvaultError } from '../../src/common/errors.js';
+import { doneMarker, endWithMarker, parseRecord, recordHeader, RECORD_NAME } from '../../src/backup/restore-record.js';
 
 // Files in pieces (an incremental backup): the plan routes each extent to its file at its position
 // (the sum of the sizes of the extents before it), the cutter marks those bytes with that position,
@@ -65,7 +66,7 @@ const list = (type: 'full' | 'incremental'): FileList => ({
     { name: 'data/000000', backup: ID, size: obj0.length, sha256: sha(obj0), storedBytes: 1, codec: 'zstd' },
     { name: 'data/000000', backup: OLD, size: obj1.length, sha256: sha(obj1), storedBytes: 1, codec: 'zstd' },
   ],
-  entries,
+  entries: [...entries],
 });
 
 describe('planning files in pieces', () => {
@@ -142,5 +143,61 @@ describe('writing files in pieces', () => {
     await expect(extract(root, member('link'))).rejects.toThrow(/ELOOP|symbolic link|not a plain file/);
     await expect(extract(root, member('missing'))).rejects.toThrow(/ENOENT|no such file|missing/i);
     expect(await readFile(join(root, 'f'), 'utf8')).toBe('x');
+  });
+});
+
+describe('global/pg_control, and --delta', () => {
+  // The junk between w and p's first extent in object 0.
+  const control = Buffer.from('xyz');
+  const withControl = (): FileList => {
+    const l = list('incremental');
+    l.entries.push({ type: 'dir', path: 'global', mode: 0o700 });
+    l.entries.push({ type: 'file', path: 'global/pg_control', mode: 0o600, size: 3, mtimeMs: 0, sha256: sha(control), extents: [{ object: 0, offset: 5, size: 3 }] });
+    return l;
+  };
+
+  it('global/pg_control is restored under another name and renamed into place last; that name is refused in a list', () => {
+    const plan = planRestore(withControl(), info(24), 'files.json');
+    expect(plan.renames).toEqual([['global/pg_control.walvault-restore', 'global/pg_control']]);
+    expect(plan.objects[0]!.files.map((f) => f.path)).toEqual(['base/w', 'global/pg_control.walvault-restore', 'base/p', 'base/p']);
+    expect(createdBy(plan.objects[0]!)).toEqual(['base/w', 'global/pg_control.walvault-restore']);
+    const l = withControl();
+    l.entries.push({ type: 'file', path: 'global/pg_control.walvault-restore', mode: 0o600, size: 0, mtimeMs: 0, sha256: sha(Buffer.alloc(0)), extents: [] });
+    expect(() => planRestore(l, info(24), 'files.json')).toThrow(/global\/pg_control.walvault-restore is a name backup-fetch keeps for itself/);
+  });
+
+  it('--delta: files already in place are dropped from the plan, objects left with nothing to write are not fetched', () => {
+    const plan = planRestore(withControl(), info(24), 'files.json');
+    expect(planFiles(plan).map((f) => [f.path, f.final])).toEqual([
+      ['base/p', 'base/p'],
+      ['base/w', 'base/w'],
+      ['global/pg_control.walvault-restore', 'global/pg_control'],
+    ]);
+    // base/p is in place: the earlier backup's object held only its bytes.
+    const d = withoutKept(plan, new Set(['base/p']));
+    expect(d.objects.map((o) => o.key)).toEqual([`backups/${ID}/data/000000`]);
+    expect(d.objects[0]!.files.map((f) => f.path)).toEqual(['base/w', 'global/pg_control.walvault-restore']);
+    expect(d.pieced).toEqual([]);
+    expect(d.objectBytes).toBe(obj0.length);
+    expect(withoutKept(plan, new Set(['base/p', 'base/w', 'global/pg_control.walvault-restore'])).objects).toEqual([]);
+  });
+});
+
+describe('the progress record of a restore', () => {
+  it('each stream appends its "done" line after its files; a torn last line is ignored; the marker is refused outside format 2', async () => {
+    const root = await tmp();
+    await writeFile(join(root, RECORD_NAME), recordHeader(ID));
+    const plan = planRestore(list('incremental'), info(21), 'files.json');
+    await extract(root, [tarHeader('base', 'dir', 0, 0o700, 0), tarHeader('base/p', 'file', 0, 0o640, 0), endWithMarker('dirs')]);
+    const key = plan.objects[1]!.key;
+    await pipeline(Readable.from([obj1]), new ObjectCutter(plan.objects[1]!.files, 'object 1', undefined, endWithMarker(key)), createExtractor(root, { keepModes: true }));
+    const text = await readFile(join(root, RECORD_NAME), 'utf8');
+    expect(text).toBe(`${recordHeader(ID)}done dirs\ndone ${key}\n`);
+    const r = parseRecord(text + 'done backups/x', 'rec');
+    expect(r.backup).toBe(ID);
+    expect([...r.done]).toEqual(['dirs', key, 'backups/x']);
+    expect(() => parseRecord('something else\n', 'rec')).toThrow(/rec is not a walvault restore record/);
+    await expect(extract(root, [doneMarker('x'), TAR_END], false)).rejects.toThrow(/is not a restore marker it may carry/);
+    expect(await readFile(join(root, RECORD_NAME), 'utf8')).toBe(text);
   });
 });
