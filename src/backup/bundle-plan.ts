@@ -24,18 +24,25 @@ export interface PlannedObject {
   bundle: boolean;
 }
 
-export function planObjects(sizes: readonly number[], bundleSize: number): PlannedObject[] {
+/**
+ * `groups` (optional, one per file): a bundle holds files of one group only. The engine groups by
+ * root (the data directory, each tablespace), so that a restore writes each object into one root.
+ */
+export function planObjects(sizes: readonly number[], bundleSize: number, groups?: readonly string[]): PlannedObject[] {
   if (!Number.isSafeInteger(bundleSize) || bundleSize < 8) throw new RangeError(`bundle size ${bundleSize} is too small`);
   const threshold = bundleSize / 8;
   const objects: PlannedObject[] = [];
   let open: PlannedObject | undefined;
+  let openGroup: string | undefined;
   sizes.forEach((size, index) => {
     if (size >= threshold) {
       objects.push({ n: objects.length, files: [{ index, size }], size, bundle: false });
       return;
     }
-    if (!open || open.size + size > bundleSize) {
+    const group = groups?.[index];
+    if (!open || open.size + size > bundleSize || group !== openGroup) {
       open = { n: objects.length, files: [], size: 0, bundle: true };
+      openGroup = group;
       objects.push(open);
     }
     open.files.push({ index, size });

@@ -15,7 +15,10 @@ import { safeRelativePath } from './file-list.js';
 //  - pg_wal: an empty directory plus pg_wal/archive_status (the WAL comes from the archive);
 //  - in database directories (base/<oid>, pg_tblspc/<oid>/PG_<major>_<catversion>/<oid>): every
 //    fork of an unlogged relation except its init fork, and temporary relations (t<n>_<oid>...);
-//  - symbolic links are kept only as pg_tblspc/<oid> (tablespaces); pg_wal or an excluded directory
+//  - symbolic links are kept only as pg_tblspc/<oid> (tablespaces), each followed by its target's
+//    PG_<major>_<catversion> directory (this server's, as sendTablespace sends; other versions'
+//    directories in the location are not this cluster's), listed as pg_tblspc/<oid>/PG_.../..., as
+//    in PostgreSQL's backup manifest; pg_wal or an excluded directory
 //    that is a link becomes a plain directory; any other link or special file is skipped, with a
 //    warning (PostgreSQL: "skipping special file");
 //  - global/pg_control comes last: PostgreSQL copies it after everything else.
@@ -85,7 +88,21 @@ interface Named {
   st: Stats;
 }
 
-export async function walkDataDirectory(dataDir: string, opts: { serverVersion: number }): Promise<WalkedEntry[]> {
+export interface WalkOptions {
+  serverVersion: number;
+  /**
+   * PG_<major>_<catversion> (TABLESPACE_VERSION_DIRECTORY): the directory of each tablespace's
+   * location that holds this cluster's files. Without it a tablespace is only its link.
+   */
+  tablespaceVersionDir?: string;
+}
+
+/** TABLESPACE_VERSION_DIRECTORY of a server: PG_<major>_<catalog version> (pg_control's catalog_version_no). */
+export function tablespaceVersionDir(serverVersion: number, catalogVersion: number): string {
+  return `PG_${serverVersion}_${catalogVersion}`;
+}
+
+export async function walkDataDirectory(dataDir: string, opts: WalkOptions): Promise<WalkedEntry[]> {
   const root = resolve(dataDir);
   const rootSt = statOrFail(root, root);
   if (!rootSt?.isDirectory()) throw backupError(`the data directory ${root} is not a directory`);
@@ -134,7 +151,19 @@ export async function walkDataDirectory(dataDir: string, opts: { serverVersion: 
       }
       if (relDir === 'pg_tblspc' && st.isSymbolicLink()) {
         const target = tablespaces.get(name) ?? (await tablespaceTarget(join(absDir, name), root));
-        if (target !== undefined) out.push({ type: 'link', path: rel, mode, target: target.target });
+        if (target === undefined) continue;
+        out.push({ type: 'link', path: rel, mode, target: target.target });
+        const version = opts.tablespaceVersionDir;
+        if (!version) continue;
+        // Read through the link, as the engine reads the files later (join(dataDir, path)).
+        const vst = statOrFail(join(absDir, name, version), root);
+        if (!vst) continue; // dropped meanwhile, or a dangling link: only the link is recorded
+        if (!vst.isDirectory()) {
+          log.warn(`skipping ${join(target.target, version)}: not a directory`);
+          continue;
+        }
+        out.push({ type: 'dir', path: `${rel}/${version}`, mode: vst.mode & 0o7777 });
+        await walk(`${rel}/${version}`);
         continue;
       }
       if (st.isDirectory()) {

@@ -110,8 +110,8 @@ const MAX_PENDING_SYNCS = 16;
  * A Writable that extracts the tar written into it under `root` (which must exist): plain files
  * (0600) and directories (0700) only (keepModes: 0640 and 0750 where the member says so), as
  * PostgreSQL creates them, files created exclusively (O_EXCL: a member appearing twice fails),
- * never through a link. Symlinks, hard links and devices are refused: a single-tablespace backup
- * has none, and following one could write outside the data directory. Each file is fsynced before it is closed and each directory once at the end, so the
+ * never through a link. Symlinks, hard links and devices are refused: tablespace links are made by
+ * backup-fetch itself (restore-roots.ts), and following one could write outside the data directory. Each file is fsynced before it is closed and each directory once at the end, so the
  * tree is durable when the stream finishes. It never changes ownership: a restore for another user
  * runs this in a process with that user's ids (restore-worker.ts), so the kernel, not a check here,
  * keeps a symlink swapped in by a racing process from taking the writes anywhere that user could
@@ -151,7 +151,7 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
       stream.resume();
       throw backupError(
         `the backup contains ${JSON.stringify(header.name)} of type ${header.type}; only files and directories are restored ` +
-          '(backups with tablespaces are not supported yet)',
+          '(a format-1 backup holds no links; tablespace links of format 2 are made by backup-fetch, never extracted)',
       );
     }
     if (syncError) throw syncError;

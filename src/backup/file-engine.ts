@@ -8,6 +8,7 @@ import type { WalkedEntry } from './data-dir-walk.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
 import { storeObject, type Source, type StoredObject } from './data-object.js';
 import { dataObjectName, type Entry, type FileList } from './file-list.js';
+import { splitTablespacePath } from './tablespaces.js';
 
 // The parallel half of backup-push --method files: `jobs` workers take the planned objects
 // (bundle-plan.ts) in order and store each (data-object.ts). One object's upload is retried alone;
@@ -48,7 +49,11 @@ export async function uploadFiles(storage: Storage, config: Config, opts: Upload
   // pg_control is read after every other file, as PostgreSQL's own base backup does.
   const control = files.findIndex((f) => f.path === CONTROL_FILE);
   const rest = files.flatMap((f, i) => (i === control ? [] : [i]));
-  const plan = planObjects(rest.map((i) => files[i]!.size ?? 0), opts.bundleSize);
+  const plan = planObjects(
+    rest.map((i) => files[i]!.size ?? 0),
+    opts.bundleSize,
+    rest.map((i) => splitTablespacePath(files[i]!.path)?.oid ?? ''),
+  );
   const tmpDir = join(config.spool, 'tmp');
   await ensureDir(tmpDir);
   // Objects left by a killed backup-push (or wal-push) would otherwise fill the spool's disk.

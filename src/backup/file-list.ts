@@ -140,7 +140,10 @@ export function parseFileList(text: string, backup: string, what: string, backup
     const p = path as string;
     if (seen.has(p)) bad(`entries[${i}].path ${p} appears twice`);
     const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
-    if (parent && kinds.get(parent) !== 'dir') bad(`entries[${i}].path ${p} comes before (or without) its directory`);
+    // A tablespace's files sit below its link pg_tblspc/<oid> (restored into its location, not through it).
+    if (parent && kinds.get(parent) !== 'dir' && !(kinds.get(parent) === 'link' && tablespaceLinkOid(parent) !== undefined)) {
+      bad(`entries[${i}].path ${p} comes before (or without) its directory`);
+    }
     seen.add(p);
     if (!isInt(r['mode'], 0o7777)) bad(`entries[${i}].mode must be permission bits`);
     const mode = r['mode'] as number;
@@ -173,6 +176,11 @@ export function parseFileList(text: string, backup: string, what: string, backup
     return { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, extents };
   });
   return { format: 2, backup, type: type as FileList['type'], ...(type === 'incremental' ? { reference: reference as string } : {}), objects, entries };
+}
+
+/** The tablespace OID of a pg_tblspc/<oid> link path (tablespaces.ts), or undefined. */
+export function tablespaceLinkOid(path: string): string | undefined {
+  return /^pg_tblspc\/(\d{1,10})$/.exec(path)?.[1];
 }
 
 /** A relative '/'-separated path with no empty, '.' or '..' part and no control characters. */

@@ -2,6 +2,7 @@ import { backupError } from '../common/errors.js';
 import type { BackupInfo } from './backup-info.js';
 import { backupKey } from './catalog.js';
 import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
+import { TablespaceRouter, type TablespacePlan } from './tablespaces.js';
 
 // What backup-fetch does with a format-2 file list, decided before anything is written: the
 // directories to create first, and per data object the bytes to cut out of it in offset order.
@@ -35,6 +36,8 @@ export interface ObjectPlan {
   key: string;
   /** Its pieces, by offset, none overlapping. */
   files: Piece[];
+  /** The tablespace (OID) whose location these pieces go to (paths relative to it); else the data directory. */
+  tablespace?: string;
 }
 
 export interface RestorePlan {
@@ -44,8 +47,10 @@ export interface RestorePlan {
   empty: FileEntry[];
   /** Files in several extents: created empty with the directories, checked by re-reading at the end. */
   pieced: FileEntry[];
-  /** Objects with at least one piece, in list order. */
+  /** Objects with at least one piece, in list order (one plan per root an object has pieces for). */
   objects: ObjectPlan[];
+  /** Tablespaces: their directories and files, relative to their locations. */
+  tablespaces: TablespacePlan[];
   /** [restored as, final name]: HELD_BACK files of this list, renamed last. */
   renames: Array<[string, string]>;
   /** Earlier backups whose objects this one uses (incremental), to check before anything is written. */
@@ -85,46 +90,48 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     keys.add(key);
   }
   const dirs: DirEntry[] = [];
-  const byObject = new Map<number, Piece[]>();
+  // Pieces per object and root ('' the data directory, else a tablespace OID).
+  const byObject = new Map<number, Map<string, Piece[]>>();
   const empty: FileEntry[] = [];
   const pieced: FileEntry[] = [];
   let fileCount = 0;
   let fileBytes = 0;
-  const add = (p: Piece) => {
-    const files = byObject.get(p.object) ?? [];
-    files.push(p);
-    byObject.set(p.object, files);
+  const add = (p: Piece, root: string) => {
+    const roots = byObject.get(p.object) ?? new Map<string, Piece[]>();
+    roots.set(root, [...(roots.get(root) ?? []), p]);
+    byObject.set(p.object, roots);
   };
+  const router = new TablespaceRouter(bad);
   const renames: Array<[string, string]> = [];
   const temporary = new Set(Object.values(HELD_BACK));
   for (const listed of list.entries) {
     if (temporary.has(listed.path)) bad(`${listed.path} is a name backup-fetch keeps for itself`);
+    if (listed.type === 'link') {
+      router.addLink(listed);
+      continue;
+    }
     const held = listed.type === 'file' ? HELD_BACK[listed.path] : undefined;
     if (held) renames.push([held, listed.path]);
-    const e = held ? { ...listed, path: held } : listed;
-    if (e.type === 'link') {
-      // The link would point at the original cluster's live tablespace, whose files this backup
-      // does not hold: recovery on it would write there.
-      bad(`${e.path} is a symbolic link (a tablespace); restoring tablespaces is not supported yet`);
-    }
-    if (e.type === 'dir') dirs.push(e);
+    const { tablespace, entry: e } = router.route(held ? { ...listed, path: held } : listed);
+    const root = tablespace?.oid ?? '';
+    if (e.type === 'dir') (tablespace?.dirs ?? dirs).push(e);
     if (e.type !== 'file') continue;
     fileCount++;
     fileBytes += e.size;
     if (e.extents.length === 0) {
-      empty.push(e);
+      (tablespace?.empty ?? empty).push(e);
       continue;
     }
     const base = { path: e.path, mode: e.mode, mtimeMs: e.mtimeMs, sha256: e.sha256 };
     if (e.extents.length === 1) {
       const x = e.extents[0]!;
-      add({ ...base, object: x.object, offset: x.offset, size: x.size });
+      add({ ...base, object: x.object, offset: x.offset, size: x.size }, root);
       continue;
     }
-    pieced.push(e);
+    (tablespace?.pieced ?? pieced).push(e);
     let position = 0;
     for (const x of e.extents) {
-      add({ ...base, object: x.object, offset: x.offset, size: x.size, position });
+      add({ ...base, object: x.object, offset: x.offset, size: x.size, position }, root);
       position += x.size;
     }
   }
@@ -132,18 +139,22 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
   const objects: ObjectPlan[] = [];
   let objectBytes = 0;
   list.objects.forEach((object, index) => {
-    const files = byObject.get(index);
-    if (!files) return;
-    files.sort((a, b) => a.offset - b.offset || a.size - b.size);
-    let end = 0;
-    for (const f of files) {
-      if (f.offset < end) bad(`${f.path} overlaps the file before it in ${object.name}`);
-      end = f.offset + f.size;
+    const roots = byObject.get(index);
+    if (!roots) return;
+    // An object with pieces for several roots (walvault packs each root apart) is fetched once per root.
+    for (const [root, files] of roots) {
+      files.sort((a, b) => a.offset - b.offset || a.size - b.size);
+      let end = 0;
+      for (const f of files) {
+        if (f.offset < end) bad(`${f.path} overlaps the file before it in ${object.name}`);
+        end = f.offset + f.size;
+      }
+      objects.push({ index, object, key: backupKey(object.backup, object.name), files, ...(root ? { tablespace: root } : {}) });
+      objectBytes += object.size;
     }
-    objects.push({ index, object, key: backupKey(object.backup, object.name), files });
-    objectBytes += object.size;
   });
-  return { backup: backup.id, dirs, empty, pieced, objects, renames, references: [...references], fileCount, fileBytes, objectBytes };
+  const tablespaces = [...router.tablespaces.values()];
+  return { backup: backup.id, dirs, empty, pieced, objects, tablespaces, renames, references: [...references], fileCount, fileBytes, objectBytes };
 }
 
 /** Every file of the plan once: the name it is restored as (`path`) and its final name. */

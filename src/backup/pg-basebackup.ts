@@ -98,7 +98,7 @@ export function baseBackupFailure(p: BaseBackupProcess, r: { code: number | null
   const how = r.signal ? `was killed by ${r.signal}` : `exited with ${r.code}`;
   if (/can only write single tablespace to stdout/.test(tail)) {
     return backupError(
-      `the cluster has more than one tablespace; walvault backup-push supports only clusters without additional tablespaces for now (pg_basebackup: ${tail.split('\n').find((l) => /tablespace/.test(l))?.trim()})`,
+      `the cluster has more than one tablespace; backup-push --method stream (one pg_basebackup stream) does not support tablespaces: use --method files on the database host (pg_basebackup: ${tail.split('\n').find((l) => /tablespace/.test(l))?.trim()})`,
     );
   }
   return backupError(`pg_basebackup ${how}${tail ? `: ${tail.replace(/\n/g, ' | ')}` : ''}`);

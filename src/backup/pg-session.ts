@@ -18,6 +18,8 @@ export interface BackupSession {
   inRecovery: boolean;
   start(label: string, fast: boolean, signal?: AbortSignal): Promise<{ startLsn: string }>;
   stop(signal?: AbortSignal): Promise<{ stopLsn: string; backupLabel: string; tablespaceMap: string }>;
+  /** A standby's primary_conninfo, or undefined (a primary, empty, or not readable by this user). */
+  primaryConninfo(signal?: AbortSignal): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -116,6 +118,15 @@ export async function openBackupSession(_config: Config, dbname: string | undefi
         const row = await sql(q.stop, [], serverVersion >= 15 ? 'pg_backup_stop' : 'pg_stop_backup', signal);
         started = false;
         return { stopLsn: row['lsn'] as string, backupLabel: (row['labelfile'] as string | null) ?? '', tablespaceMap: (row['spcmapfile'] as string | null) ?? '' };
+      },
+      async primaryConninfo(signal) {
+        // Superuser or pg_read_all_settings only: anyone else gets undefined, not a failed backup.
+        const row = await sql("SELECT current_setting('primary_conninfo') AS c", [], 'reading primary_conninfo', signal).catch((e: unknown) => {
+          log.debug(`cannot read primary_conninfo: ${describeError(e)}`);
+          return {} as Record<string, unknown>;
+        });
+        const c = row['c'];
+        return typeof c === 'string' && c.trim() !== '' ? c : undefined;
       },
       async close() {
         if (started) log.debug('closing the PostgreSQL session before pg_backup_stop: the server aborts the backup');

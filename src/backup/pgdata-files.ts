@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readlink, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupError, fromFsError } from '../common/errors.js';
 import { writeAll } from '../fs/atomic.js';
@@ -18,6 +18,10 @@ export interface PgdataWrite {
   data: string;
   /** Append to an existing file (or create it); else create it, failing if it exists. */
   append?: boolean;
+  /** Replace the content of an existing plain file (tablespace_map with new locations). */
+  replace?: boolean;
+  /** Create a symbolic link to this absolute path instead of a file (pg_tblspc/<oid>), failing if the name exists. */
+  link?: string;
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
@@ -30,9 +34,18 @@ function member(root: string, name: string): string {
 export async function applyWrites(root: string, writes: PgdataWrite[]): Promise<void> {
   for (const w of writes) {
     const path = member(root, w.name);
+    if (w.link !== undefined) {
+      if (!w.link.startsWith('/')) throw backupError(`${path}: a link target must be absolute`);
+      await symlink(w.link, path).catch(async (e: NodeJS.ErrnoException) => {
+        // Made by an interrupted run of the same restore: the same link is fine.
+        if (e.code === 'EEXIST' && (await readlink(path).catch(() => undefined)) === w.link) return;
+        throw fromFsError(e, path, 'write');
+      });
+      continue;
+    }
     let fh;
     try {
-      fh = await open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | (w.append ? O_APPEND : O_EXCL), 0o600);
+      fh = await open(path, O_WRONLY | O_NOFOLLOW | (w.replace ? 0 : O_CREAT | (w.append ? O_APPEND : O_EXCL)), 0o600);
     } catch (e) {
       throw fromFsError(e, path, 'write');
     }
@@ -40,6 +53,8 @@ export async function applyWrites(root: string, writes: PgdataWrite[]): Promise<
       const st = await fh.stat();
       // A hard link would make the append land in another file too.
       if (!st.isFile() || st.nlink !== 1) throw backupError(`${path} is not a plain file with one name; refusing to write to it`);
+      // Truncated only once it is known to be that one file (O_TRUNC would act before the check).
+      if (w.replace) await fh.truncate(0);
       await writeAll(fh, Buffer.from(w.data, 'base64'));
       await fh.sync();
     } finally {

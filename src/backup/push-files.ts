@@ -9,10 +9,10 @@ import { objectMeta } from '../archive/objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import { sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
-import { segmentOfLsn } from '../wal/names.js';
+import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 import { backupKey, makeBackupId } from './catalog.js';
-import { walkDataDirectory } from './data-dir-walk.js';
-import { uploadFiles } from './file-engine.js';
+import { tablespaceVersionDir, walkDataDirectory } from './data-dir-walk.js';
+import { uploadFiles, type ExtraFiles } from './file-engine.js';
 import { FILE_LIST_OBJECT, serializeFileList, type FileList } from './file-list.js';
 import { parseBackupLabel } from './label.js';
 import { nextXidFromControl, type BaseBackupOptions } from './pg-basebackup.js';
@@ -20,7 +20,8 @@ import { buildBackupManifest } from './pg-manifest.js';
 import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
-import { checkSystem, finishBackup, tablespacesError, uniqueId } from './push-finish.js';
+import { checkSystem, finishBackup, uniqueId } from './push-finish.js';
+import { finishStopSegmentOnPrimary } from './standby.js';
 import { phase, waitForRepoManifest } from './wait.js';
 
 // backup-push --method files (format 2): one SQL session holds the backup open (pg_backup_start ..
@@ -52,8 +53,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     const jobs = config.backupJobs ?? availableParallelism();
     log.info(`backup ${id}: started at ${startLsn} on timeline ${control.timeline} (${startSegment}), reading ${dataDir} with ${jobs} job${jobs === 1 ? '' : 's'}, uploading to ${storage.url}`);
 
-    const entries = await walkDataDirectory(dataDir, { serverVersion: session.serverVersion });
-    if (entries.some((e) => e.type === 'link')) throw tablespacesError();
+    const entries = await walkDataDirectory(dataDir, { serverVersion: session.serverVersion, tablespaceVersionDir: tablespaceVersionDir(session.serverVersion, control.catalogVersion) });
     const progress = new Progress(`backup-push ${id}`, entries.reduce((a, e) => a + (e.size ?? 0), 0));
     let stopped: Awaited<ReturnType<BackupSession['stop']>> | undefined;
     let up;
@@ -68,16 +68,16 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
         onProgress: (n) => progress.update(n),
         extra: async () => {
           stopped = await session.stop(signal);
-          if (stopped.tablespaceMap.trim() !== '') throw tablespacesError();
-          return [{ path: 'backup_label', body: Buffer.from(stopped.backupLabel) }];
+          return stopFiles(stopped);
         },
       });
     } finally {
       progress.done();
     }
     const localStop = new Date();
-    await close();
     const label = parseBackupLabel(stopped!.backupLabel);
+    if (session.inRecovery) await finishStopSegmentOnPrimary(session, stopped!.stopLsn, segmentOfEndLsn(stopped!.stopLsn, label.startTimeline, repo.walSegmentSize), signal);
+    await close();
     const manifest = buildBackupManifest(
       up.list.entries.flatMap((e) => (e.type === 'file' ? [{ path: e.path, size: e.size, mtimeMs: e.mtimeMs, sha256: e.sha256 }] : [])),
       { timeline: label.startTimeline, startLsn: label.startLsn, endLsn: stopped!.stopLsn },
@@ -107,6 +107,17 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
   } finally {
     await close();
   }
+}
+
+/**
+ * The files pg_backup_stop returns, stored as files of the backup: backup_label, and tablespace_map
+ * when the cluster has tablespaces (PostgreSQL recreates the pg_tblspc links from it at recovery
+ * start; backup-fetch rewrites it when a tablespace is restored elsewhere).
+ */
+function stopFiles(stopped: { backupLabel: string; tablespaceMap: string }): ExtraFiles {
+  const out = [{ path: 'backup_label', body: Buffer.from(stopped.backupLabel) }];
+  if (stopped.tablespaceMap !== '') out.push({ path: 'tablespace_map', body: Buffer.from(stopped.tablespaceMap) });
+  return out;
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */
@@ -139,7 +150,7 @@ async function localDataDirectory(session: BackupSession): Promise<string> {
  * backup's first segment before backup_label exists. checkPointCopy.ThisTimeLineID sits at @48
  * from pg_control version 1100 (PostgreSQL 11) on, at @56 in 1002 (10, which had prevCheckPoint).
  */
-async function readControl(dataDir: string, systemIdentifier: string): Promise<{ timeline: number; startNextXid?: string }> {
+async function readControl(dataDir: string, systemIdentifier: string): Promise<{ timeline: number; catalogVersion: number; startNextXid?: string }> {
   const fh = await open(join(dataDir, 'global', 'pg_control'), 'r');
   let control: Buffer;
   try {
@@ -158,5 +169,6 @@ async function readControl(dataDir: string, systemIdentifier: string): Promise<{
   const timeline = control.readUInt32LE(version === 1002 ? 56 : 48);
   if (version < 1002 || timeline < 1) throw backupError(`${dataDir}/global/pg_control has no valid timeline`);
   const startNextXid = nextXidFromControl(control);
-  return { timeline, ...(startNextXid ? { startNextXid } : {}) };
+  // catalog_version_no follows pg_control_version: it names the tablespaces' PG_<major>_<catversion>.
+  return { timeline, catalogVersion: control.readUInt32LE(12), ...(startNextXid ? { startNextXid } : {}) };
 }

@@ -40,9 +40,9 @@ export interface FinishInput {
 export async function finishBackup(storage: Storage, config: Config, input: FinishInput, signal: AbortSignal): Promise<BackupInfo> {
   const { id, label } = input;
   const manifest = parseBackupManifest(input.manifest.toString('utf8'));
-  if ((input.tablespaceMap && input.tablespaceMap.trim() !== '') || manifest.tablespaceFiles > 0) {
-    throw tablespacesError();
-  }
+  // pg_basebackup's single tar (format 1, --method stream) holds the data directory only.
+  const withTablespaces = (input.tablespaceMap !== undefined && input.tablespaceMap.trim() !== '') || manifest.tablespaceFiles > 0;
+  if (withTablespaces && !(input.format.format === 2 && input.format.method === 'files')) throw tablespacesError();
   const span = manifestWalSpan(manifest);
 
   // The manifest as its own object (small; pg_verifybackup reads it back at restore time).
@@ -108,7 +108,7 @@ export async function finishBackup(storage: Storage, config: Config, input: Fini
 }
 
 export function tablespacesError() {
-  return backupError('the cluster has tablespaces besides pg_default and pg_global; walvault backup-push does not support them yet');
+  return backupError('the cluster has tablespaces besides pg_default and pg_global; backup-push --method stream does not support them: use --method files on the database host');
 }
 
 /** A backup of another cluster than the one archiving here would never find its WAL. */

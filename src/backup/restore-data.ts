@@ -124,7 +124,7 @@ export async function checkManifestFile(storage: Storage, config: Config, backup
 }
 
 /** pg_verifybackup over the restored tree, as the tree's owner (it reads what that user put there). */
-export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: string, owner?: Owner): Promise<void> {
+export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: string, owner?: Owner, ignore: string[] = []): Promise<void> {
   const bin = findPgProgram('pg_verifybackup', config.pgBinDir, backup.pgVersion);
   if (!bin) {
     log.warn('pg_verifybackup not found: the restored files were checked against the SHA-256 of the backup only');
@@ -134,7 +134,7 @@ export async function verifyBackup(config: Config, backup: BackupInfo, pgdata: s
   const as = needsWorker(owner) ? { uid: owner.uid, gid: owner.gid, cwd: '/', env: ownerEnv() } : {};
   const r = await new Promise<{ code: number; out: string }>((resolvePromise) => {
     // (The progress record of a format-2 restore is still there: removed once this passed.)
-    execFile(bin, ['--no-parse-wal', '--quiet', '--ignore', RECORD_NAME, pgdata], { maxBuffer: 16 * 1024 * 1024, ...as }, (err, stdout, stderr) => {
+    execFile(bin, ['--no-parse-wal', '--quiet', '--ignore', RECORD_NAME, ...ignore.flatMap((p) => ['--ignore', p]), pgdata], { maxBuffer: 16 * 1024 * 1024, ...as }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
       resolvePromise({ code, out: `${stdout}${stderr}`.trim() });
     });

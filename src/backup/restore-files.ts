@@ -14,12 +14,13 @@ import { HashingStream, sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
 import { BACKUP_ID_GRAMMAR, type BackupInfo } from './backup-info.js';
 import { backupKey, readBackup } from './catalog.js';
-import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from './file-list.js';
+import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList, type DirEntry, type FileEntry } from './file-list.js';
 import { createdBy, planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
 import { ObjectCutter } from './object-cutter.js';
 import { Progress } from './progress.js';
 import { finishAsOwner, needsWorker, writeAsOwner } from './restore-worker.js';
 import { openSink, removeAsOwner } from './restore-sink.js';
+import { tablespaceRoot } from './tablespaces.js';
 import { tarHeader } from './tar-encode.js';
 import { DIRS_DONE, endWithMarker, RECORD_NAME, recordHeader } from './restore-record.js';
 
@@ -98,20 +99,23 @@ export async function restoreFiles(
   resume?: Set<string>,
 ): Promise<void> {
   const started = Date.now();
-  const done = resume ?? new Set<string>();
-  const todo = plan.objects.filter((o) => !done.has(o.key));
+  const roots = restoreRoots(plan, pgdata, resume);
+  const rootOf = (op: ObjectPlan) => roots.find((r) => r.tablespace === op.tablespace)!;
+  const todo = plan.objects.filter((o) => !rootOf(o).done.has(o.key));
   const jobs = Math.max(1, Math.min(config.backupJobs ?? availableParallelism(), todo.length || 1));
-  if (!resume) await writeAsOwner(pgdata, owner, [{ name: RECORD_NAME, data: Buffer.from(recordHeader(plan.backup)).toString('base64') }]);
-  else {
-    // What the interrupted run may have left of the objects it did not finish goes first (and,
-    // before its directories were done, the files created with them); extents of files in
-    // pieces are simply written again.
-    const partial = todo.flatMap(createdBy);
-    if (!done.has(DIRS_DONE)) partial.push(...plan.empty.map((f) => f.path), ...plan.pieced.map((f) => f.path));
-    await removeAsOwner(pgdata, owner, partial);
-    log.info(`resuming the restore of ${plan.backup} into ${pgdata}: ${plan.objects.length - todo.length} of ${plan.objects.length} objects were restored before`);
+  for (const r of roots) {
+    if (!r.resumed) await writeAsOwner(r.dir, owner, [{ name: RECORD_NAME, data: Buffer.from(recordHeader(plan.backup)).toString('base64') }]);
+    else {
+      // What the interrupted run may have left of the objects it did not finish goes first (and,
+      // before its directories were done, the files created with them); extents of files in
+      // pieces are simply written again.
+      const partial = todo.filter((o) => rootOf(o) === r).flatMap(createdBy);
+      if (!r.done.has(DIRS_DONE)) partial.push(...r.empty.map((f) => f.path), ...r.pieced.map((f) => f.path));
+      await removeAsOwner(r.dir, owner, partial);
+    }
   }
-  if (!done.has(DIRS_DONE)) await createDirectories(plan, pgdata, owner, signal);
+  if (resume) log.info(`resuming the restore of ${plan.backup} into ${pgdata}: ${plan.objects.length - todo.length} of ${plan.objects.length} objects were restored before`);
+  for (const r of roots) if (!r.done.has(DIRS_DONE)) await createDirectories(r, owner, signal);
 
   const progress = new Progress(`backup-fetch ${plan.backup}`, plan.objectBytes);
   let doneBytes = plan.objectBytes - todo.reduce((n, o) => n + o.object.size, 0);
@@ -126,7 +130,7 @@ export async function restoreFiles(
   const work = async (job: number): Promise<void> => {
     for (let i = next++; i < todo.length && !both.aborted; i = next++) {
       const op = todo[i]!;
-      await restoreObject(storage, config, op, pgdata, owner, both, (bytes) => (inFlight[job] = bytes));
+      await restoreObject(storage, config, op, rootOf(op).dir, owner, both, (bytes) => (inFlight[job] = bytes));
       inFlight[job] = 0;
       doneBytes += op.object.size;
     }
@@ -147,10 +151,9 @@ export async function restoreFiles(
   }
   if (signal.aborted) throw signal.reason;
   if (first !== undefined) throw first;
-  await finishAsOwner(pgdata, owner, {
-    files: plan.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })),
-    renames: plan.renames,
-  });
+  for (const r of roots) {
+    await finishAsOwner(r.dir, owner, { files: r.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })), renames: r.renames });
+  }
   const secs = (Date.now() - started) / 1000;
   log.info(
     `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories` +
@@ -160,13 +163,36 @@ export async function restoreFiles(
   );
 }
 
-/** The directories, parents first, as one tar stream of directory members. */
-async function createDirectories(plan: RestorePlan, pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
-  if (plan.dirs.length === 0 && plan.empty.length === 0 && plan.pieced.length === 0) return;
+/**
+ * Where a restore writes: the data directory and each tablespace's location, each with its own
+ * directories, files and progress record (restore-record.ts; a location's record is read when the
+ * data directory's says the restore is resumed, tablespaces.ts).
+ */
+interface Root {
+  tablespace?: string;
+  dir: string;
+  dirs: DirEntry[];
+  empty: FileEntry[];
+  pieced: FileEntry[];
+  renames: Array<[string, string]>;
+  done: Set<string>;
+  resumed: boolean;
+}
+
+function restoreRoots(plan: RestorePlan, pgdata: string, resume: Set<string> | undefined): Root[] {
+  return [
+    { dir: pgdata, dirs: plan.dirs, empty: plan.empty, pieced: plan.pieced, renames: plan.renames, done: resume ?? new Set(), resumed: resume !== undefined },
+    ...plan.tablespaces.map((t) => ({ tablespace: t.oid, dir: tablespaceRoot(t), dirs: t.dirs, empty: t.empty, pieced: t.pieced, renames: [], done: t.done ?? new Set<string>(), resumed: t.done !== undefined })),
+  ];
+}
+
+/** The directories of one root, parents first, and its empty files, as one tar stream. */
+async function createDirectories(root: Root, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
+  const pgdata = root.dir;
   const members = function* (): Generator<Buffer> {
-    for (const d of plan.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
+    for (const d of root.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
     // Files in pieces start empty: their extents are written into them at their positions.
-    for (const f of [...plan.empty, ...plan.pieced]) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
+    for (const f of [...root.empty, ...root.pieced]) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
     yield endWithMarker(DIRS_DONE);
   };
   const sink = openSink(pgdata, owner, true);

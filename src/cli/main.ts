@@ -69,6 +69,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         .option('standby', { type: 'boolean', describe: 'create standby.signal instead of recovery.signal' })
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
         .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
+        .option('tablespace-map', { type: 'string', array: true, describe: 'OID=DIR: restore tablespace OID into DIR (repeatable; default: its original location, which must be new or empty)' })
         .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' }),
     handler: async (loaded, a) =>
       (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
@@ -85,6 +86,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
         ...(a['delta'] === true ? { delta: true } : {}),
         ...(a['restore-command'] !== undefined ? { restoreCommand: str(a['restore-command']) } : {}),
+        ...(a['tablespace-map'] !== undefined ? { tablespaceMap: (a['tablespace-map'] as unknown[]).map(str) } : {}),
       }),
   },
 ];

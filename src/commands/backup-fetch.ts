@@ -12,11 +12,13 @@ import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from '..
 import { checkManifestFile, planDelta, restoreData, verifyBackup, wipe } from '../backup/restore-data.js';
 import type { RestorePlan } from '../backup/file-plan.js';
 import { loadRestorePlan } from '../backup/restore-files.js';
-import { checkTargetDir, planTarget, takeTargetDir, type TargetPlan, type TargetState } from '../backup/restore-target.js';
+import type { TargetPlan, TargetState } from '../backup/restore-target.js';
+import { linkTablespaces, locateRoot, locateTablespaces, prepareRoot, prepareTablespaces, removeTablespaceRecords, rewriteTablespaceMap, tablespaceRecordPaths, wipeTablespaces, type TablespaceRoots } from '../backup/restore-roots.js';
+import { chooseLocations, parseTablespaceMapFlags } from '../backup/tablespaces.js';
 import { parseRecord, RECORD_NAME } from '../backup/restore-record.js';
 import { removeAsOwner } from '../backup/restore-sink.js';
 import type { Owner } from '../common/file-trust.js';
-import { needsWorker, startWorker } from '../backup/restore-worker.js';
+import { needsWorker } from '../backup/restore-worker.js';
 import { describeTarget, parseTarget, selectBackup, type TargetFlags } from '../backup/target.js';
 import { openRepository } from '../archive/repository.js';
 
@@ -40,6 +42,8 @@ export interface BackupFetchOptions extends TargetFlags {
   restoreCommand?: string;
   /** Restore over an existing, stopped data directory of the same system, keeping the files that match. */
   delta?: boolean;
+  /** --tablespace-map OID=DIR, repeatable. */
+  tablespaceMap?: string[];
 }
 
 const ACTIONS = ['pause', 'promote', 'shutdown'];
@@ -60,6 +64,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   if (opts.which.toUpperCase() !== 'LATEST' && !isBackupId(opts.which)) {
     throw usageError(`${JSON.stringify(opts.which)} is not a backup id (base_<start segment>_<yyyymmddThhmmssZ>, as backup-list shows) nor LATEST`);
   }
+  const tablespaceFlags = parseTablespaceMapFlags(opts.tablespaceMap ?? []);
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
   recoverySettings(target, opts, timeline, restoreCommand);
@@ -83,6 +88,7 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
     let backup: BackupInfo;
     let files: RestorePlan | undefined;
     let resume: Set<string> | undefined;
+    let tablespaces: TablespaceRoots;
     try {
       const rejected = new Map<string, Error>();
       const backups = await listBackups(storage, policy, deadline, rejected);
@@ -99,6 +105,9 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
       // Format 2: its file list is read and checked (every path, object and size) before anything is written.
       if (delta && backup.format !== 2) throw usageError(`--delta needs a backup of format 2 (backup-push --method files); ${backup.id} is one tar`);
       if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
+      if (delta && files && files.tablespaces.length > 0) {
+        throw usageError(`--delta does not support backups with tablespaces yet; ${backup.id} has ${files.tablespaces.length}: restore it into a new directory (and new tablespace locations)`);
+      }
       // --delta checks the directory and removes what differs first (a running or foreign cluster is refused before that).
       if (delta && files) files = await planDelta(files, backup, pgdata, owner);
       else if (state.record !== null) {
@@ -111,23 +120,32 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
         }
         resume = record.done;
       }
+      // Every tablespace location is checked (new or empty) before anything is written.
+      tablespaces = await locateTablespaces(chooseLocations(files?.tablespaces ?? [], tablespaceFlags, pgdata, backup.id), owner, backup.id, resume !== undefined);
     } finally {
       deadline.dispose();
     }
 
     // 2. Restore. From here on a failure empties the directory again.
     try {
-      await prepareTargetDir(plan, created, owner);
+      await prepareRoot({ plan, ...state }, owner);
+      await prepareTablespaces(tablespaces, owner);
       await restoreData(storage, config, backup, pgdata, owner, abort.signal, files, resume);
+      await linkTablespaces(pgdata, tablespaces.list, owner);
       await checkManifestFile(storage, config, backup, pgdata, owner);
-      await verifyBackup(config, backup, pgdata, owner);
+      await verifyBackup(config, backup, pgdata, owner, tablespaceRecordPaths(tablespaces));
       // Complete and verified: no longer something to resume.
       if (backup.format === 2) await removeAsOwner(pgdata, owner, [RECORD_NAME]);
+      await removeTablespaceRecords(tablespaces, owner);
+      await rewriteTablespaceMap(pgdata, tablespaces.list, owner);
       await writeRecoverySettings(pgdata, backup, target, opts, timeline, restoreCommand, owner);
     } catch (e) {
       // --delta leaves the directory for another --delta (without global/pg_control until the end, PostgreSQL does not start on it).
       if (delta) log.warn(`backup-fetch --delta did not finish: ${pgdata} is left as it is, without global/pg_control; run the same command again`);
-      else await wipe(pgdata, created, owner, plan.ownerHoldsParent);
+      else {
+        await wipe(pgdata, created, owner, plan.ownerHoldsParent);
+        await wipeTablespaces(tablespaces!, owner);
+      }
       throw e;
     }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
@@ -143,36 +161,22 @@ export async function backupFetch(loaded: LoadedConfig, opts: BackupFetchOptions
   }
 }
 
-/** Creates (or takes) the target directory for `owner`: by root only where root alone controls its parent. */
-async function prepareTargetDir(plan: TargetPlan, created: boolean, owner: Owner | undefined): Promise<void> {
-  if (needsWorker(owner) && plan.ownerHoldsParent) await startWorker('take', plan.pgdata, owner, created ? 'new' : 'existing').done;
-  else await takeTargetDir(plan.pgdata, created, needsWorker(owner) ? owner : undefined);
-}
-
 /**
- * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-target.ts):
+ * Where and how to restore. Run as root, the way to <pgdata> is checked first (restore-roots.ts):
  * what is found there is looked at by root only when root alone controls it, else by the owner's
- * worker. Returns whether <pgdata> is new.
+ * worker. Returns whether <pgdata> is new, or holds an interrupted restore.
  */
 async function locateTarget(given: string, spec: string | undefined, delta: boolean): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
   let owner = ownerFromFlag(spec, isRoot);
-  if (!isRoot) return { plan: { pgdata: given, ownerHoldsParent: false }, state: await checkTargetDir(given, true, delta), owner };
-  if (!owner) {
+  if (isRoot && !owner) {
     // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
     if (st?.isDirectory() && st.uid !== 0) owner = { uid: st.uid, gid: st.gid };
   }
-  const worker = needsWorker(owner) ? owner : undefined;
-  const plan = planTarget(given, worker);
-  const state: TargetState =
-    worker && plan.ownerHoldsParent ? targetState(await startWorker('check', plan.pgdata, worker, delta ? 'delta' : undefined).done) : await checkTargetDir(plan.pgdata, true, delta);
-  if (!worker) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
-  return { plan, state, owner };
-}
-
-function targetState(r: Record<string, unknown>): TargetState {
-  return { created: r['created'] === true, record: typeof r['record'] === 'string' ? r['record'] : null };
+  const { plan, created, record } = await locateRoot(given, owner, isRoot, delta);
+  if (isRoot && !needsWorker(owner)) log.warn(`running as root without --owner: the restored files belong to root, and PostgreSQL will not start on them (pass --owner postgres)`);
+  return { plan, state: { created, record }, owner };
 }
 
 function ownerFromFlag(spec: string | undefined, isRoot: boolean): Owner | undefined {

@@ -257,14 +257,14 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     }
   });
 
-  it('refuses a cluster with a tablespace (for now) before uploading anything', async () => {
+  it('--method stream still refuses a cluster with a tablespace, before uploading anything (--method files backs it up: backup-tablespaces.test.ts)', async () => {
     const location = await tempDir('wv-files-ts', { forPostgres: true });
     await pg.query(`CREATE TABLESPACE wv_ts LOCATION '${location}'`);
     try {
       const before = await listKeys(store, bucket, 'pg/backups/');
-      const r = await wv(['backup-push', '--method', 'files'], pg.connectionEnv());
+      const r = await wv(['backup-push', '--method', 'stream'], pg.connectionEnv());
       expect(r.code, show(r)).toBe(14);
-      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/the cluster has tablespaces besides pg_default and pg_global; walvault backup-push does not support them yet/);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/the cluster has more than one tablespace; backup-push --method stream .* does not support tablespaces: use --method files/);
       expect(await listKeys(store, bucket, 'pg/backups/')).toEqual(before);
     } finally {
       await pg.query('DROP TABLESPACE wv_ts');
