@@ -20,6 +20,7 @@ import { buildBackupManifest } from './pg-manifest.js';
 import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
+import { findReference, loadReference, type Reference } from './reference.js';
 import { checkSystem, finishBackup, tablespacesError, uniqueId } from './push-finish.js';
 import { phase, waitForRepoManifest } from './wait.js';
 
@@ -29,7 +30,7 @@ import { phase, waitForRepoManifest } from './wait.js';
 // file of the backup; backup_manifest is built from what was read (pg-manifest.ts), so
 // pg_verifybackup checks a restored copy as it checks pg_basebackup's.
 
-export async function pushFiles(storage: Storage, config: Config, opts: BaseBackupOptions, signal: AbortSignal): Promise<number> {
+export async function pushFiles(storage: Storage, config: Config, opts: BaseBackupOptions & { incremental?: boolean }, signal: AbortSignal): Promise<number> {
   const localStart = new Date();
   const session = await openBackupSession(config, opts.dbname);
   let closed = false;
@@ -52,6 +53,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     const jobs = config.backupJobs ?? availableParallelism();
     log.info(`backup ${id}: started at ${startLsn} on timeline ${control.timeline} (${startSegment}), reading ${dataDir} with ${jobs} job${jobs === 1 ? '' : 's'}, uploading to ${storage.url}`);
 
+    const reference = opts.incremental ? await referenceFor(storage, config, { systemIdentifier: session.systemIdentifier, timeline: control.timeline, segSize: repo.walSegmentSize }) : undefined;
     const entries = await walkDataDirectory(dataDir, { serverVersion: session.serverVersion });
     if (entries.some((e) => e.type === 'link')) throw tablespacesError();
     const progress = new Progress(`backup-push ${id}`, entries.reduce((a, e) => a + (e.size ?? 0), 0));
@@ -64,6 +66,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
         entries,
         jobs,
         bundleSize: config.backupBundleSize,
+        ...(reference ? { reference } : {}),
         signal,
         onProgress: (n) => progress.update(n),
         extra: async () => {
@@ -85,7 +88,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     const list = await storeFileList(storage, config, up.list);
     await finishBackup(storage, config, {
       id,
-      format: { format: 2, method: 'files' },
+      format: { format: 2, method: 'files', type: up.list.type, ...(up.list.reference ? { reference: up.list.reference } : {}) },
       label,
       manifest,
       sizeBytes: up.sizeBytes,
@@ -107,6 +110,22 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
   } finally {
     await close();
   }
+}
+
+/**
+ * --incremental without a usable reference takes a full backup and says so: a scheduled incremental
+ * that refused would leave no backup at all, and a full one is always correct (only larger). A
+ * reference that exists but is damaged is an error (loadReference).
+ */
+async function referenceFor(storage: Storage, config: Config, cluster: Parameters<typeof findReference>[2]): Promise<Reference | undefined> {
+  const info = await findReference(storage, config, cluster);
+  if (!info) {
+    log.warn(`--incremental: no complete format-2 backup of system ${cluster.systemIdentifier} on timeline ${cluster.timeline} or its ancestors; taking a full backup`);
+    return undefined;
+  }
+  const ref = await loadReference(storage, config, info);
+  log.info(`--incremental: reference backup ${info.id} (${info.type ?? 'full'}, started ${info.startTime})`);
+  return ref;
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */
