@@ -185,12 +185,12 @@ function assemble(x: AssembleInput): UploadedFiles {
 }
 
 /**
- * Not read again: a file with the size and mtime it had in the reference, last modified well before
- * the reference started. MTIME_GUARD_MS covers file systems whose mtimes are coarse (1 s on ext3 and
- * HFS+, 2 s on FAT) or lag (NFS clients cache attributes up to acregmax, 60 s by default): a write
- * during the reference's first minute could otherwise show an mtime from before it started.
+ * Not read again: a file with the size and mtime it had in the reference, last modified at least
+ * MTIME_GUARD_MS before the reference started. Then any write after the reference read it carries a
+ * later mtime even where mtimes are coarse (1 s on ext3 and HFS+, 2 s on FAT/exFAT) or stamped by
+ * another clock (an NFS server's, a few seconds off the database host's, which stamps START TIME).
  */
-export const MTIME_GUARD_MS = 60_000;
+export const MTIME_GUARD_MS = 10_000;
 
 function unchangedSince(f: WalkedEntry, ref: Reference): boolean {
   const before = ref.byPath.get(f.path);

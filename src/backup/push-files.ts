@@ -46,6 +46,10 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     // Before anything is read: a backup of another cluster than the one archiving here is useless.
     const repo = await waitForRepoManifest(storage, config, signal);
     checkSystem(storage, repo, session.systemIdentifier);
+    // Before the server's backup starts (a checkpoint): a damaged reference fails here.
+    const reference = opts.incremental
+      ? await referenceFor(storage, config, { systemIdentifier: session.systemIdentifier, timeline: (await readControl(dataDir, session.systemIdentifier)).timeline, segSize: repo.walSegmentSize })
+      : undefined;
     const { startLsn } = await session.start(`walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
     const control = await readControl(dataDir, session.systemIdentifier);
     const startSegment = segmentOfLsn(startLsn, control.timeline, repo.walSegmentSize);
@@ -53,7 +57,6 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     const jobs = config.backupJobs ?? availableParallelism();
     log.info(`backup ${id}: started at ${startLsn} on timeline ${control.timeline} (${startSegment}), reading ${dataDir} with ${jobs} job${jobs === 1 ? '' : 's'}, uploading to ${storage.url}`);
 
-    const reference = opts.incremental ? await referenceFor(storage, config, { systemIdentifier: session.systemIdentifier, timeline: control.timeline, segSize: repo.walSegmentSize }) : undefined;
     const entries = await walkDataDirectory(dataDir, { serverVersion: session.serverVersion });
     if (entries.some((e) => e.type === 'link')) throw tablespacesError();
     const progress = new Progress(`backup-push ${id}`, entries.reduce((a, e) => a + (e.size ?? 0), 0));
