@@ -1,11 +1,12 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { Writable } from 'node:stream';
 import type tar from 'tar-stream';
 import { backupError, fromFsError, isWalvaultError } from '../common/errors.js';
 import { writeAll } from '../fs/atomic.js';
 import { normalizeName, TarSink, wrapTarError } from './tar.js';
+import { PAX_POSITION } from './tar-encode.js';
 
 // backup-fetch's side of the tar stream: extract it into the new data directory, refusing anything
 // but plain files and directories inside that directory.
@@ -38,6 +39,41 @@ export async function removeFiles(root: string, paths: string[]): Promise<void> 
     await unlink(dest).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw fromFsError(e, dest, 'write');
     });
+  }
+}
+
+/** The position a member's bytes go to in an existing file (PAX_POSITION), or undefined for a new file. */
+function positionOf(header: Header, keepModes: boolean): number | undefined {
+  const v = (header.pax as Record<string, string> | undefined)?.[PAX_POSITION];
+  if (v === undefined) return undefined;
+  // Only walvault's own format-2 stream carries it; a format-1 tar is pg_basebackup's.
+  if (!keepModes || !/^\d{1,16}$/.test(v) || !Number.isSafeInteger(Number(v))) {
+    throw backupError(`the backup's member ${JSON.stringify(header.name)} carries a position ${JSON.stringify(v)} it may not have; refusing it`);
+  }
+  return Number(v);
+}
+
+/**
+ * Opens an existing plain file with one name (a hard link would take the writes elsewhere too),
+ * never through a link.
+ */
+export async function openPlainFile(path: string, flags: number): Promise<FileHandle> {
+  const fh = await open(path, flags | O_NOFOLLOW);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.nlink !== 1) throw backupError(`${path} is not a plain file with one name; refusing to write to it`);
+    return fh;
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}
+
+async function writeAllAt(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`write wrote nothing (${data.length - off} bytes left)`), { code: 'EIO' });
+    off += bytesWritten;
   }
 }
 
@@ -119,11 +155,23 @@ export function createExtractor(root: string, opts: ExtractOptions = {}): Extrac
     }
     if (syncError) throw syncError;
     await ensureDir(dirname(dest));
-    const fh = await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, keepModes ? restoredMode(header.mode ?? 0, false) : 0o600);
+    const at = positionOf(header, keepModes);
+    // An extent of a file in pieces goes into the file created (empty) with the directories.
+    const fh =
+      at === undefined
+        ? await open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, keepModes ? restoredMode(header.mode ?? 0, false) : 0o600)
+        : await openPlainFile(dest, O_WRONLY);
     let handedOff = false;
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
-      if (keepModes && header.mtime) await fh.utimes(header.mtime, header.mtime);
+      if (at === undefined) for await (const chunk of stream as AsyncIterable<Buffer>) await writeAll(fh, chunk);
+      else {
+        let pos = at;
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          await writeAllAt(fh, chunk, pos);
+          pos += chunk.length;
+        }
+      }
+      if (keepModes && header.mtime && at === undefined) await fh.utimes(header.mtime, header.mtime);
       if (durable) {
         // The fsync runs while the next members are written: the disk flushes one file while
         // the stream fills the next (the end waits for all of them).

@@ -4,11 +4,28 @@ import { backupKey } from './catalog.js';
 import type { DataObject, DirEntry, FileEntry, FileList } from './file-list.js';
 
 // What backup-fetch does with a format-2 file list, decided before anything is written: the
-// directories to create first, and per data object the files to cut out of it in offset order.
+// directories to create first, and per data object the bytes to cut out of it in offset order.
 // parseFileList has checked every field; this refuses what the restore cannot do safely.
+//
+// A file stored whole (one extent) is cut out and written as it passes, its SHA-256 checked on the
+// way. A file in pieces (an incremental backup: several extents, possibly in objects of earlier
+// backups) is created empty with the directories; each extent is then written at its position in
+// the file (the sum of the sizes of the extents before it) by whichever job fetches its object, and
+// the whole file is checked by re-reading it once every object is in (pieced-files.ts).
 
-/** A file stored whole in one object: bytes [offset, offset + size) of it. */
-export type Piece = FileEntry & { object: number; offset: number };
+/** Bytes [offset, offset + size) of an object, bound for `path`: the whole file, or (`position`) one extent of it. */
+export interface Piece {
+  path: string;
+  mode: number;
+  mtimeMs: number;
+  /** The whole file's SHA-256; checked as the bytes pass only when the piece is the whole file. */
+  sha256: string;
+  object: number;
+  offset: number;
+  size: number;
+  /** Where in the file these bytes go; undefined for a file stored whole (written from its start, created by this piece). */
+  position?: number;
+}
 
 export interface ObjectPlan {
   /** Index in FileList.objects. */
@@ -16,7 +33,7 @@ export interface ObjectPlan {
   object: DataObject;
   /** backups/<backup>/<name>. */
   key: string;
-  /** Its files, by offset, none overlapping. */
+  /** Its pieces, by offset, none overlapping. */
   files: Piece[];
 }
 
@@ -25,12 +42,21 @@ export interface RestorePlan {
   dirs: DirEntry[];
   /** Empty files: no object holds any of their bytes; created with the directories. */
   empty: FileEntry[];
-  /** Objects with at least one file, in list order. */
+  /** Files in several extents: created empty with the directories, checked by re-reading at the end. */
+  pieced: FileEntry[];
+  /** Objects with at least one piece, in list order. */
   objects: ObjectPlan[];
+  /** Earlier backups whose objects this one uses (incremental), to check before anything is written. */
+  references: string[];
   fileCount: number;
   fileBytes: number;
   /** Uncompressed bytes of the objects to read (the progress total). */
   objectBytes: number;
+}
+
+/** Paths of the files `op` creates (pieces of whole files): what a failed attempt leaves to remove. */
+export function createdBy(op: ObjectPlan): string[] {
+  return op.files.filter((f) => f.position === undefined).map((f) => f.path);
 }
 
 export function planRestore(list: FileList, backup: BackupInfo, what: string): RestorePlan {
@@ -38,19 +64,28 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     throw backupError(`${what}: ${why}; refusing to restore backup ${backup.id}`);
   };
   const keys = new Set<string>();
+  const references = new Set<string>();
   for (const o of list.objects) {
-    // Objects of earlier backups come with incremental backups (a later round), which will check
-    // that the backup they name exists and is older; until then a list only names its own objects.
-    if (o.backup !== backup.id) bad(`${o.name} belongs to backup ${o.backup}, not to this one`);
+    // Only an incremental backup stands on others; loadRestorePlan then checks each one named.
+    if (o.backup !== backup.id) {
+      if (list.type !== 'incremental') bad(`${o.name} belongs to backup ${o.backup}, not to this one`);
+      references.add(o.backup);
+    }
     const key = backupKey(o.backup, o.name);
-    if (keys.has(key)) bad(`${o.name} is listed twice`);
+    if (keys.has(key)) bad(`${o.name}${o.backup !== backup.id ? ` of backup ${o.backup}` : ''} is listed twice`);
     keys.add(key);
   }
   const dirs: DirEntry[] = [];
   const byObject = new Map<number, Piece[]>();
   const empty: FileEntry[] = [];
+  const pieced: FileEntry[] = [];
   let fileCount = 0;
   let fileBytes = 0;
+  const add = (p: Piece) => {
+    const files = byObject.get(p.object) ?? [];
+    files.push(p);
+    byObject.set(p.object, files);
+  };
   for (const e of list.entries) {
     if (e.type === 'link') {
       // The link would point at the original cluster's live tablespace, whose files this backup
@@ -65,11 +100,18 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
       empty.push(e);
       continue;
     }
-    if (e.extents.length > 1) bad(`${e.path} is stored in ${e.extents.length} pieces (an incremental backup); restoring those is not supported yet`);
-    const { object, offset } = e.extents[0]!;
-    const files = byObject.get(object) ?? [];
-    files.push({ ...e, object, offset });
-    byObject.set(object, files);
+    const base = { path: e.path, mode: e.mode, mtimeMs: e.mtimeMs, sha256: e.sha256 };
+    if (e.extents.length === 1) {
+      const x = e.extents[0]!;
+      add({ ...base, object: x.object, offset: x.offset, size: x.size });
+      continue;
+    }
+    pieced.push(e);
+    let position = 0;
+    for (const x of e.extents) {
+      add({ ...base, object: x.object, offset: x.offset, size: x.size, position });
+      position += x.size;
+    }
   }
   if (fileBytes !== backup.sizeBytes) bad(`the files add up to ${fileBytes} bytes, backup.json records ${backup.sizeBytes}`);
   const objects: ObjectPlan[] = [];
@@ -86,5 +128,5 @@ export function planRestore(list: FileList, backup: BackupInfo, what: string): R
     objects.push({ index, object, key: backupKey(object.backup, object.name), files });
     objectBytes += object.size;
   });
-  return { backup: backup.id, dirs, empty, objects, fileCount, fileBytes, objectBytes };
+  return { backup: backup.id, dirs, empty, pieced, objects, references: [...references], fileCount, fileBytes, objectBytes };
 }

@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { integrityError } from '../common/errors.js';
 import type { Piece } from './file-plan.js';
-import { TAR_END, tarHeader, tarPadding } from './tar-encode.js';
+import { PAX_POSITION, TAR_END, tarHeader, tarPadding } from './tar-encode.js';
 
 // One data object of a format-2 backup in, the tar stream of its files out: file i is bytes
 // [offset, offset + size) of the object's uncompressed content (file-list.ts). Each file's SHA-256
@@ -51,15 +51,17 @@ export class ObjectCutter extends Transform {
           this.pos += skip;
           continue;
         }
-        this.push(tarHeader(f.path, 'file', f.size, f.mode, f.mtimeMs));
+        const extra: Record<string, string> = f.position === undefined ? {} : { [PAX_POSITION]: String(f.position) };
+        this.push(tarHeader(f.path, 'file', f.size, f.mode, f.mtimeMs, extra));
         this.hash = createHash('sha256');
       }
       const take = Math.min(f.offset + f.size - this.pos, chunk.length - at);
       if (take > 0) {
         const part = chunk.subarray(at, at + take);
-        this.hash.update(part);
-        // The file's last chunk goes out only once its SHA-256 matched: the extractor never
-        // completes a file with bytes that were not verified.
+        // An extent of a file in pieces is checked with the whole file once all its extents are
+        // in (pieced-files.ts); a whole file's last chunk goes out only once its SHA-256 matched:
+        // the extractor never completes a file with bytes that were not verified.
+        if (f.position === undefined) this.hash.update(part);
         if (this.held) this.push(this.held);
         this.held = part;
         at += take;
@@ -79,7 +81,7 @@ export class ObjectCutter extends Transform {
   private finishFile(f: Piece): void {
     const digest = this.hash!.digest('hex');
     this.hash = undefined;
-    if (digest !== f.sha256) {
+    if (f.position === undefined && digest !== f.sha256) {
       throw integrityError(`${f.path} (bytes ${f.offset}-${f.offset + f.size} of ${this.what}) has SHA-256 ${digest}, the file list records ${f.sha256}`);
     }
     if (this.held) this.push(this.held);

@@ -6,19 +6,19 @@ import { decompressStream } from '../codec/codec.js';
 import { classifyDownloadError, parseStoredMeta } from '../archive/objects.js';
 import { readVerifiedSmall } from '../archive/small-objects.js';
 import { retryPolicy, type Config } from '../common/config.js';
-import { backupError, corruptObjectError, integrityError } from '../common/errors.js';
+import { backupError, corruptObjectError, describe as describeError, integrityError, isWalvaultError } from '../common/errors.js';
 import type { Owner } from '../common/file-trust.js';
 import { formatBytes, log } from '../common/log.js';
 import { ATTEMPT_TIMEOUT_BYTES, Deadline, policyForBody, withRetry } from '../common/retry.js';
 import { HashingStream, sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
 import { BACKUP_ID_GRAMMAR, type BackupInfo } from './backup-info.js';
-import { backupKey } from './catalog.js';
+import { backupKey, readBackup } from './catalog.js';
 import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from './file-list.js';
-import { planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
+import { createdBy, planRestore, type ObjectPlan, type RestorePlan } from './file-plan.js';
 import { ObjectCutter } from './object-cutter.js';
 import { Progress } from './progress.js';
-import { needsWorker } from './restore-worker.js';
+import { finishAsOwner, needsWorker } from './restore-worker.js';
 import { openSink, removeAsOwner } from './restore-sink.js';
 import { TAR_END, tarHeader } from './tar-encode.js';
 
@@ -51,7 +51,36 @@ export async function loadRestorePlan(storage: Storage, config: Config, backup: 
   if (body.length > constants.MAX_STRING_LENGTH) {
     throw backupError(`${what} is ${formatBytes(body.length)}, more than this walvault can parse (${formatBytes(constants.MAX_STRING_LENGTH)})`);
   }
-  return planRestore(parseFileList(body.toString('utf8'), backup.id, what, BACKUP_ID_GRAMMAR), backup, what);
+  const plan = planRestore(parseFileList(body.toString('utf8'), backup.id, what, BACKUP_ID_GRAMMAR), backup, what);
+  await checkReferences(storage, config, backup, plan.references, what);
+  return plan;
+}
+
+/**
+ * An incremental backup stands on the objects of earlier backups: each one it names must be a
+ * complete backup (a valid backup.json) of the same system, started before it.
+ */
+async function checkReferences(storage: Storage, config: Config, backup: BackupInfo, references: string[], what: string): Promise<void> {
+  const deadline = new Deadline(config.deadline * 1000);
+  try {
+    for (const id of references) {
+      const refuse = (why: string): never => {
+        throw backupError(`${what} uses objects of backup ${id}, which ${why}; refusing to restore backup ${backup.id}`);
+      };
+      let other: BackupInfo | null;
+      try {
+        other = await readBackup(storage, id, retryPolicy(config), deadline);
+      } catch (e) {
+        if (isWalvaultError(e) && e.retryable) throw e;
+        return refuse(`has no valid backup.json (${describeError(e)})`);
+      }
+      if (!other) return refuse('has no backup.json in this repository');
+      if (other.systemIdentifier !== backup.systemIdentifier) refuse(`is of another system (${other.systemIdentifier}, not ${backup.systemIdentifier})`);
+      if (!(Date.parse(other.startTime) < Date.parse(backup.startTime))) refuse(`did not start before it (${other.startTime}, not before ${backup.startTime})`);
+    }
+  } finally {
+    deadline.dispose();
+  }
 }
 
 export async function restoreFiles(
@@ -100,9 +129,15 @@ export async function restoreFiles(
   }
   if (signal.aborted) throw signal.reason;
   if (first !== undefined) throw first;
+  await finishAsOwner(
+    pgdata,
+    owner,
+    plan.pieced.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, mtimeMs: f.mtimeMs })),
+  );
   const secs = (Date.now() - started) / 1000;
   log.info(
-    `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories) ` +
+    `restored ${formatBytes(plan.fileBytes)} (${plan.fileCount} files from ${plan.objects.length} objects, ${plan.dirs.length} directories` +
+      `${plan.pieced.length ? `, ${plan.pieced.length} files in pieces` : ''}${plan.references.length ? `, objects of ${plan.references.length} earlier backups` : ''}) ` +
       `into ${pgdata}${needsWorker(owner) ? ` as uid ${owner.uid}` : ''} with ${jobs} job${jobs === 1 ? '' : 's'} in ${secs.toFixed(1)} s; ` +
       'SHA-256 of every object and file verified',
   );
@@ -110,10 +145,11 @@ export async function restoreFiles(
 
 /** The directories, parents first, as one tar stream of directory members. */
 async function createDirectories(plan: RestorePlan, pgdata: string, owner: Owner | undefined, signal: AbortSignal): Promise<void> {
-  if (plan.dirs.length === 0 && plan.empty.length === 0) return;
+  if (plan.dirs.length === 0 && plan.empty.length === 0 && plan.pieced.length === 0) return;
   const members = function* (): Generator<Buffer> {
     for (const d of plan.dirs) yield tarHeader(d.path, 'dir', 0, d.mode, 0);
-    for (const f of plan.empty) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
+    // Files in pieces start empty: their extents are written into them at their positions.
+    for (const f of [...plan.empty, ...plan.pieced]) yield tarHeader(f.path, 'file', 0, f.mode, f.mtimeMs);
     yield TAR_END;
   };
   const sink = openSink(pgdata, owner, true);
@@ -150,7 +186,8 @@ async function restoreObject(
       onBytes(0);
       if (dirty) {
         // What the failed attempt wrote goes, so the files can be created exclusively again.
-        await removeAsOwner(pgdata, owner, op.files.map((f) => f.path));
+        // (Extents of files in pieces are simply written again at their positions.)
+        await removeAsOwner(pgdata, owner, createdBy(op));
         dirty = false;
       }
       const s = AbortSignal.any([attemptSignal, signal]);

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { backupError, describe as describeError, isErrorName, isWalvaultError, WalvaultError } from '../common/errors.js';
 import { createExtractor, removeFiles } from './extract.js';
 import { applyWrites, fileSha256, type PgdataWrite } from './pgdata-files.js';
+import { finishPiecedFiles, type PiecedCheck } from './pieced-files.js';
 import { checkTargetDir, removeContents, takeTargetDir } from './restore-target.js';
 import type { Owner } from '../common/file-trust.js';
 
@@ -22,6 +23,7 @@ import type { Owner } from '../common/file-trust.js';
 //   walvault __restore-worker wipe <pgdata> [remove]  removes everything inside <pgdata> (and it)
 //   walvault __restore-worker write <pgdata>          stdin: JSON PgdataWrite[] (pgdata-files.ts)
 //   walvault __restore-worker sha256 <pgdata> <name>  SHA-256 of <pgdata>/<name>, or null
+//   walvault __restore-worker finish <pgdata>         stdin: JSON PiecedCheck[] (pieced-files.ts)
 // Each prints one JSON line on stdout: its result, or {"error": {code, exitCode, message}}.
 
 export const WORKER_COMMAND = '__restore-worker';
@@ -32,8 +34,10 @@ export interface WorkerResult {
   dirs: number;
 }
 
-type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink';
-const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink'];
+type Op = 'extract' | 'wipe' | 'write' | 'sha256' | 'check' | 'take' | 'unlink' | 'finish';
+const OPS: readonly string[] = ['extract', 'wipe', 'write', 'sha256', 'check', 'take', 'unlink', 'finish'];
+/** The operations that read a request on stdin. */
+const STDIN_OPS: readonly string[] = ['extract', 'write', 'unlink', 'finish'];
 
 /** True when writing for `owner` needs a process of its own (we are someone else, i.e. root). */
 export function needsWorker(owner: Owner | undefined): owner is Owner {
@@ -45,7 +49,7 @@ export async function workerMain(args: string[]): Promise<number> {
   const [op, root, name] = args;
   let out: Record<string, unknown>;
   try {
-    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} extract|wipe|write|sha256|check|take|unlink <pgdata> [name]`);
+    if (!root || !op || !OPS.includes(op)) throw backupError(`usage: walvault ${WORKER_COMMAND} ${OPS.join("|")} <pgdata> [name]`);
     out = await runOp(op as Op, root, name);
   } catch (e) {
     const w = isWalvaultError(e) ? e : backupError(`${op ?? 'restore worker'} ${root ?? ''}: ${describeError(e)}`);
@@ -81,6 +85,12 @@ async function runOp(op: Op, root: string, name: string | undefined): Promise<Re
     }
     case 'sha256':
       return { sha256: await fileSha256(root, name ?? '') };
+    case 'finish': {
+      const files = await readJsonStdin();
+      if (!Array.isArray(files)) throw backupError('finish: stdin must be a JSON array');
+      await finishPiecedFiles(root, files as PiecedCheck[]);
+      return {};
+    }
   }
 }
 
@@ -116,7 +126,7 @@ export function startWorker(op: Op, root: string, owner: Owner, name?: string, s
     // root's working and cache directories are usually closed to the owner.
     cwd: '/',
     env: ownerEnv(),
-    stdio: [op === 'extract' || op === 'write' || op === 'unlink' ? 'pipe' : 'ignore', 'pipe', 'inherit'],
+    stdio: [STDIN_OPS.includes(op) ? 'pipe' : 'ignore', 'pipe', 'inherit'],
   });
   let stdout = '';
   child.stdout!.setEncoding('utf8');
@@ -165,4 +175,13 @@ export async function sha256AsOwner(root: string, owner: Owner | undefined, name
   if (!needsWorker(owner)) return fileSha256(root, name);
   const r = await startWorker('sha256', root, owner, name).done;
   return typeof r['sha256'] === 'string' ? r['sha256'] : null;
+}
+
+/** Checks the files restored in pieces and gives them their mtime (pieced-files.ts), as `owner` when that is another user. */
+export async function finishAsOwner(root: string, owner: Owner | undefined, files: PiecedCheck[]): Promise<void> {
+  if (files.length === 0) return;
+  if (!needsWorker(owner)) return finishPiecedFiles(root, files);
+  const w = startWorker('finish', root, owner);
+  w.stdin!.end(JSON.stringify(files));
+  await w.done;
 }

@@ -50,12 +50,20 @@ export function tarPadding(size: number): Buffer {
   return Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
 }
 
-/** The header record(s) of one member: a regular file of `size` bytes or a directory. */
-export function tarHeader(path: string, type: 'file' | 'dir', size: number, mode: number, mtimeMs: number): Buffer {
+/**
+ * Format 2 only (extract.ts keepModes): the member's bytes go into the existing file at this
+ * position, not into a new file (an extent of a file in pieces, file-plan.ts).
+ */
+export const PAX_POSITION = 'WALVAULT.position';
+
+/** The header record(s) of one member: a regular file of `size` bytes or a directory; `extra` pax records (PAX_POSITION). */
+export function tarHeader(path: string, type: 'file' | 'dir', size: number, mode: number, mtimeMs: number, extra: Record<string, string> = {}): Buffer {
   const name = Buffer.from(type === 'dir' ? `${path}/` : path, 'utf8');
   const mtime = mtimeMs / 1000;
   const main = ustar(name, type === 'dir' ? 0 : size, mode, mtime, type === 'dir' ? '5' : '0');
-  if (name.length <= 100) return main;
-  const pax = paxRecord('path', name);
+  const records = Object.entries(extra).map(([k, v]) => paxRecord(k, Buffer.from(v, 'utf8')));
+  if (name.length > 100) records.unshift(paxRecord('path', name));
+  if (records.length === 0) return main;
+  const pax = Buffer.concat(records);
   return Buffer.concat([ustar(Buffer.from('././@PaxHeader'), pax.length, 0o644, mtime, 'x'), pax, tarPadding(pax.length), main]);
 }

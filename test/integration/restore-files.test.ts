@@ -65,7 +65,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   let proxy: FaultProxy;
   let good: Format2Backup;
   let postgres: { uid: number; gid: number };
-  let fixture: (o: { suffix: string; mutate?: Parameters<typeof writeFormat2Backup>[3]['mutate'] }) => Promise<Format2Backup>;
+  let fixture: (o: { suffix: string; mutate?: Parameters<typeof writeFormat2Backup>[3]['mutate']; reference?: Format2Backup }) => Promise<Format2Backup>;
   const restored: PgCluster[] = [];
 
   /** As root through the wrapper (the restore_command it writes must be runnable by postgres). */
@@ -222,6 +222,56 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
       await expectSameFiles(target);
     }, 300_000);
   }
+
+  it("an incremental backup with files in pieces across its own and an earlier backup's objects, as root: exact; a reset on an earlier backup's object costs that object only", async () => {
+    const inc = await fixture({ suffix: '_8', reference: good });
+    const pieced = inc.list.entries.filter((e): e is FileEntry => e.type === 'file' && e.extents.length === 3);
+    const borrowed = inc.list.objects.filter((o) => o.backup === good.id);
+    expect(pieced.length).toBeGreaterThan(2);
+    expect(borrowed.length).toBe(pieced.length);
+    expect(inc.list.type).toBe('incremental');
+    const victim = [...borrowed].sort((a, b) => b.storedBytes - a.storedBytes)[0]!;
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`/backups/${good.id}/${victim.name}(\\?|$)`), first: 1, action: fault.reset('response-body', Math.floor(victim.storedBytes / 2)) });
+    proxy.log.length = 0;
+    const target = join(await tempDir('wv-rfiles-pieced', { forPostgres: true }), 'data');
+    let r: WalvaultResult;
+    try {
+      r = await fetchAsRoot([inc.id, target, '--jobs', '4', ...immediate], proxyEnv);
+    } finally {
+      proxy.removeRule(rule);
+    }
+    expect(r.code, r.stderr).toBe(0);
+    expect(rule.injected).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`get backups/${good.id}/${victim.name}: attempt 1 failed`));
+    expect(r.stderr).toMatch(new RegExp(`, ${pieced.length} files in pieces, objects of 1 earlier backups\\) into ${target} as uid ${postgres.uid} with 4 jobs`));
+    // Each object once (the reset one twice), its own from this backup, the borrowed ones from the earlier one.
+    const own = new Map<string, number>(inc.list.objects.filter((o) => o.backup === inc.id).map((o) => [o.name, 1]));
+    own.set('files.json', 1);
+    expect(dataGets(inc.id)).toEqual(own);
+    expect(dataGets(good.id)).toEqual(new Map(borrowed.map((o) => [o.name, o === victim ? 2 : 1])));
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    await expectSameFiles(target);
+    expect([...(await owners(target))].sort()).toEqual([`${postgres.uid}:${postgres.gid} d700`, `${postgres.uid}:${postgres.gid} f600`]);
+    await expectRows(target);
+  }, 300_000);
+
+  it('trust: an incremental backup naming objects of a backup that is not in the repository is refused before anything is written', async () => {
+    const ghost = 'base_000000010000000000000001_20200101T000000Z';
+    const inc = await fixture({
+      suffix: '_9',
+      reference: good,
+      mutate: (list) => {
+        for (const o of list.objects) if (o.backup === good.id) o.backup = ghost;
+      },
+    });
+    proxy.log.length = 0;
+    const parent = await tempDir('wv-rfiles-ghost', { forPostgres: true });
+    const r = await fetchAsRoot([inc.id, join(parent, 'data'), '--jobs', '4'], proxyEnv);
+    expect(r.code, r.stderr).toBe(14);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`BackupError: .*files\\.json uses objects of backup ${ghost}, which has no backup\\.json in this repository; refusing to restore backup ${inc.id}`));
+    expect(await readdir(parent)).toEqual([]);
+    expect([...dataGets(inc.id).keys()]).toEqual(['files.json']);
+  }, 300_000);
 
   it('a file whose bytes do not match its SHA-256 in the list fails with IntegrityError and leaves the target empty', async () => {
     let victim: FileEntry | undefined;

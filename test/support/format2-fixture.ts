@@ -27,6 +27,13 @@ export interface Format2Options {
   walSegmentSize: number;
   /** Appended to the backup id (`_2`, ...) so one data directory can make several backups. */
   suffix?: string;
+  /**
+   * An incremental backup of the same data directory on top of `reference` (made from it before):
+   * every file the reference stored as an object of its own is stored in three extents, the first
+   * and last thirds in the reference's object, the middle third in an object of this backup.
+   * The backup starts a second after the reference.
+   */
+  reference?: Format2Backup;
   /** Changes the list before it is written (a hostile or damaged files.json); backup.json follows it. */
   mutate?: (list: FileList) => void;
 }
@@ -59,7 +66,7 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
   const label = parseBackupLabel(await readFile(join(dataDir, 'backup_label'), 'utf8'));
   const manifest = await readFile(join(dataDir, 'backup_manifest'));
   const span = manifestWalSpan(parseBackupManifest(manifest.toString('utf8')));
-  const startTime = label.startTime ?? new Date();
+  const startTime = new Date((label.startTime ?? new Date()).getTime() + (opts.reference ? 1000 : 0));
   const id = makeBackupId(label.startSegment, startTime) + (opts.suffix ?? '');
   const base = `${opts.prefix}/backups/${id}`;
   const keys: string[] = [];
@@ -72,6 +79,21 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
 
   const entries: Entry[] = [];
   const objects: DataObject[] = [];
+  // The reference's objects this one uses, by their index there.
+  const borrowed = new Map<number, number>();
+  const refWhole = (r: Format2Backup, path: string, digest: string): { object: number; offset: number } | undefined => {
+    const e = r.list.entries.find((x): x is FileEntry => x.type === 'file' && x.path === path);
+    const x = e?.extents[0];
+    if (!e || !x || e.sha256 !== digest || e.extents.length !== 1 || e.size < 3 || r.list.entries.some((y) => y !== e && y.type === 'file' && y.extents.some((z) => z.object === x.object))) return undefined;
+    let n = borrowed.get(x.object);
+    if (n === undefined) {
+      objects.push({ ...r.list.objects[x.object]! });
+      bodies.push(Buffer.alloc(0));
+      n = objects.length - 1;
+      borrowed.set(x.object, n);
+    }
+    return { object: n, offset: x.offset };
+  };
   let bundle: Buffer[] = [];
   let bundleBytes = 0;
   const bodies: Buffer[] = [];
@@ -99,7 +121,16 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
     const bytes = await readFile(join(dataDir, w.path));
     const extent = { object: -1, offset: 0, size: bytes.length };
     const file: FileEntry = { type: 'file', path: w.path, mode: w.mode, size: bytes.length, mtimeMs: w.mtimeMs, sha256: sha256(bytes), extents: bytes.length > 0 ? [extent] : [] };
-    if (bytes.length >= opts.bundleSize / 8) {
+    const ref = opts.reference && refWhole(opts.reference, w.path, sha256(bytes));
+    if (ref) {
+      const a = Math.floor(bytes.length / 3);
+      const b = Math.floor((2 * bytes.length) / 3);
+      file.extents = [
+        { object: ref.object, offset: ref.offset, size: a },
+        { object: newObject([bytes.subarray(a, b)]), offset: 0, size: b - a },
+        { object: ref.object, offset: ref.offset + b, size: bytes.length - b },
+      ];
+    } else if (bytes.length >= opts.bundleSize / 8) {
       extent.object = newObject([bytes]);
     } else {
       if (bundleBytes + bytes.length > opts.bundleSize) closeBundle();
@@ -113,11 +144,12 @@ export async function writeFormat2Backup(store: TestStore, bucket: string, dataD
   closeBundle();
   let storedBytes = 0;
   for (let i = 0; i < objects.length; i++) {
+    if (objects[i]!.backup !== id) continue;
     objects[i]!.storedBytes = await put(objects[i]!.name, bodies[i]!, 'zstd');
     storedBytes += objects[i]!.storedBytes;
   }
 
-  const list: FileList = { format: 2, backup: id, type: 'full', objects, entries };
+  const list: FileList = { format: 2, backup: id, type: opts.reference ? 'incremental' : 'full', ...(opts.reference ? { reference: opts.reference.id } : {}), objects, entries };
   opts.mutate?.(list);
   const listBody = serializeFileList(list);
   storedBytes += await put('files.json', listBody, 'zstd');

@@ -25,9 +25,9 @@ afterAll(async () => {
 });
 
 /** An object holding `files` (path -> bytes) one after the other, with `gap` junk bytes between them. */
-function pack(files: Array<[string, Buffer]>, gap = 0, object = 0): { body: Buffer; entries: Piece[] } {
+function pack(files: Array<[string, Buffer]>, gap = 0, object = 0): { body: Buffer; entries: Array<FileEntry & Piece> } {
   const parts: Buffer[] = [];
-  const entries: Piece[] = [];
+  const entries: Array<FileEntry & Piece> = [];
   let offset = 0;
   for (const [path, bytes] of files) {
     const extents = bytes.length > 0 ? [{ object, offset, size: bytes.length }] : [];
