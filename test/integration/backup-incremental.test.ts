@@ -197,7 +197,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
     const fullList = await fileList(ids.full!);
     const ratioStored = (info['storedBytes'] as number) / (full['storedBytes'] as number);
     const ratioBytes = ownBytes(list) / ownBytes(fullList);
-    console.log(`incremental 1: stored ${info['storedBytes']} of the full's ${full['storedBytes']} (${(100 * ratioStored).toFixed(2)} %), ` +
+    console.log(`incremental 1: ${m![1]} files unchanged (not read), ${m![3]} read; stored ${info['storedBytes']} of the full's ${full['storedBytes']} (${(100 * ratioStored).toFixed(2)} %), ` +
       `file bytes ${ownBytes(list)} of ${ownBytes(fullList)} (${(100 * ratioBytes).toFixed(2)} %)`);
     expect(ratioBytes).toBeLessThan(0.1);
     expect(ratioStored).toBeLessThan(0.25);
