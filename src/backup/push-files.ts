@@ -20,7 +20,7 @@ import { buildBackupManifest } from './pg-manifest.js';
 import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
-import { findReference, loadReference, type Reference } from './reference.js';
+import { findReference, loadReference, type Cluster, type Reference } from './reference.js';
 import { checkSystem, finishBackup, tablespacesError, uniqueId } from './push-finish.js';
 import { phase, waitForRepoManifest } from './wait.js';
 
@@ -120,7 +120,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
  * that refused would leave no backup at all, and a full one is always correct (only larger). A
  * reference that exists but is damaged is an error (loadReference).
  */
-async function referenceFor(storage: Storage, config: Config, cluster: Parameters<typeof findReference>[2]): Promise<Reference | undefined> {
+async function referenceFor(storage: Storage, config: Config, cluster: Cluster): Promise<Reference | undefined> {
   const info = await findReference(storage, config, cluster);
   if (!info) {
     log.warn(`--incremental: no complete format-2 backup of system ${cluster.systemIdentifier} on timeline ${cluster.timeline} or its ancestors; taking a full backup`);

@@ -29,29 +29,40 @@ export interface Reference {
 }
 
 /** The newest usable reference, or none. `timeline`: the cluster's current timeline. */
-export async function findReference(storage: Storage, config: Config, cluster: { systemIdentifier: string; timeline: number; segSize: number }): Promise<BackupInfo | undefined> {
+export async function findReference(storage: Storage, config: Config, cluster: Cluster): Promise<BackupInfo | undefined> {
   const deadline = new Deadline(config.deadline * 1000);
-  let history: HistoryEntry[] | undefined;
   try {
     const all = await listBackups(storage, retryPolicy(config), deadline);
-    for (const b of all.reverse()) {
-      if (b.format !== 2 || b.systemIdentifier !== cluster.systemIdentifier) continue;
-      if (b.timeline !== cluster.timeline || b.stopTimeline !== cluster.timeline) {
-        history ??= await timelineHistory(storage, config, cluster.timeline);
-        try {
-          timelinePath(b, cluster.timeline, history, cluster.segSize);
-        } catch (e) {
-          if (!isWalvaultError(e)) throw e;
-          log.debug(`backup ${b.id} is not a reference for timeline ${cluster.timeline}: ${e.message}`);
-          continue;
-        }
-      }
-      return b;
-    }
-    return undefined;
+    const history = await timelineHistory(storage, config, cluster.timeline);
+    return pickReference(all, cluster, history);
   } finally {
     deadline.dispose();
   }
+}
+
+export interface Cluster {
+  systemIdentifier: string;
+  timeline: number;
+  segSize: number;
+}
+
+/**
+ * The newest of `backups` (oldest first) that recovery onto the cluster's timeline could start from:
+ * format 2, same system, and on the current timeline or on an ancestor left after the backup ended.
+ */
+export function pickReference(backups: readonly BackupInfo[], cluster: Cluster, history: HistoryEntry[]): BackupInfo | undefined {
+  for (const b of [...backups].reverse()) {
+    if (b.format !== 2 || b.systemIdentifier !== cluster.systemIdentifier) continue;
+    try {
+      timelinePath(b, cluster.timeline, history, cluster.segSize);
+    } catch (e) {
+      if (!isWalvaultError(e)) throw e;
+      log.debug(`backup ${b.id} is not a reference for timeline ${cluster.timeline}: ${e.message}`);
+      continue;
+    }
+    return b;
+  }
+  return undefined;
 }
 
 async function timelineHistory(storage: Storage, config: Config, tli: number): Promise<HistoryEntry[]> {

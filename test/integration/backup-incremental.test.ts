@@ -228,6 +228,10 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
     expected.set(ids.inc2, `${await rows(pg)}#${await balances(pg)}`);
     expect(r.stderr).toContain(`--incremental: reference backup ${ids.inc1} (incremental,`);
     expect(await sentinel(ids.inc2)).toMatchObject({ type: 'incremental', reference: ids.inc1 });
+    const table = await wv(['backup-list']);
+    expect(table.stdout.split('\n')[0]).toMatch(/^id\s+type\s+start/);
+    expect(table.stdout).toMatch(new RegExp(`${ids.full}\\s+full\\s`));
+    expect(table.stdout).toMatch(new RegExp(`${ids.inc2}\\s+incremental\\s`));
     const list = await fileList(ids.inc2);
     // No chain: the list names the objects themselves, in whichever backup stored them.
     expect([...new Set(list.objects.map((o) => o.backup))].sort()).toEqual([ids.full, ids.inc1, ids.inc2].sort());

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { BACKUP_ID_GRAMMAR, validateBackupInfo } from '../../src/backup/backup-info.js';
+import { BACKUP_ID_GRAMMAR, validateBackupInfo, type BackupInfo } from '../../src/backup/backup-info.js';
+import { pickReference } from '../../src/backup/reference.js';
 import { BlockScanner, CHECKSUM_BYTES, blockMapName, joinExtents, pieceExtents, sliceExtents } from '../../src/backup/block-map.js';
 import { dataObjectName, parseFileList, serializeFileList, type FileList } from '../../src/backup/file-list.js';
 
@@ -120,5 +121,27 @@ describe('backup.json type and reference', () => {
     expect(() => validateBackupInfo(info({ type: 'full', reference: REF }), 'b')).toThrow(/"reference" belongs to incremental/);
     expect(() => validateBackupInfo(info({ type: 'delta' }), 'b')).toThrow(/"type" must be full or incremental/);
     expect(() => validateBackupInfo(info({ format: 1, method: undefined, type: 'incremental', reference: REF }), 'b')).toThrow(/"type" must be full for format 1/);
+  });
+});
+
+describe('the reference of --incremental', () => {
+  const MiB = 1024 * 1024;
+  const b = (id: string, over: Partial<BackupInfo>): BackupInfo =>
+    ({ id, format: 2, method: 'files', systemIdentifier: '42', timeline: 1, stopTimeline: 1, checkpointLsn: '0/3000060', stopLsn: '0/3000100', ...over }) as BackupInfo;
+  const cluster = (timeline: number) => ({ systemIdentifier: '42', timeline, segSize: 16 * MiB });
+
+  it('is the newest format-2 backup of the same system on the current timeline', () => {
+    const all = [b(REF, {}), b(ID, {}), b('base_000000010000000000000009_20261130T070000Z', { systemIdentifier: '43' }), b('base_00000001000000000000000A_20261130T080000Z', { format: 1, method: undefined })];
+    expect(pickReference(all, cluster(1), [])?.id).toBe(ID);
+    expect(pickReference([], cluster(1), [])).toBeUndefined();
+  });
+
+  it('on an ancestor timeline only if the current timeline branched off after the backup ended', () => {
+    const older = b(REF, { checkpointLsn: '0/1000060', stopLsn: '0/1000100' });
+    const newer = b(ID, { checkpointLsn: '0/5000060', stopLsn: '0/5000100' });
+    // Timeline 2 left timeline 1 at 0/4000000: the newer backup on 1 is not in timeline 2's past.
+    expect(pickReference([older, newer], cluster(2), [{ tli: 1, switchLsn: '0/4000000' }])?.id).toBe(REF);
+    // A backup on a timeline that is not an ancestor (a sibling) is never a reference.
+    expect(pickReference([b(ID, { timeline: 3, stopTimeline: 3 })], cluster(2), [{ tli: 1, switchLsn: '0/4000000' }])).toBeUndefined();
   });
 });
