@@ -10,6 +10,9 @@ export interface BackupInfo {
    */
   format: 1 | 2;
   method?: 'files' | 'stream';
+  /** Format 2: full, or incremental against `reference` (absent: full; format 1 is always full). */
+  type?: 'full' | 'incremental';
+  reference?: string;
   id: string;
   label: string;
   /** When the backup started (the server's START TIME when readable, else walvault's clock). */
@@ -95,7 +98,12 @@ export function validateBackupInfo(x: unknown, what: string): BackupInfo {
   if (b['format'] !== 1 && b['format'] !== 2) bad('format', 'must be 1 or 2');
   if (b['format'] === 2 && b['method'] !== 'files' && b['method'] !== 'stream') bad('method', 'must be files or stream');
   if (b['format'] === 1 && b['method'] !== undefined) bad('method', 'belongs to format 2 only');
-  str('id', BACKUP_ID_GRAMMAR, 'must be a backup id base_<24 hex digits>_<yyyymmddThhmmssZ>');
+  const id = str('id', BACKUP_ID_GRAMMAR, 'must be a backup id base_<24 hex digits>_<yyyymmddThhmmssZ>');
+  if (b['type'] !== undefined && b['type'] !== 'full' && b['type'] !== 'incremental') bad('type', 'must be full or incremental');
+  if (b['format'] === 1 && b['type'] === 'incremental') bad('type', 'must be full for format 1');
+  if (b['type'] === 'incremental') {
+    if (str('reference', BACKUP_ID_GRAMMAR, 'must name the backup an incremental one was taken against') === id) bad('reference', 'must name another backup');
+  } else if (b['reference'] !== undefined) bad('reference', 'belongs to incremental backups only');
   text('label');
   for (const f of ['startTime', 'stopTime']) {
     if (!Number.isFinite(Date.parse(str(f, ISO_UTC, 'must be an ISO 8601 UTC time')))) bad(f, 'must be a real date');

@@ -7,8 +7,11 @@ import { backupKey } from './catalog.js';
 import type { WalkedEntry } from './data-dir-walk.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
 import { storeObject, type Source, type StoredObject } from './data-object.js';
-import { dataObjectName, type Entry, type FileList } from './file-list.js';
+import { dataObjectName, type DataObject, type Entry, type Extent, type FileList } from './file-list.js';
 import { splitTablespacePath } from './tablespaces.js';
+import { BLOCK_SIZE, pieceExtents } from './block-map.js';
+import type { Reference } from './reference.js';
+import { log } from '../common/log.js';
 
 // The parallel half of backup-push --method files: `jobs` workers take the planned objects
 // (bundle-plan.ts) in order and store each (data-object.ts). One object's upload is retried alone;
@@ -31,6 +34,8 @@ export interface UploadFilesOptions {
   extra: ExtraFiles | (() => Promise<ExtraFiles>);
   jobs: number;
   bundleSize: number;
+  /** Incremental: files unchanged since the reference are not read, changed files store changed blocks. */
+  reference?: Reference;
   signal: AbortSignal;
   /** Called with the number of file bytes read so far. */
   onProgress?: (bytesRead: number) => void;
@@ -40,15 +45,20 @@ export interface UploadedFiles {
   list: FileList;
   /** Total bytes of the files, as read. */
   sizeBytes: number;
-  /** What the store holds for the data objects. */
+  /** What the store holds for the data objects and block maps. */
   storedBytes: number;
+  /** Files read, and files kept from the reference without being read (incremental). */
+  filesRead: number;
+  filesUnchanged: number;
 }
 
 export async function uploadFiles(storage: Storage, config: Config, opts: UploadFilesOptions): Promise<UploadedFiles> {
   const files = opts.entries.filter((e) => e.type === 'file');
   // pg_control is read after every other file, as PostgreSQL's own base backup does.
   const control = files.findIndex((f) => f.path === CONTROL_FILE);
-  const rest = files.flatMap((f, i) => (i === control ? [] : [i]));
+  const ref = opts.reference;
+  const unchanged = new Set(ref ? files.flatMap((f, i) => (i !== control && unchangedSince(f, ref) ? [i] : [])) : []);
+  const rest = files.flatMap((f, i) => (i === control || unchanged.has(i) ? [] : [i]));
   const plan = planObjects(
     rest.map((i) => files[i]!.size ?? 0),
     opts.bundleSize,
@@ -66,8 +76,18 @@ export async function uploadFiles(storage: Storage, config: Config, opts: Upload
     read += n;
     opts.onProgress?.(read);
   };
-  const job = (n: number, sources: Source[]) =>
-    storeObject({ storage, config, backup: opts.backup, dataDir: opts.dataDir, tmpDir, key: backupKey(opts.backup, dataObjectName(n)), n, sources, signal, onRead });
+  const blockSize = BLOCK_SIZE;
+  const job = async (n: number, sources: Source[]) => {
+    if (ref && ref.list.blockSize === blockSize) {
+      for (const s of sources) {
+        if ('size' in s) {
+          const m = await ref.blockMap(s.path, signal);
+          if (m) s.reference = m;
+        }
+      }
+    }
+    return storeObject({ storage, config, backup: opts.backup, dataDir: opts.dataDir, tmpDir, key: backupKey(opts.backup, dataObjectName(n)), n, sources, blockSize, signal, onRead });
+  };
 
   const stored: StoredObject[] = [];
   let next = 0;
@@ -97,37 +117,112 @@ export async function uploadFiles(storage: Storage, config: Config, opts: Upload
     }
     const extra = typeof opts.extra === 'function' ? await opts.extra() : opts.extra;
     if (extra.length > 0) stored[n] = await job(n, extra.map((x, i) => ({ index: files.length + i, path: x.path, body: x.body })));
-    return assemble(opts.backup, opts.entries, files, extra, stored);
+    const up = assemble({ backup: opts.backup, blockSize, walked: opts.entries, files, extra, stored, unchanged, ...(ref ? { reference: ref } : {}) });
+    if (ref) log.info(`backup ${opts.backup}: ${up.filesUnchanged} files unchanged since ${ref.info.id} (not read), ${up.filesRead} read`);
+    return up;
   } catch (e) {
     await removeIncompleteBackup(storage, config, opts.backup);
     throw e;
   }
 }
 
+interface AssembleInput {
+  backup: string;
+  blockSize: number;
+  walked: WalkedEntry[];
+  files: WalkedEntry[];
+  extra: ExtraFiles;
+  stored: StoredObject[];
+  unchanged: Set<number>;
+  reference?: Reference;
+}
+
 /** The file list: the walk's order (parents first), files where they were stored, vanished ones left out. */
-function assemble(backup: string, walked: WalkedEntry[], files: WalkedEntry[], extra: ExtraFiles, stored: StoredObject[]): UploadedFiles {
+function assemble(x: AssembleInput): UploadedFiles {
+  const { backup, stored, reference: ref } = x;
   const where = new Map<number, { object: number; read: StoredObject['files'][number] }>();
   for (const o of stored) for (const f of o.files) where.set(f.index, { object: o.n, read: f });
+  const objects: DataObject[] = stored.map((o) => ({ name: dataObjectName(o.n), backup, size: o.size, sha256: o.sha256, storedBytes: o.storedBytes, codec: o.codec }));
+  const storedBytes = stored.reduce((a, o) => a + o.storedBytes + o.mapBytes, 0);
+  const carried = new ObjectCarrier(objects, ref?.list);
   const entries: Entry[] = [];
   let sizeBytes = 0;
-  const fileIndex = new Map(files.map((f, i) => [f, i]));
+  let filesRead = 0;
+  let filesUnchanged = 0;
+  const fileIndex = new Map(x.files.map((f, i) => [f, i]));
   // pg_backup_stop's backup_label is the one that counts, never a stray file of that name.
-  const extraPaths = new Set(extra.map((x) => x.path));
-  const addFile = (path: string, i: number) => {
+  const extraPaths = new Set(x.extra.map((e) => e.path));
+  const addFile = (path: string, i: number, walked?: WalkedEntry) => {
+    const before = ref?.byPath.get(path);
+    if (x.unchanged.has(i) && before && walked) {
+      filesUnchanged++;
+      sizeBytes += before.size;
+      entries.push({ ...before, mode: walked.mode & 0o7777, extents: carried.extents(before.extents) });
+      return;
+    }
     const w = where.get(i);
     if (!w) return; // vanished
     const { read } = w;
+    filesRead++;
     sizeBytes += read.size;
-    const extents = read.size > 0 ? [{ object: w.object, offset: read.offset, size: read.size }] : [];
-    entries.push({ type: 'file', path, mode: read.mode, size: read.size, mtimeMs: read.mtimeMs, sha256: read.sha256, extents });
+    const whole = read.stored.length === 1 && read.stored[0]!.size === read.size;
+    const extents =
+      read.size === 0 ? [] : whole ? [{ object: w.object, offset: read.offset, size: read.size }] : pieceExtents(read.size, read.stored, w.object, read.offset, carried.extents(before?.extents ?? []));
+    const blocks = read.blocks ? { blocks: { backup, ...read.blocks } } : {};
+    entries.push({ type: 'file', path, mode: read.mode, size: read.size, mtimeMs: read.mtimeMs, sha256: read.sha256, extents, ...blocks });
   };
-  for (const e of walked) {
+  for (const e of x.walked) {
     if (e.type === 'dir') entries.push({ type: 'dir', path: e.path, mode: e.mode & 0o7777 });
     else if (e.type === 'link') entries.push({ type: 'link', path: e.path, mode: e.mode & 0o7777, target: e.target ?? '' });
-    else if (!extraPaths.has(e.path)) addFile(e.path, fileIndex.get(e)!);
+    else if (!extraPaths.has(e.path)) addFile(e.path, fileIndex.get(e)!, e);
   }
-  extra.forEach((x, i) => addFile(x.path, files.length + i));
-  const objects = stored.map((o) => ({ name: dataObjectName(o.n), backup, size: o.size, sha256: o.sha256, storedBytes: o.storedBytes, codec: o.codec }));
-  const storedBytes = objects.reduce((a, o) => a + o.storedBytes, 0);
-  return { list: { format: 2, backup, type: 'full', objects, entries }, sizeBytes, storedBytes };
+  x.extra.forEach((e, i) => addFile(e.path, x.files.length + i));
+  const list: FileList = {
+    format: 2,
+    backup,
+    type: ref ? 'incremental' : 'full',
+    ...(ref ? { reference: ref.info.id } : {}),
+    blockSize: x.blockSize,
+    objects,
+    entries,
+  };
+  return { list, sizeBytes, storedBytes, filesRead, filesUnchanged };
+}
+
+/**
+ * Not read again: a file with the size and mtime it had in the reference, last modified at least
+ * MTIME_GUARD_MS before the reference started. Then any write after the reference read it carries a
+ * later mtime even where mtimes are coarse (1 s on ext3 and HFS+, 2 s on FAT/exFAT) or stamped by
+ * another clock (an NFS server's, a few seconds off the database host's, which stamps START TIME).
+ */
+export const MTIME_GUARD_MS = 10_000;
+
+function unchangedSince(f: WalkedEntry, ref: Reference): boolean {
+  const before = ref.byPath.get(f.path);
+  if (!before || f.size !== before.size || f.mtimeMs !== before.mtimeMs) return false;
+  return before.mtimeMs < Date.parse(ref.info.startTime) - MTIME_GUARD_MS;
+}
+
+/** The reference's objects in this list, each once, appended after this backup's own. */
+class ObjectCarrier {
+  private readonly index = new Map<number, number>();
+
+  constructor(
+    private readonly objects: DataObject[],
+    private readonly from: FileList | undefined,
+  ) {}
+
+  extents(extents: readonly Extent[]): Extent[] {
+    return extents.map((e) => ({ ...e, object: this.carry(e.object) }));
+  }
+
+  private carry(i: number): number {
+    let n = this.index.get(i);
+    if (n === undefined) {
+      n = this.objects.length;
+      this.objects.push({ ...this.from!.objects[i]! });
+      this.index.set(i, n);
+    }
+    return n;
+  }
 }

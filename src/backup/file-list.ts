@@ -54,6 +54,15 @@ export interface FileEntry extends EntryBase {
   sha256: string;
   /** The file's bytes in order (none for an empty file); the sizes add up to `size`. */
   extents: Extent[];
+  /** Where its block checksums are (files above one block; block-map.ts), in this or an earlier backup. */
+  blocks?: BlockMapRef;
+}
+
+/** CHECKSUM_BYTES per block of the file, from byte `offset` of backups/<backup>/<name>. */
+export interface BlockMapRef {
+  backup: string;
+  name: string;
+  offset: number;
 }
 
 /** Bytes [offset, offset + size) of the uncompressed content of FileList.objects[object]. */
@@ -82,6 +91,8 @@ export interface FileList {
   type: 'full' | 'incremental';
   /** The backup an incremental one was taken against. */
   reference?: string;
+  /** Block size of the files' block maps (absent: no block maps, as in backups before them). */
+  blockSize?: number;
   objects: DataObject[];
   /** Parents before children; within an object, files in offset order. */
   entries: Entry[];
@@ -96,6 +107,7 @@ export function serializeFileList(list: FileList): Buffer {
 
 const SHA256 = /^[0-9a-f]{64}$/;
 const OBJECT_NAME = /^data\/\d{6,9}$/;
+const BLOCK_MAP_NAME = /^blocks\/\d{6,9}$/;
 
 /** `text` as a FileList for backup `backup`, or a BackupError naming `what` and the first bad field. */
 export function parseFileList(text: string, backup: string, what: string, backupIdGrammar: RegExp): FileList {
@@ -120,6 +132,8 @@ export function parseFileList(text: string, backup: string, what: string, backup
   }
   if (!Array.isArray(l['objects']) || !Array.isArray(l['entries'])) return bad('"objects" and "entries" must be arrays');
   const isInt = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+  const blockSize = l['blockSize'];
+  if (blockSize !== undefined && (!isInt(blockSize, 1 << 30) || blockSize < 512)) bad('"blockSize" must be an integer from 512');
   const objects = (l['objects'] as unknown[]).map((o, i): DataObject => {
     const r = o as Record<string, unknown>;
     if (typeof o !== 'object' || o === null) bad(`objects[${i}] is not an object`);
@@ -173,9 +187,26 @@ export function parseFileList(text: string, backup: string, what: string, backup
       return { object: e['object'] as number, offset: e['offset'] as number, size: e['size'] as number };
     });
     if (total !== r['size']) bad(`entries[${i}] (${p}): its extents hold ${total} bytes, not its size ${r['size'] as number}`);
-    return { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, extents };
+    const file: FileEntry = { type: 'file', path: p, mode, size: r['size'] as number, mtimeMs: r['mtimeMs'] as number, sha256: r['sha256'] as string, extents };
+    const b = r['blocks'] as Record<string, unknown> | undefined;
+    if (b !== undefined) {
+      if (blockSize === undefined || typeof b !== 'object' || b === null) return bad(`entries[${i}].blocks needs "blockSize" and must be an object`);
+      if (typeof b['backup'] !== 'string' || !backupIdGrammar.test(b['backup'])) bad(`entries[${i}].blocks.backup must be a backup id`);
+      if (typeof b['name'] !== 'string' || !BLOCK_MAP_NAME.test(b['name'])) bad(`entries[${i}].blocks.name must be blocks/<digits>`);
+      if (!isInt(b['offset'])) bad(`entries[${i}].blocks.offset must be a non-negative integer`);
+      file.blocks = { backup: b['backup'] as string, name: b['name'] as string, offset: b['offset'] as number };
+    }
+    return file;
   });
-  return { format: 2, backup, type: type as FileList['type'], ...(type === 'incremental' ? { reference: reference as string } : {}), objects, entries };
+  return {
+    format: 2,
+    backup,
+    type: type as FileList['type'],
+    ...(type === 'incremental' ? { reference: reference as string } : {}),
+    ...(blockSize !== undefined ? { blockSize: blockSize as number } : {}),
+    objects,
+    entries,
+  };
 }
 
 /** The tablespace OID of a pg_tblspc/<oid> link path (tablespaces.ts), or undefined. */

@@ -20,6 +20,7 @@ import { buildBackupManifest } from './pg-manifest.js';
 import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
+import { findReference, loadReference, type Cluster, type Reference } from './reference.js';
 import { checkSystem, finishBackup, uniqueId } from './push-finish.js';
 import { finishStopSegmentOnPrimary } from './standby.js';
 import { phase, waitForRepoManifest } from './wait.js';
@@ -30,7 +31,7 @@ import { phase, waitForRepoManifest } from './wait.js';
 // file of the backup; backup_manifest is built from what was read (pg-manifest.ts), so
 // pg_verifybackup checks a restored copy as it checks pg_basebackup's.
 
-export async function pushFiles(storage: Storage, config: Config, opts: BaseBackupOptions, signal: AbortSignal): Promise<number> {
+export async function pushFiles(storage: Storage, config: Config, opts: BaseBackupOptions & { incremental?: boolean }, signal: AbortSignal): Promise<number> {
   const localStart = new Date();
   const session = await openBackupSession(config, opts.dbname);
   let closed = false;
@@ -46,6 +47,10 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     // Before anything is read: a backup of another cluster than the one archiving here is useless.
     const repo = await waitForRepoManifest(storage, config, signal);
     checkSystem(storage, repo, session.systemIdentifier);
+    // Before the server's backup starts (a checkpoint): a damaged reference fails here.
+    const reference = opts.incremental
+      ? await referenceFor(storage, config, { systemIdentifier: session.systemIdentifier, timeline: (await readControl(dataDir, session.systemIdentifier)).timeline, segSize: repo.walSegmentSize })
+      : undefined;
     const { startLsn } = await session.start(`walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
     const control = await readControl(dataDir, session.systemIdentifier);
     const startSegment = segmentOfLsn(startLsn, control.timeline, repo.walSegmentSize);
@@ -64,6 +69,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
         entries,
         jobs,
         bundleSize: config.backupBundleSize,
+        ...(reference ? { reference } : {}),
         signal,
         onProgress: (n) => progress.update(n),
         extra: async () => {
@@ -85,7 +91,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
     const list = await storeFileList(storage, config, up.list);
     await finishBackup(storage, config, {
       id,
-      format: { format: 2, method: 'files' },
+      format: { format: 2, method: 'files', type: up.list.type, ...(up.list.reference ? { reference: up.list.reference } : {}) },
       label,
       manifest,
       sizeBytes: up.sizeBytes,
@@ -118,6 +124,22 @@ function stopFiles(stopped: { backupLabel: string; tablespaceMap: string }): Ext
   const out = [{ path: 'backup_label', body: Buffer.from(stopped.backupLabel) }];
   if (stopped.tablespaceMap !== '') out.push({ path: 'tablespace_map', body: Buffer.from(stopped.tablespaceMap) });
   return out;
+}
+
+/**
+ * --incremental without a usable reference takes a full backup and says so: a scheduled incremental
+ * that refused would leave no backup at all, and a full one is always correct (only larger). A
+ * reference that exists but is damaged is an error (loadReference).
+ */
+async function referenceFor(storage: Storage, config: Config, cluster: Cluster): Promise<Reference | undefined> {
+  const info = await findReference(storage, config, cluster);
+  if (!info) {
+    log.warn(`--incremental: no complete format-2 backup of system ${cluster.systemIdentifier} on timeline ${cluster.timeline} or its ancestors; taking a full backup`);
+    return undefined;
+  }
+  const ref = await loadReference(storage, config, info);
+  log.info(`--incremental: reference backup ${info.id} (${info.type ?? 'full'}, started ${info.startTime})`);
+  return ref;
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */

@@ -18,7 +18,7 @@ import { phase, waitForRepoManifest, waitForWal } from './wait.js';
 
 export interface FinishInput {
   id: string;
-  format: { format: 1 } | { format: 2; method: 'files' | 'stream' };
+  format: { format: 1 } | ({ format: 2; method: 'files' | 'stream' } & Pick<BackupInfo, 'type' | 'reference'>);
   /** backup_label as the server wrote it. */
   label: BackupLabel;
   /** backup_manifest as PostgreSQL (or buildBackupManifest) wrote it. */

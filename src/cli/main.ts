@@ -39,13 +39,18 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         })
         .option('dbname', { alias: 'd', type: 'string', describe: 'connection string (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
         .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
-        .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' }),
+        .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' })
+        .option('incremental', {
+          type: 'boolean',
+          describe: 'store only the blocks changed since the newest backup of this system and timeline history (--method files; a full backup when there is none)',
+        }),
     handler: async ({ config }, a) =>
       (await import('../commands/backup-push.js')).backupPush(config, {
         ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
         ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
         checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
         method: a['method'] === 'files' ? 'files' : 'stream',
+        ...(a['incremental'] === true ? { incremental: true } : {}),
       }),
   },
   {

@@ -25,6 +25,8 @@ function publicFields(b: BackupInfo): Record<string, unknown> {
     id: b.id,
     format: b.format,
     ...(b.method ? { method: b.method } : {}),
+    type: b.type ?? 'full',
+    ...(b.reference ? { reference: b.reference } : {}),
     startTime: b.startTime,
     stopTime: b.stopTime,
     startLsn: b.startLsn,
@@ -45,9 +47,10 @@ function publicFields(b: BackupInfo): Record<string, unknown> {
 function table(backups: BackupInfo[]): string {
   if (backups.length === 0) return 'no backups\n';
   const rows = [
-    ['id', 'start (UTC)', 'stop (UTC)', 'start LSN', 'stop LSN', 'tli', 'size', 'stored', 'pg'],
+    ['id', 'type', 'start (UTC)', 'stop (UTC)', 'start LSN', 'stop LSN', 'tli', 'size', 'stored', 'pg'],
     ...backups.map((b) => [
       b.id,
+      b.type ?? 'full',
       b.startTime.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       b.stopTime.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       b.startLsn,

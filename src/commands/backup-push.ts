@@ -14,10 +14,13 @@ import { findBaseBackup, pushStream } from '../backup/push-stream.js';
 
 export interface BackupPushOptions extends BaseBackupOptions {
   method: 'files' | 'stream';
+  /** Store only what changed since the newest backup of this system and timeline history. */
+  incremental?: boolean;
 }
 
 export async function backupPush(config: Config, opts: BackupPushOptions): Promise<number> {
   if (opts.method === 'files' && opts.maxRate !== undefined) throw backupError('--max-rate applies to --method stream only');
+  if (opts.method === 'stream' && opts.incremental) throw backupError('--incremental needs --method files (walvault reads the files itself to compare their blocks)');
   const bin = opts.method === 'stream' ? findBaseBackup(config) : undefined;
   const storage = await openRepository(config);
   const abort = new AbortController();

@@ -122,6 +122,8 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
       stored += got.stored;
       contents.push(got.bytes);
     }
+    // Block maps (blocks/<n>, for incrementals) are stored with the backup too.
+    for (const k of keys.filter((k) => k.startsWith('blocks/'))) stored += (await storage.head(`${dir}${k}`))!.storedSize;
     expect(info['storedBytes']).toBe(stored);
     let total = 0;
     const restore = join(await tempDir('wv-files-layout'), 'data');
