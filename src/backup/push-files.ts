@@ -21,7 +21,7 @@ import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
 import { checkSystem, finishBackup, tablespacesError, uniqueId } from './push-finish.js';
-import { phase, waitForRepoManifest } from './wait.js';
+import { phase, phaseManifest, waitForRepoManifest } from './wait.js';
 
 // backup-push --method files (format 2): one SQL session holds the backup open (pg_backup_start ..
 // pg_backup_stop, pg-session.ts) while walvault reads the data directory itself (data-dir-walk.ts)
@@ -42,10 +42,7 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
   let id: string | undefined;
   try {
     const dataDir = await localDataDirectory(session);
-    // Before anything is read: a backup of another cluster than the one archiving here is useless.
-    const repo = await waitForRepoManifest(storage, config, signal);
-    checkSystem(storage, repo, session.systemIdentifier);
-    const { startLsn } = await session.start(`walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
+    const { repo, startLsn } = await startChecked(storage, config, session, `walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
     const control = await readControl(dataDir, session.systemIdentifier);
     const startSegment = segmentOfLsn(startLsn, control.timeline, repo.walSegmentSize);
     id = await uniqueId(storage, makeBackupId(startSegment, localStart), config);
@@ -107,6 +104,29 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
   } finally {
     await close();
   }
+}
+
+/**
+ * pg_backup_start, with the repository's walvault.json checked against the server before anything is
+ * read (a backup of another cluster than the one archiving here is useless). A cluster that has not
+ * archived a segment yet has no walvault.json: pg_backup_start's WAL switch makes its archiver push
+ * one (creating it), so then it is checked right after the start, still before any file is read.
+ */
+async function startChecked(
+  storage: Storage,
+  config: Config,
+  session: BackupSession,
+  label: string,
+  fast: boolean,
+  signal: AbortSignal,
+): Promise<{ repo: RepoManifest; startLsn: string }> {
+  const known = await phaseManifest(storage, config);
+  if (known) checkSystem(storage, known, session.systemIdentifier);
+  const { startLsn } = await session.start(label, fast, signal);
+  if (known) return { repo: known, startLsn };
+  const repo = await waitForRepoManifest(storage, config, signal);
+  checkSystem(storage, repo, session.systemIdentifier);
+  return { repo, startLsn };
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */
