@@ -9,8 +9,9 @@
 #   incremental  after an UPDATE of one row in 1 % of pgbench_accounts' heap pages (CHECKPOINT'ed):
 #                walvault backup-push --incremental (when `backup-push --help` lists it) against its
 #                jobs-$INCR_JOBS full; pgBackRest --type=incr against its zst full at the same process-max
-#   restore      of the full backups (walvault --jobs N files backup; pgBackRest zst, --process-max N)
-#                into an empty directory, N in $RESTORE_JOBS
+#   restore      of the full backups (walvault --jobs N files backup; pgBackRest zst, --process-max N,
+#                both the bundle+block full and one with pgBackRest's defaults, "-plain": no bundles,
+#                no block maps) into an empty directory, N in $RESTORE_JOBS
 # Each row: wall time (EPOCHREALTIME around the command), peak RSS (GNU time %M: the largest single
 # process of the command's tree, as for pgBackRest's local workers), stored bytes (walvault
 # backup-list storedBytes; pgBackRest info repository.delta). One run of each (the database takes
@@ -189,6 +190,14 @@ for j in $JOBS; do
   [[ $j == "$INCR_JOBS" ]] && ((LAST_OK)) && WV_FULL=$id
 done
 
+# pgBackRest's defaults (no bundles, no block maps) once, for the restore comparison: with bundles
+# its restore reads every small file with its own ranged GET.
+PGBR_PLAIN=
+timed "pgbr-zst-p$INCR_JOBS-plain" full "${PGBR[@]}" backup --type=full --compress-type=zst --process-max="$INCR_JOBS" --no-repo1-block --no-repo1-bundle
+read -r lbl st sz _ <<<"$(pgbr_newest)"
+emit "stored=$st size=$sz jobs=$INCR_JOBS"
+((LAST_OK)) && PGBR_PLAIN=$lbl
+
 PGBR_FULL=
 for c in lz4 zst; do # zst last: the incremental builds on the newest backup
   for j in $JOBS; do
@@ -233,13 +242,14 @@ for j in $RESTORE_JOBS; do
     emit "jobs=$j bytes=$(du -sb "$D" | cut -f1)"
     rm -rf "$D"
   fi
-  if [[ -n $PGBR_FULL ]]; then
+  for set in "$PGBR_FULL" "$PGBR_PLAIN"; do
+    [[ -n $set ]] || continue
     D=$W/restore/pgbr-$j
     mkdir -p "$D"; chown -R postgres "$W/restore"; chmod 700 "$D"
-    timed "pgbr-restore-p$j" restore "${PGBR[@]}" restore --set="$PGBR_FULL" --pg1-path="$D" --process-max="$j" --type=immediate
+    timed "pgbr-restore-p$j$([[ $set == "$PGBR_PLAIN" ]] && echo -plain)" restore "${PGBR[@]}" restore --set="$set" --pg1-path="$D" --process-max="$j" --type=immediate
     emit "jobs=$j bytes=$(du -sb "$D" | cut -f1)"
     rm -rf "$D"
-  fi
+  done
 done
 
 echo "load at end $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/env.txt"

@@ -54,8 +54,8 @@ if (pincr?.ok) {
   t.push(`- (pgBackRest incremental: ${fmt(pincr.stored / MiB, 1)} MiB = ${fmt((100 * pincr.stored) / pfull.stored, 1)} % of its full, ${fmt(pincr.wall)} s = ${fmt((100 * pincr.wall) / pfull.wall, 0)} % of its time)`);
 }
 for (const [j, w] of jobsOf('wv-restore-j')) {
-  const p = by[`pgbr-restore-p${j}`];
-  if (p?.ok) t.push(`- restore, ${j} job(s): walvault ${fmt(w.wall)} s vs pgBackRest ${fmt(p.wall)} s (${fmt(p.wall / w.wall)}×) → ${met(w.wall <= p.wall)}`);
+  const p = [by[`pgbr-restore-p${j}`], by[`pgbr-restore-p${j}-plain`]].filter((r) => r?.ok).sort((a, b) => a.wall - b.wall)[0];
+  if (p) t.push(`- restore, ${j} job(s): walvault ${fmt(w.wall)} s vs fastest pgBackRest ${p.label} ${fmt(p.wall)} s (${fmt(p.wall / w.wall)}×) → ${met(w.wall <= p.wall)}`);
 }
 const wvRss = rows.filter((r) => r.label.startsWith('wv-') && r.ok);
 const peak = wvRss.sort((a, b) => b.rss - a.rss)[0];
