@@ -21,6 +21,7 @@
 # Run as root (installs what is missing with apt-get on Debian 12), from a built tree or not:
 #   bash scripts/bench/backup.sh                   # SCALE=150
 #   SCALE=20 RESTORE_JOBS="1 4" bash scripts/bench/backup.sh
+#   WALVAULT_DIST=/tmp/other-build/dist bash scripts/bench/backup.sh   # measure another build
 # Work files under $W (default /tmp/walvault-bench-backup, removed at the end). Everything started
 # listens on 127.0.0.1 and is stopped by PID on exit. Prints one markdown table (summarize-backup.mjs).
 set -uo pipefail
@@ -84,6 +85,9 @@ export BENCH_S3_ENDPOINT=$S3_URL NODE_EXTRA_CA_CERTS=$W/tls/cert.pem
 s3tool mkbucket "$BUCKET" >/dev/null || die "cannot create the bucket through $S3_URL"
 
 install_walvault
+if [[ -n ${WALVAULT_DIST:-} ]]; then # another build (e.g. a branch's dist/) instead of this tree's
+  rm -rf "$W/wv/dist" && cp -r "$WALVAULT_DIST" "$W/wv/dist" && chmod -R a+rX "$W/wv/dist" || die "cannot copy $WALVAULT_DIST"
+fi
 WV_CONF=$(walvault_conf wv "$W/conf/wv-spool")
 PG_PORT=$(free_port)
 WV=(env AWS_EC2_METADATA_DISABLED=true PGHOST="$W/sock" PGPORT="$PG_PORT" PGUSER=postgres "$W/wv/walvault" --config "$WV_CONF")
