@@ -1,9 +1,8 @@
 // backup-push without --method: files when the server's data directory is readable here and holds
 // the server's own cluster (same system identifier in global/pg_control), else stream with an info
-// line saying why; an explicit --method wins. The "elsewhere" cases use PostgreSQL's own chdir into
-// its data directory: the running server keeps working after its directory is renamed, while SHOW
-// data_directory still names the old path, which then is missing or holds another cluster.
-import { rename } from 'node:fs/promises';
+// line saying why; an explicit --method wins. The "elsewhere" cases run backup-push in a mount
+// namespace of its own (unshare, as root) where the server's data directory path shows another
+// directory, as it does from a container: another cluster's, or an empty one.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg.js';
@@ -17,27 +16,19 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
   let other: PgCluster;
   let env: Record<string, string>;
 
-  const push = (args: string[] = []): Promise<WalvaultResult> =>
-    runWalvault(['backup-push', ...args], { env: { ...env, ...pg.connectionEnv(), PATH: `${pg.binDir}:${process.env.PATH ?? '/usr/bin:/bin'}` }, timeoutMs: 120_000 });
+  /** backup-push; with `seen`, where the server's data directory path shows that directory instead. */
+  const push = (args: string[] = [], seen?: string): Promise<WalvaultResult> =>
+    runWalvault(['backup-push', ...args], {
+      env: { ...env, ...pg.connectionEnv(), PATH: `${pg.binDir}:${process.env.PATH ?? '/usr/bin:/bin'}` },
+      timeoutMs: 120_000,
+      ...(seen ? { prefix: ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh', seen, pg.dataDir] } : {}),
+    });
   const show = (r: WalvaultResult) => `exit ${r.code}\n${r.stderr}`;
   const list = async () => {
     const r = await runWalvault(['backup-list', '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout) as Array<{ id: string; format: number; method?: string }>;
   };
-
-  /** Runs fn while the server's data directory path is missing, or (with `replacement`) holds that directory. */
-  async function withDataDirMoved<T>(replacement: string | undefined, fn: () => Promise<T>): Promise<T> {
-    const aside = `${pg.dataDir}.aside`;
-    await rename(pg.dataDir, aside);
-    if (replacement) await rename(replacement, pg.dataDir);
-    try {
-      return await fn();
-    } finally {
-      if (replacement) await rename(pg.dataDir, replacement);
-      await rename(aside, pg.dataDir);
-    }
-  }
 
   beforeAll(async () => {
     const bucket = await createTestBucket(store, 'bmethod');
@@ -70,7 +61,7 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
 
   it('the path holds another cluster: stream (format 1), naming both system identifiers', async () => {
     const mine = await pg.query('SELECT system_identifier FROM pg_control_system()');
-    const r = await withDataDirMoved(other.dataDir, () => push());
+    const r = await push([], other.dataDir);
     expect(r.code, show(r)).toBe(0);
     const m = /INFO: using --method stream: (\S+) here holds another cluster \(system identifier (\d+), the server's is (\d+)\)/.exec(r.stderr);
     expect(m, r.stderr).not.toBeNull();
@@ -80,8 +71,9 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
     expect((await list()).find((b) => b.id === r.stdout.trim())).toMatchObject({ format: 1 });
   });
 
-  it('the path is missing here (a server on another host): stream; an explicit --method files fails instead', async () => {
-    const [auto, files] = await withDataDirMoved(undefined, async () => [await push(), await push(['--method', 'files'])]);
+  it('no pg_control at the path here (a server on another host): stream; an explicit --method files fails instead', async () => {
+    const empty = await tempDir('wv-bmethod-empty');
+    const [auto, files] = [await push([], empty), await push(['--method', 'files'], empty)];
     expect(auto!.code, show(auto!)).toBe(0);
     expect(auto!.stderr).toContain(`INFO: using --method stream: the server's data directory ${pg.dataDir} is not readable here (ENOENT)`);
     expect((await list()).find((b) => b.id === auto!.stdout.trim())).toMatchObject({ format: 1 });
