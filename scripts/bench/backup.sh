@@ -107,8 +107,6 @@ repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY
 repo1-s3-uri-style=path
 repo1-path=/pgbackrest
 repo1-retention-full=99
-repo1-bundle=y
-repo1-block=y
 start-fast=y
 beta=y
 log-level-console=warn
@@ -124,6 +122,7 @@ EOF
 chown -R postgres "$W/conf/pgbackrest"
 chmod 600 "$PGBR_CONF"
 PGBR=(pgbackrest --config="$PGBR_CONF" --stanza=bench)
+PGBR_BLOCK=(--repo1-bundle --repo1-block) # on the command line: the -plain full runs without them
 pgbr() { as_pg "${PGBR[@]}" "$@"; }
 
 # ------------------------------------------------------------------ the database
@@ -150,6 +149,7 @@ DB_BYTES=$(psqlc "$PG_PORT" -c 'SELECT sum(pg_database_size(oid)) FROM pg_databa
 {
   echo "run $RUN_ID: pgbench -s $SCALE, $(awk -v b="$DB_BYTES" 'BEGIN{printf "%.0f MiB", b/1048576}') (sum of pg_database_size)"
   echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "walvault build: ${WALVAULT_DIST:-$REPO_ROOT/dist} ($(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) in $REPO_ROOT)"
   echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), $(pgbackrest version), node $("$NODE" --version), walvault $(wv --version), radosgw via nginx TLS"
 } > "$OUT/env.txt"
 cat "$OUT/env.txt" >&2
@@ -197,7 +197,7 @@ done
 # pgBackRest's defaults (no bundles, no block maps) once, for the restore comparison: with bundles
 # its restore reads every small file with its own ranged GET.
 PGBR_PLAIN=
-timed "pgbr-zst-p$INCR_JOBS-plain" full "${PGBR[@]}" backup --type=full --compress-type=zst --process-max="$INCR_JOBS" --no-repo1-block --no-repo1-bundle
+timed "pgbr-zst-p$INCR_JOBS-plain" full "${PGBR[@]}" backup --type=full --compress-type=zst --process-max="$INCR_JOBS"
 read -r lbl st sz _ <<<"$(pgbr_newest)"
 emit "stored=$st size=$sz jobs=$INCR_JOBS"
 ((LAST_OK)) && PGBR_PLAIN=$lbl
@@ -205,7 +205,7 @@ emit "stored=$st size=$sz jobs=$INCR_JOBS"
 PGBR_FULL=
 for c in lz4 zst; do # zst last: the incremental builds on the newest backup
   for j in $JOBS; do
-    timed "pgbr-$c-p$j" full "${PGBR[@]}" backup --type=full --compress-type="$c" --process-max="$j"
+    timed "pgbr-$c-p$j" full "${PGBR[@]}" backup --type=full --compress-type="$c" --process-max="$j" "${PGBR_BLOCK[@]}"
     read -r lbl st sz _ <<<"$(pgbr_newest)"
     emit "stored=$st size=$sz jobs=$j"
     [[ $c == zst && $j == "$INCR_JOBS" ]] && ((LAST_OK)) && PGBR_FULL=$lbl
@@ -232,7 +232,7 @@ else
   log "walvault backup-push --incremental: not available in this build"
 fi
 if [[ -n $PGBR_FULL ]]; then
-  timed pgbr-zst-incr incr "${PGBR[@]}" backup --type=incr --compress-type=zst --process-max="$INCR_JOBS"
+  timed pgbr-zst-incr incr "${PGBR[@]}" backup --type=incr --compress-type=zst --process-max="$INCR_JOBS" "${PGBR_BLOCK[@]}"
   read -r lbl st sz ty <<<"$(pgbr_newest)"
   emit "stored=$st size=$sz jobs=$INCR_JOBS type=$ty"
 fi
