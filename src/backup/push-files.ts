@@ -20,10 +20,10 @@ import { buildBackupManifest } from './pg-manifest.js';
 import { openBackupSession, type BackupSession } from './pg-session.js';
 import { Progress } from './progress.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
-import { findReference, loadReference, type Cluster, type Reference } from './reference.js';
+import { findReference, loadReference, type Reference } from './reference.js';
 import { checkSystem, finishBackup, uniqueId } from './push-finish.js';
 import { finishStopSegmentOnPrimary } from './standby.js';
-import { phase, waitForRepoManifest } from './wait.js';
+import { phase, phaseManifest, waitForRepoManifest } from './wait.js';
 
 // backup-push --method files (format 2): one SQL session holds the backup open (pg_backup_start ..
 // pg_backup_stop, pg-session.ts) while walvault reads the data directory itself (data-dir-walk.ts)
@@ -44,14 +44,9 @@ export async function pushFiles(storage: Storage, config: Config, opts: BaseBack
   let id: string | undefined;
   try {
     const dataDir = await localDataDirectory(session);
-    // Before anything is read: a backup of another cluster than the one archiving here is useless.
-    const repo = await waitForRepoManifest(storage, config, signal);
-    checkSystem(storage, repo, session.systemIdentifier);
     // Before the server's backup starts (a checkpoint): a damaged reference fails here.
-    const reference = opts.incremental
-      ? await referenceFor(storage, config, { systemIdentifier: session.systemIdentifier, timeline: (await readControl(dataDir, session.systemIdentifier)).timeline, segSize: repo.walSegmentSize })
-      : undefined;
-    const { startLsn } = await session.start(`walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
+    const reference = opts.incremental ? await referenceFor(storage, config, session, dataDir) : undefined;
+    const { repo, startLsn } = await startChecked(storage, config, session, `walvault-${localStart.toISOString()}`, opts.checkpoint === 'fast', signal);
     const control = await readControl(dataDir, session.systemIdentifier);
     const startSegment = segmentOfLsn(startLsn, control.timeline, repo.walSegmentSize);
     id = await uniqueId(storage, makeBackupId(startSegment, localStart), config);
@@ -131,8 +126,11 @@ function stopFiles(stopped: { backupLabel: string; tablespaceMap: string }): Ext
  * that refused would leave no backup at all, and a full one is always correct (only larger). A
  * reference that exists but is damaged is an error (loadReference).
  */
-async function referenceFor(storage: Storage, config: Config, cluster: Cluster): Promise<Reference | undefined> {
-  const info = await findReference(storage, config, cluster);
+async function referenceFor(storage: Storage, config: Config, session: BackupSession, dataDir: string): Promise<Reference | undefined> {
+  // A repository without walvault.json has archived nothing yet, so it holds no backup either.
+  const repo = await phaseManifest(storage, config);
+  const cluster = { systemIdentifier: session.systemIdentifier, timeline: (await readControl(dataDir, session.systemIdentifier)).timeline };
+  const info = repo ? await findReference(storage, config, { ...cluster, segSize: repo.walSegmentSize }) : undefined;
   if (!info) {
     log.warn(`--incremental: no complete format-2 backup of system ${cluster.systemIdentifier} on timeline ${cluster.timeline} or its ancestors; taking a full backup`);
     return undefined;
@@ -140,6 +138,29 @@ async function referenceFor(storage: Storage, config: Config, cluster: Cluster):
   const ref = await loadReference(storage, config, info);
   log.info(`--incremental: reference backup ${info.id} (${info.type ?? 'full'}, started ${info.startTime})`);
   return ref;
+}
+
+/**
+* pg_backup_start, with the repository's walvault.json checked against the server before anything is
+ * read (a backup of another cluster than the one archiving here is useless). A cluster that has not
+ * archived a segment yet has no walvault.json: pg_backup_start's WAL switch makes its archiver push
+ * one (creating it), so then it is checked right after the start, still before any file is read.
+ */
+async function startChecked(
+  storage: Storage,
+  config: Config,
+  session: BackupSession,
+  label: string,
+  fast: boolean,
+  signal: AbortSignal,
+): Promise<{ repo: RepoManifest; startLsn: string }> {
+  const known = await phaseManifest(storage, config);
+  if (known) checkSystem(storage, known, session.systemIdentifier);
+  const { startLsn } = await session.start(label, fast, signal);
+  if (known) return { repo: known, startLsn };
+  const repo = await waitForRepoManifest(storage, config, signal);
+  checkSystem(storage, repo, session.systemIdentifier);
+  return { repo, startLsn };
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */

@@ -34,8 +34,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         .option('method', {
           type: 'string',
           choices: ['stream', 'files'],
-          default: 'stream',
-          describe: 'stream: pg_basebackup streams one tar (format 1); files: walvault reads the data directory itself with --jobs workers (format 2; run it on the database host)',
+          describe: 'files: walvault reads the data directory itself with --jobs workers (format 2; on the database host); stream: pg_basebackup streams one tar (format 1). Default: files when the server\'s data directory (same system identifier) is readable here, else stream',
         })
         .option('dbname', { alias: 'd', type: 'string', describe: 'connection string (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
         .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
@@ -49,7 +48,7 @@ const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; optio
         ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
         ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
         checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
-        method: a['method'] === 'files' ? 'files' : 'stream',
+        ...(a['method'] !== undefined ? { method: a['method'] === 'files' ? 'files' : 'stream' } : {}),
         ...(a['incremental'] === true ? { incremental: true } : {}),
       }),
   },

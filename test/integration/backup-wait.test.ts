@@ -85,7 +85,8 @@ describe.each(rgw)('backup-push against a failing archive on $name', (store: Tes
     }, 300);
     let r;
     try {
-      r = await runWalvault(['backup-push', '--checkpoint', 'fast'], {
+      // The stream method's wait (pg_basebackup running, a multipart upload under way) is what this checks.
+      r = await runWalvault(['backup-push', '--method', 'stream', '--checkpoint', 'fast'], {
         env: { ...env, ...pg.connectionEnv(), PATH: `${pg.binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`, WALVAULT_BACKUP_WAIT_TIMEOUT: '5' },
         timeoutMs: 90_000,
       });

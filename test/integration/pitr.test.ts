@@ -117,27 +117,36 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     await cleanupAll();
   });
 
-  it('backup-push streams a base backup and records it only once its WAL is archived', async () => {
+  it('backup-push (the files method by default here) stores a base backup and records it only once its WAL is archived', async () => {
     beforeFirstBackup = await pg.query('SELECT now()');
     await pg.query('SELECT pg_sleep(0.3)');
     const r = await push();
     expect(r.code, r.stderr).toBe(0);
     firstBackupId = r.stdout.trim();
     expect(firstBackupId).toMatch(/^base_[0-9A-F]{24}_\d{8}T\d{6}Z$/);
+    expect(r.stderr).toMatch(/using --method files: the server's data directory \S+ is readable here/);
     expect(r.stderr).toMatch(/WAL segment [0-9A-F]{24} that ends the backup is archived/);
 
-    const keys = await listKeys(store, bucket, `pg/backups/${firstBackupId}/`);
-    expect(keys.sort()).toEqual(['backup.json', 'backup_manifest', 'base.tar'].map((k) => `pg/backups/${firstBackupId}/${k}`));
-    const sentinel = JSON.parse((await getRaw(store, bucket, `pg/backups/${firstBackupId}/backup.json`))!.body.toString());
+    const prefix = `pg/backups/${firstBackupId}/`;
+    const keys = (await listKeys(store, bucket, prefix)).map((k) => k.slice(prefix.length));
+    expect(keys.filter((k) => !k.startsWith('data/')).sort()).toEqual(['backup.json', 'backup_manifest', 'files.json']);
+    const dataKeys = keys.filter((k) => /^data\/\d{6}$/.test(k));
+    expect(dataKeys.length).toBeGreaterThan(0);
+    const sentinel = JSON.parse((await getRaw(store, bucket, `${prefix}backup.json`))!.body.toString());
     const sysid = await pg.query('SELECT system_identifier FROM pg_control_system()');
-    expect(sentinel).toMatchObject({ id: firstBackupId, timeline: 1, pgVersion: 15, systemIdentifier: sysid, walSegmentSize: 1024 * 1024, codec: 'zstd' });
+    expect(sentinel).toMatchObject({ id: firstBackupId, format: 2, method: 'files', timeline: 1, pgVersion: 15, systemIdentifier: sysid, walSegmentSize: 1024 * 1024, codec: 'zstd' });
     // The WAL that makes the backup consistent is in the archive.
     expect(await getRaw(store, bucket, segKey(sentinel.stopSegment))).not.toBeNull();
     firstStopSegment = sentinel.stopSegment;
     expect(sentinel.storedBytes).toBeLessThan(sentinel.sizeBytes);
-    const data = await getRaw(store, bucket, `pg/backups/${firstBackupId}/base.tar`);
-    expect(data!.metadata['walvault-codec']).toBe('zstd');
-    expect(data!.body.length).toBe(sentinel.storedBytes);
+    // storedBytes is what the store holds: the data objects and files.json, each zstd-compressed.
+    let stored = 0;
+    for (const k of [...dataKeys, 'files.json']) {
+      const o = (await getRaw(store, bucket, `${prefix}${k}`))!;
+      expect(o.metadata['walvault-codec'], k).toBe('zstd');
+      stored += o.body.length;
+    }
+    expect(stored).toBe(sentinel.storedBytes);
 
     const listed = await list();
     expect(listed.map((b) => b.id)).toEqual([firstBackupId]);
@@ -198,10 +207,11 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     await c.stop('immediate');
   });
 
-  it('a second backup: a target between the two restores from the older one, after both from the newer', async () => {
-    const r = await push();
+  it('a second backup (--method stream, format 1): a target between the two restores from the older one, after both from the newer', async () => {
+    const r = await push({}, ['--method', 'stream']);
     expect(r.code, r.stderr).toBe(0);
     secondBackupId = r.stdout.trim();
+    expect(await listKeys(store, bucket, `pg/backups/${secondBackupId}/base.tar`)).toEqual([`pg/backups/${secondBackupId}/base.tar`]);
     expect((await list()).map((b) => b.id)).toEqual([firstBackupId, secondBackupId]);
 
     // Time and xid (LSN selection is the same rule as time, unit-tested).
