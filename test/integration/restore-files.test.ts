@@ -83,9 +83,9 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   const fetchAsRoot = (args: string[], e = env): Promise<WalvaultResult> => runWalvault(['backup-fetch', ...args, '--owner', 'postgres'], { env: e, wrapper: true, timeoutMs: 180_000 });
   const immediate = ['--target-immediate', '--target-action', 'promote'];
 
-  async function switchAndWaitArchived(): Promise<void> {
+  async function switchAndWaitArchived(timeoutMs = 60_000): Promise<void> {
     const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
+    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, timeoutMs);
   }
 
   /** The restored directory holds exactly the backed-up files (plus what backup-fetch adds for recovery). */
@@ -502,7 +502,8 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {
     // Its own larger backup, taken after the others so they stay small.
     await pg.query("CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 2500000) g");
-    await switchAndWaitArchived();
+    // ~300 MB of WAL to archive first: on a loaded 2-core machine that took over a minute.
+    await switchAndWaitArchived(300_000);
     const bigBase = join(await tempDir('wv-rfiles-big', { forPostgres: true }), 'base');
     const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', bigBase, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
       env: pg.connectionEnv(),
