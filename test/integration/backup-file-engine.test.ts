@@ -149,12 +149,17 @@ describe.each(repos)('uploadFiles on $name', (repo) => {
     const bundles = up.list.objects.filter((_, i) => i !== bigObject && i < up.list.objects.length - 2);
     expect(bundles.length).toBeGreaterThanOrEqual(5);
     for (const o of bundles) expect(o.size).toBeLessThanOrEqual(MiB);
-    expect(up.storedBytes).toBe(up.list.objects.reduce((a, o) => a + o.storedBytes, 0));
+    // What the store holds: the data objects and the block maps (blocks/<n>, raw) beside them.
+    const mapKeys = (await keysOf(storage)).filter((k) => k.startsWith(backupKey(ID, 'blocks/')));
+    expect(mapKeys.length).toBeGreaterThan(0);
+    let mapBytes = 0;
+    for (const k of mapKeys) mapBytes += (await storage.head(k))!.storedSize;
+    expect(up.storedBytes).toBe(up.list.objects.reduce((a, o) => a + o.storedBytes, 0) + mapBytes);
     expect(up.storedBytes).toBeLessThan(up.sizeBytes); // zstd by default, half of every file zeros
     expect(up.list.entries.find((e) => e.path === 'pg_tblspc_link')).toEqual({ type: 'link', path: 'pg_tblspc_link', mode: 0o777, target: '/srv/ts' });
     await verify(storage, up.list, dir, async (p, size) => (p.endsWith('backup_label') ? label : prefixOf(p, size)));
-    // Every data object is in the store, and nothing else of this backup yet.
-    expect((await keysOf(storage)).sort()).toEqual(up.list.objects.map((o) => backupKey(ID, o.name)).sort());
+    // Every data object (and block map) is in the store, and nothing else of this backup yet.
+    expect((await keysOf(storage)).sort()).toEqual([...up.list.objects.map((o) => backupKey(ID, o.name)), ...mapKeys].sort());
   });
 
   it('drops a vanished file and records what was read of files that shrank or grew', async () => {

@@ -149,7 +149,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
   });
 
   it('refuses --incremental with --method stream', async () => {
-    const r = await wv(['backup-push', '--incremental']);
+    const r = await wv(['backup-push', '--method', 'stream', '--incremental']);
     expect(r.code, show(r)).toBe(14);
     expect(r.stderr.trim().split('\n').at(-1)).toMatch(/--incremental needs --method files/);
   });

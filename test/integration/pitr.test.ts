@@ -129,8 +129,9 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
 
     const prefix = `pg/backups/${firstBackupId}/`;
     const keys = (await listKeys(store, bucket, prefix)).map((k) => k.slice(prefix.length));
-    expect(keys.filter((k) => !k.startsWith('data/')).sort()).toEqual(['backup.json', 'backup_manifest', 'files.json']);
+    expect(keys.filter((k) => !k.startsWith('data/') && !k.startsWith('blocks/')).sort()).toEqual(['backup.json', 'backup_manifest', 'files.json']);
     const dataKeys = keys.filter((k) => /^data\/\d{6}$/.test(k));
+    const blockKeys = keys.filter((k) => /^blocks\/\d{6}$/.test(k));
     expect(dataKeys.length).toBeGreaterThan(0);
     const sentinel = JSON.parse((await getRaw(store, bucket, `${prefix}backup.json`))!.body.toString());
     const sysid = await pg.query('SELECT system_identifier FROM pg_control_system()');
@@ -139,11 +140,12 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     expect(await getRaw(store, bucket, segKey(sentinel.stopSegment))).not.toBeNull();
     firstStopSegment = sentinel.stopSegment;
     expect(sentinel.storedBytes).toBeLessThan(sentinel.sizeBytes);
-    // storedBytes is what the store holds: the data objects and files.json, each zstd-compressed.
+    // storedBytes is what the store holds: the data objects and files.json, each zstd-compressed, and
+    // the block maps (raw: checksums do not compress).
     let stored = 0;
-    for (const k of [...dataKeys, 'files.json']) {
+    for (const k of [...dataKeys, 'files.json', ...blockKeys]) {
       const o = (await getRaw(store, bucket, `${prefix}${k}`))!;
-      expect(o.metadata['walvault-codec'], k).toBe('zstd');
+      expect(o.metadata['walvault-codec'], k).toBe(k.startsWith('blocks/') ? 'none' : 'zstd');
       stored += o.body.length;
     }
     expect(stored).toBe(sentinel.storedBytes);
