@@ -5,7 +5,6 @@
 // objects of earlier backups (laid out from them, every file's SHA-256 and pg_verifybackup pass),
 // and restores (backup-fetch) with exactly the rows of its time, PITR included. A damaged reference
 // makes --incremental fail clearly.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -21,19 +20,12 @@ import type { Storage } from '../../src/storage/types.js';
 import { chownToPostgres, PG_BIN_DIR, PgCluster } from '../support/pg.js';
 import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+import { runCommand } from '../support/run-command.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const rgw = testStores().filter((s) => s.name === 'rgw');
 
-function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('close', (code) => resolve({ code, out }));
-  });
-}
+const run = runCommand;
 
 describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
   let pg: PgCluster;
