@@ -1,21 +1,28 @@
 // backup-push --method stream writes backup format 2 (issue 10 item 2): pg_basebackup's tar parsed
 // member by member into data objects and files.json, on a PostgreSQL 15 cluster archiving through
 // walvault to radosgw. Every object and file slice verifies, the manifest is pg_basebackup's, and
-// backup-fetch restores it (pg_verifybackup, every row); SIGTERM leaves nothing behind.
+// backup-fetch restores it (pg_verifybackup, every row); SIGTERM leaves nothing behind; a format-1
+// backup (base.tar, written by earlier versions) still restores.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseStoredMeta } from '../../src/archive/objects.js';
+import { objectMeta, parseStoredMeta } from '../../src/archive/objects.js';
+import { backupKey, DATA_OBJECT, makeBackupId } from '../../src/backup/catalog.js';
+import { parseBackupLabel } from '../../src/backup/label.js';
+import { finishBackup } from '../../src/backup/push-finish.js';
+import { TarTap } from '../../src/backup/tar.js';
 import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList } from '../../src/backup/file-list.js';
-import { decompressStream } from '../../src/codec/codec.js';
+import { compressBuffer, decompressStream } from '../../src/codec/codec.js';
 import { loadConfig } from '../../src/common/config.js';
 import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
-import { PgCluster } from '../support/pg.js';
+import { PG_BIN_DIR, PgCluster } from '../support/pg.js';
 import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
@@ -173,4 +180,51 @@ describe.each(rgw)('backup-push --method stream (format 2) on $name', (store: Te
     expect(await listKeys(store, bucket, 'pg/backups/')).toEqual(before);
     expect((await readdir(join(env['WALVAULT_SPOOL']!, 'tmp')).catch(() => [])).filter((f) => f.includes('backup-object'))).toEqual([]);
   }, 120_000);
+
+  it('a format-1 backup (one base.tar, as earlier walvault versions wrote it) still restores', async () => {
+    // What --method stream stored before format 2: pg_basebackup's tar, compressed whole as base.tar.
+    const tarBytes = await new Promise<Buffer>((resolve, reject) => {
+      const child = spawn(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', '-', '-Ft', '-X', 'none', '-c', 'fast'], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...pg.connectionEnv() },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const out: Buffer[] = [];
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+      child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pg_basebackup exit ${code}`))));
+    });
+    const tap = new TarTap();
+    await pipeline(Readable.from([tarBytes]), tap, new Writable({ write: (_c, _e, cb) => cb() }));
+    const label = parseBackupLabel(tap.files.get('backup_label')!.toString('utf8'));
+    const config = loadConfig({}, env).config;
+    const id = makeBackupId(label.startSegment, label.startTime ?? new Date());
+    const body = await compressBuffer(config.compression, tarBytes, config.compressionLevel);
+    await storage.put(backupKey(id, DATA_OBJECT), body, { ...objectMeta({ sha256: sha(tarBytes), size: tarBytes.length, codec: config.compression }), format: 'tar', backup: id });
+    const control = tap.files.get('global/pg_control')!;
+    const now = new Date();
+    await finishBackup(storage, config, {
+      id,
+      format: { format: 1 },
+      label,
+      manifest: tap.files.get('backup_manifest')!,
+      sizeBytes: tarBytes.length,
+      sha256: sha(tarBytes),
+      storedBytes: body.length,
+      systemIdentifier: control.readBigUInt64LE(0).toString(),
+      pgVersion: 15,
+      localStart: now,
+      localStop: now,
+    }, new AbortController().signal);
+
+    const target = join(await tempDir('wv-sf-f1', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', id, target, '--owner', 'postgres', '--target-immediate', '--target-action', 'promote'], { env, wrapper: true, timeoutMs: 240_000 });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stderr).toMatch(/files and \d+ directories fsynced/);
+    expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
+    const c = await PgCluster.fromDataDir(target);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT count(*), sum(n) FROM marker')).toBe('1234|761995');
+  }, 300_000);
 });
