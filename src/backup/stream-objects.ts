@@ -17,7 +17,7 @@ import type { Storage } from '../storage/types.js';
 import { backupKey } from './catalog.js';
 import { uploadSpooled } from './data-object.js';
 import { dataObjectName, safeRelativePath, type DataObject, type Entry, type FileList } from './file-list.js';
-import { normalizeName, wrapTarError } from './tar.js';
+import { normalizeName, TAPPED, wrapTarError } from './tar.js';
 
 // backup-push --method stream, format 2: pg_basebackup's tar parsed member by member, each regular
 // file routed into data objects as --method files packs them (bundle-plan.ts's rule, applied as the
@@ -27,15 +27,6 @@ import { normalizeName, wrapTarError } from './tar.js';
 // Memory: stream buffers and the small members walvault reads (backup_label, pg_control, the
 // manifest), whatever the database size; spool disk: the objects in flight, compressed.
 
-/** Members walvault keeps in memory besides storing them, with the most it reads of each. */
-const TAPPED: Record<string, number> = {
-  backup_label: 64 * 1024,
-  tablespace_map: 16 * 1024 * 1024,
-  PG_VERSION: 64,
-  'global/pg_control': 8192,
-  // ~150 bytes per file in the data directory: large clusters have large manifests.
-  backup_manifest: 1024 * 1024 * 1024,
-};
 /** pg_basebackup's manifest: stored as its own object (push-finish.ts), not as a file of the list. */
 const MANIFEST = 'backup_manifest';
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
@@ -101,8 +92,10 @@ class SpoolObject {
     return { size: this.whole.bytes, sha256: this.whole.digest(), stored: this.md5.bytes, md5: this.md5.digest() };
   }
 
-  abort(): void {
+  /** Stops it; resolves once its temp file is closed (then it can be removed). */
+  async abort(): Promise<void> {
     this.input.destroy();
+    await this.done.catch(() => undefined);
   }
 }
 
@@ -250,9 +243,8 @@ export async function packTarStream(source: Readable, state: StreamState, o: Str
   } catch (e) {
     stop.abort(e);
     extract.destroy();
-    for (const obj of open) obj.abort();
+    await Promise.allSettled([...open].map((obj) => obj.abort().then(() => unlink(obj.temp))));
     await Promise.allSettled([...inFlight]);
-    await Promise.allSettled([...open].map((obj) => unlink(obj.temp)));
     if (o.signal.aborted) throw o.signal.reason;
     throw failure ?? (e instanceof Error ? wrapTarError(e, 'the backup stream') : e);
   }
