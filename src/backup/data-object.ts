@@ -100,7 +100,7 @@ export async function storeObject(job: ObjectJob): Promise<StoredObject> {
     }
     const stored = md5.bytes;
     const meta = { ...objectMeta({ sha256: whole.digest(), size: whole.bytes, codec: config.compression }), backup: job.backup };
-    await upload(job, temp, stored, md5.digest(), meta);
+    await uploadSpooled(job, temp, stored, md5.digest(), meta);
     const mapBytes = await storeBlockMap(job, files, maps);
     return { n: job.n, size: whole.bytes, sha256: meta.sha256, storedBytes: stored, codec: config.compression, files, mapBytes };
   } finally {
@@ -136,7 +136,8 @@ async function storeBlockMap(job: ObjectJob, files: ReadFile[], maps: Buffer[]):
   return body.length;
 }
 
-async function upload(job: ObjectJob, temp: string, size: number, md5: string, meta: Record<string, string>): Promise<void> {
+/** Uploads a spooled (compressed) object from its temp file, with retries (also backup-push --method stream). */
+export async function uploadSpooled(job: Pick<ObjectJob, 'storage' | 'config' | 'key' | 'signal'>, temp: string, size: number, md5: string, meta: Record<string, string>): Promise<void> {
   const fh = await openBody(temp);
   // A large object gets more time: one attempt timeout and one deadline per started 64 MiB.
   const units = Math.max(1, Math.ceil(size / ATTEMPT_TIMEOUT_BYTES));

@@ -164,7 +164,7 @@ async function startChecked(
 }
 
 /** files.json, compressed with the backup's codec; its SHA-256 (uncompressed) goes into backup.json. */
-async function storeFileList(storage: Storage, config: Config, list: FileList): Promise<{ sha256: string; storedBytes: number }> {
+export async function storeFileList(storage: Storage, config: Config, list: FileList): Promise<{ sha256: string; storedBytes: number }> {
   const body = serializeFileList(list);
   const sha256 = sha256Hex(body);
   const stored = await compressBuffer(config.compression, body, config.compressionLevel);

@@ -1,12 +1,11 @@
-import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
 import { backupError, isWalvaultError } from '../common/errors.js';
 import type { Config } from '../common/config.js';
 import { HashingStream } from '../fs/hash.js';
 import { log } from '../common/log.js';
-import { compressStream } from '../codec/codec.js';
 import type { Storage } from '../storage/types.js';
-import { backupKey, DATA_OBJECT, makeBackupId } from './catalog.js';
-import { parseBackupLabel } from './label.js';
+import { makeBackupId } from './catalog.js';
+import { parseBackupLabel, type BackupLabel } from './label.js';
 import { archiveWaitError, watchArchiveWait } from './archive-wait.js';
 import {
   baseBackupFailure,
@@ -18,14 +17,20 @@ import {
 } from './pg-basebackup.js';
 import { findPgProgram } from './pgbin.js';
 import { Progress } from './progress.js';
+import { storeFileList } from './push-files.js';
 import { finishBackup, uniqueId } from './push-finish.js';
 import { removeIncompleteBackup } from './push-cleanup.js';
-import { TarTap } from './tar.js';
+import { packTarStream, type StreamedFiles, type StreamState } from './stream-objects.js';
 import { within } from './wait.js';
 
-// backup-push --method stream: pg_basebackup -D - -Ft -X none, streamed through SHA-256, compression
-// and a multipart upload (memory bounded by part size x queue size, whatever the database size), with
-// the tar parsed on the side for backup_label and backup_manifest; backup format 1 (one base.tar).
+// backup-push --method stream: pg_basebackup -D - -Ft -X none, its tar parsed member by member and
+// stored as backup format 2 (stream-objects.ts: data objects, files.json) like --method files, so
+// that no single upload nears the store's limits whatever the database size. backup_label and
+// backup_manifest are pg_basebackup's. Format 1 (one base.tar) was written by earlier walvault versions;
+// backup-fetch still restores it.
+
+/** Uploads in flight while the stream is read: each is a compressed object in the spool. */
+const MAX_UPLOADS = 4;
 
 /** pg_basebackup's path: looked up before anything else, so a missing one is the first thing said. */
 export function findBaseBackup(config: Config): string {
@@ -40,21 +45,17 @@ export async function pushStream(storage: Storage, config: Config, opts: BaseBac
   const abortChild = () => pgbb.child.kill('SIGTERM');
   signal.addEventListener('abort', abortChild, { once: true });
 
-  // pg_basebackup stdout -> SHA-256 -> tar tap -> compression -> upload. Until backup_label has been
-  // read (the first tar member) the upload does not start; back-pressure holds pg_basebackup.
-  const hashing = new HashingStream();
-  const tap = new TarTap();
-  const compress = compressStream(config.compression, config.compressionLevel);
-  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const stages: NodeJS.ReadWriteStream[] = [hashing, tap, ...(compress ? [compress] : []), out];
+  // pg_basebackup stdout -> byte count -> tar parser -> data objects (stream-objects.ts). Until
+  // backup_label has been read (the first member) nothing is stored; back-pressure holds pg_basebackup.
+  const counted = new HashingStream();
   let pipelineError: unknown;
   const pipelineDone = new Promise<void>((resolve) => {
-    (pipeline as (...a: unknown[]) => void)(pgbb.child.stdout!, ...stages, (e: unknown) => {
+    pipeline(pgbb.child.stdout!, counted, (e) => {
       if (e) pipelineError ??= e;
       resolve();
     });
   });
-  // A failed pg_basebackup must not complete the upload of a truncated stream.
+  // A failed pg_basebackup must not complete a backup of a truncated stream.
   let childError: unknown;
   // Set when the server kept the stream open past backupWaitTimeout waiting for archive_command.
   let archiveStalled = false;
@@ -62,58 +63,64 @@ export async function pushStream(storage: Storage, config: Config, opts: BaseBac
     if (r.code !== 0 || r.signal) {
       const err = signal.aborted ? (signal.reason as Error) : baseBackupFailure(pgbb, r);
       childError = err;
-      out.destroy(err);
+      counted.destroy(err);
       throw err;
     }
     return r;
   });
   childFailed.catch(() => undefined);
-  const onAbort = () => out.destroy(signal.reason as Error);
+  const onAbort = () => counted.destroy(signal.reason as Error);
   signal.addEventListener('abort', onAbort, { once: true });
+  const state: StreamState = { files: new Map() };
   const watch = watchArchiveWait({
     source: pgbb.child.stdout!,
     // pg_control is sent last, and pg_basebackup's stdio may hold back the end of it.
-    streamed: () => tap.lastEntry === 'global/pg_control',
-    released: () => tap.files.has('backup_manifest'),
+    streamed: () => state.lastEntry === 'global/pg_control',
+    released: () => state.files.has('backup_manifest'),
     timeoutMs: config.backupWaitTimeout * 1000,
     onTimeout: () => {
       archiveStalled = true;
       log.warn(`the server is still waiting for WAL to be archived ${config.backupWaitTimeout}s after the data was streamed; stopping pg_basebackup (pid ${pgbb.child.pid})`);
-      out.destroy(backupError('the WAL archive wait timed out'));
+      counted.destroy(backupError('the WAL archive wait timed out'));
     },
   });
 
   let uploadedId: string | undefined;
-  let labelStart: string | undefined;
+  let label: BackupLabel | undefined;
   let progress: Progress | undefined;
+  let ticker: NodeJS.Timeout | undefined;
+  let packed: Promise<StreamedFiles> | undefined;
   try {
-    const labelBuf = await Promise.race([tap.label, childFailed.then(() => tap.label)]);
-    const label = parseBackupLabel(labelBuf.toString('utf8'));
-    labelStart = label.startSegment;
-    const startTime = label.startTime ?? new Date();
-    const id = await uniqueId(storage, makeBackupId(label.startSegment, startTime), config);
-    log.info(`backup ${id}: started at ${label.startLsn} on timeline ${label.startTimeline} (${label.startSegment}), uploading to ${storage.url}`);
-
-    progress = new Progress(`backup-push ${id}`, undefined);
-    const prog = progress;
-    const ticker = setInterval(() => {
-      prog.setTotal(pgbb.estimate());
-      prog.update(hashing.bytes);
-    }, 200);
-    ticker.unref();
-    const dataKey = backupKey(id, DATA_OBJECT);
-    uploadedId = id;
-    let uploaded: { storedSize: number };
+    packed = packTarStream(counted, state, {
+      storage,
+      config,
+      bundleSize: config.backupBundleSize,
+      // The tar is read in order: one object is read while up to this many are uploaded.
+      uploads: Math.max(1, Math.min(config.backupJobs ?? 2, MAX_UPLOADS)),
+      signal,
+      start: async (labelBuf) => {
+        label = parseBackupLabel(labelBuf.toString('utf8'));
+        const startTime = label.startTime ?? new Date();
+        const id = await uniqueId(storage, makeBackupId(label.startSegment, startTime), config);
+        uploadedId = id;
+        log.info(`backup ${id}: started at ${label.startLsn} on timeline ${label.startTimeline} (${label.startSegment}), uploading to ${storage.url}`);
+        const prog = (progress = new Progress(`backup-push ${id}`, undefined));
+        ticker = setInterval(() => {
+          prog.setTotal(pgbb.estimate());
+          prog.update(counted.bytes);
+        }, 200);
+        ticker.unref();
+        return id;
+      },
+    });
+    packed.catch(() => undefined);
+    let streamed: StreamedFiles;
     try {
-      const expectedSize = pgbb.estimate();
-      uploaded = await storage.upload(dataKey, out as Readable, { codec: config.compression, format: 'tar', backup: id }, {
-        signal,
-        ...(expectedSize ? { expectedSize } : {}),
-      });
-      // The upload ends only after pg_basebackup closed its output: what follows is immediate, unless
+      streamed = await Promise.race([packed, childFailed.then(() => packed!)]);
+      // The tar ended only after pg_basebackup closed its output: what follows is immediate, unless
       // a stage or the child hangs, which must not hang backup-push.
       if ((await within(pipelineDone, EXIT_AFTER_EOF_MS)) === 'timeout') {
-        throw backupError(`the backup stream did not finish ${EXIT_AFTER_EOF_MS / 1000}s after its upload completed`);
+        throw backupError(`the backup stream did not finish ${EXIT_AFTER_EOF_MS / 1000}s after its last member was stored`);
       }
       if (pipelineError) throw pipelineError;
       if ((await within(pgbb.exit, EXIT_AFTER_EOF_MS)) === 'timeout') {
@@ -123,29 +130,30 @@ export async function pushStream(storage: Storage, config: Config, opts: BaseBac
     } finally {
       watch.stop();
       clearInterval(ticker);
-      prog.update(hashing.bytes);
-      prog.done();
+      progress?.update(counted.bytes);
+      progress?.done();
     }
     const localStop = new Date();
 
     // What the tar said about itself.
-    const manifestBuf = tap.files.get('backup_manifest');
+    const manifestBuf = state.files.get('backup_manifest');
     if (!manifestBuf) {
       throw backupError('the backup stream has no backup_manifest (pg_basebackup 13 or later writes one unless --no-manifest is given)');
     }
-    const pgVersion = Number((tap.files.get('PG_VERSION') ?? Buffer.from('')).toString('utf8').trim());
-    const control = tap.files.get('global/pg_control');
+    const pgVersion = Number((state.files.get('PG_VERSION') ?? Buffer.from('')).toString('utf8').trim());
+    const control = state.files.get('global/pg_control');
     if (!control || control.length < 8) throw backupError('the backup has no global/pg_control');
     const startNextXid = nextXidFromControl(control);
+    const list = await storeFileList(storage, config, streamed.list);
     await finishBackup(storage, config, {
-      id,
-      format: { format: 1 },
-      label,
+      id: streamed.list.backup,
+      format: { format: 2, method: 'stream', type: 'full' },
+      label: label!,
       manifest: manifestBuf,
-      ...(tap.files.has('tablespace_map') ? { tablespaceMap: tap.files.get('tablespace_map')!.toString('utf8') } : {}),
-      sizeBytes: hashing.bytes,
-      sha256: hashing.digest(),
-      storedBytes: uploaded.storedSize,
+      ...(state.files.has('tablespace_map') ? { tablespaceMap: state.files.get('tablespace_map')!.toString('utf8') } : {}),
+      sizeBytes: streamed.sizeBytes,
+      sha256: list.sha256,
+      storedBytes: streamed.storedBytes + list.storedBytes,
       systemIdentifier: control.readBigUInt64LE(0).toString(),
       pgVersion: Number.isInteger(pgVersion) && pgVersion > 0 ? pgVersion : 0,
       ...(startNextXid ? { startNextXid } : {}),
@@ -155,15 +163,18 @@ export async function pushStream(storage: Storage, config: Config, opts: BaseBac
     return 0;
   } catch (caught) {
     watch.stop();
+    clearInterval(ticker);
     progress?.done();
-    out.destroy();
+    counted.destroy();
     await stopBaseBackup(pgbb);
+    // Every upload has settled once the packer gave up: only then can its objects be removed.
+    await packed?.catch(() => undefined);
     // The root cause first: a failed pg_basebackup, an archive that never caught up or an interrupt
-    // also break the upload's source. The upload itself was aborted when its source failed.
+    // also break the stream being stored.
     const e = archiveStalled
-      ? await archiveWaitError(storage, config, labelStart, opts.dbname)
+      ? await archiveWaitError(storage, config, label?.startSegment, opts.dbname)
       : (childError ?? (signal.aborted ? signal.reason : caught));
-    // Nothing without backup.json counts; still, do not leave a stray tar behind when we can help it.
+    // Nothing without backup.json counts; still, do not leave stray objects behind when we can help it.
     if (uploadedId) await removeIncompleteBackup(storage, config, uploadedId);
     throw e instanceof Error && !isWalvaultError(e) ? backupError(`backup-push failed: ${e.message}`, { cause: e }) : e;
   } finally {

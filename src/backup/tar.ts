@@ -4,8 +4,8 @@ import { backupError, isWalvaultError } from '../common/errors.js';
 
 // Both ends of a backup read the tar stream of pg_basebackup with tar-stream (a maintained,
 // streaming parser; it checks header checksums and reports a truncated archive):
-//  - backup-push taps it on the way to the store to pick up backup_label, backup_manifest and a
-//    few small files, without holding the stream;
+//  - backup-push --method stream parses it member by member into data objects (stream-objects.ts);
+//    TarTap picks up backup_label, backup_manifest and a few small files without holding a stream;
 //  - backup-fetch extracts it into the new data directory (extract.ts).
 
 type Extract = ReturnType<typeof tar.extract>;
@@ -62,8 +62,8 @@ export class TarSink {
   }
 }
 
-/** Small members of the backup that backup-push records. Anything else passes through unread. */
-const TAPPED: Record<string, number> = {
+/** Small members of the backup that backup-push keeps in memory, with the most it reads of each. */
+export const TAPPED: Record<string, number> = {
   backup_label: 64 * 1024,
   tablespace_map: 16 * 1024 * 1024,
   PG_VERSION: 64,

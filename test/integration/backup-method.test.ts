@@ -59,7 +59,7 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
     expect((await list()).find((b) => b.id === r.stdout.trim())).toMatchObject({ format: 2, method: 'files' });
   });
 
-  it('the path holds another cluster: stream (format 1), naming both system identifiers', async () => {
+  it('the path holds another cluster: stream (format 2 method stream), naming both system identifiers', async () => {
     const mine = await pg.query('SELECT system_identifier FROM pg_control_system()');
     const r = await push([], other.dataDir);
     expect(r.code, show(r)).toBe(0);
@@ -68,7 +68,7 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
     expect(m![1]).toBe(pg.dataDir);
     expect(m![3]).toBe(mine);
     expect(m![2]).not.toBe(mine);
-    expect((await list()).find((b) => b.id === r.stdout.trim())).toMatchObject({ format: 1 });
+    expect((await list()).find((b) => b.id === r.stdout.trim())).toMatchObject({ format: 2, method: 'stream' });
   });
 
   it('no pg_control at the path here (a server on another host): stream; an explicit --method files fails instead', async () => {
@@ -76,7 +76,7 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
     const [auto, files] = [await push([], empty), await push(['--method', 'files'], empty)];
     expect(auto!.code, show(auto!)).toBe(0);
     expect(auto!.stderr).toContain(`INFO: using --method stream: the server's data directory ${pg.dataDir} is not readable here (ENOENT)`);
-    expect((await list()).find((b) => b.id === auto!.stdout.trim())).toMatchObject({ format: 1 });
+    expect((await list()).find((b) => b.id === auto!.stdout.trim())).toMatchObject({ format: 2, method: 'stream' });
     expect(files!.code, show(files!)).toBe(14);
     expect(files!.stderr).toMatch(/cannot read the server's data directory .* here \(ENOENT\)/);
     expect(files!.stderr).not.toContain('using --method');
@@ -90,7 +90,7 @@ describe.each(rgw)('backup-push method choice on $name', (store: TestStore) => {
     expect(rate.code, show(rate)).toBe(0);
     expect(rate.stderr).toContain('INFO: using --method stream: --max-rate limits pg_basebackup only');
     const byId = new Map((await list()).map((b) => [b.id, b]));
-    expect(byId.get(stream.stdout.trim())).toMatchObject({ format: 1 });
-    expect(byId.get(rate.stdout.trim())).toMatchObject({ format: 1 });
+    expect(byId.get(stream.stdout.trim())).toMatchObject({ format: 2, method: 'stream' });
+    expect(byId.get(rate.stdout.trim())).toMatchObject({ format: 2, method: 'stream' });
   });
 });

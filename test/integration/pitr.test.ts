@@ -4,7 +4,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg.js';
-import { createTestBucket, deleteRaw, getRaw, listKeys, listMultipartUploads, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { CreateMultipartUploadCommand } from '@aws-sdk/client-s3';
+import { createTestBucket, deleteRaw, getRaw, listKeys, listMultipartUploads, putRaw, s3ClientFor, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
 // Issue 3 end to end on one PostgreSQL 15 cluster archiving through walvault to radosgw: a base
@@ -209,11 +210,11 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     await c.stop('immediate');
   });
 
-  it('a second backup (--method stream, format 1): a target between the two restores from the older one, after both from the newer', async () => {
+  it('a second backup (--method stream, format 2): a target between the two restores from the older one, after both from the newer', async () => {
     const r = await push({}, ['--method', 'stream']);
     expect(r.code, r.stderr).toBe(0);
     secondBackupId = r.stdout.trim();
-    expect(await listKeys(store, bucket, `pg/backups/${secondBackupId}/base.tar`)).toEqual([`pg/backups/${secondBackupId}/base.tar`]);
+    expect(await listKeys(store, bucket, `pg/backups/${secondBackupId}/files.json`)).toEqual([`pg/backups/${secondBackupId}/files.json`]);
     expect((await list()).map((b) => b.id)).toEqual([firstBackupId, secondBackupId]);
 
     // Time and xid (LSN selection is the same rule as time, unit-tested).
@@ -287,26 +288,29 @@ describe.each(rgw)('base backups and point-in-time recovery on $name', (store: T
     }
   });
 
-  it('backup-push killed with SIGKILL leaves no sentinel; the next one cleans up its multipart upload', async () => {
-    // A slow (rate-limited), uncompressed push, so the multipart upload is in flight when killed.
+  it('backup-push killed with SIGKILL leaves no sentinel; the next one cleans up a multipart upload left behind', async () => {
+    // A slow (rate-limited), uncompressed push, so data objects are being stored when it is killed.
     await pg.pgbench(['-i', '-s', '1', '-q']);
     let pid = 0;
     const killed = push({ WALVAULT_COMPRESSION: 'none' }, ['--max-rate', '2M'], (p) => (pid = p));
     const started = Date.now();
-    let uploads: { key: string }[] = [];
+    let objects: string[] = [];
     while (Date.now() - started < 60_000) {
-      uploads = (await listMultipartUploads(store, bucket)).filter((u) => u.key.endsWith('/base.tar'));
-      if (uploads.length > 0) break;
+      objects = (await listKeys(store, bucket, 'pg/backups/')).filter((k) => k.includes('/data/') && !k.includes(`/${firstBackupId}/`) && !k.includes(`/${secondBackupId}/`));
+      if (objects.length > 0) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect(uploads.length, 'a multipart upload should be in flight').toBeGreaterThan(0);
+    expect(objects.length, 'data objects should be being stored').toBeGreaterThan(0);
     expect(pid).toBeGreaterThan(0);
     process.kill(pid, 'SIGKILL');
     const res = await killed;
     expect(res.signal).toBe('SIGKILL');
-    const id = uploads[0]!.key.split('/')[2]!;
+    const id = objects[0]!.split('/')[2]!;
     expect(await getRaw(store, bucket, `pg/backups/${id}/backup.json`)).toBeNull();
     expect((await list()).map((b) => b.id)).not.toContain(id);
+    // Format 2 objects are multipart uploads above 1 GiB compressed only: leave one as a killed push
+    // of such an object would.
+    await s3ClientFor(store).send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `pg/backups/${id}/data/999999` }));
     expect((await listMultipartUploads(store, bucket)).length).toBeGreaterThan(0);
 
     await new Promise((r) => setTimeout(r, 1500));
