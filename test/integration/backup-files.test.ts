@@ -2,6 +2,7 @@
 // walvault to radosgw, pgbench data, a backup read file by file with two jobs into many 1 MiB
 // bundles; every object, file slice, files.json and backup_manifest checked, and the files laid out
 // from the objects verified by pg_verifybackup against the manifest walvault built.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
