@@ -12,13 +12,12 @@ import { parseStoredMeta } from '../../src/archive/objects.js';
 import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList, type FileList } from '../../src/backup/file-list.js';
 import { decompressStream } from '../../src/codec/codec.js';
-import { loadConfig } from '../../src/common/config.js';
-import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
 import { chownToPostgres, PG_BIN_DIR, PgCluster } from '../support/pg.js';
-import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { listKeys, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 import { runCommand } from '../support/run-command.js';
+import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const rgw = testStores().filter((s) => s.name === 'rgw');
@@ -52,22 +51,10 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
   }
 
   beforeAll(async () => {
-    bucket = await createTestBucket(store, 'files');
-    const home = await tempDir('wv-files', { forPostgres: true });
-    configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    const spool = join(await tempDir('wv-files-root'), 'spool');
-    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
-    storage = await openStorage(loadConfig({}, env).config);
-    const bin = await walvaultBin();
-    pg = await PgCluster.create({
-      walSegSizeMb: 1,
-      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
-    });
-    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    ({ pg, bucket, env, storage, configFile } = await startArchivingCluster(store, 'files'));
     await pg.pgbench(['-i', '-s', '2', '-q']);
     await pg.query('CREATE TABLE marker AS SELECT generate_series(1, 1234) AS n');
-    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
+    await switchAndWaitArchived(pg);
   });
 
   afterAll(async () => {

@@ -14,13 +14,12 @@ import { parseStoredMeta, smallObjectMeta } from '../../src/archive/objects.js';
 import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList, type FileList } from '../../src/backup/file-list.js';
 import { decompressStream } from '../../src/codec/codec.js';
-import { loadConfig } from '../../src/common/config.js';
-import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
 import { chownToPostgres, PG_BIN_DIR, PgCluster } from '../support/pg.js';
-import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
-import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+import { listKeys, testStores, type TestStore } from '../support/stores.js';
+import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 import { runCommand } from '../support/run-command.js';
+import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const rgw = testStores().filter((s) => s.name === 'rgw');
@@ -47,11 +46,6 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
   const push = (...extra: string[]) => wv(['backup-push', '--method', 'files', '--jobs', '2', '--backup-bundle-size', '1MiB', ...extra]);
   const rows = (c: PgCluster) => c.query('SELECT batch, count(*) FROM items GROUP BY batch ORDER BY batch');
   const balances = (c: PgCluster) => c.query('SELECT sum(abalance), count(*) FILTER (WHERE abalance <> 0) FROM pgbench_accounts');
-
-  async function switchAndWaitArchived(): Promise<void> {
-    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
-  }
 
   /** One row on ~1 % of pgbench_accounts' pages, chosen at random. */
   async function touchOnePercentOfPages(): Promise<void> {
@@ -105,18 +99,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
   }
 
   beforeAll(async () => {
-    bucket = await createTestBucket(store, 'incr');
-    const home = await tempDir('wv-inc', { forPostgres: true });
-    const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    const spool = join(await tempDir('wv-inc-root'), 'spool');
-    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
-    storage = await openStorage(loadConfig({}, env).config);
-    const bin = await walvaultBin();
-    pg = await PgCluster.create({
-      walSegSizeMb: 1,
-      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
-    });
-    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    ({ pg, bucket, env, storage } = await startArchivingCluster(store, 'incr'));
     await pg.pgbench(['-i', '-s', '5', '-q']);
     await pg.query('CREATE TABLE items (batch int, n int)');
     await pg.query('INSERT INTO items SELECT 1, g FROM generate_series(1, 100) g');
@@ -127,7 +110,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
     const anHourAgo = new Date(Date.now() - 3_600_000);
     await utimes(still, anHourAgo, anHourAgo);
     await pg.query('CHECKPOINT');
-    await switchAndWaitArchived();
+    await switchAndWaitArchived(pg);
     // Files last written within MTIME_GUARD_MS (10 s) before a reference started are read again.
     await new Promise((r) => setTimeout(r, 11_000));
   }, 300_000);
@@ -207,7 +190,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
 
   it('a second incremental builds on the first; laid out from the objects it names, every file and pg_verifybackup check', async () => {
     await pg.query('INSERT INTO items SELECT 3, g FROM generate_series(1, 100) g');
-    await switchAndWaitArchived();
+    await switchAndWaitArchived(pg);
     await pg.query('SELECT pg_sleep(1.2)');
     between = await pg.query('SELECT now()');
     await pg.query('SELECT pg_sleep(1.2)');

@@ -20,11 +20,11 @@ import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList } from '../../src/backup/file-list.js';
 import { compressBuffer, decompressStream } from '../../src/codec/codec.js';
 import { loadConfig } from '../../src/common/config.js';
-import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
 import { PG_BIN_DIR, PgCluster } from '../support/pg.js';
-import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { listKeys, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const rgw = testStores().filter((s) => s.name === 'rgw');
@@ -49,22 +49,10 @@ describe.each(rgw)('backup-push --method stream (format 2) on $name', (store: Te
   }
 
   beforeAll(async () => {
-    bucket = await createTestBucket(store, 'streamfmt');
-    const home = await tempDir('wv-sf', { forPostgres: true });
-    const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    const spool = join(await tempDir('wv-sf-root'), 'spool');
-    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
-    storage = await openStorage(loadConfig({}, env).config);
-    const bin = await walvaultBin();
-    pg = await PgCluster.create({
-      walSegSizeMb: 1,
-      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
-    });
-    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    ({ pg, bucket, env, storage } = await startArchivingCluster(store, 'streamfmt'));
     await pg.pgbench(['-i', '-s', '2', '-q']);
     await pg.query('CREATE TABLE marker AS SELECT generate_series(1, 1234) AS n');
-    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
+    await switchAndWaitArchived(pg);
   });
 
   afterAll(async () => {

@@ -13,12 +13,12 @@ import { parseFileList, type FileList } from '../../src/backup/file-list.js';
 import { readVerifiedSmall } from '../../src/archive/small-objects.js';
 import { loadConfig, retryPolicy } from '../../src/common/config.js';
 import { Deadline } from '../../src/common/retry.js';
-import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { PgCluster } from '../support/pg.js';
-import { createTestBucket, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
 const show = (r: WalvaultResult) => `exit ${r.code}\n${r.stderr}${r.stdout}`;
@@ -55,20 +55,10 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
   }
 
   beforeAll(async () => {
-    bucket = await createTestBucket(store, 'tblspc');
-    const home = await tempDir('wv-ts', { forPostgres: true });
-    const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
-    const spool = join(await tempDir('wv-ts-root'), 'spool');
-    env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+    const cluster = await startArchivingCluster(store, 'tblspc');
+    ({ pg, bucket, env, storage } = cluster);
     proxy = await FaultProxy.start({ upstream: store.endpoint });
-    proxyEnv = { ...env, WALVAULT_CONFIG: await writeRepoConfig(store, bucket, 'pg', home, { s3Endpoint: proxy.url }) };
-    storage = await openStorage(loadConfig({}, env).config);
-    const bin = await walvaultBin();
-    pg = await PgCluster.create({
-      walSegSizeMb: 1,
-      conf: { archive_mode: 'on', archive_command: `${bin} --config ${configFile} wal-push %p %f`, archive_timeout: 0 },
-    });
-    await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    proxyEnv = { ...env, WALVAULT_CONFIG: await writeRepoConfig(store, bucket, 'pg', cluster.home, { s3Endpoint: proxy.url }) };
     // CREATE TABLESPACE wants an empty directory owned by postgres.
     location = await tempDir('wv-ts-location', { forPostgres: true });
     await pg.query(`CREATE TABLESPACE wv_ts LOCATION '${location}'`);
@@ -77,8 +67,7 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
     await pg.query('CREATE INDEX in_ts_n ON in_ts (n) TABLESPACE wv_ts');
     await pg.query('CREATE UNLOGGED TABLE unlogged_ts TABLESPACE wv_ts AS SELECT generate_series(1, 300) AS n');
     await pg.query('CREATE TABLE outside_ts AS SELECT generate_series(1, 77) AS n');
-    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, 60_000);
+    await switchAndWaitArchived(pg);
   });
 
   afterAll(async () => {

@@ -11,6 +11,7 @@ import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixtu
 import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
 import { createTestBucket, deleteRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
+import { switchAndWaitArchived } from '../support/archiving-cluster.js';
 
 // Issue 10 item 6: backup-fetch of a format-2 backup (file list + data objects) with --jobs, on
 // radosgw and PostgreSQL 15. The backup is built by test/support/format2-fixture.ts from a real
@@ -83,11 +84,6 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   const fetchAsRoot = (args: string[], e = env): Promise<WalvaultResult> => runWalvault(['backup-fetch', ...args, '--owner', 'postgres'], { env: e, wrapper: true, timeoutMs: 180_000 });
   const immediate = ['--target-immediate', '--target-action', 'promote'];
 
-  async function switchAndWaitArchived(timeoutMs = 60_000): Promise<void> {
-    const last = await pg.query('SELECT pg_walfile_name(pg_switch_wal())');
-    await pg.waitFor("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", (out) => out >= last, timeoutMs);
-  }
-
   /** The restored directory holds exactly the backed-up files (plus what backup-fetch adds for recovery). */
   async function expectSameFiles(target: string): Promise<void> {
     const got = await tree(target);
@@ -136,13 +132,13 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     });
     await pg.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
     await pg.query(`CREATE TABLE items AS SELECT g AS n, md5(g::text) AS h FROM generate_series(1, ${ROWS}) g`);
-    await switchAndWaitArchived();
+    await switchAndWaitArchived(pg);
     base = join(await tempDir('wv-rfiles-base', { forPostgres: true }), 'base');
     const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', base, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
       env: pg.connectionEnv(),
     });
     expect(bb.code, bb.stderr).toBe(0);
-    await switchAndWaitArchived();
+    await switchAndWaitArchived(pg);
     const systemIdentifier = await pg.query('SELECT system_identifier FROM pg_control_system()');
     postgres = {
       uid: Number((await runAsPostgres('id', ['-u'])).stdout.trim()),
@@ -503,13 +499,13 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     // Its own larger backup, taken after the others so they stay small.
     await pg.query("CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 2500000) g");
     // ~300 MB of WAL to archive first: on a loaded 2-core machine that took over a minute.
-    await switchAndWaitArchived(300_000);
+    await switchAndWaitArchived(pg, 300_000);
     const bigBase = join(await tempDir('wv-rfiles-big', { forPostgres: true }), 'base');
     const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', bigBase, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
       env: pg.connectionEnv(),
     });
     expect(bb.code, bb.stderr).toBe(0);
-    await switchAndWaitArchived();
+    await switchAndWaitArchived(pg);
     const systemIdentifier = await pg.query('SELECT system_identifier FROM pg_control_system()');
     const big = await writeFormat2Backup(store, bucket, bigBase, { prefix: 'pg', bundleSize: 32 * MiB, systemIdentifier, walSegmentSize: MiB, suffix: '_5' });
     const largest = Math.max(...big.list.entries.map((e) => (e.type === 'file' ? e.size : 0)));
