@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeJsonReplace } from '../fs/json-file.js';
 import { verifyFileSync, type VerifyResult } from '../fs/verify-file.js';
+import { pidAlive } from '../common/pid.js';
 
 // What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
 // call for that file can exit 0 at once: one small JSON file per WAL file, in the spool (outside
@@ -93,8 +94,10 @@ export async function pruneRecords(repoCache: string, stillReady: Set<string>, k
   const entries = await readdir(dir).catch(() => [] as string[]);
   for (const entry of entries) {
     if (entry.endsWith('.tmp')) {
-      // a writer killed between write and rename; harmless, tidy it
-      if (!entry.includes(`.${process.pid}.`)) await unlink(join(dir, entry)).catch(() => undefined);
+      // Left by a writer killed between write and rename: tidy it. A live writer's (the look-ahead
+      // worker recording an upload while wal-push prunes) is never touched, or its record is lost.
+      const writer = Number(/\.(\d+)\.tmp$/.exec(entry)?.[1]);
+      if (!(writer > 0 && pidAlive(writer))) await unlink(join(dir, entry)).catch(() => undefined);
       continue;
     }
     if (!entry.endsWith('.json')) continue;

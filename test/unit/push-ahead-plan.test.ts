@@ -1,6 +1,11 @@
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ByteBudget } from '../../src/archive/byte-budget.js';
 import { archiveOrder, contiguousEnd, pickLookahead } from '../../src/push-ahead/plan.js';
+import { pruneRecords, pushRecordDir } from '../../src/push-ahead/records.js';
 import { parseWalName } from '../../src/wal/names.js';
 
 const MiB = 1024 * 1024;
@@ -58,5 +63,26 @@ describe('ByteBudget', () => {
     await third;
     expect(order).toEqual(['second', 'third']);
     expect(b.inUse).toBe(17 * MiB);
+  });
+});
+
+describe('look-ahead records', () => {
+  it("lookahead: a wal-push's record tidy never deletes the temp file of a live worker's record", async () => {
+    const cache = await mkdtemp(join(tmpdir(), 'wv-records-'));
+    try {
+      const dir = pushRecordDir(cache);
+      await mkdir(dir, { recursive: true });
+      const dead = spawnSync('true').pid;
+      const live = `${seg(4)}.json.${process.ppid}.tmp`; // another process, alive: a worker mid-write
+      await writeFile(join(dir, live), '{}');
+      await writeFile(join(dir, `${seg(5)}.json.${dead}.tmp`), '{}'); // its writer is gone
+      await writeFile(join(dir, `${seg(6)}.json.tmp`), '{}'); // no writer named
+      await writeFile(join(dir, `${seg(4)}.json`), '{}');
+      await writeFile(join(dir, `${seg(2)}.json`), '{}'); // archived and recycled
+      await pruneRecords(cache, new Set([seg(4)]));
+      expect((await readdir(dir)).sort()).toEqual([`${seg(4)}.json`, live].sort());
+    } finally {
+      await rm(cache, { recursive: true, force: true });
+    }
   });
 });
