@@ -1,0 +1,100 @@
+import type { Argv } from 'yargs';
+import type { LoadedConfig } from '../common/config.js';
+
+// The command table: usage, help text, options and a lazily imported handler for each command.
+export type Handler = (loaded: LoadedConfig, args: Record<string, unknown>) => Promise<number>;
+
+// Commands are imported lazily: `walvault wal-push` must not pay for parsing the backup code.
+export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; options?: (y: Argv) => Argv }> = [
+  {
+    usage: 'wal-push <path> [name]',
+    describe: "archive one WAL file (archive_command = 'walvault wal-push %p %f')",
+    handler: async ({ config }, a) => (await import('../commands/wal-push.js')).walPush(config, str(a['path']), opt(a['name'])),
+  },
+  {
+    usage: 'wal-fetch <name> <path>',
+    describe: "restore one WAL file (restore_command = 'walvault wal-fetch %f %p')",
+    handler: async ({ config }, a) => (await import('../commands/wal-fetch.js')).walFetch(config, str(a['name']), str(a['path'])),
+  },
+  {
+    usage: 'config',
+    describe: 'print the effective configuration (secrets masked) and where each value comes from',
+    options: (y) => y.option('json', { type: 'boolean', describe: 'print JSON' }),
+    handler: async (loaded, a) => (await import('../commands/config.js')).printConfig(loaded, a['json'] === true),
+  },
+  {
+    usage: 'backup-push',
+    describe: 'take a base backup and upload it to the repository (libpq settings: --dbname, PGHOST, PGPORT, PGUSER...)',
+    options: (y) =>
+      y
+        .option('method', {
+          type: 'string',
+          choices: ['stream', 'files'],
+          describe: 'files: walvault reads the data directory itself with --jobs workers (format 2; on the database host); stream: pg_basebackup streams one tar (format 1). Default: files when the server\'s data directory (same system identifier) is readable here, else stream',
+        })
+        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
+        .option('checkpoint', { type: 'string', choices: ['fast', 'spread'], default: 'fast', describe: 'checkpoint mode at the start of the backup' })
+        .option('max-rate', { type: 'string', describe: 'limit the transfer rate from the server (pg_basebackup --max-rate, e.g. 50M)' })
+        .option('incremental', {
+          type: 'boolean',
+          describe: 'store only the blocks changed since the newest backup of this system and timeline history (--method files; a full backup when there is none)',
+        }),
+    handler: async ({ config }, a) =>
+      (await import('../commands/backup-push.js')).backupPush(config, {
+        ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
+        ...(a['max-rate'] !== undefined ? { maxRate: String(a['max-rate']) } : {}),
+        checkpoint: a['checkpoint'] === 'spread' ? 'spread' : 'fast',
+        ...(a['method'] !== undefined ? { method: a['method'] === 'files' ? 'files' : 'stream' } : {}),
+        ...(a['incremental'] === true ? { incremental: true } : {}),
+      }),
+  },
+  {
+    usage: 'backup-list',
+    describe: 'list complete base backups, oldest first',
+    options: (y) => y.option('json', { type: 'boolean', describe: 'print one JSON array' }),
+    handler: async ({ config }, a) => (await import('../commands/backup-list.js')).backupList(config, a['json'] === true),
+  },
+  {
+    usage: 'backup-fetch <backup> <pgdata>',
+    describe: 'restore a base backup (an id or LATEST) into an empty directory and set up recovery (PITR with --target-*)',
+    options: (y) =>
+      y
+        .option('target-time', { type: 'string', describe: 'recover to this timestamp (e.g. "2026-11-24 13:59:00+01"; no zone = local time)' })
+        .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
+        .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
+        .option('target-name', { type: 'string', describe: 'recover to this restore point (pg_create_restore_point)' })
+        .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
+        .option('target-action', { type: 'string', choices: ['pause', 'promote', 'shutdown'], describe: 'what the server does at the target (PostgreSQL default: pause)' })
+        .option('target-timeline', { type: 'string', describe: 'latest (PostgreSQL default), current or a timeline number' })
+        .option('standby', { type: 'boolean', describe: 'create standby.signal instead of recovery.signal' })
+        .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
+        .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
+        .option('tablespace-map', { type: 'string', array: true, describe: 'OID=DIR: restore tablespace OID into DIR (repeatable; default: its original location, which must be new or empty)' })
+        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' }),
+    handler: async (loaded, a) =>
+      (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
+        which: str(a['backup']),
+        pgdata: str(a['pgdata']),
+        ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
+        ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
+        ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
+        ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
+        ...(a['target-immediate'] === true ? { targetImmediate: true } : {}),
+        ...(a['target-action'] !== undefined ? { targetAction: str(a['target-action']) } : {}),
+        ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
+        ...(a['standby'] === true ? { standby: true } : {}),
+        ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
+        ...(a['delta'] === true ? { delta: true } : {}),
+        ...(a['restore-command'] !== undefined ? { restoreCommand: str(a['restore-command']) } : {}),
+        ...(a['tablespace-map'] !== undefined ? { tablespaceMap: (a['tablespace-map'] as unknown[]).map(str) } : {}),
+      }),
+  },
+];
+
+function str(v: unknown): string {
+  return String(v);
+}
+function opt(v: unknown): string | undefined {
+  return v === undefined || v === null ? undefined : String(v);
+}
+
