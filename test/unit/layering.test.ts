@@ -12,9 +12,10 @@ const SRC = resolve(import.meta.dirname, '../../src');
 
 /** Lower number = lower layer. A folder may import only folders with a lower number (and itself). */
 export const LAYERS: Record<string, number> = {
-  'bin.ts': 9,
-  cli: 8,
-  commands: 7,
+  'bin.ts': 10,
+  cli: 9,
+  commands: 8,
+  operate: 7,
   backup: 6,
   'push-ahead': 6,
   prefetch: 6,
