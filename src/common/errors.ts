@@ -25,6 +25,8 @@ export const ERRORS = {
   WalGap: { exit: 12, retryable: false, meaning: 'a WAL file is missing that the archive shows was archived' },
   MissingBucket: { exit: 13, retryable: false, meaning: 'bucket or repository directory or its walvault.json is missing' },
   BackupError: { exit: 14, retryable: false, meaning: 'base backup failures' },
+  /** verify, check or restore-test ran to the end and found problems (each one named on stderr). */
+  CheckFailed: { exit: 15, retryable: false, meaning: 'verify, check or restore-test found a problem' },
   InternalError: { exit: 70, retryable: false, meaning: 'a bug' },
 } as const satisfies Record<string, ErrorSpec>;
 
@@ -50,6 +52,7 @@ export const ExitCode = {
   walGap: ERRORS.WalGap.exit,
   missingBucket: ERRORS.MissingBucket.exit,
   backup: ERRORS.BackupError.exit,
+  checkFailed: ERRORS.CheckFailed.exit,
   internal: ERRORS.InternalError.exit,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
@@ -91,6 +94,7 @@ export const localWriteError = make('LocalWriteError');
 export const walGapError = make('WalGap');
 export const missingBucketError = make('MissingBucket');
 export const backupError = make('BackupError');
+export const checkFailedError = make('CheckFailed');
 export const internalError = make('InternalError');
 
 /** The same class (name, exit code) with a new message: for adding context to an error on its way up. */
