@@ -42,14 +42,36 @@ export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
 }
 
+/** The store's identity for what it supports: the same bucket through another endpoint is another store. */
+export function storeIdOf(opts: Pick<S3Options, 'endpoint' | 'region' | 'bucket'>): string {
+  return `${opts.endpoint ?? `aws:${opts.region ?? ''}`}|${opts.bucket}`;
+}
+
+export type WriteParams = Pick<PutObjectCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
+
+/** The fields every write carries (storage class, SSE): a bucket policy may demand them. */
+export function writeParamsFor(opts: S3Options): WriteParams {
+  const p: WriteParams = {};
+  if (opts.storageClass) p.StorageClass = opts.storageClass as StorageClass;
+  if (opts.sse) {
+    if (opts.sse !== 'AES256' && opts.sse !== 'aws:kms' && opts.sse !== 'aws:kms:dsse') {
+      throw configError(`unsupported S3 server-side encryption ${JSON.stringify(opts.sse)} (use AES256 or aws:kms)`);
+    }
+    p.ServerSideEncryption = opts.sse as ServerSideEncryption;
+    if (opts.sseKmsKeyId) p.SSEKMSKeyId = opts.sseKmsKeyId;
+  } else if (opts.sseKmsKeyId) {
+    throw configError('an SSE KMS key id needs S3 server-side encryption aws:kms');
+  }
+  return p;
+}
+
 class S3Storage implements Storage {
   readonly url: string;
   readonly cacheKey: string;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
-  private readonly writeParams: Pick<PutObjectCommandInput, 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>;
-  /** The store's identity for what it supports: the same bucket through another endpoint is another store. */
+  private readonly writeParams: WriteParams;
   private readonly storeId: string;
 
   constructor(private readonly opts: S3Options) {
@@ -59,18 +81,8 @@ class S3Storage implements Storage {
     this.url = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
     this.cacheKey = repoCacheKey(this.url, opts);
     this.client = createS3Client(opts).client;
-    this.storeId = `${opts.endpoint ?? `aws:${opts.region ?? ''}`}|${opts.bucket}`;
-    this.writeParams = {};
-    if (opts.storageClass) this.writeParams.StorageClass = opts.storageClass as StorageClass;
-    if (opts.sse) {
-      if (opts.sse !== 'AES256' && opts.sse !== 'aws:kms' && opts.sse !== 'aws:kms:dsse') {
-        throw configError(`unsupported S3 server-side encryption ${JSON.stringify(opts.sse)} (use AES256 or aws:kms)`);
-      }
-      this.writeParams.ServerSideEncryption = opts.sse as ServerSideEncryption;
-      if (opts.sseKmsKeyId) this.writeParams.SSEKMSKeyId = opts.sseKmsKeyId;
-    } else if (opts.sseKmsKeyId) {
-      throw configError('an SSE KMS key id needs S3 server-side encryption aws:kms');
-    }
+    this.storeId = storeIdOf(opts);
+    this.writeParams = writeParamsFor(opts);
   }
 
   private fullKey(key: string): string {
