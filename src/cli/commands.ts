@@ -89,6 +89,21 @@ export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler
         ...(a['tablespace-map'] !== undefined ? { tablespaceMap: (a['tablespace-map'] as unknown[]).map(str) } : {}),
       }),
   },
+  {
+    usage: 'check',
+    describe: 'check the configuration, the store (credentials, TLS, bucket, write/read/delete, 404s, If-None-Match, clock) and with --pg that PostgreSQL archives into it',
+    options: (y) =>
+      y
+        .option('pg', { type: 'boolean', describe: 'also check the server: archive_mode, archive_command, system identifier, and a pg_switch_wal() arriving in the repository' })
+        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string for --pg (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
+        .option('json', { type: 'boolean', describe: 'print one JSON document' }),
+    handler: async (loaded, a) =>
+      (await import('../commands/check.js')).check(loaded, {
+        pg: a['pg'] === true,
+        json: a['json'] === true,
+        ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
+      }),
+  },
 ];
 
 function str(v: unknown): string {

@@ -49,7 +49,7 @@ export const contentMd5Middleware: BuildMiddleware<object, MetadataBearer> =
   };
 
 /** Reads the PEM bundle; the result extends (not replaces) Node's built-in root certificates. */
-function loadCa(file: string): string[] {
+export function loadCa(file: string): string[] {
   let pem: string;
   try {
     pem = readFileSync(file, 'utf8');
