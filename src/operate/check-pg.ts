@@ -64,7 +64,10 @@ export function judgeArchiveSettings(s: { mode: string; command: string; library
 
   const want = "archive_command = 'walvault wal-push %p %f'";
   const c = s.command.trim();
-  if (s.library) {
+  if (s.mode === 'off' && c === '(disabled)') {
+    // PostgreSQL shows archive_command as "(disabled)" while archive_mode is off.
+    out.push({ name: 'archive_command', status: 'skip', detail: 'not readable while archive_mode is off (PostgreSQL shows "(disabled)")' });
+  } else if (s.library) {
     out.push({ name: 'archive_command', status: 'fail', detail: `archive_library = '${s.library}' is set, so archive_command is not used`, fix: `set archive_library = '' and ${want}, then reload` });
   } else if (!c || c === '(disabled)') {
     out.push({ name: 'archive_command', status: 'fail', detail: 'empty: PostgreSQL keeps WAL waiting in pg_wal', fix: `set ${want}, then reload` });
@@ -101,7 +104,7 @@ export async function runPgChecks(input: PgCheckInput): Promise<Probe[]> {
   try {
     await client.query("SET statement_timeout = '30s'");
     const s = (await client.query(SETTINGS_SQL)).rows[0] as { am: string; ac: string; al: string; v: string; r: boolean; s: string; seg: string };
-    out.push({ name: 'postgresql', status: 'ok', detail: `${where}: PostgreSQL ${s.v}, ${s.r ? 'a standby (in recovery)' : 'a primary'}, system identifier ${s.s}` });
+    out.push({ name: 'postgresql', status: 'ok', detail: `${where}: PostgreSQL ${s.v.split(' ')[0]}, ${s.r ? 'a standby (in recovery)' : 'a primary'}, system identifier ${s.s}` });
     const settings = judgeArchiveSettings({ mode: s.am, command: s.ac, library: s.al, inRecovery: s.r }, input.configFile);
     out.push(...settings);
     out.push(systemProbe(s.s, Number(s.seg), input.manifest));

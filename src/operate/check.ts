@@ -45,7 +45,8 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
   }
   const repo = storage.url;
   probes.push({ name: 'configuration', status: 'ok', detail: `repository ${repo}; ${configFile ? `config file ${configFile}` : 'no config file (flags and environment)'}; every setting valid` });
-  probes.push(await probeSpool(config.spool));
+  const repoSpool = repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo));
+  probes.push(await probeSpool(config.spool, repoSpool));
 
   // Fewer retries than wal-push: a check should say what is wrong, not wait out a broken store.
   const policy: RetryPolicy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
@@ -83,7 +84,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       }
     } else {
       const { probeEndpoint, clockFinding, s3Diagnostics } = await import('../storage/s3/diagnose.js');
-      const s3 = s3OptionsFrom(config, loc, join(repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo)), 's3-capabilities.json'));
+      const s3 = s3OptionsFrom(config, loc, join(repoSpool, 's3-capabilities.json'));
       const ep = await probeEndpoint(s3, config.connectTimeout * 1000 + config.attemptTimeout * 1000);
       probes.push({ name: 'endpoint', ...ep.endpoint });
       if (ep.endpoint.status === 'fail') {
@@ -129,20 +130,26 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
   return { repo, probes };
 }
 
-/** The spool: created if missing (0700, as wal-push would), writable, and private to this user. */
-async function probeSpool(spool: string): Promise<Probe> {
+/**
+ * The spool: created if missing (as wal-push would), writable, owned by this user and writable by
+ * nobody else (loading the configuration refused anything else); this repository's directory in it
+ * (prefetched WAL, upload records) readable by nobody else.
+ */
+async function probeSpool(spool: string, repoSpool: string): Promise<Probe> {
   const name = 'spool';
   const file = join(spool, `${TEMP_MARK}check.${process.pid}.${randomBytes(4).toString('hex')}`);
+  const mode = (m: number) => (m & 0o777).toString(8).padStart(4, '0');
   try {
     await ensureDir(spool);
     await writeFile(file, 'walvault check\n', { flag: 'wx', mode: 0o600 });
     await unlink(file);
     const st = await stat(spool);
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    if ((st.mode & 0o077) !== 0) {
-      return { name, status: 'warn', detail: `${spool} (mode ${mode}) is readable by other users: it holds prefetched WAL and upload records`, fix: `chmod 700 ${spool}` };
+    const own = await stat(repoSpool).catch(() => undefined);
+    if (own && (own.mode & 0o077) !== 0) {
+      return { name, status: 'warn', detail: `${repoSpool} (mode ${mode(own.mode)}) is open to other users: it holds prefetched WAL and upload records`, fix: `chmod 700 ${repoSpool}` };
     }
-    return { name, status: 'ok', detail: `${spool} is writable and private (owner uid ${st.uid}, mode ${mode})` };
+    const where = own ? `; this repository's part ${repoSpool} mode ${mode(own.mode)}` : '';
+    return { name, status: 'ok', detail: `${spool} is writable and private (owner uid ${st.uid}, mode ${mode(st.mode)}${where})` };
   } catch (e) {
     await unlink(file).catch(() => undefined);
     return { name, status: 'fail', detail: `the spool ${spool} is not usable: ${describe(e)}`, fix: 'set spool (--spool, WALVAULT_SPOOL) to a directory this user owns' };

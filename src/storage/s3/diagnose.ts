@@ -62,7 +62,15 @@ export interface EndpointAnswer {
  * One anonymous HEAD / to the endpoint: reachability, TLS (with the configured CA bundle, as the
  * driver trusts it) and the server's Date. Any HTTP answer (403 included) means reachable.
  */
-export function probeEndpoint(opts: S3Options, timeoutMs: number): Promise<EndpointAnswer> {
+export async function probeEndpoint(opts: S3Options, timeoutMs: number): Promise<EndpointAnswer> {
+  const first = await headEndpoint(opts, timeoutMs);
+  // A network failure gets one more try, as every storage call gets retries; a TLS verdict does not change.
+  if (first.endpoint.status !== 'fail' || !first.retry) return first;
+  await new Promise((r) => setTimeout(r, 200));
+  return headEndpoint(opts, timeoutMs);
+}
+
+function headEndpoint(opts: S3Options, timeoutMs: number): Promise<EndpointAnswer & { retry?: boolean }> {
   const url = endpointOf(opts);
   const secure = url.protocol === 'https:';
   const origin = `${url.protocol}//${url.host}`;
@@ -103,7 +111,7 @@ export function probeEndpoint(opts: S3Options, timeoutMs: number): Promise<Endpo
       const code = e.code ?? 'UnknownError';
       const tls = TLS_FIX[code] ?? (/CERT|SSL|TLS/.test(code) ? 'the endpoint certificate is not trusted: set s3CaBundle (--s3-ca-bundle)' : undefined);
       const what = tls ? `the TLS certificate of ${origin} is not trusted: ${code} (${e.message})` : `${origin} cannot be reached: ${code}${e.message && !e.message.includes(code) ? ` (${e.message})` : ''}`;
-      resolve({ endpoint: { status: 'fail', detail: what, fix: tls ?? NET_FIX[code] ?? 'check s3Endpoint and the network' } });
+      resolve({ endpoint: { status: 'fail', detail: what, fix: tls ?? NET_FIX[code] ?? 'check s3Endpoint and the network' }, retry: !tls });
     });
     req.end();
   });
@@ -148,7 +156,7 @@ export function s3Diagnostics(opts: S3Options): S3Diagnostics {
   return {
     async access(signal) {
       const where: S3Op = { op: 'ListObjectsV2', target: url };
-      const skip: Finding = { status: 'skip', detail: 'not checked (the credentials failed)' };
+      const skip: Finding = { status: 'skip', detail: 'not checked: the credentials failed' };
       try {
         const r = await client.send(new ListObjectsV2Command({ Bucket: opts.bucket, Prefix: full(''), MaxKeys: 1 }), { abortSignal: signal });
         checkListing(r, opts.bucket, where);
