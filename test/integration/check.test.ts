@@ -2,6 +2,7 @@
 // causes each failing its own line (a wrong secret, a missing bucket, a store that ignores
 // If-None-Match), and --pg against a real archiving PostgreSQL 15: the switched segment arrives,
 // a broken archive_command times out naming pg_stat_archiver, archive_mode off fails.
+import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchivingCluster, type ArchivingCluster } from '../support/archiving-cluster.js';
@@ -44,6 +45,36 @@ describe.each(testStores())('walvault check on $name', (store) => {
 });
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
+
+describe('walvault check on a file:// repository', () => {
+  it('check: a file:// repository gets directory, permissions, fsync, write/read/delete, missing key and no-overwrite', async () => {
+    const work = await tempDir('wv-check-file');
+    const repo = join(work, 'repo');
+    await mkdir(repo, { mode: 0o750 });
+    const env = { WALVAULT_REPO: `file://${repo}`, WALVAULT_SPOOL: join(work, 'spool') };
+    const r = await runWalvault(['check'], { env });
+    console.log(`check on file://:\n${r.stdout}`);
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout.trimEnd().split('\n').map((l) => l.slice(0, 5) + l.slice(5).split(':')[0])).toEqual(
+      ['configuration', 'spool', 'directory', 'permissions', 'fsync', 'write-read-delete', 'missing-key', 'no-overwrite', 'walvault.json'].map((n) => `ok   ${n}`),
+    );
+    expect(line(r, 'fsync'), show(r)).toMatch(/^ok   fsync: a 1 MiB file and its directory written and fsynced in [\d.]+ ms$/);
+    expect(line(r, 'missing-key'), show(r)).toMatch(/answers ENOENT/);
+    expect(await readdir(join(repo, 'state', 'check'))).toEqual([]);
+
+    // Others may delete archived WAL: a warning, not a failure.
+    await chmod(repo, 0o777);
+    const open = await runWalvault(['check'], { env });
+    expect(open.code, show(open)).toBe(0);
+    expect(line(open, 'permissions'), show(open)).toMatch(/^warn permissions: .* \(owner uid 0, mode 0777\) is writable by every user, who can delete or replace archived WAL — chown 0 \S+; chmod go-w /);
+
+    // A missing directory (an unmounted share) is never created.
+    const gone = await runWalvault(['check'], { env: { ...env, WALVAULT_REPO: `file://${work}/not-mounted` } });
+    expect(gone.code, show(gone)).toBe(15);
+    expect(line(gone, 'directory'), show(gone)).toMatch(/^FAIL directory: \S+\/not-mounted: ENOENT — create it .* or mount the share$/);
+    expect(line(gone, 'write-read-delete'), show(gone)).toBe('skip write-read-delete: not checked: the directory is not usable');
+  });
+});
 
 describe.each(rgw)('walvault check failures on $name', (store) => {
   let bucket: string;
