@@ -2,7 +2,11 @@
 // causes each failing its own line (a wrong secret, a missing bucket, a store that ignores
 // If-None-Match), and --pg against a real archiving PostgreSQL 15: the switched segment arrives,
 // a broken archive_command times out naming pg_stat_archiver, archive_mode off fails.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir } from 'node:fs/promises';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchivingCluster, type ArchivingCluster } from '../support/archiving-cluster.js';
@@ -45,6 +49,50 @@ describe.each(testStores())('walvault check on $name', (store) => {
 });
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
+
+describe('walvault check against an https endpoint', () => {
+  it('check: an untrusted certificate fails the endpoint line by name; a clock 10 minutes off fails the clock line', async () => {
+    const work = await tempDir('wv-check-tls');
+    const [key, cert] = [join(work, 'key.pem'), join(work, 'cert.pem')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    // Not a store: every request gets 403 AccessDenied, dated ten minutes ago.
+    const server = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
+      req.resume();
+      res.setHeader('Date', new Date(Date.now() - 600_000).toUTCString());
+      res.writeHead(403, { 'Content-Type': 'application/xml' });
+      res.end(req.method === 'HEAD' ? undefined : '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const env = {
+        WALVAULT_REPO: 's3://tls-check/repo',
+        AWS_ENDPOINT_URL_S3: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+        AWS_SECRET_ACCESS_KEY: 'secret',
+        WALVAULT_S3_FORCE_PATH_STYLE: 'true',
+        AWS_EC2_METADATA_DISABLED: 'true',
+        WALVAULT_SPOOL: join(work, 'spool'),
+        ...FAST,
+      };
+      const r = await runWalvault(['check'], { env });
+      console.log(`check with an untrusted certificate:\n${r.stdout}`);
+      expect(r.code, show(r)).toBe(15);
+      expect(line(r, 'endpoint'), show(r)).toMatch(/^FAIL endpoint: the TLS certificate of https:\/\/127\.0\.0\.1:\d+ is not trusted: DEPTH_ZERO_SELF_SIGNED_CERT .* — the endpoint uses a self-signed certificate: set s3CaBundle/);
+      expect(line(r, 'credentials'), show(r)).toBe('skip credentials: not checked: the endpoint cannot be reached');
+
+      const trusted = await runWalvault(['check', '--s3-ca-bundle', cert], { env });
+      console.log(`check with a clock 10 minutes off:\n${trusted.stdout}`);
+      expect(trusted.code, show(trusted)).toBe(15);
+      expect(line(trusted, 'endpoint'), show(trusted)).toMatch(/^ok   endpoint: https:\/\/127\.0\.0\.1:\d+ answered HTTP 403 in \d+ ms; TLSv1\.3, certificate for 127\.0\.0\.1 trusted, valid until \d{4}-\d\d-\d\d$/);
+      expect(line(trusted, 'clock'), show(trusted)).toMatch(/^FAIL clock: local clock (599|600|601) s ahead of the store's .* — synchronize this host's clock/);
+      expect(line(trusted, 'credentials'), show(trusted)).toMatch(/^FAIL credentials: S3 ListObjectsV2 s3:\/\/tls-check\/repo failed: HTTP 403 AccessDenied.* — the credentials may not list the bucket: grant s3:ListBucket/);
+      expect(trusted.stderr).toMatch(/CheckFailed: 2 of 10 checks failed: clock, credentials$/m);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
 
 describe('walvault check on a file:// repository', () => {
   it('check: a file:// repository gets directory, permissions, fsync, write/read/delete, missing key and no-overwrite', async () => {

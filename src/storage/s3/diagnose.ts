@@ -110,7 +110,7 @@ function headEndpoint(opts: S3Options, timeoutMs: number): Promise<EndpointAnswe
     req.on('error', (e: NodeJS.ErrnoException) => {
       const code = e.code ?? 'UnknownError';
       const tls = TLS_FIX[code] ?? (/CERT|SSL|TLS/.test(code) ? 'the endpoint certificate is not trusted: set s3CaBundle (--s3-ca-bundle)' : undefined);
-      const what = tls ? `the TLS certificate of ${origin} is not trusted: ${code} (${e.message})` : `${origin} cannot be reached: ${code}${e.message && !e.message.includes(code) ? ` (${e.message})` : ''}`;
+      const what = tls ? `the TLS certificate of ${origin} is not trusted: ${code} (${e.message.replace(/;.*$/, '')})` : `${origin} cannot be reached: ${code}${e.message && !e.message.includes(code) ? ` (${e.message})` : ''}`;
       resolve({ endpoint: { status: 'fail', detail: what, fix: tls ?? NET_FIX[code] ?? 'check s3Endpoint and the network' }, retry: !tls });
     });
     req.end();
