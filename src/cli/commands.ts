@@ -5,7 +5,14 @@ import type { LoadedConfig } from '../common/config.js';
 export type Handler = (loaded: LoadedConfig, args: Record<string, unknown>) => Promise<number>;
 
 // Commands are imported lazily: `walvault wal-push` must not pay for parsing the backup code.
-export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler; options?: (y: Argv) => Argv }> = [
+export const COMMANDS: Array<{
+  usage: string;
+  describe: string;
+  handler: Handler;
+  options?: (y: Argv) => Argv;
+  /** Called when the configuration does not load, before the error is reported. */
+  configFailed?: (e: unknown, args: Record<string, unknown>) => Promise<void>;
+}> = [
   {
     usage: 'wal-push <path> [name]',
     describe: "archive one WAL file (archive_command = 'walvault wal-push %p %f')",
@@ -97,6 +104,7 @@ export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler
         .option('pg', { type: 'boolean', describe: 'also check the server: archive_mode, archive_command, system identifier, and a pg_switch_wal() arriving in the repository' })
         .option('dbname', { alias: 'd', type: 'string', describe: 'connection string for --pg (else PGHOST, PGPORT, PGUSER, PGPASSWORD...)' })
         .option('json', { type: 'boolean', describe: 'print one JSON document' }),
+    configFailed: async (e, a) => (await import('../commands/check.js')).printConfigFailure(e, a['json'] === true),
     handler: async (loaded, a) =>
       (await import('../commands/check.js')).check(loaded, {
         pg: a['pg'] === true,

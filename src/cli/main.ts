@@ -4,10 +4,12 @@ import { configError, usageError } from '../common/errors.js';
 import { setLogCommand, setLogLevel } from '../common/log.js';
 import { SETTINGS } from '../common/settings.js';
 import { VERSION } from '../common/version.js';
-import { COMMANDS, type Handler } from './commands.js';
+import { COMMANDS } from './commands.js';
 import { reportFailure } from './report-failure.js';
 
-function buildParser(argv: string[], run: (h: Handler, args: Record<string, unknown>) => Promise<void>): Argv {
+type Command = (typeof COMMANDS)[number];
+
+function buildParser(argv: string[], run: (c: Command, args: Record<string, unknown>) => Promise<void>): Argv {
   let y = yargs(argv)
     .scriptName('walvault')
     .usage('walvault <command> [options]\n\nPostgreSQL WAL archiving to S3 or a directory, with checksums, retries and no overwrites.')
@@ -34,7 +36,7 @@ function buildParser(argv: string[], run: (h: Handler, args: Record<string, unkn
     });
   }
   for (const cmd of COMMANDS) {
-    y = y.command(cmd.usage, cmd.describe, cmd.options ?? ((b) => b), (args) => run(cmd.handler, args as Record<string, unknown>));
+    y = y.command(cmd.usage, cmd.describe, cmd.options ?? ((b) => b), (args) => run(cmd, args as Record<string, unknown>));
   }
   return y;
 }
@@ -51,12 +53,19 @@ export async function main(argv: string[]): Promise<number> {
   try {
     refuseLooseBooleans(argv);
     let ran = false;
-    await buildParser(argv, async (handler, args) => {
+    await buildParser(argv, async (cmd, args) => {
       ran = true;
-      const loaded = loadConfig(args);
+      let loaded;
+      try {
+        loaded = loadConfig(args);
+      } catch (e) {
+        // `check` reports an unloadable configuration as its first probe (then the error's own exit code).
+        if (cmd.configFailed) await cmd.configFailed(e, args);
+        throw e;
+      }
       config = loaded.config;
       setLogLevel(config.logLevel);
-      result = await handler(loaded, args);
+      result = await cmd.handler(loaded, args);
     }).parseAsync();
     if (!ran) return 0; // --help / --version printed
     return result;

@@ -1,5 +1,6 @@
 import type { LoadedConfig } from '../common/config.js';
-import { checkOutcome, formatJson, formatText } from '../operate/check-report.js';
+import { describe } from '../common/errors.js';
+import { checkOutcome, formatJson, formatText, type Probe } from '../operate/check-report.js';
 import { runCheck } from '../operate/check.js';
 
 // walvault check [--pg] [--json]: one line per probe on stdout (or one JSON document); exit 15
@@ -11,4 +12,10 @@ export async function check(loaded: LoadedConfig, opts: { pg: boolean; json: boo
   const failure = checkOutcome(probes);
   if (failure) throw failure;
   return 0;
+}
+
+/** A configuration that does not load is the first (and only) probe: the caller then reports the error itself. */
+export async function printConfigFailure(e: unknown, json: boolean): Promise<void> {
+  const probes: Probe[] = [{ name: 'configuration', status: 'fail', detail: describe(e), fix: 'fix the configuration named (walvault config shows every value and where it comes from)' }];
+  process.stdout.write(json ? formatJson(undefined, probes, new Date()) : formatText(probes));
 }

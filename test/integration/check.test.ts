@@ -4,7 +4,7 @@
 // a broken archive_command times out naming pg_stat_archiver, archive_mode off fails.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -121,6 +121,19 @@ describe('walvault check on a file:// repository', () => {
     expect(gone.code, show(gone)).toBe(15);
     expect(line(gone, 'directory'), show(gone)).toMatch(/^FAIL directory: \S+\/not-mounted: ENOENT — create it .* or mount the share$/);
     expect(line(gone, 'write-read-delete'), show(gone)).toBe('skip write-read-delete: not checked: the directory is not usable');
+  });
+
+  it('check: a configuration that does not load is the configuration line, with its own exit code (4)', async () => {
+    const work = await tempDir('wv-check-config');
+    const config = join(work, 'walvault.json');
+    await writeFile(config, '{"repo": "file:///srv/wal",\n', { mode: 0o600 });
+    const r = await runWalvault(['check', '--config', config], { env: { WALVAULT_SPOOL: join(work, 'spool') } });
+    expect(r.code, show(r)).toBe(4);
+    expect(r.stdout).toBe(`FAIL configuration: config file ${config} is not valid JSON (syntax error at line 2, column 1) — fix the configuration named (walvault config shows every value and where it comes from)\n`);
+    expect(r.stderr).toMatch(/ERROR: ConfigError: config file .* is not valid JSON/);
+    const j = await runWalvault(['check', '--config', config, '--json'], { env: { WALVAULT_SPOOL: join(work, 'spool') } });
+    expect(j.code, show(j)).toBe(4);
+    expect(JSON.parse(j.stdout)).toMatchObject({ repo: null, ok: false, probes: [{ name: 'configuration', status: 'fail' }] });
   });
 });
 
