@@ -123,6 +123,17 @@ describe('walvault check on a file:// repository', () => {
     expect(line(gone, 'write-read-delete'), show(gone)).toBe('skip write-read-delete: not checked: the directory is not usable');
   });
 
+  it('check: --pg with no server there fails the postgresql line and skips nothing else', async () => {
+    const work = await tempDir('wv-check-nopg');
+    await mkdir(join(work, 'repo'));
+    const env = { WALVAULT_REPO: `file://${work}/repo`, WALVAULT_SPOOL: join(work, 'spool'), PGHOST: '127.0.0.1', PGPORT: '1', PGUSER: 'postgres' };
+    const r = await runWalvault(['check', '--pg'], { env });
+    expect(r.code, show(r)).toBe(15);
+    expect(line(r, 'write-read-delete'), show(r)).toMatch(/^ok /);
+    expect(line(r, 'postgresql'), show(r)).toMatch(/^FAIL postgresql: cannot connect to PostgreSQL at 127\.0\.0\.1:1 \(user postgres, database postgres\): connection refused .* — give the server with --dbname CONNINFO or PGHOST/);
+    expect(r.stderr).toMatch(/CheckFailed: 1 of 10 checks failed: postgresql$/m);
+  });
+
   it('check: a configuration that does not load is the configuration line, with its own exit code (4)', async () => {
     const work = await tempDir('wv-check-config');
     const config = join(work, 'walvault.json');
@@ -190,6 +201,23 @@ describe.each(rgw)('walvault check failures on $name', (store) => {
       );
       expect(proxy.stats().faults).toBe(2);
       expect(r.stderr).toMatch(/CheckFailed: 1 of 10 checks failed: conditional-writes$/m);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+describe.each(rgw)('walvault check through a proxy answering 403 for a missing key on $name', (store) => {
+  it('check: a 403 for a missing key fails the missing-key line naming s3:ListBucket', async () => {
+    const bucket = await createTestBucket(store, 'check-403');
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      // What S3 answers for a missing key to credentials without s3:ListBucket.
+      proxy.addRule({ method: 'GET', path: /\/state\/check\/missing-/, action: fault.accessDenied() });
+      const r = await runWalvault(['check'], { env: { ...(await s3Env(store, bucket)), AWS_ENDPOINT_URL_S3: proxy.url } });
+      expect(r.code, show(r)).toBe(15);
+      expect(line(r, 'missing-key'), show(r)).toMatch(/^FAIL missing-key: a GET of a missing key answers 403 AccessDenied, not 404: the credentials lack s3:ListBucket.* — grant s3:ListBucket on the bucket$/);
+      expect(r.stderr).toMatch(/CheckFailed: 1 of 10 checks failed: missing-key$/m);
     } finally {
       await proxy.close();
     }
