@@ -181,6 +181,7 @@ describe.each(rgw)('walvault check failures on $name', (store) => {
 
   it('check: a missing bucket fails the bucket line', async () => {
     const r = await runWalvault(['check'], { env: await s3Env(store, `${bucket}-missing`) });
+    console.log(`check with a missing bucket:\n${r.stdout}${r.stderr}`);
     expect(r.code, show(r)).toBe(15);
     expect(line(r, 'credentials'), show(r)).toMatch(/^ok   credentials: accepted/);
     expect(line(r, 'bucket'), show(r)).toMatch(/^FAIL bucket: S3 ListObjectsV2 .*NoSuchBucket.* does not exist at 127\.0\.0\.1:\d+ — create it \(aws s3 mb s3:\/\/wv-check-fail-\S+-missing\)/);
