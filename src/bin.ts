@@ -1,5 +1,6 @@
 // Entry point. Kept tiny and free of static imports of our own code: the compile cache must be on
 // before the rest of walvault is parsed, and an old Node must get a clear message, not a SyntaxError.
+import { mkdirSync } from 'node:fs';
 import module from 'node:module';
 import { join } from 'node:path';
 
@@ -14,9 +15,11 @@ if (major < 22 || (major === 22 && minor < 15)) {
 }
 
 // The cache lives in the invoking user's spool (PostgreSQL runs us as its own user): a cache
-// directory owned by someone else would be silently unusable.
+// directory owned by someone else would be silently unusable. A spool that does not exist yet is
+// created private first: enableCompileCache would create it with the umask's mode.
 try {
   const spool = process.env['WALVAULT_SPOOL'] || join(process.env['HOME'] || (await import('node:os')).homedir(), '.cache', 'walvault');
+  mkdirSync(spool, { recursive: true, mode: 0o700 });
   module.enableCompileCache?.(join(spool, 'compile-cache'));
 } catch {
   // Only a speed-up; never a reason to fail.

@@ -2,7 +2,7 @@
 // and the documented exit code (README "Exit codes"). wal-fetch runs the same rows and must never
 // answer 1 ("not in archive") for any of them: with no signal file in its working directory it
 // exits 255 so that archive recovery stops instead of ending early.
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type ExpectStatic } from 'vitest';
 import { FAST_TIMEOUTS } from '../support/fault-proxy.js';
@@ -147,6 +147,13 @@ describe('bad input (no store involved)', () => {
     const context = `exit ${r.code}\n${r.stderr}`;
     expect(r.code, context).toBe(255);
     expectOneLine(expect, r, new RegExp(`${row.stderr.source.replace(/\$$/, '')}.*; exiting 255 to stop recovery`), context);
+  });
+
+  it('trust: a spool walvault creates is private to its user (mode 0700)', async () => {
+    const spool = join(ctx.own, 'new', 'spool');
+    const r = await runWalvault(['config'], { env: { ...ctx.env, WALVAULT_SPOOL: spool }, cwd: ctx.dir });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await stat(spool)).mode & 0o777).toBe(0o700);
   });
 
   it('wal-fetch answers 1 only for a file that is really not archived', async () => {
