@@ -89,6 +89,15 @@ export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler
         ...(a['tablespace-map'] !== undefined ? { tablespaceMap: (a['tablespace-map'] as unknown[]).map(str) } : {}),
       }),
   },
+  {
+    usage: 'delete',
+    describe: 'retention: delete the backups, WAL and left-over uploads that --retain-full N / --retain-days D (settings retainFull, retainDays) do not keep; a dry run unless --confirm',
+    options: (y) =>
+      y
+        .option('confirm', { type: 'boolean', describe: 'really delete (without it: print what would go and why)' })
+        .option('json', { type: 'boolean', describe: 'print the plan (and the result) as one JSON document' }),
+    handler: async ({ config }, a) => (await import('../commands/delete.js')).deleteCommand(config, { confirm: a['confirm'] === true, json: a['json'] === true }),
+  },
 ];
 
 function str(v: unknown): string {
