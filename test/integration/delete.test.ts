@@ -1,0 +1,212 @@
+// walvault delete (retention) end to end on PostgreSQL 15 and radosgw, on one cluster (1 MiB WAL
+// segments, pgbench -s 1) and backups taken with --method files: three full backups with WAL
+// between, a dry run that changes nothing, --retain-full 2 removing exactly the oldest backup and
+// the WAL before the second, PITR inside the kept window still exact and a target before it refused,
+// an incremental chain kept whole, and a delete SIGKILLed right after its first backup.json delete
+// (a proxy withholds the store's answer) leaving a repository backup-list and backup-fetch accept,
+// which the next run finishes.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Storage } from '../../src/storage/types.js';
+import { PgCluster } from '../support/pg.js';
+import { listKeys, testStores, type TestStore } from '../support/stores.js';
+import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
+import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
+import { fault, FaultProxy } from '../support/fault-proxy.js';
+
+const rgw = testStores().filter((s) => s.name === 'rgw');
+
+interface Listed {
+  id: string;
+  type: string;
+  startSegment: string;
+}
+
+describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
+  let pg: PgCluster;
+  let bucket: string;
+  let env: Record<string, string>;
+  let storage: Storage;
+  const restored: PgCluster[] = [];
+  const ids: Record<'b1' | 'b2' | 'b3' | 'i4' | 'b5', string> = { b1: '', b2: '', b3: '', i4: '', b5: '' };
+  let beforeB2 = '';
+  let between = '';
+
+  const show = (r: WalvaultResult) => `exit ${r.code} ${r.signal ?? ''}\n${r.stderr}${r.stdout}`;
+  const wv = (args: string[], timeoutMs = 120_000) => runWalvault(args, { env, timeoutMs });
+  const push = async (...extra: string[]): Promise<string> => {
+    const { WALVAULT_SPOOL: _rootSpool, ...common } = env;
+    const r = await runWalvault(['backup-push', '--method', 'files', '--jobs', '2', ...extra], {
+      env: { ...common, ...pg.connectionEnv() },
+      asPostgres: true,
+      timeoutMs: 120_000,
+    });
+    expect(r.code, show(r)).toBe(0);
+    return r.stdout.trim();
+  };
+  const backups = async (): Promise<Listed[]> => {
+    const r = await wv(['backup-list', '--json']);
+    expect(r.code, show(r)).toBe(0);
+    return JSON.parse(r.stdout) as Listed[];
+  };
+  const keys = () => listKeys(store, bucket, 'pg/');
+  const walName = (key: string) => key.split('/').at(-1)!;
+  const isWal = (key: string) => key.startsWith('pg/wal/') && !key.endsWith('.history');
+  /** WAL keys (segments, .partial, .backup) below `segment` (all on timeline 1 here). */
+  const walBelow = (list: string[], segment: string) => list.filter((k) => isWal(k) && walName(k).slice(0, 24) < segment);
+  const mark = (n: number) => pg.query(`INSERT INTO marks VALUES (${n})`);
+
+  beforeAll(async () => {
+    ({ pg, bucket, env, storage } = await startArchivingCluster(store, 'delete'));
+    await pg.pgbench(['-i', '-s', '1', '-q']);
+    await pg.query('CREATE TABLE marks (n int)');
+    ids.b1 = await push();
+    await mark(1);
+    await switchAndWaitArchived(pg);
+    beforeB2 = await pg.query('SELECT now()');
+    await pg.query('SELECT pg_sleep(1.1)');
+    ids.b2 = await push();
+    await mark(2);
+    await switchAndWaitArchived(pg);
+    await pg.query('SELECT pg_sleep(1.1)');
+    between = await pg.query('SELECT now()');
+    await pg.query('SELECT pg_sleep(1.1)');
+    await mark(3);
+    await switchAndWaitArchived(pg);
+    ids.b3 = await push();
+    await mark(4);
+    await switchAndWaitArchived(pg);
+  }, 240_000);
+
+  afterAll(async () => {
+    storage?.close();
+    for (const c of restored) await c.destroy();
+    await pg?.destroy();
+    await cleanupAll();
+  });
+
+  it('delete: without --retain-full or --retain-days it refuses (exit 2) and names what to set', async () => {
+    const r = await wv(['delete', '--confirm']);
+    expect(r.code, show(r)).toBe(2);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(/UsageError: delete needs a retention rule: set retainFull \(--retain-full N.*retainDays \(--retain-days D/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('delete: a dry run deletes nothing and prints what would go and why', async () => {
+    const before = await keys();
+    const r = await wv(['delete', '--retain-full', '2']);
+    expect(r.code, show(r)).toBe(0);
+    console.log(`delete dry run:\n${r.stdout}`);
+    expect(r.stdout).toMatch(/dry run, nothing is deleted \(add --confirm to delete\)/);
+    expect(r.stdout).toMatch(new RegExp(`^delete  ${ids.b1}  full .*: older than the 2 newest full backups$`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^keep    ${ids.b2}  full .*one of the 2 newest full backups`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^keep    ${ids.b3}  full .*newest backup`, 'm'));
+    expect(r.stdout).toMatch(/^delete  WAL timeline 1: 0{7}1[0-9A-F]{16}\.\.0{7}1[0-9A-F]{16} \(\d+ segments/m);
+    const j = await wv(['delete', '--retain-full', '2', '--json']);
+    expect(j.code, show(j)).toBe(0);
+    const plan = JSON.parse(j.stdout) as { dryRun: boolean; keep: Listed[]; delete: { backups: Listed[]; walCutoff: { segment: string } } };
+    expect(plan.dryRun).toBe(true);
+    expect(plan.delete.backups.map((b) => b.id)).toEqual([ids.b1]);
+    expect(plan.keep.map((b) => b.id)).toEqual([ids.b2, ids.b3]);
+    const b2 = (await backups()).find((b) => b.id === ids.b2)!;
+    expect(plan.delete.walCutoff.segment).toBe(b2.startSegment);
+    expect(await keys()).toEqual(before);
+  });
+
+  it('delete: --retain-full 2 removes the oldest backup and only the WAL before the second', async () => {
+    const listed = await backups();
+    expect(listed.map((b) => b.id)).toEqual([ids.b1, ids.b2, ids.b3]);
+    const b2Start = listed[1]!.startSegment;
+    const before = await keys();
+    const r = await wv(['delete', '--retain-full', '2', '--confirm']);
+    expect(r.code, show(r)).toBe(0);
+    console.log(`delete --confirm:\n${r.stdout}`);
+    expect(r.stdout).toMatch(/^deleted 1 backup, \d+ WAL files, /m);
+    const after = new Set(await keys());
+    const gone = before.filter((k) => !after.has(k)).sort();
+    const expected = [...before.filter((k) => k.startsWith(`pg/backups/${ids.b1}/`)), ...walBelow(before, b2Start)].sort();
+    expect(walBelow(before, b2Start).length).toBeGreaterThan(0);
+    expect(gone).toEqual(expected);
+    expect((await backups()).map((b) => b.id)).toEqual([ids.b2, ids.b3]);
+  });
+
+  it('delete: PITR to a time inside the kept window is still exact', async () => {
+    const dir = join(await tempDir('wv-del-restore', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', 'LATEST', dir, '--owner', 'postgres', '--jobs', '2', '--target-time', between, '--target-action', 'promote'], {
+      env,
+      wrapper: true,
+      timeoutMs: 120_000,
+    });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stderr).toContain(ids.b2);
+    const c = await PgCluster.fromDataDir(dir);
+    restored.push(c);
+    await c.appendConf({ archive_mode: 'off' });
+    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    expect(await c.query('SELECT string_agg(n::text, \',\' ORDER BY n) FROM marks')).toBe('1,2');
+    await c.stop('immediate');
+  }, 180_000);
+
+  it('delete: a target before the kept window is refused by backup-fetch', async () => {
+    const dir = join(await tempDir('wv-del-refused', { forPostgres: true }), 'data');
+    const r = await runWalvault(['backup-fetch', 'LATEST', dir, '--owner', 'postgres', '--target-time', beforeB2], { env, wrapper: true });
+    expect(r.code, show(r)).toBe(14);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(new RegExp(`is before the end of the oldest backup ${ids.b2}`));
+  });
+
+  it('delete: --retain-full 1 keeps a full backup and the incremental built on it whole', async () => {
+    ids.i4 = await push('--incremental');
+    await mark(5);
+    await switchAndWaitArchived(pg);
+    const r = await wv(['delete', '--retain-full', '1', '--confirm', '--json']);
+    expect(r.code, show(r)).toBe(0);
+    const out = JSON.parse(r.stdout) as { keep: Array<Listed & { reasons: string[] }>; result: { backups: string[]; complete: boolean } };
+    expect(out.keep.map((b) => [b.id, b.type])).toEqual([
+      [ids.b3, 'full'],
+      [ids.i4, 'incremental'],
+    ]);
+    expect(out.result).toMatchObject({ backups: [ids.b2], complete: true });
+    const listed = await backups();
+    expect(listed.map((b) => b.id)).toEqual([ids.b3, ids.i4]);
+    const remaining = await keys();
+    expect(remaining.some((k) => k.startsWith(`pg/backups/${ids.b2}/`))).toBe(false);
+    expect(walBelow(remaining, listed[0]!.startSegment)).toEqual([]);
+    expect(remaining.filter((k) => k.startsWith(`pg/backups/${ids.i4}/`)).length).toBeGreaterThan(1);
+  });
+
+  it('delete: a delete killed after its first backup.json delete leaves a repository backup-list and backup-fetch accept, and a re-run finishes it', async () => {
+    ids.b5 = await push();
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      // The first DeleteObjects reaches the store and is carried out; its answer never comes back.
+      const stall = proxy.addRule({ method: 'POST', path: /[?&]delete(=|&|$)/, first: 1, action: fault.stall('after') });
+      const r = await wv(['delete', '--retain-full', '1', '--confirm', '--s3-endpoint', proxy.url, '--idle-timeout', '300', '--attempt-timeout', '300'], 10_000);
+      expect(r.signal, show(r)).toBe('SIGKILL');
+      expect(stall.injected).toBe(1);
+      expect(proxy.seen('POST', /[?&]delete(=|&|$)/)).toHaveLength(1);
+    } finally {
+      await proxy.close();
+    }
+    // The chain goes newest first: the incremental's backup.json went, nothing else.
+    const left = await keys();
+    expect(left).not.toContain(`pg/backups/${ids.i4}/backup.json`);
+    expect(left.filter((k) => k.startsWith(`pg/backups/${ids.i4}/`)).length).toBeGreaterThan(0);
+    expect(left).toContain(`pg/backups/${ids.b3}/backup.json`);
+    expect((await backups()).map((b) => b.id)).toEqual([ids.b3, ids.b5]);
+    const dir = join(await tempDir('wv-del-after-kill', { forPostgres: true }), 'data');
+    const f = await runWalvault(['backup-fetch', ids.b3, dir, '--owner', 'postgres', '--jobs', '2', '--target-immediate'], { env, wrapper: true, timeoutMs: 120_000 });
+    expect(f.code, show(f)).toBe(0);
+
+    // The half-deleted incremental has no backup.json: a left-over once older than backupStaleUploadAge.
+    const again = await wv(['delete', '--retain-full', '1', '--confirm', '--backup-stale-upload-age', '1']);
+    expect(again.code, show(again)).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`^delete  incomplete backup ${ids.i4}: no backup.json`, 'm'));
+    const listed = await backups();
+    expect(listed.map((b) => b.id)).toEqual([ids.b5]);
+    const done = await keys();
+    expect(done.filter((k) => k.startsWith('pg/backups/') && !k.startsWith(`pg/backups/${ids.b5}/`))).toEqual([]);
+    expect(walBelow(done, listed[0]!.startSegment)).toEqual([]);
+    expect(done.filter((k) => isWal(k)).length).toBeGreaterThan(0);
+  }, 180_000);
+});
