@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Storage } from '../../src/storage/types.js';
 import { PgCluster } from '../support/pg.js';
-import { listKeys, testStores, type TestStore } from '../support/stores.js';
+import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createS3Storage } from '../../src/storage/s3/driver.js';
+import type { BackupInfo } from '../../src/backup/backup-info.js';
+import { makeBackupId, sentinelBody } from '../../src/backup/catalog.js';
+import { loadConfig } from '../../src/common/config.js';
+import { runDelete } from '../../src/operate/delete-run.js';
+import { createTestBucket, envFor, listKeys, s3ClientFor, s3OptionsFor, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
@@ -209,4 +215,117 @@ describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
     expect(walBelow(done, listed[0]!.startSegment)).toEqual([]);
     expect(done.filter((k) => isWal(k)).length).toBeGreaterThan(0);
   }, 180_000);
+});
+
+describe.each(rgw)('delete storage calls on $name', (store: TestStore) => {
+  const opened: Storage[] = [];
+  const proxies: FaultProxy[] = [];
+  const open = (bucket: string, endpoint = store.endpoint) => {
+    const s = createS3Storage(s3OptionsFor(store, bucket, { endpoint }));
+    opened.push(s);
+    return s;
+  };
+  const put = (s: Storage, key: string) => s.put(key, Buffer.from(key), {});
+
+  afterAll(async () => {
+    for (const s of opened) s.close();
+    for (const p of proxies) await p.close();
+  });
+
+  it('delete: a store answering NotImplemented to DeleteObjects gets one DeleteObject per key, and each refused key is named', async () => {
+    const bucket = await createTestBucket(store, 'del-fallback');
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    proxies.push(proxy);
+    proxy.addRule({ method: 'POST', path: /[?&]delete(=|&|$)/, action: fault.status(501) });
+    proxy.addRule({ method: 'DELETE', path: /\/k\/3(\?|$)/, action: fault.accessDenied() });
+    const s = open(bucket, proxy.url);
+    const keys = ['k/1', 'k/2', 'k/3', 'k/4'];
+    for (const k of keys) await put(s, k);
+    const failures = await s.deleteEach([...keys, 'k/never-existed']);
+    expect(failures.map((f) => [f.key, f.error.code])).toEqual([['k/3', 'AccessDenied']]);
+    expect(failures[0]!.error.message).toMatch(/S3 DeleteObject s3:\/\/.*\/repo\/main\/k\/3 failed: HTTP 403 AccessDenied/);
+    expect(proxy.seen('POST', /[?&]delete(=|&|$)/)).toHaveLength(1);
+    expect(proxy.seen('DELETE', /\/k\//)).toHaveLength(5);
+    expect((await listKeys(store, bucket, 'repo/main/')).sort()).toEqual(['repo/main/k/3']);
+    // The old interface still throws the first refusal.
+    await expect(s.delete(['k/3'])).rejects.toThrow(/AccessDenied/);
+  });
+
+  it('delete: per-key DeleteObjects errors are reported key by key', async () => {
+    const bucket = await createTestBucket(store, 'del-perkey');
+    const s = open(bucket);
+    await put(s, 'a/1');
+    expect(await s.deleteEach(['a/1', 'a/missing'])).toEqual([]);
+    expect(await listKeys(store, bucket, 'repo/main/')).toEqual([]);
+  });
+
+  it('delete: S3 Object Lock is seen on the bucket and on each locked object', async () => {
+    const plain = open(await createTestBucket(store, 'del-nolock'));
+    expect(await plain.objectLockEnabled()).toBe(false);
+    const bucket = `wv-del-lock-${Date.now().toString(36)}`;
+    const client = s3ClientFor(store);
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+    const s = open(bucket);
+    expect(await s.objectLockEnabled()).toBe(true);
+    const until = new Date(Date.now() + 86_400_000);
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'repo/main/locked', Body: Buffer.from('x'), ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: until }));
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'repo/main/held', Body: Buffer.from('x'), ObjectLockLegalHoldStatus: 'ON' }));
+    await put(s, 'free');
+    expect(await s.objectLock('locked')).toMatch(/^GOVERNANCE until \d{4}-/);
+    expect(await s.objectLock('held')).toBe('legal hold');
+    expect(await s.objectLock('free')).toBeNull();
+    expect(await s.objectLock('never-existed')).toBeNull();
+  });
+});
+
+describe.each(rgw)('delete under S3 Object Lock on $name', (store: TestStore) => {
+  const MiB = 1024 * 1024;
+  const seg = (n: number) => `00000001000000000000${n.toString(16).toUpperCase().padStart(4, '0')}`;
+  let storage: Storage | undefined;
+  afterAll(() => storage?.close());
+
+  /** A backup.json that passes validation (only its listing and description matter to delete). */
+  function info(start: number, minutesAgo: number): BackupInfo {
+    const t = new Date(Date.now() - minutesAgo * 60_000);
+    const id = makeBackupId(seg(start), t);
+    return {
+      format: 2, method: 'files', type: 'full', id, label: id, startTime: t.toISOString(), stopTime: new Date(t.getTime() + 1000).toISOString(),
+      startLsn: `0/${(start * MiB).toString(16).toUpperCase()}`, stopLsn: `0/${((start + 1) * MiB).toString(16).toUpperCase()}`,
+      checkpointLsn: `0/${(start * MiB).toString(16).toUpperCase()}`, timeline: 1, stopTimeline: 1, startSegment: seg(start), stopSegment: seg(start + 1),
+      walSegmentSize: MiB, sizeBytes: 1, sha256: '0'.repeat(64), storedBytes: 1, codec: 'none', fileCount: 1, filesBytes: 1, manifestSha256: '',
+      pgVersion: 15, systemIdentifier: '1', backupFrom: 'primary', serverStartTime: 'x', walvaultVersion: 'test',
+    } as BackupInfo;
+  }
+
+  it('delete: a backup with a locked object is kept whole and WAL stays from the first locked segment, nothing half-done', async () => {
+    const bucket = `wv-del-lockrun-${Date.now().toString(36)}`;
+    const client = s3ClientFor(store);
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+    storage = createS3Storage(s3OptionsFor(store, bucket));
+    const s = storage;
+    const [b1, b2, b3] = [info(5, 30), info(10, 20), info(20, 10)];
+    for (const b of [b1!, b2!, b3!]) {
+      await s.put(`backups/${b.id}/data.0`, Buffer.from('data'), {});
+      const { body, meta } = sentinelBody(b);
+      await s.put(`backups/${b.id}/backup.json`, body, meta);
+    }
+    for (let n = 1; n <= 25; n++) await s.put(`wal/${seg(n).slice(0, 16)}/${seg(n)}`, Buffer.from('wal'), {});
+    const until = new Date(Date.now() + 86_400_000);
+    const lock = (key: string) =>
+      client.send(new PutObjectCommand({ Bucket: bucket, Key: `repo/main/${key}`, Body: Buffer.from('locked'), ObjectLockMode: 'GOVERNANCE', ObjectLockRetainUntilDate: until }));
+    await lock(`backups/${b2!.id}/data.0`);
+    await lock(`wal/${seg(3).slice(0, 16)}/${seg(3)}`);
+
+    const config = loadConfig({}, { ...envFor(store, bucket, 'repo/main'), WALVAULT_SPOOL: join(await tempDir('wv-del-lock'), 'spool') }).config;
+    const out = await runDelete(s, config, { retainFull: 1, now: new Date(), staleUploadAge: 86_400 }, true);
+    expect(out.failures).toEqual([]);
+    expect(out.plan.locked).toEqual([{ id: b2!.id, reason: expect.stringMatching(new RegExp(`^backups/${b2!.id}/data\\.0: GOVERNANCE until `)) }]);
+    expect(out.plan.keep.map((k) => k.backup.id)).toEqual([b2!.id, b3!.id]);
+    expect(out.deleted.backups).toEqual([b1!.id]);
+    expect(out.plan.walCutoff).toEqual({ segment: seg(3), why: 'the first WAL segment under Object Lock' });
+    const left = await listKeys(store, bucket, 'repo/main/');
+    expect(left.filter((k) => k.includes(b1!.id))).toEqual([]);
+    expect(left.filter((k) => k.includes(b2!.id)).sort()).toEqual([`repo/main/backups/${b2!.id}/backup.json`, `repo/main/backups/${b2!.id}/data.0`]);
+    expect(left.filter((k) => k.startsWith('repo/main/wal/')).map((k) => k.slice(-24))).toEqual(Array.from({ length: 23 }, (_, i) => seg(i + 3)));
+  });
 });
