@@ -3,6 +3,7 @@ import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { makeBackupId } from '../../src/backup/catalog.js';
 import type { BackupDir, Inventory, TimelineWal, WalEntry } from '../../src/operate/inventory.js';
 import { planRetention, type RetentionRules } from '../../src/operate/retention.js';
+import { chainSafeOrder } from '../../src/operate/delete-run.js';
 import type { ListedObject } from '../../src/storage/types.js';
 
 const MiB = 1024 * 1024;
@@ -216,5 +217,17 @@ describe('retention plan', () => {
 
   it('needs a rule: it never plans to delete everything', () => {
     expect(() => planRetention(repo([b1], {}), rules({}))).toThrow(/retainFull or retainDays/);
+  });
+});
+
+describe('delete order', () => {
+  it('delete: chains go oldest first, and within a chain an incremental before the backup it is built on', () => {
+    const f1 = backup({ start: 2, age: 30 });
+    const i1 = backup({ start: 4, age: 29, ref: f1 });
+    const i2 = backup({ start: 6, age: 28, ref: i1 });
+    const f2 = backup({ start: 10, age: 20 });
+    const f3 = backup({ start: 20, age: 10 });
+    const plan = planRetention(repo([f1, i1, i2, f2, f3], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(chainSafeOrder(plan.deleteBackups).map((d) => d.backup.id)).toEqual([i2.id, i1.id, f1.id, f2.id]);
   });
 });
