@@ -133,13 +133,14 @@ function chooseKept(backups: BackupInfo[], rules: RetentionRules, locked: Readon
   return kept;
 }
 
-function deleteReason(b: BackupInfo, backups: BackupInfo[], rules: RetentionRules): string {
+function deleteReason(b: BackupInfo, backups: BackupInfo[], kept: ReadonlyMap<string, string[]>, rules: RetentionRules): string {
   const parts: string[] = [];
   if (isIncremental(b)) {
     const byId = new Map(backups.map((x) => [x.id, x]));
     let root = b;
     while (root.reference && byId.has(root.reference)) root = byId.get(root.reference)!;
-    parts.push(root.reference ? `incremental whose reference ${root.reference} is missing` : `incremental built on ${root.id}, which goes`);
+    if (root.reference) parts.push(`incremental whose reference ${root.reference} is missing`);
+    else parts.push(kept.has(root.id) ? `incremental built on ${root.id}, which stays, but no kept backup needs it` : `incremental built on ${root.id}, which goes`);
   } else if (rules.retainFull !== undefined) {
     parts.push(`older than the ${plural(rules.retainFull, 'newest full backup')}`);
   }
@@ -189,7 +190,7 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
     const sentinel = backupKey(b.id, SENTINEL_OBJECT);
     const objects = repo.backupDirs.get(b.id)?.objects ?? [];
     const keys = [sentinel, ...objects.map((o) => o.key).filter((k) => k !== sentinel)];
-    plan.deleteBackups.push({ backup: b, reason: deleteReason(b, backups, rules), keys, bytes: sum(objects) });
+    plan.deleteBackups.push({ backup: b, reason: deleteReason(b, backups, kept, rules), keys, bytes: sum(objects) });
   }
 
   const segSize = repo.manifest?.walSegmentSize ?? backups[backups.length - 1]!.walSegmentSize;

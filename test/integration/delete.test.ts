@@ -329,3 +329,18 @@ describe.each(rgw)('delete under S3 Object Lock on $name', (store: TestStore) =>
     expect(left.filter((k) => k.startsWith('repo/main/wal/')).map((k) => k.slice(-24))).toEqual(Array.from({ length: 23 }, (_, i) => seg(i + 3)));
   });
 });
+
+describe.each(testStores())('delete storage calls on every store: $name', (store: TestStore) => {
+  it('delete: a plain bucket has no Object Lock, and deleteEach removes its keys', async () => {
+    const bucket = await createTestBucket(store, 'del-plain');
+    const s = createS3Storage(s3OptionsFor(store, bucket));
+    try {
+      expect(await s.objectLockEnabled()).toBe(false);
+      for (const k of ['p/1', 'p/2']) await s.put(k, Buffer.from(k), {});
+      expect(await s.deleteEach(['p/1', 'p/2', 'p/missing'])).toEqual([]);
+      expect(await listKeys(store, bucket, 'repo/main/')).toEqual([]);
+    } finally {
+      s.close();
+    }
+  });
+});

@@ -114,6 +114,11 @@ describe('retention plan', () => {
     const p2 = planRetention(repo([b1, b2, b3, i2], { 1: [2, 25] }), rules({ retainFull: 1 }));
     expect(ids(p2.keep)).toEqual([b2.id, b3.id, i2.id]);
     expect(p2.keep[0]!.reasons).toEqual([`referenced by kept ${i2.id}`]);
+    // A branch off a full that stays only for another incremental's sake: not needed, goes.
+    const branch = backup({ start: 12, age: 19, ref: b2 });
+    const p3 = planRetention(repo([b1, b2, branch, b3, i2], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(ids(p3.deleteBackups)).toEqual([b1.id, branch.id]);
+    expect(p3.deleteBackups[1]!.reason).toBe(`incremental built on ${b2.id}, which stays, but no kept backup needs it`);
   });
 
   it('--retain-days keeps the window plus the newest backup that ended before it', () => {
