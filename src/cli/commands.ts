@@ -112,6 +112,15 @@ export const COMMANDS: Array<{
         ...(a['dbname'] !== undefined ? { dbname: String(a['dbname']) } : {}),
       }),
   },
+  {
+    usage: 'delete',
+    describe: 'retention: delete the backups, WAL and left-over uploads that --retain-full N / --retain-days D (settings retainFull, retainDays) do not keep; a dry run unless --confirm',
+    options: (y) =>
+      y
+        .option('confirm', { type: 'boolean', describe: 'really delete (without it: print what would go and why)' })
+        .option('json', { type: 'boolean', describe: 'print the plan (and the result) as one JSON document' }),
+    handler: async ({ config }, a) => (await import('../commands/delete.js')).deleteCommand(config, { confirm: a['confirm'] === true, json: a['json'] === true }),
+  },
 ];
 
 function str(v: unknown): string {

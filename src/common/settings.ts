@@ -64,6 +64,8 @@ const TABLE = [
   { key: 'backupJobs', flag: 'jobs', env: ['WALVAULT_BACKUP_JOBS'], type: 'int', min: 1, max: 64, describe: 'files and objects backup-push and backup-fetch work on at once (default: the number of CPU cores)' },
   { key: 'backupWaitTimeout', flag: 'backup-wait-timeout', env: ['WALVAULT_BACKUP_WAIT_TIMEOUT'], type: 'seconds', default: 120, describe: 'backup-push waits at most this long for the WAL segment that ends the backup to be archived' },
   { key: 'backupStaleUploadAge', flag: 'backup-stale-upload-age', env: ['WALVAULT_BACKUP_STALE_UPLOAD_AGE'], type: 'seconds', default: 86400, max: 3650 * 86400, describe: 'backup-push aborts incomplete backup uploads older than this many seconds (left by a killed backup-push)' },
+  { key: 'retainFull', flag: 'retain-full', env: ['WALVAULT_RETAIN_FULL'], type: 'int', min: 1, max: 1_000_000, describe: 'delete keeps the newest this many full backups and every incremental built on them (with retainDays: the union)' },
+  { key: 'retainDays', flag: 'retain-days', env: ['WALVAULT_RETAIN_DAYS'], type: 'int', min: 1, max: 36_500, describe: 'delete keeps every backup that ended within this many days, plus the newest older one, so any point of those days stays restorable' },
   { key: 'pgBinDir', flag: 'pg-bin-dir', env: ['WALVAULT_PG_BIN_DIR'], type: 'string', describe: 'directory of pg_basebackup / pg_verifybackup (default: PATH, then /usr/lib/postgresql/<version>/bin)' },
 ] as const satisfies readonly SettingDef[];
 

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { WalvaultError } from '../common/errors.js';
 
 /**
  * Object metadata walvault stores next to every object (S3 user metadata `x-amz-meta-walvault-*`,
@@ -46,6 +47,12 @@ export type PutBody = Buffer | StreamBody;
 export const bodySize = (b: PutBody): number => (Buffer.isBuffer(b) ? b.length : b.size);
 
 export type PutIfAbsentResult = { created: true } | { created: false; existing: ObjectInfo };
+
+/** One key a delete could not remove, and the store's answer. */
+export interface DeleteFailure {
+  key: string;
+  error: WalvaultError;
+}
 
 /** Per-call options; `signal` aborts the request (per-attempt timeout or the overall deadline). */
 export interface CallOptions {
@@ -108,6 +115,19 @@ export interface Storage {
 
   /** Deletes keys; missing keys are not an error. */
   delete(keys: string[], opts?: CallOptions): Promise<void>;
+
+  /**
+   * Deletes keys and names each one the store refused (missing keys are not failures); throws only
+   * when a request as a whole fails (network, 5xx, credentials). S3: DeleteObjects in batches with
+   * Content-MD5, one DeleteObject per key on a store that answers NotImplemented to DeleteObjects.
+   */
+  deleteEach(keys: string[], opts?: CallOptions): Promise<DeleteFailure[]>;
+
+  /** S3 Object Lock is enabled on the bucket (asked once per Storage; always false for file://). */
+  objectLockEnabled(opts?: CallOptions): Promise<boolean>;
+
+  /** Why `key` cannot be deleted now (a retain-until date in the future, a legal hold), or null. */
+  objectLock(key: string, opts?: CallOptions): Promise<string | null>;
 
   /** Aborts multipart uploads (or removes temp files) under `prefix` started before `olderThan`. */
   abortStaleUploads(prefix: string, olderThan: Date, opts?: CallOptions): Promise<number>;

@@ -17,7 +17,7 @@ import {
 import { ensureDirDurable, writeFileAtomic } from '../../fs/atomic.js';
 import { NotRegularFileError, openRegularFile } from '../../fs/open-regular.js';
 import { TEMP_MARK } from '../../fs/temp-names.js';
-import type { CallOptions, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
+import type { CallOptions, DeleteFailure, GetResult, ListedObject, ListOptions, ObjectInfo, ObjectMeta, PutBody, PutIfAbsentResult, Storage, UploadOptions } from '../types.js';
 
 // A file:// repository (local disk or NAS mount). Each object is one file: a small header carrying the
 // metadata, then the stored bytes. One file means a single atomic link()/rename() publishes data and
@@ -228,13 +228,33 @@ class FileStorage implements Storage {
     }
   }
 
-  async delete(keys: string[], _opts?: CallOptions): Promise<void> {
+  async delete(keys: string[], opts?: CallOptions): Promise<void> {
+    const first = (await this.deleteEach(keys, opts))[0];
+    if (first) throw first.error;
+  }
+
+  async deleteEach(keys: string[], _opts?: CallOptions): Promise<DeleteFailure[]> {
     await this.checkRoot();
+    const failures: DeleteFailure[] = [];
     for (const key of keys) {
       await unlink(this.path(key)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw mapFsError(e, 'delete', key);
+        if (e.code === 'ENOENT') return;
+        const error = mapFsError(e, 'delete', key);
+        // The repository itself failing (gone, I/O errors) ends the call; a refused key is reported.
+        if (error.retryable || error.code === 'MissingBucket') throw error;
+        failures.push({ key, error });
       });
     }
+    return failures;
+  }
+
+  /** A directory has no Object Lock (immutable files are refused like any other unlink). */
+  async objectLockEnabled(_opts?: CallOptions): Promise<boolean> {
+    return false;
+  }
+
+  async objectLock(_key: string, _opts?: CallOptions): Promise<string | null> {
+    return null;
   }
 
   async abortStaleUploads(prefix: string, olderThan: Date, _opts?: CallOptions): Promise<number> {

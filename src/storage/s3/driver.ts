@@ -2,7 +2,6 @@
 // src/storage/s3/ imports the SDK.
 import type { Readable } from 'node:stream';
 import {
-  DeleteObjectsCommand,
   GetObjectCommand,
   type GetObjectCommandOutput,
   ListObjectsV2Command,
@@ -15,6 +14,7 @@ import {
 import { configError, rewordError, unavailableError } from '../../common/errors.js';
 import type {
   CallOptions,
+  DeleteFailure,
   ListOptions,
   GetResult,
   ListedObject,
@@ -35,8 +35,8 @@ import { abortStaleMultipartUploads, multipartUpload, partSizeFor } from './uplo
 import { repoCacheKey } from '../repo-key.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
-
-const DELETE_BATCH = 1000;
+import { deleteEach, type DeleteTarget } from './delete.js';
+import { bucketObjectLock, objectLockReason } from './object-lock.js';
 
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
@@ -73,6 +73,8 @@ class S3Storage implements Storage {
   private readonly prefix: string;
   private readonly writeParams: WriteParams;
   private readonly storeId: string;
+  private readonly deleteState = { noBatchDelete: false };
+  private lockEnabled: Promise<boolean> | undefined;
 
   constructor(private readonly opts: S3Options) {
     if (!opts.bucket) throw configError('S3 repository needs a bucket name');
@@ -250,29 +252,36 @@ class S3Storage implements Storage {
   }
 
   async delete(keys: string[], opts?: CallOptions): Promise<void> {
-    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
-      const batch = keys.slice(i, i + DELETE_BATCH);
-      const where = this.where('DeleteObjects', batch.length === 1 ? batch[0] : undefined);
-      // Content-MD5 comes from the client middleware (Swift and older MinIO/Ceph require it here).
-      const r = await this.send(where, opts?.signal, (o) =>
-        this.client.send(
-          new DeleteObjectsCommand({
-            Bucket: this.bucket,
-            Delete: { Objects: batch.map((k) => ({ Key: this.fullKey(k) })), Quiet: true },
-          }),
-          o,
-        ),
-      );
-      const errors = (r.Errors ?? []).filter((x) => x.Code !== 'NoSuchKey');
-      const first = errors[0];
-      if (first) {
-        const err = Object.assign(new Error(first.Message ?? ''), { name: first.Code ?? 'UnknownError', Code: first.Code });
-        const target = `s3://${this.bucket}/${first.Key ?? '?'}`;
-        const more = errors.length > 1 ? ` (and ${errors.length - 1} more keys)` : '';
-        const c = classifyS3Error(err, { op: 'DeleteObjects', target });
-        throw rewordError(c, c.message + more, { cause: c.cause, retryable: c.retryable });
-      }
+    const errors = await this.deleteEach(keys, opts);
+    const first = errors[0];
+    if (first) {
+      const more = errors.length > 1 ? ` (and ${errors.length - 1} more keys)` : '';
+      throw rewordError(first.error, first.error.message + more, { cause: first.error.cause, retryable: first.error.retryable });
     }
+  }
+
+  async deleteEach(keys: string[], opts?: CallOptions): Promise<DeleteFailure[]> {
+    const target: DeleteTarget = {
+      client: this.client,
+      bucket: this.bucket,
+      fullKey: (k) => this.fullKey(k),
+      relativeKey: (k) => this.relativeKey(k),
+      state: this.deleteState,
+    };
+    return deleteEach(target, keys, opts?.signal);
+  }
+
+  async objectLockEnabled(opts?: CallOptions): Promise<boolean> {
+    // Cached per run; a failed question is asked again.
+    this.lockEnabled ??= bucketObjectLock(this.client, this.bucket, opts?.signal).catch((e: unknown) => {
+      this.lockEnabled = undefined;
+      throw e;
+    });
+    return this.lockEnabled;
+  }
+
+  async objectLock(key: string, opts?: CallOptions): Promise<string | null> {
+    return objectLockReason(this.client, this.bucket, this.fullKey(key), new Date(), opts?.signal);
   }
 
   async abortStaleUploads(prefix: string, olderThan: Date, opts?: CallOptions): Promise<number> {

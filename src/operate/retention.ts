@@ -1,0 +1,225 @@
+import type { BackupInfo } from '../backup/backup-info.js';
+import { SENTINEL_OBJECT, backupKey } from '../backup/catalog.js';
+import type { ListedObject } from '../storage/types.js';
+import { segmentName, segmentNumber } from '../wal/names.js';
+import type { BackupDir, Inventory, WalEntry } from './inventory.js';
+
+// What `walvault delete` removes, decided from one inventory without touching the store. Retention
+// is counted in backups: a kept incremental keeps every backup it is built on, a kept full (by
+// retainFull) the incrementals built on it. WAL is kept from the lowest start segment of all kept
+// backups, on every timeline (a newer backup on a later timeline can start below an older one after
+// a PITR). History files are never deleted (recovery_target_timeline=latest probes N+1, N+2...
+// upward and stops at the first missing one). Damaged backups and foreign keys are only reported.
+
+export interface RetentionRules {
+  retainFull?: number;
+  retainDays?: number;
+  now: Date;
+  /** Seconds: a backup directory without backup.json whose newest object is older is left-over. */
+  staleUploadAge: number;
+}
+
+/** What the store's Object Lock forbids (found by the run before deleting anything). */
+export interface LockedObjects {
+  /** Backups with at least one locked object (kept whole), with the reason. */
+  backups?: ReadonlyMap<string, string>;
+  /** Incomplete backup directories with a locked object (left alone). */
+  incomplete?: ReadonlyMap<string, string>;
+  /** The lowest locked WAL segment number: it and everything above it stay. */
+  walFloor?: bigint;
+}
+
+export interface KeptBackup {
+  backup: BackupInfo;
+  reasons: string[];
+}
+
+export interface DoomedBackup {
+  backup: BackupInfo;
+  reason: string;
+  /** backup.json first (the backup leaves listings), then its other objects. */
+  keys: string[];
+  bytes: number;
+}
+
+export interface WalDeletion {
+  tli: number;
+  first: string;
+  last: string;
+  segments: number;
+  partials: number;
+  backupLabels: number;
+  bytes: number;
+  /** Oldest first. */
+  files: WalEntry[];
+}
+
+export interface IncompleteDeletion {
+  dir: BackupDir;
+  bytes: number;
+}
+
+export interface RetentionPlan {
+  rules: RetentionRules;
+  /** Oldest first. */
+  keep: KeptBackup[];
+  /** Oldest first. */
+  deleteBackups: DoomedBackup[];
+  /** WAL below this segment's number (on any timeline) goes, and why there; null: no WAL goes. */
+  walCutoff: { segment: string; why: string } | null;
+  wal: WalDeletion[];
+  gapMarkers: Array<ListedObject & { name: string }>;
+  incomplete: IncompleteDeletion[];
+  /** Incomplete directories too recent to be left-overs (a backup-push may be running). */
+  incompleteRecent: BackupDir[];
+  rejected: Array<{ id: string; reason: string }>;
+  foreign: ListedObject[];
+  /** Reported, kept whole: locked backups and incomplete directories. */
+  locked: Array<{ id: string; reason: string }>;
+  noCompleteBackup: boolean;
+}
+
+type Repo = Pick<Inventory, 'backups' | 'rejected' | 'backupDirs' | 'timelines' | 'gapMarkers' | 'other' | 'manifest'>;
+
+const DAY_MS = 86_400_000;
+const isIncremental = (b: BackupInfo) => b.type === 'incremental';
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** The newest N fulls with their incrementals, the day window, the newest backup; closed over references. */
+function chooseKept(backups: BackupInfo[], rules: RetentionRules, locked: ReadonlyMap<string, string>): Map<string, string[]> {
+  const kept = new Map<string, string[]>();
+  const keep = (b: BackupInfo, why: string) => {
+    const r = kept.get(b.id);
+    if (r) {
+      if (!r.includes(why)) r.push(why);
+    } else kept.set(b.id, [why]);
+  };
+  const children = new Map<string, BackupInfo[]>();
+  for (const b of backups) {
+    if (b.reference) children.set(b.reference, [...(children.get(b.reference) ?? []), b]);
+  }
+  const newest = backups[backups.length - 1]!;
+  keep(newest, 'newest backup');
+  if (rules.retainFull !== undefined) {
+    const fulls = backups.filter((b) => !isIncremental(b)).slice(-rules.retainFull);
+    for (const f of fulls) {
+      keep(f, `one of the ${plural(rules.retainFull, 'newest full backup')}`);
+      const todo = [...(children.get(f.id) ?? [])];
+      for (let c = todo.pop(); c; c = todo.pop()) {
+        keep(c, `incremental built on kept ${f.id}`);
+        todo.push(...(children.get(c.id) ?? []));
+      }
+    }
+  }
+  if (rules.retainDays !== undefined) {
+    const from = rules.now.getTime() - rules.retainDays * DAY_MS;
+    const before = backups.filter((b) => Date.parse(b.stopTime) < from);
+    for (const b of backups) if (Date.parse(b.stopTime) >= from) keep(b, `ended within ${plural(rules.retainDays, 'day')}`);
+    const last = before[before.length - 1];
+    if (last) keep(last, `newest backup that ended before the ${plural(rules.retainDays, 'day')} window (its start is the window's)`);
+  }
+  for (const b of backups) {
+    const why = locked.get(b.id);
+    if (why) keep(b, `locked (${why})`);
+  }
+  // A kept incremental keeps everything it is built on.
+  const byId = new Map(backups.map((b) => [b.id, b]));
+  for (const id of [...kept.keys()]) {
+    for (let b = byId.get(id); b?.reference; b = byId.get(b.reference)) {
+      const ref = byId.get(b.reference);
+      if (ref) keep(ref, `referenced by kept ${b.id}`);
+    }
+  }
+  return kept;
+}
+
+function deleteReason(b: BackupInfo, backups: BackupInfo[], kept: ReadonlyMap<string, string[]>, rules: RetentionRules): string {
+  const parts: string[] = [];
+  if (isIncremental(b)) {
+    const byId = new Map(backups.map((x) => [x.id, x]));
+    let root = b;
+    while (root.reference && byId.has(root.reference)) root = byId.get(root.reference)!;
+    if (root.reference) parts.push(`incremental whose reference ${root.reference} is missing`);
+    else parts.push(kept.has(root.id) ? `incremental built on ${root.id}, which stays, but no kept backup needs it` : `incremental built on ${root.id}, which goes`);
+  } else if (rules.retainFull !== undefined) {
+    parts.push(`older than the ${plural(rules.retainFull, 'newest full backup')}`);
+  }
+  if (rules.retainDays !== undefined) parts.push(`ended ${b.stopTime}, before the ${plural(rules.retainDays, 'day')} window and not needed for it`);
+  if (parts.length === 0) parts.push('not kept by any rule');
+  return parts.join('; ');
+}
+
+const sum = (objs: readonly ListedObject[]) => objs.reduce((a, o) => a + o.storedSize, 0);
+
+export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedObjects = {}): RetentionPlan {
+  if (rules.retainFull === undefined && rules.retainDays === undefined) throw new Error('planRetention needs retainFull or retainDays');
+  const plan: RetentionPlan = {
+    rules,
+    keep: [],
+    deleteBackups: [],
+    walCutoff: null,
+    wal: [],
+    gapMarkers: [],
+    incomplete: [],
+    incompleteRecent: [],
+    rejected: [...repo.rejected].map(([id, e]) => ({ id, reason: e.message })),
+    foreign: repo.other,
+    locked: [],
+    noCompleteBackup: repo.backups.length === 0,
+  };
+  const staleBefore = rules.now.getTime() - rules.staleUploadAge * 1000;
+  for (const dir of repo.backupDirs.values()) {
+    if (dir.hasSentinel || repo.rejected.has(dir.id) || repo.backups.some((b) => b.id === dir.id)) continue;
+    const lockedWhy = locks.incomplete?.get(dir.id);
+    if (lockedWhy) plan.locked.push({ id: dir.id, reason: lockedWhy });
+    else if (dir.newest.getTime() < staleBefore) plan.incomplete.push({ dir, bytes: sum(dir.objects) });
+    else plan.incompleteRecent.push(dir);
+  }
+  if (plan.noCompleteBackup) return plan;
+
+  const backups = repo.backups;
+  const lockedBackups = locks.backups ?? new Map<string, string>();
+  const kept = chooseKept(backups, rules, lockedBackups);
+  for (const [id, why] of lockedBackups) if (kept.has(id)) plan.locked.push({ id, reason: why });
+  for (const b of backups) {
+    const reasons = kept.get(b.id);
+    if (reasons) {
+      plan.keep.push({ backup: b, reasons });
+      continue;
+    }
+    const sentinel = backupKey(b.id, SENTINEL_OBJECT);
+    const objects = repo.backupDirs.get(b.id)?.objects ?? [];
+    const keys = [sentinel, ...objects.map((o) => o.key).filter((k) => k !== sentinel)];
+    plan.deleteBackups.push({ backup: b, reason: deleteReason(b, backups, kept, rules), keys, bytes: sum(objects) });
+  }
+
+  const segSize = repo.manifest?.walSegmentSize ?? backups[backups.length - 1]!.walSegmentSize;
+  let oldest = plan.keep[0]!.backup;
+  for (const k of plan.keep) {
+    if (segmentNumber(k.backup.startSegment, segSize) < segmentNumber(oldest.startSegment, segSize)) oldest = k.backup;
+  }
+  let cutoff = segmentNumber(oldest.startSegment, segSize);
+  plan.walCutoff = { segment: oldest.startSegment, why: `start of the oldest kept backup ${oldest.id}` };
+  if (locks.walFloor !== undefined && locks.walFloor < cutoff) {
+    cutoff = locks.walFloor;
+    plan.walCutoff = { segment: segmentName(oldest.timeline, cutoff, segSize), why: 'the first WAL segment under Object Lock' };
+  }
+  const below = (name: string) => segmentNumber(name.slice(0, 24), segSize) < cutoff;
+  for (const t of [...repo.timelines.values()].sort((a, b) => a.tli - b.tli)) {
+    const files = [...t.segments, ...t.partials, ...t.backupLabels].filter((f) => below(f.name));
+    if (files.length === 0) continue;
+    files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    plan.wal.push({
+      tli: t.tli,
+      first: files[0]!.name.slice(0, 24),
+      last: files[files.length - 1]!.name.slice(0, 24),
+      segments: files.filter((f) => f.kind === 'segment').length,
+      partials: files.filter((f) => f.kind === 'partial').length,
+      backupLabels: files.filter((f) => f.kind === 'backup').length,
+      bytes: sum(files),
+      files,
+    });
+  }
+  plan.gapMarkers = repo.gapMarkers.filter((g) => below(g.name));
+  return plan;
+}

@@ -1,0 +1,238 @@
+import { describe, expect, it } from 'vitest';
+import type { BackupInfo } from '../../src/backup/backup-info.js';
+import { makeBackupId } from '../../src/backup/catalog.js';
+import type { BackupDir, Inventory, TimelineWal, WalEntry } from '../../src/operate/inventory.js';
+import { planRetention, type RetentionRules } from '../../src/operate/retention.js';
+import { chainSafeOrder } from '../../src/operate/delete-run.js';
+import type { ListedObject } from '../../src/storage/types.js';
+
+const MiB = 1024 * 1024;
+const SEG = 16 * MiB;
+const NOW = new Date('2026-11-30T12:00:00Z');
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+const seg = (n: number, tli = 1) => `${hex8(tli)}00000000${hex8(n)}`;
+const daysAgo = (d: number) => new Date(NOW.getTime() - d * 86_400_000);
+const obj = (key: string, at = daysAgo(100), size = 100): ListedObject => ({ key, storedSize: size, lastModified: at });
+
+interface B {
+  start: number;
+  age: number;
+  tli?: number;
+  ref?: BackupInfo;
+}
+
+function backup({ start, age, tli = 1, ref }: B): BackupInfo {
+  const startTime = daysAgo(age);
+  return {
+    id: makeBackupId(seg(start, tli), startTime),
+    format: 2,
+    method: 'files',
+    type: ref ? 'incremental' : 'full',
+    ...(ref ? { reference: ref.id } : {}),
+    startTime: startTime.toISOString(),
+    stopTime: new Date(startTime.getTime() + 60_000).toISOString(),
+    timeline: tli,
+    stopTimeline: tli,
+    startSegment: seg(start, tli),
+    stopSegment: seg(start + 1, tli),
+    walSegmentSize: SEG,
+  } as BackupInfo;
+}
+
+function wal(name: string, kind: WalEntry['kind']): WalEntry {
+  const key = kind === 'backup' ? `wal/${name}` : `wal/${name.slice(0, 16)}/${name}`;
+  return { ...obj(key, daysAgo(1), 1000), name, kind };
+}
+
+/** An inventory: the backups (each with backup.json and one data object), WAL on timelines, extras. */
+function repo(backups: BackupInfo[], timelines: Record<number, [number, number]>, extra: Partial<Inventory> = {}): Inventory {
+  const backupDirs = new Map<string, BackupDir>();
+  for (const b of backups) {
+    const at = new Date(b.stopTime);
+    backupDirs.set(b.id, { id: b.id, hasSentinel: true, newest: at, objects: [obj(`backups/${b.id}/files.json`, at, 10), obj(`backups/${b.id}/backup.json`, at, 5)] });
+  }
+  const tls = new Map<number, TimelineWal>();
+  for (const [tli, [from, to]] of Object.entries(timelines)) {
+    const t = Number(tli);
+    const segments: WalEntry[] = [];
+    for (let n = from; n <= to; n++) segments.push(wal(seg(n, t), 'segment'));
+    tls.set(t, { tli: t, segments, partials: [], backupLabels: [] });
+  }
+  return {
+    url: 'file:///repo',
+    manifest: null,
+    backups,
+    rejected: new Map(),
+    backupDirs,
+    timelines: tls,
+    histories: new Map(),
+    gapMarkers: [],
+    state: [],
+    other: [],
+    listedAt: NOW,
+    ...extra,
+  };
+}
+
+const rules = (r: Partial<RetentionRules>): RetentionRules => ({ now: NOW, staleUploadAge: 86_400, ...r });
+const ids = (list: { backup: BackupInfo }[]) => list.map((x) => x.backup.id);
+
+describe('retention plan', () => {
+  const b1 = backup({ start: 2, age: 30 });
+  const b2 = backup({ start: 10, age: 20 });
+  const b3 = backup({ start: 20, age: 10 });
+
+  it('delete: --retain-full 2 removes the oldest backup and only the WAL before the second', () => {
+    const plan = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainFull: 2 }));
+    expect(ids(plan.deleteBackups)).toEqual([b1.id]);
+    expect(ids(plan.keep)).toEqual([b2.id, b3.id]);
+    // backup.json first: the backup leaves listings before its data goes.
+    expect(plan.deleteBackups[0]!.keys[0]).toBe(`backups/${b1.id}/backup.json`);
+    expect(plan.deleteBackups[0]!.keys).toContain(`backups/${b1.id}/files.json`);
+    expect(plan.deleteBackups[0]!.reason).toBe('older than the 2 newest full backups');
+    expect(plan.walCutoff).toEqual({ segment: b2.startSegment, why: `start of the oldest kept backup ${b2.id}` });
+    expect(plan.wal).toHaveLength(1);
+    expect(plan.wal[0]).toMatchObject({ tli: 1, first: seg(2), last: seg(9), segments: 8, partials: 0, bytes: 8000 });
+  });
+
+  it('keeps an incremental chain whole: retain-full 1 with full + incrementals newest keeps them all', () => {
+    const i1 = backup({ start: 22, age: 9, ref: b3 });
+    const i2 = backup({ start: 24, age: 8, ref: i1 });
+    const plan = planRetention(repo([b1, b2, b3, i1, i2], { 1: [2, 30] }), rules({ retainFull: 1 }));
+    expect(ids(plan.keep)).toEqual([b3.id, i1.id, i2.id]);
+    expect(ids(plan.deleteBackups)).toEqual([b1.id, b2.id]);
+    expect(plan.walCutoff?.segment).toBe(b3.startSegment);
+  });
+
+  it('deletes an incremental whose chain root goes, and keeps the references of a kept incremental', () => {
+    const i1 = backup({ start: 12, age: 19, ref: b2 });
+    const plan = planRetention(repo([b1, b2, i1, b3], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(ids(plan.deleteBackups)).toEqual([b1.id, b2.id, i1.id]);
+    expect(plan.deleteBackups[2]!.reason).toBe(`incremental built on ${b2.id}, which goes`);
+    // The newest backup is an incremental: it keeps its reference even though retainFull 1 would not.
+    const i2 = backup({ start: 22, age: 5, ref: b2 });
+    const p2 = planRetention(repo([b1, b2, b3, i2], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(ids(p2.keep)).toEqual([b2.id, b3.id, i2.id]);
+    expect(p2.keep[0]!.reasons).toEqual([`referenced by kept ${i2.id}`]);
+    // A branch off a full that stays only for another incremental's sake: not needed, goes.
+    const branch = backup({ start: 12, age: 19, ref: b2 });
+    const p3 = planRetention(repo([b1, b2, branch, b3, i2], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(ids(p3.deleteBackups)).toEqual([b1.id, branch.id]);
+    expect(p3.deleteBackups[1]!.reason).toBe(`incremental built on ${b2.id}, which stays, but no kept backup needs it`);
+  });
+
+  it('--retain-days keeps the window plus the newest backup that ended before it', () => {
+    const plan = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainDays: 15 }));
+    expect(ids(plan.keep)).toEqual([b2.id, b3.id]);
+    expect(plan.keep[0]!.reasons[0]).toMatch(/newest backup that ended before the 15 days window/);
+    expect(ids(plan.deleteBackups)).toEqual([b1.id]);
+    const wide = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainDays: 25 }));
+    expect(ids(wide.keep)).toEqual([b1.id, b2.id, b3.id]);
+  });
+
+  it('with both rules keeps the union', () => {
+    const plan = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainFull: 1, retainDays: 15 }));
+    expect(ids(plan.keep)).toEqual([b2.id, b3.id]);
+    const p2 = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainFull: 3, retainDays: 1 }));
+    expect(ids(p2.keep)).toEqual([b1.id, b2.id, b3.id]);
+  });
+
+  it('never deletes the newest backup, even when every backup is older than the window', () => {
+    const plan = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainDays: 1 }));
+    expect(ids(plan.keep)).toEqual([b3.id]);
+    expect(plan.keep[0]!.reasons).toContain('newest backup');
+    // WAL after the newest backup's start stays.
+    expect(plan.wal[0]!.last).toBe(seg(19));
+  });
+
+  it('keeps WAL from the lowest start segment of all kept backups, on every timeline', () => {
+    // After a PITR to a point before b3, timeline 2 branches at segment 15; its backup starts at 16,
+    // below b3 (20) on timeline 1.
+    const t2 = backup({ start: 16, age: 5, tli: 2 });
+    const plan = planRetention(repo([b1, b2, b3, t2], { 1: [2, 25], 2: [15, 30] }), rules({ retainFull: 2 }));
+    expect(ids(plan.keep)).toEqual([b3.id, t2.id]);
+    expect(plan.walCutoff?.segment).toBe(t2.startSegment);
+    // Timeline 1 keeps 16..25 (b3 starts at 20, but the cutoff is the lowest start of all kept);
+    // timeline 2's first segment 15 is below every kept backup's start and goes.
+    expect(plan.wal.map((w) => [w.tli, w.first, w.last, w.segments])).toEqual([
+      [1, seg(2), seg(15), 14],
+      [2, seg(15, 2), seg(15, 2), 1],
+    ]);
+  });
+
+  it('deletes old .partial and .backup files and gap markers below the cutoff, never history files', () => {
+    const inv = repo([b1, b2, b3], { 1: [2, 25] });
+    const t1 = inv.timelines.get(1)!;
+    t1.partials.push(wal(`${seg(5)}.partial`, 'partial'), wal(`${seg(21)}.partial`, 'partial'));
+    t1.backupLabels.push(wal(`${seg(2)}.00000028.backup`, 'backup'), wal(`${seg(10)}.00000028.backup`, 'backup'));
+    inv.histories.set(2, { ...obj('wal/00000002.history'), name: '00000002.history', kind: 'history' });
+    inv.gapMarkers.push({ ...obj(`state/gaps/${seg(4)}.json`), name: seg(4) }, { ...obj(`state/gaps/${seg(11)}.json`), name: seg(11) });
+    const plan = planRetention(inv, rules({ retainFull: 2 }));
+    const names = plan.wal[0]!.files.map((f) => f.name);
+    expect(plan.wal[0]).toMatchObject({ segments: 8, partials: 1, backupLabels: 1 });
+    expect(names).toContain(`${seg(5)}.partial`);
+    expect(names).toContain(`${seg(2)}.00000028.backup`);
+    expect(names).not.toContain(`${seg(10)}.00000028.backup`);
+    expect(names.some((n) => n.endsWith('.history'))).toBe(false);
+    expect(plan.gapMarkers.map((g) => g.name)).toEqual([seg(4)]);
+  });
+
+  it('removes incomplete backup directories only once stale; reports damaged backups and foreign keys, never deletes them', () => {
+    const inv = repo([b1, b2, b3], { 1: [2, 25] });
+    const stale = { id: makeBackupId(seg(30), daysAgo(3)), hasSentinel: false, newest: daysAgo(2), objects: [obj('backups/x/a', daysAgo(2), 7)] };
+    const fresh = { id: makeBackupId(seg(31), daysAgo(0)), hasSentinel: false, newest: new Date(NOW.getTime() - 60_000), objects: [obj('backups/y/a', NOW, 7)] };
+    const bad = { id: makeBackupId(seg(1), daysAgo(40)), hasSentinel: true, newest: daysAgo(40), objects: [obj('backups/z/backup.json')] };
+    for (const d of [stale, fresh, bad]) inv.backupDirs.set(d.id, d);
+    inv.rejected.set(bad.id, new Error('not JSON'));
+    inv.other.push(obj('notes.txt'));
+    const plan = planRetention(inv, rules({ retainFull: 2 }));
+    expect(plan.incomplete.map((i) => i.dir.id)).toEqual([stale.id]);
+    expect(plan.incomplete[0]!.bytes).toBe(7);
+    expect(plan.incompleteRecent.map((d) => d.id)).toEqual([fresh.id]);
+    expect(plan.rejected).toEqual([{ id: bad.id, reason: 'not JSON' }]);
+    expect(plan.foreign.map((o) => o.key)).toEqual(['notes.txt']);
+    const planned = [...plan.deleteBackups.flatMap((d) => d.keys), ...plan.incomplete.flatMap((i) => i.dir.objects.map((o) => o.key))];
+    expect(planned).not.toContain('notes.txt');
+    expect(planned).not.toContain('backups/z/backup.json');
+  });
+
+  it('without a complete backup removes nothing but stale incomplete uploads', () => {
+    const inv = repo([], { 1: [2, 25] });
+    const stale = { id: makeBackupId(seg(30), daysAgo(3)), hasSentinel: false, newest: daysAgo(2), objects: [obj('backups/x/a', daysAgo(2), 7)] };
+    inv.backupDirs.set(stale.id, stale);
+    inv.gapMarkers.push({ ...obj(`state/gaps/${seg(4)}.json`), name: seg(4) });
+    const plan = planRetention(inv, rules({ retainFull: 1 }));
+    expect(plan.noCompleteBackup).toBe(true);
+    expect(plan.deleteBackups).toEqual([]);
+    expect(plan.wal).toEqual([]);
+    expect(plan.gapMarkers).toEqual([]);
+    expect(plan.incomplete.map((i) => i.dir.id)).toEqual([stale.id]);
+  });
+
+  it('keeps a backup with a locked object whole (and its WAL), and WAL from the first locked segment', () => {
+    const plan = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainFull: 1 }), { backups: new Map([[b1.id, 'COMPLIANCE until 2027-01-01T00:00:00.000Z']]) });
+    expect(ids(plan.keep)).toEqual([b1.id, b3.id]);
+    expect(ids(plan.deleteBackups)).toEqual([b2.id]);
+    expect(plan.locked).toEqual([{ id: b1.id, reason: 'COMPLIANCE until 2027-01-01T00:00:00.000Z' }]);
+    expect(plan.wal).toEqual([]);
+    const floor = planRetention(repo([b1, b2, b3], { 1: [2, 25] }), rules({ retainFull: 1 }), { walFloor: 6n });
+    expect(floor.wal[0]).toMatchObject({ first: seg(2), last: seg(5), segments: 4 });
+    expect(floor.walCutoff).toEqual({ segment: seg(6), why: 'the first WAL segment under Object Lock' });
+  });
+
+  it('needs a rule: it never plans to delete everything', () => {
+    expect(() => planRetention(repo([b1], {}), rules({}))).toThrow(/retainFull or retainDays/);
+  });
+});
+
+describe('delete order', () => {
+  it('delete: chains go oldest first, and within a chain an incremental before the backup it is built on', () => {
+    const f1 = backup({ start: 2, age: 30 });
+    const i1 = backup({ start: 4, age: 29, ref: f1 });
+    const i2 = backup({ start: 6, age: 28, ref: i1 });
+    const f2 = backup({ start: 10, age: 20 });
+    const f3 = backup({ start: 20, age: 10 });
+    const plan = planRetention(repo([f1, i1, i2, f2, f3], { 1: [2, 25] }), rules({ retainFull: 1 }));
+    expect(chainSafeOrder(plan.deleteBackups).map((d) => d.backup.id)).toEqual([i2.id, i1.id, f1.id, f2.id]);
+  });
+});
