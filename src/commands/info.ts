@@ -3,6 +3,7 @@ import { formatBytes } from '../common/log.js';
 import { openRepository } from '../archive/repository.js';
 import { gatherInfo, metricsOf, pictureOf, type InfoReport } from '../operate/info.js';
 import { drawWindow } from '../operate/picture.js';
+import { describeRange } from '../operate/continuity.js';
 import { formatMetrics, writeMetricsFile } from '../operate/prometheus.js';
 
 // walvault info [--json] [--prometheus FILE] [--picture] [--dbname CONNINFO]: the recovery window
@@ -49,7 +50,7 @@ export function text(r: InfoReport): string {
       lines.push(`  recovery window: ${when(t.window.start.time)} (LSN ${t.window.start.lsn}, end of ${t.window.start.backup})`);
       lines.push(`                .. ${when(t.window.end.time)} (segment ${t.window.end.segment}, ${age(Math.floor((now - Date.parse(t.window.end.time)) / 1000))} ago)`);
     } else lines.push('  recovery window: none (no backup with unbroken WAL from its start)');
-    for (const g of t.gaps) lines.push(`  gap: ${g.first}..${g.last} (${g.count} segment(s) missing)`);
+    for (const g of t.gaps) lines.push(`  gap: ${describeRange(g)} missing`);
   }
   for (const m of r.gapMarkers) lines.push(`dropped by maxReadyBytes: WAL from ${m.segment} (${when(m.time)}): no recovery across it`);
   lines.push(r.backups.length ? 'backups:' : 'backups: none');

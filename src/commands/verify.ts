@@ -3,7 +3,7 @@ import { checkFailedError } from '../common/errors.js';
 import { formatBytes, log } from '../common/log.js';
 import { openRepository } from '../archive/repository.js';
 import { runVerify, type VerifyReport } from '../operate/verify.js';
-import { describeRange } from '../operate/verify-backups.js';
+import { describeRange } from '../operate/continuity.js';
 
 // walvault verify [--deep] [--full] [--json] [--jobs N]: exit 0 when the repository is whole, 15
 // (CheckFailed) naming every problem (one line each on stderr) when it is not.

@@ -21,7 +21,7 @@ const RED = '\x1b[31m';
 const GREEN = '\x1b[32m';
 const RESET = '\x1b[0m';
 
-const short = (d: Date): string => d.toISOString().slice(0, 16).replace('T', ' ') + 'Z';
+const short = (d: Date): string => d.toISOString().slice(0, 19).replace('T', ' ') + 'Z';
 
 export function drawWindow(p: PictureInput): string[] {
   const cols = Math.max(20, p.width - LABEL - 2);

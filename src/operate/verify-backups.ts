@@ -9,8 +9,7 @@ import type { HistoryEntry } from '../backup/coverage.js';
 import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from '../backup/file-list.js';
 import { sha256Hex } from '../fs/hash.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { segmentNumber } from '../wal/names.js';
-import { backupWal, type Gap } from './continuity.js';
+import { backupWal, describeRange, nameRanges } from './continuity.js';
 import type { Inventory, WalEntry } from './inventory.js';
 
 // verify's look at the backups: each complete backup has the WAL that makes it consistent and every
@@ -42,24 +41,6 @@ export interface BackupSummary {
 }
 
 type Ctx = { policy: RetryPolicy; deadline: Deadline };
-
-/** Segment names (sorted, one timeline or a path) grouped into runs of consecutive segments. */
-export function nameRanges(names: readonly string[], segSize: number): Gap[] {
-  const out: Gap[] = [];
-  let prev: bigint | undefined;
-  for (const n of names) {
-    const s = segmentNumber(n, segSize);
-    const last = out[out.length - 1];
-    if (last && prev !== undefined && s === prev + 1n) {
-      last.last = n;
-      last.count++;
-    } else out.push({ first: n, last: n, count: 1 });
-    prev = s;
-  }
-  return out;
-}
-
-export const describeRange = (g: Gap): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);
 
 export async function checkBackups(
   storage: Storage,

@@ -5,9 +5,9 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
+import { describeRange, readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
-import { checkBackups, describeRange, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
+import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
 import { RESULT_FILE, VerifyMemory } from './verify-memory.js';
 
