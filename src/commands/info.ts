@@ -61,7 +61,7 @@ export function text(r: InfoReport): string {
   else if (r.archiver) {
     const a = r.archiver;
     lines.push(
-      `archiver: last archived ${a.lastArchivedWal ?? 'nothing'}${a.lastArchivedTime ? ` at ${when(a.lastArchivedTime)}` : ''}; writing ${a.currentWal}` +
+      `archiver: last archived ${a.lastArchivedWal ?? 'nothing'}${a.lastArchivedTime ? ` at ${when(a.lastArchivedTime)}` : ''}; current ${a.currentWal}` +
         `${a.lagSegments !== null ? `, ${a.lagSegments} segment(s) waiting` : ''}; ${a.failedCount} failure(s)` +
         `${a.lastFailedWal ? `, last ${a.lastFailedWal} at ${when(a.lastFailedTime ?? '')}` : ''}`,
     );

@@ -1,7 +1,7 @@
 import { describe } from '../common/errors.js';
 import { connectClient, endClient } from '../backup/pg-connect.js';
 import { resolveConnParams } from '../backup/pg-conninfo.js';
-import { segmentNumber } from '../wal/names.js';
+import { parseLsn, segmentNumber } from '../wal/names.js';
 
 // What the server says about its archiving (pg_stat_archiver) and where it is writing now, for info.
 
@@ -11,6 +11,7 @@ export interface ArchiverState {
   failedCount: number;
   lastFailedWal: string | null;
   lastFailedTime: string | null;
+  /** pg_walfile_name(pg_current_wal_lsn()). */
   currentWal: string;
   /** Complete segments written but not archived yet (0: only the one being written). */
   lagSegments: number | null;
@@ -31,7 +32,8 @@ export async function readArchiver(dbname: string | undefined, env: NodeJS.Proce
   try {
     const r = await client.query(
       'SELECT last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, ' +
-        "pg_walfile_name(pg_current_wal_lsn()) AS current_wal, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS seg " +
+        'pg_walfile_name(pg_current_wal_lsn()) AS current_wal, pg_current_wal_lsn()::text AS current_lsn, ' +
+        "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS seg " +
         'FROM pg_stat_archiver',
     );
     const row = r.rows[0] as Record<string, unknown>;
@@ -40,7 +42,10 @@ export async function readArchiver(dbname: string | undefined, env: NodeJS.Proce
     const segSize = Number(row['seg']);
     let lag: number | null = null;
     if (last && /^[0-9A-F]{24}/.test(last)) {
-      lag = Math.max(0, Number(segmentNumber(current, segSize) - segmentNumber(last.slice(0, 24), segSize)) - 1);
+      // Segments before the one the next byte goes to are complete (pg_walfile_name names the previous
+      // segment at a boundary, so it cannot tell).
+      const writing = parseLsn(String(row['current_lsn'])) / BigInt(segSize);
+      lag = Math.max(0, Number(writing - 1n - segmentNumber(last.slice(0, 24), segSize)));
     }
     return {
       lastArchivedWal: last,

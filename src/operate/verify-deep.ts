@@ -63,52 +63,64 @@ export async function verifyDeep(storage: Storage, tasks: DeepTask[], opts: Deep
 /** Reads one object; the problem found (one line naming it), or undefined when it is sound. */
 async function verifyObject(storage: Storage, t: DeepTask, opts: DeepOptions): Promise<string | undefined> {
   const key = t.object.key;
-  const where = `${storage.url}/${key}`;
   const deadline = new Deadline(opts.deadlineMs);
+  // The damage itself, without the retry loop's "gave up after n attempts" wrapping.
+  let damage: string | undefined;
+  const damaged = (e: unknown): e is Error => isWalvaultError(e) && ['IntegrityError', 'CorruptObject'].includes(e.code);
   try {
-    return await withRetry(`verify ${key}`, policyForBody(opts.policy, t.object.storedSize), deadline, async (signal) => {
-      const got = await storage.get(key, { signal });
-      if (!got) return `${key} was listed but is gone`;
-      let meta;
-      try {
-        meta = parseStoredMeta(got.info, where);
-      } catch (e) {
-        got.body.destroy();
+    return await withRetry(`verify ${key}`, policyForBody(opts.policy, t.object.storedSize), deadline, (signal) =>
+      readOnce(storage, t, opts, signal).catch((e: unknown) => {
+        if (damaged(e)) damage = e.message;
         throw e;
-      }
-      const hashing = new HashingStream({ limit: meta.size, what: where });
-      const head: Buffer[] = [];
-      let headBytes = 0;
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          if (t.segment && headBytes < LONG_HEADER_SIZE) {
-            head.push(chunk.subarray(0, LONG_HEADER_SIZE - headBytes));
-            headBytes += Math.min(chunk.length, LONG_HEADER_SIZE - headBytes);
-          }
-          cb();
-        },
-      });
-      const decompress = decompressStream(meta.codec);
-      try {
-        await (pipeline as (...a: unknown[]) => Promise<void>)(...(decompress ? [got.body, decompress, hashing, sink] : [got.body, hashing, sink]), { signal });
-      } catch (e) {
-        throw classifyDownloadError(e, where);
-      }
-      const digest = hashing.digest();
-      if (hashing.bytes !== meta.size || digest !== meta.sha256) {
-        throw integrityError(`${key} is damaged: it reads as ${hashing.bytes} bytes with SHA-256 ${digest}, its metadata says ${meta.size} bytes with SHA-256 ${meta.sha256}`);
-      }
-      if (t.expect && (t.expect.sha256 !== digest || (t.expect.size !== undefined && t.expect.size !== hashing.bytes))) {
-        return `${key} is not what ${t.expect.by} recorded: ${hashing.bytes} bytes with SHA-256 ${digest}, expected ${t.expect.size ?? '?'} bytes with SHA-256 ${t.expect.sha256}`;
-      }
-      return t.segment ? checkSegment(Buffer.concat(head), t.segment, hashing.bytes, key, opts.manifest) : undefined;
-    });
+      }),
+    );
   } catch (e) {
-    if (isWalvaultError(e) && ['IntegrityError', 'CorruptObject'].includes(e.code)) return e.message.startsWith(key) ? e.message : `${key}: ${e.message}`;
-    throw e;
+    if (!damaged(e)) throw e;
+    const line = (damage ?? e.message).replaceAll(`${storage.url}/`, '');
+    return line.startsWith(key) ? line : `${key}: ${line}`;
   } finally {
     deadline.dispose();
   }
+}
+
+async function readOnce(storage: Storage, t: DeepTask, opts: DeepOptions, signal: AbortSignal): Promise<string | undefined> {
+  const key = t.object.key;
+  const where = `${storage.url}/${key}`;
+  const got = await storage.get(key, { signal });
+  if (!got) return `${key} was listed but is gone`;
+  let meta;
+  try {
+    meta = parseStoredMeta(got.info, where);
+  } catch (e) {
+    got.body.destroy();
+    throw e;
+  }
+  const hashing = new HashingStream({ limit: meta.size, what: where });
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (t.segment && headBytes < LONG_HEADER_SIZE) {
+        head.push(chunk.subarray(0, LONG_HEADER_SIZE - headBytes));
+        headBytes += Math.min(chunk.length, LONG_HEADER_SIZE - headBytes);
+      }
+      cb();
+    },
+  });
+  const decompress = decompressStream(meta.codec);
+  try {
+    await (pipeline as (...a: unknown[]) => Promise<void>)(...(decompress ? [got.body, decompress, hashing, sink] : [got.body, hashing, sink]), { signal });
+  } catch (e) {
+    throw classifyDownloadError(e, where);
+  }
+  const digest = hashing.digest();
+  if (hashing.bytes !== meta.size || digest !== meta.sha256) {
+    throw integrityError(`${key} is damaged: it reads as ${hashing.bytes} bytes with SHA-256 ${digest}, its metadata says ${meta.size} bytes with SHA-256 ${meta.sha256}`);
+  }
+  if (t.expect && (t.expect.sha256 !== digest || (t.expect.size !== undefined && t.expect.size !== hashing.bytes))) {
+    return `${key} is not what ${t.expect.by} recorded: ${hashing.bytes} bytes with SHA-256 ${digest}, expected ${t.expect.size ?? '?'} bytes with SHA-256 ${t.expect.sha256}`;
+  }
+  return t.segment ? checkSegment(Buffer.concat(head), t.segment, hashing.bytes, key, opts.manifest) : undefined;
 }
 
 function checkSegment(head: Buffer, segment: string, size: number, key: string, manifest: RepoManifest | null): string | undefined {

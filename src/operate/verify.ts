@@ -5,6 +5,7 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
+import { segmentNumber, timelineOfName } from '../wal/names.js';
 import { describeRange, readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
@@ -57,9 +58,11 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
       for (const g of t.gaps) findings.problems.push(`timeline ${t.tli}: WAL ${describeRange(g)} missing`);
     }
     for (const m of inv.gapMarkers) {
-      findings.problems.push(
-        `WAL from ${m.name} on was dropped by maxReadyBytes (marker ${m.key}, ${m.lastModified.toISOString()}): point-in-time recovery across it is impossible; take a new backup`,
-      );
+      const what = `WAL from ${m.name} on was dropped by maxReadyBytes (marker ${m.key}, ${m.lastModified.toISOString()})`;
+      // A drop older than every backup no longer matters to any restore (delete removes its marker).
+      const expected = continuity.find((t) => t.tli === timelineOfName(m.name))?.expected;
+      if (expected && segmentNumber(m.name, segSize) < segmentNumber(expected.first, segSize)) findings.notes.push(`${what}, before the oldest backup: harmless`);
+      else findings.problems.push(`${what}: point-in-time recovery across it is impossible; take a new backup`);
     }
     const segments = segmentNames(inv);
     const backups = await checkBackups(storage, inv, histories, segments, { policy, deadline }, findings);

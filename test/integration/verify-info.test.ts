@@ -92,6 +92,21 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     expect(j.backups.every((b) => b.objects >= 3 && b.walSegments >= 1)).toBe(true);
   });
 
+  it('verify: a backup without backup.json and a foreign object are notes, not problems', async () => {
+    const stale = 'pg/backups/base_0000000100000000000000FF_20261130T000000Z/data/000000';
+    await putRaw(store, bucket, stale, Buffer.from('partial upload'));
+    await putRaw(store, bucket, 'pg/notes.txt', Buffer.from('left by someone'));
+    try {
+      const { r, j } = await verifyJson();
+      expect(r.code, show(r)).toBe(0);
+      expect(j.notes.join('\n')).toMatch(/backups\/base_0000000100000000000000FF_20261130T000000Z\/ has no backup\.json \(1 objects/);
+      expect(j.notes.join('\n')).toMatch(/1 object\(s\) walvault does not know \(left alone\): notes\.txt/);
+    } finally {
+      await deleteRaw(store, bucket, stale);
+      await deleteRaw(store, bucket, 'pg/notes.txt');
+    }
+  });
+
   it('verify --deep: reads every object, then only new ones; --full all again', async () => {
     const first = await verifyJson('--deep');
     expect(first.r.code, show(first.r)).toBe(0);
@@ -171,6 +186,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
       expect(deep.code, show(deep)).toBe(15);
       expect(deep.stderr).toContain(`problem: backups/${ids[0]}/data/000000`);
       expect(deep.stderr).toMatch(/CheckFailed: verify found 1 problem/);
+      console.log(`[sample] walvault verify --deep (a changed byte)\n${deep.stdout}${deep.stderr}`);
     } finally {
       await putRaw(store, bucket, key, orig.body, orig.metadata);
     }
@@ -186,15 +202,21 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     const victim = segs.filter((n) => n < incStart).at(-1)!;
     expect(victim).toBeDefined();
     await deleteRaw(store, bucket, `pg/wal/${victim.slice(0, 16)}/${victim}`);
+    // What wal-push leaves when maxReadyBytes drops a segment: verify must call it a problem too.
+    await putRaw(store, bucket, `pg/state/gaps/${victim}.json`, Buffer.from('{}'));
     const r = await wv(['verify']);
     expect(r.code, show(r)).toBe(15);
+    console.log(`[sample] walvault verify (a deleted segment)\n${r.stdout}${r.stderr}`);
     expect(r.stderr).toContain(`problem: timeline 1: WAL ${victim} missing`);
+    expect(r.stderr).toContain(`problem: WAL from ${victim} on was dropped by maxReadyBytes`);
+    expect(r.stderr).toMatch(/CheckFailed: verify found 2 problem/);
     const { j } = await verifyJson();
     expect(j.problems).toContain(`timeline 1: WAL ${victim} missing`);
     expect(j.timelines[0]!.gaps).toEqual([{ first: victim, last: victim, count: 1 }]);
     const after = await wv(['info', '--json', '--picture']);
     const t = (JSON.parse(after.stdout) as InfoJson).timelines[0]!;
     expect(t.gaps).toMatchObject([{ first: victim, last: victim, count: 1 }]);
+    expect((JSON.parse(after.stdout) as { gapMarkers: Array<{ segment: string }> }).gapMarkers).toMatchObject([{ segment: victim }]);
     expect(t.window!.start.backup).toBe(inc.id);
     const picture = await wv(['info', '--picture']);
     console.log(`[sample] walvault info --picture (with a gap)\n${picture.stdout}`);
