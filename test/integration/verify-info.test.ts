@@ -4,7 +4,7 @@
 // found by --deep and named, a deleted segment is found by name; info reports the recovery window,
 // backups and gaps (the window moves past a gap to the backup after it), the archiver state, and
 // writes the Prometheus textfile whole.
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Storage } from '../../src/storage/types.js';
@@ -12,6 +12,7 @@ import { PgCluster } from '../support/pg.js';
 import { deleteRaw, getRaw, putRaw, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
+import { segName, writeFakeSegment } from '../support/wal-fixtures.js';
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
 
@@ -221,5 +222,65 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     const picture = await wv(['info', '--picture']);
     console.log(`[sample] walvault info --picture (with a gap)\n${picture.stdout}`);
     expect(picture.stdout).toMatch(/^WAL      \|.*!.*\|$/m);
+  });
+});
+
+describe('verify on a file:// repository', () => {
+  afterAll(cleanupAll);
+
+  it('verify: file:// --deep remembers by inode, mtime and size; a changed byte, a misplaced segment and a gap are named', async () => {
+    const work = await tempDir('wv-verify-file');
+    const repo = join(work, 'repo');
+    await mkdir(repo);
+    const env = {
+      WALVAULT_REPO: `file://${repo}`,
+      WALVAULT_SPOOL: join(work, 'spool'),
+      WALVAULT_LOOKAHEAD: '0',
+      WALVAULT_PREFETCH: '0',
+      WALVAULT_COMPRESSION: 'none',
+      WALVAULT_DEADLINE: '20',
+    };
+    for (let n = 1; n <= 4; n++) {
+      const s = await writeFakeSegment(work, n, { seed: n });
+      const r = await runWalvault(['wal-push', s.path, s.name], { env });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const verify = async (...args: string[]) => {
+      const r = await runWalvault(['verify', '--json', ...args], { env, timeoutMs: 60_000 });
+      return { r, j: JSON.parse(r.stdout) as VerifyJson };
+    };
+    const key = (n: number) => join(repo, 'wal', segName(n).slice(0, 16), segName(n));
+    const first = await verify('--deep');
+    expect(first.r.code, first.r.stderr).toBe(0);
+    expect(first.j.read).toMatchObject({ read: 4, remembered: 0 });
+    expect((await verify('--deep')).j.read).toMatchObject({ read: 0, remembered: 4 });
+
+    // One byte near the end of segment 2 (stored uncompressed), rewritten in place: same size and inode.
+    const before = await stat(key(2));
+    const fh = await open(key(2), 'r+');
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, before.size - 100);
+    b[0] = b[0]! ^ 0x01;
+    await fh.write(b, 0, 1, before.size - 100);
+    await fh.close();
+    expect((await verify()).r.code).toBe(0); // the listing cannot see it
+    const damaged = await verify('--deep');
+    expect(damaged.r.code, damaged.r.stderr).toBe(15);
+    expect(damaged.j.read).toMatchObject({ read: 1, remembered: 3 });
+    expect(damaged.j.problems).toEqual([expect.stringMatching(new RegExp(`^wal/${segName(2).slice(0, 16)}/${segName(2)} is damaged: `))]);
+    expect(damaged.r.stderr).toContain(`problem: wal/${segName(2).slice(0, 16)}/${segName(2)} is damaged`);
+
+    // Segment 4's file under segment 6's name: sound metadata, wrong page address; 5 is a gap.
+    await copyFile(key(4), key(6));
+    const gap = await verify();
+    expect(gap.r.code).toBe(15);
+    expect(gap.j.problems).toEqual([`timeline 1: WAL ${segName(5)} missing`]);
+    const full = await verify('--deep', '--full');
+    expect(full.r.code).toBe(15);
+    expect(full.j.read).toMatchObject({ read: 5, remembered: 0 });
+    expect(full.j.problems).toHaveLength(3);
+    expect(full.j.problems).toContain(`timeline 1: WAL ${segName(5)} missing`);
+    expect(full.j.problems.join('\n')).toMatch(new RegExp(`${segName(6)} does not hold segment ${segName(6)}: its first page is at 0x400000, expected 0x600000`));
+    expect(full.j.problems.join('\n')).toMatch(new RegExp(`${segName(2)} is damaged`));
   });
 });
