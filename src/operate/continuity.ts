@@ -110,7 +110,8 @@ export function walContinuity(inv: Inventory, histories: Map<number, HistoryEntr
     if (segs.length) out.newest = segs[segs.length - 1];
     const begin = parentEntry ? parseLsn(parentEntry.switchLsn) / BigInt(segSize) : 0n;
     const numbers = segs.map((s) => segmentNumber(s.name, segSize));
-    let from = anchor ?? numbers[0];
+    // A later timeline without its history file: where it began is unknown, so from its own first segment.
+    let from = anchor === undefined || (tli > 1 && !histories.has(tli) && numbers[0]! > anchor) ? numbers[0] : anchor;
     const cap = firstChildSwitch.get(tli);
     const to = cap !== undefined ? cap - 1n : numbers[numbers.length - 1];
     if (from === undefined || to === undefined) return out;

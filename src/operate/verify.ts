@@ -5,7 +5,7 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { segmentNumber, timelineOfName } from '../wal/names.js';
+import { hex8, segmentNumber, timelineOfName } from '../wal/names.js';
 import { describeRange, readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
@@ -55,6 +55,9 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     const histories = await readHistories(storage, inv, { policy, deadline }, findings.problems);
     const continuity = walContinuity(inv, histories, segSize);
     for (const t of continuity) {
+      if (t.tli > 1 && t.segments && !inv.histories.has(t.tli)) {
+        findings.problems.push(`timeline ${t.tli} has archived WAL but no history file wal/${hex8(t.tli)}.history: recovery cannot follow it`);
+      }
       for (const g of t.gaps) findings.problems.push(`timeline ${t.tli}: WAL ${describeRange(g)} missing`);
     }
     for (const m of inv.gapMarkers) {

@@ -130,7 +130,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     expect(Number(m![2])).toBe(total);
     expect(Number(m![1])).toBeGreaterThanOrEqual(1);
     expect(Number(m![1]) + Number(m![2])).toBe(third.j.read!.remembered);
-    const full = await verifyJson('--deep', '--full');
+    const full = await verifyJson('--deep', '--full', '--jobs', '2');
     expect(full.r.code, show(full.r)).toBe(0);
     expect(full.j.read).toMatchObject({ read: third.j.read!.remembered, remembered: 0 });
   });

@@ -67,6 +67,13 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
     expect(t2!.gaps).toEqual([{ first: seg(8, 2), last: seg(8, 2), count: 1 }]);
   });
 
+  it('a later timeline without its history file: from its own first segment', () => {
+    const inv = inventory({ 1: [2, 3], 2: [7, 9] }, [backup('b1', 2, 3)]);
+    const t2 = walContinuity(inv, new Map(), SEG)[1]!;
+    expect(t2.expected).toEqual({ first: seg(7, 2), last: seg(9, 2), count: 3 });
+    expect(t2.gaps).toEqual([{ first: seg(8, 2), last: seg(8, 2), count: 1 }]);
+  });
+
   it('without backups, from the timeline\'s own first segment', () => {
     const inv = inventory({ 1: [5, 7] });
     expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(6), last: seg(6), count: 1 }]);
