@@ -109,7 +109,7 @@ export async function checkBackups(
   for (const d of inv.backupDirs.values()) {
     if (d.hasSentinel) continue;
     out.notes.push(
-      `backups/${d.id}/ has no backup.json (${d.objects.length} objects, last written ${d.newest.toISOString()}): ` +
+      `backups/${d.id}/ has no backup.json (${d.objects.length} object(s), last written ${d.newest.toISOString()}): ` +
         'a backup-push still running, or one that failed (delete removes it once stale)',
     );
   }

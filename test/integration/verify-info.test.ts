@@ -100,7 +100,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     try {
       const { r, j } = await verifyJson();
       expect(r.code, show(r)).toBe(0);
-      expect(j.notes.join('\n')).toMatch(/backups\/base_0000000100000000000000FF_20261130T000000Z\/ has no backup\.json \(1 objects/);
+      expect(j.notes.join('\n')).toMatch(/backups\/base_0000000100000000000000FF_20261130T000000Z\/ has no backup\.json \(1 object\(s\)/);
       expect(j.notes.join('\n')).toMatch(/1 object\(s\) walvault does not know \(left alone\): notes\.txt/);
     } finally {
       await deleteRaw(store, bucket, stale);
@@ -164,6 +164,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     expect(metrics).toMatch(/^walvault_verify_ok\{repository="[^"]+"\} 1$/m);
     expect(metrics).toMatch(/^walvault_archiver_failed_count\{repository="[^"]+"\} 0$/m);
     expect(metrics.endsWith('\n')).toBe(true);
+    console.log(`[sample] walvault info --prometheus walvault.prom\n${metrics}`);
     expect(await readdir(dir)).toEqual(['walvault.prom']); // no temp file left beside it
     const textRun = await runWalvault(['info', '--picture'], { env: { ...env, ...pg.connectionEnv() }, timeoutMs: 60_000 });
     expect(textRun.code, show(textRun)).toBe(0);
