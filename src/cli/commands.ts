@@ -121,6 +121,33 @@ export const COMMANDS: Array<{
         .option('json', { type: 'boolean', describe: 'print the plan (and the result) as one JSON document' }),
     handler: async ({ config }, a) => (await import('../commands/delete.js')).deleteCommand(config, { confirm: a['confirm'] === true, json: a['json'] === true }),
   },
+  {
+    usage: 'verify',
+    describe: 'check that the repository is whole: WAL continuity per timeline, every backup\'s WAL and objects (--deep: read and hash everything); exit 15 naming each problem',
+    options: (y) =>
+      y
+        .option('deep', { type: 'boolean', describe: 'read every object back and check its SHA-256 (and WAL page headers); objects verified before and unchanged are skipped' })
+        .option('full', { type: 'boolean', describe: 'with --deep: re-read every object, also those verified before' })
+        .option('json', { type: 'boolean', describe: 'print one JSON document' }),
+    handler: async (loaded, a) => (await import('../commands/verify.js')).verify(loaded, { deep: a['deep'] === true, full: a['full'] === true, json: a['json'] === true }),
+  },
+  {
+    usage: 'info',
+    describe: 'the recovery window per timeline, gaps, backups, archive lag (with a connection); a picture on a terminal; --prometheus FILE writes metrics',
+    options: (y) =>
+      y
+        .option('json', { type: 'boolean', describe: 'print one JSON document' })
+        .option('prometheus', { type: 'string', describe: 'write node_exporter textfile-collector metrics to FILE (atomically)' })
+        .option('picture', { type: 'boolean', describe: 'draw the recovery window also when stdout is not a terminal' })
+        .option('dbname', { alias: 'd', type: 'string', describe: 'connection string for archive lag and failures (else PGHOST, PGPORT... when set)' }),
+    handler: async (loaded, a) =>
+      (await import('../commands/info.js')).info(loaded, {
+        json: a['json'] === true,
+        picture: a['picture'] === true,
+        ...(a['prometheus'] !== undefined ? { prometheus: str(a['prometheus']) } : {}),
+        ...(a['dbname'] !== undefined ? { dbname: str(a['dbname']) } : {}),
+      }),
+  },
 ];
 
 function str(v: unknown): string {

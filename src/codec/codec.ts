@@ -50,7 +50,8 @@ export function compressStream(codec: Codec, level?: number): Transform | undefi
 /** True when `e` comes from a zstd or zlib decoder: the compressed bytes are corrupt or truncated. */
 export function isDecompressionError(e: unknown): e is NodeJS.ErrnoException & { code: string } {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return !!code && (code.startsWith('ERR_ZSTD') || code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code.startsWith('ERR__ZLIB'));
+  // Node's zstd decoder reports damage with libzstd's own names (ZSTD_error_corruption_detected, ...).
+  return !!code && (code.startsWith('ERR_ZSTD') || code.startsWith('ZSTD_error') || code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code.startsWith('ERR__ZLIB'));
 }
 
 export function decompressStream(codec: Codec): Transform | undefined {

@@ -22,6 +22,8 @@ export interface ListedObject {
   key: string;
   storedSize: number;
   lastModified: Date;
+  /** Changes whenever the object is rewritten (S3 ETag; file://: inode, mtime and size): verify's memory. */
+  etag?: string;
 }
 
 export interface GetResult {

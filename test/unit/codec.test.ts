@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { CODECS, compressBuffer, compressStream, decompressStream, parseCodec } from '../../src/codec/codec.js';
+import { CODECS, compressBuffer, compressStream, decompressStream, isDecompressionError, parseCodec } from '../../src/codec/codec.js';
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
 import { readAll } from '../../src/archive/small-objects.js';
 
 const sample = Buffer.concat([randomBytes(100_000), Buffer.alloc(500_000, 7)]);
@@ -21,6 +23,21 @@ describe.each(CODECS)('codec %s', (codec) => {
     const d = decompressStream(codec);
     const out = d ? await readAll(Readable.from([packed]).pipe(d)) : packed;
     expect(out.equals(sample)).toBe(true);
+  });
+});
+
+describe('isDecompressionError', () => {
+  it('recognises a zstd frame damaged in its header (libzstd names the error itself)', async () => {
+    const packed = await compressBuffer('zstd', sample);
+    const bad = Buffer.from(packed);
+    bad[5] = bad[5]! ^ 0xff;
+    const err = await pipeline(Readable.from([bad]), decompressStream('zstd')!, new Writable({ write: (_c, _e, cb) => cb() })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeDefined();
+    expect((err as { code?: string }).code).toMatch(/^ZSTD_error/);
+    expect(isDecompressionError(err)).toBe(true);
   });
 });
 

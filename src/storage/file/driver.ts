@@ -223,7 +223,7 @@ class FileStorage implements Storage {
         if (prefix.startsWith(key + '/') || (key + '/').startsWith(prefix) || key.startsWith(prefix)) await this.walk(full, prefix, out, after);
       } else if (ent.isFile() && key.startsWith(prefix) && key > after) {
         const s = await stat(full);
-        out.push({ key, storedSize: s.size, lastModified: s.mtime });
+        out.push({ key, storedSize: s.size, lastModified: s.mtime, etag: `${s.ino}-${s.mtimeMs}-${s.size}` });
       }
     }
   }

@@ -245,7 +245,7 @@ class S3Storage implements Storage {
       checkListing(r, this.bucket, where);
       for (const c of r.Contents ?? []) {
         if (c.Key === undefined) continue;
-        yield { key: this.relativeKey(c.Key), storedSize: c.Size ?? 0, lastModified: c.LastModified ?? new Date(0) };
+        yield { key: this.relativeKey(c.Key), storedSize: c.Size ?? 0, lastModified: c.LastModified ?? new Date(0), ...(c.ETag ? { etag: c.ETag } : {}) };
       }
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);

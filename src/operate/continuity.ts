@@ -1,0 +1,175 @@
+import { isWalvaultError } from '../common/errors.js';
+import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import type { BackupInfo } from '../backup/backup-info.js';
+import { readObjectText } from '../backup/catalog.js';
+import { parseHistory, requiredSegments, timelineAt, timelinePath, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
+import type { Storage } from '../storage/types.js';
+import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn } from '../wal/names.js';
+import type { Inventory, WalEntry } from './inventory.js';
+
+// Which archived WAL a repository must hold, timeline by timeline, and what of it is missing: the
+// common ground of verify (gaps are problems) and info (the recovery window stops at a gap).
+
+/** Consecutive missing segments of one timeline, first and last inclusive. */
+export interface Gap {
+  first: string;
+  last: string;
+  count: number;
+}
+
+export interface TimelineContinuity {
+  tli: number;
+  /** Where this timeline branched off its parent (from its history file). */
+  parent?: { tli: number; switchLsn: string };
+  /** The segments that must be there (none when nothing is expected of this timeline). */
+  expected?: { first: string; last: string; count: number };
+  gaps: Gap[];
+  /** Archived segments of this timeline (all of them, also those before the expected range). */
+  segments: number;
+  newest?: WalEntry;
+}
+
+export const DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024;
+
+/** The repository's WAL segment size: walvault.json's, else a backup's, else PostgreSQL's default. */
+export function segmentSizeOf(inv: Inventory): number {
+  return inv.manifest?.walSegmentSize ?? inv.backups[0]?.walSegmentSize ?? DEFAULT_SEGMENT_SIZE;
+}
+
+/**
+ * Every timeline's history (its ancestors with their switch points), read from wal/<TLI>.history.
+ * One that cannot be read or parsed is a problem (named in `problems`), and its timeline is treated
+ * as having none.
+ */
+export async function readHistories(
+  storage: Storage,
+  inv: Inventory,
+  ctx: { policy: RetryPolicy; deadline: Deadline },
+  problems: string[],
+): Promise<Map<number, HistoryEntry[]>> {
+  const out = new Map<number, HistoryEntry[]>();
+  for (const [tli, entry] of [...inv.histories].sort((a, b) => a[0] - b[0])) {
+    const where = `${storage.url}/${entry.key}`;
+    try {
+      const text = await withRetry(`read ${entry.key}`, ctx.policy, ctx.deadline, (signal) => readObjectText(storage, entry.key, signal));
+      if (text === null) problems.push(`history file ${entry.key} was listed but is gone`);
+      else out.set(tli, parseHistory(text, tli, where));
+    } catch (e) {
+      if (!isWalvaultError(e) || !['CorruptObject', 'IntegrityError'].includes(e.code)) throw e;
+      problems.push(`history file ${entry.key} is damaged: ${e.message}`);
+    }
+  }
+  return out;
+}
+
+/** The timelines recovery onto `tli` reads from, each from the segment where it begins. */
+export function pathOf(tli: number, history: readonly HistoryEntry[], segSize: number): TimelineStep[] {
+  const steps: TimelineStep[] = [];
+  let begin = 0n;
+  for (const h of history) {
+    steps.push({ tli: h.tli, beginSegno: begin });
+    begin = parseLsn(h.switchLsn) / BigInt(segSize);
+  }
+  steps.push({ tli, beginSegno: begin });
+  return steps;
+}
+
+/** Names of every archived complete segment, all timelines. */
+export function segmentNames(inv: Inventory): Map<string, WalEntry> {
+  const out = new Map<string, WalEntry>();
+  for (const t of inv.timelines.values()) for (const s of t.segments) out.set(s.name, s);
+  return out;
+}
+
+/**
+ * Per timeline, the segments that must be there and the gaps among them. A timeline is expected
+ * from the oldest backup's start segment (by number; or its own first segment when there is no
+ * backup), never before the segment where it branched off its parent, up to its newest archived
+ * segment; a timeline with children only up to the segment before the first child's switch point
+ * (the segment holding the switch point is read from the child, and the parent's segments after it
+ * belong to a history recovery does not follow through the child).
+ */
+export function walContinuity(inv: Inventory, histories: Map<number, HistoryEntry[]>, segSize: number): TimelineContinuity[] {
+  const anchor = inv.backups.length
+    ? inv.backups.map((b) => segmentNumber(b.startSegment, segSize)).reduce((a, b) => (b < a ? b : a))
+    : undefined;
+  const firstChildSwitch = new Map<number, bigint>();
+  for (const [tli, h] of histories) {
+    const parent = h[h.length - 1];
+    if (!parent || parent.tli >= tli) continue;
+    const at = parseLsn(parent.switchLsn) / BigInt(segSize);
+    const known = firstChildSwitch.get(parent.tli);
+    if (known === undefined || at < known) firstChildSwitch.set(parent.tli, at);
+  }
+  const tlis = [...new Set([...inv.timelines.keys(), ...histories.keys()])].sort((a, b) => a - b);
+  return tlis.map((tli) => {
+    const segs = inv.timelines.get(tli)?.segments ?? [];
+    const parentEntry = histories.get(tli)?.at(-1);
+    const out: TimelineContinuity = { tli, gaps: [], segments: segs.length };
+    if (parentEntry) out.parent = { tli: parentEntry.tli, switchLsn: parentEntry.switchLsn };
+    if (segs.length) out.newest = segs[segs.length - 1];
+    const begin = parentEntry ? parseLsn(parentEntry.switchLsn) / BigInt(segSize) : 0n;
+    const numbers = segs.map((s) => segmentNumber(s.name, segSize));
+    // A later timeline without its history file: where it began is unknown, so from its own first segment.
+    let from = anchor === undefined || (tli > 1 && !histories.has(tli) && numbers[0]! > anchor) ? numbers[0] : anchor;
+    const cap = firstChildSwitch.get(tli);
+    const to = cap !== undefined ? cap - 1n : numbers[numbers.length - 1];
+    if (from === undefined || to === undefined) return out;
+    if (from < begin) from = begin;
+    if (from > to) return out;
+    out.expected = { first: segmentName(tli, from, segSize), last: segmentName(tli, to, segSize), count: Number(to - from + 1n) };
+    let next = from;
+    for (const n of [...numbers.filter((x) => x <= to), to + 1n]) {
+      if (n < next) continue;
+      if (n > next) out.gaps.push({ first: segmentName(tli, next, segSize), last: segmentName(tli, n - 1n, segSize), count: Number(n - next) });
+      next = n + 1n;
+    }
+    return out;
+  });
+}
+
+/**
+ * The segments a backup needs to become consistent (start segment to the one holding its stop LSN,
+ * across a timeline switch in between when its stop timeline's history says so), or null when the
+ * history needed to tell is missing.
+ */
+export function backupWal(b: BackupInfo, histories: Map<number, HistoryEntry[]>): string[] | null {
+  const segSize = b.walSegmentSize;
+  const stopTli = b.stopTimeline ?? b.timeline;
+  const from = segmentNumber(b.startSegment, segSize);
+  const to = segmentNumber(segmentOfEndLsn(b.stopLsn, stopTli, segSize), segSize);
+  let path: TimelineStep[] = [{ tli: b.timeline, beginSegno: 0n }];
+  if (stopTli !== b.timeline) {
+    const h = histories.get(stopTli);
+    if (!h) return null;
+    try {
+      path = timelinePath(b, stopTli, h, segSize);
+    } catch {
+      return null;
+    }
+  }
+  return requiredSegments(path, from, to, segSize);
+}
+
+/** Whether segment `segno` on the recovery `path` is archived. */
+export function presentOnPath(names: Map<string, WalEntry>, path: TimelineStep[], segno: bigint, segSize: number): WalEntry | undefined {
+  return names.get(segmentName(timelineAt(path, segno), segno, segSize));
+}
+
+/** Segment names (sorted, one timeline or a path) grouped into runs of consecutive segments. */
+export function nameRanges(names: readonly string[], segSize: number): Gap[] {
+  const out: Gap[] = [];
+  let prev: bigint | undefined;
+  for (const n of names) {
+    const s = segmentNumber(n, segSize);
+    const last = out[out.length - 1];
+    if (last && prev !== undefined && s === prev + 1n) {
+      last.last = n;
+      last.count++;
+    } else out.push({ first: n, last: n, count: 1 });
+    prev = s;
+  }
+  return out;
+}
+
+export const describeRange = (g: Gap): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);

@@ -1,0 +1,125 @@
+// WAL continuity per timeline (what verify calls gaps) and the recovery window (what info shows),
+// on inventories built by hand: gaps by name, a timeline's start at its switch point, a parent's
+// segments after the switch not expected, the window cut by a gap.
+import { describe, expect, it } from 'vitest';
+import type { BackupInfo } from '../../src/backup/backup-info.js';
+import type { HistoryEntry } from '../../src/backup/coverage.js';
+import { backupWal, nameRanges, segmentNames, walContinuity } from '../../src/operate/continuity.js';
+import type { Inventory, TimelineWal } from '../../src/operate/inventory.js';
+import { recoveryWindow } from '../../src/operate/window.js';
+
+const SEG = 16 * 1024 * 1024;
+const hex = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+const seg = (n: number, tli = 1) => `${hex(tli)}00000000${hex(n)}`;
+const lsnOf = (n: number, off = 0x28) => `0/${((n * SEG + off) >>> 0).toString(16).toUpperCase()}`;
+
+function inventory(tl: Record<number, number[]>, backups: BackupInfo[] = []): Inventory {
+  const timelines = new Map<number, TimelineWal>();
+  for (const [tli, nums] of Object.entries(tl)) {
+    const t = Number(tli);
+    timelines.set(t, {
+      tli: t,
+      segments: nums.map((n) => ({ key: `wal/${seg(n, t).slice(0, 16)}/${seg(n, t)}`, name: seg(n, t), kind: 'segment' as const, storedSize: 1, lastModified: new Date(Date.UTC(2026, 0, 1, 0, n)) })),
+      partials: [],
+      backupLabels: [],
+    });
+  }
+  return {
+    url: 'file:///r', manifest: null, backups, rejected: new Map(), backupDirs: new Map(), timelines, histories: new Map(),
+    gapMarkers: [], state: [], other: [], listedAt: new Date(),
+  };
+}
+
+function backup(id: string, start: number, stop: number, tli = 1): BackupInfo {
+  return {
+    format: 2, id, timeline: tli, stopTimeline: tli, startSegment: seg(start, tli), stopSegment: seg(stop, tli), walSegmentSize: SEG,
+    startLsn: lsnOf(start), checkpointLsn: lsnOf(start, 0x60), stopLsn: lsnOf(stop, 0x100), startTime: `2026-01-01T00:${String(start).padStart(2, '0')}:00Z`,
+    stopTime: `2026-01-01T00:${String(stop).padStart(2, '0')}:30Z`,
+  } as BackupInfo;
+}
+
+describe('walContinuity (verify: which WAL must be there, which is missing)', () => {
+  it('names each gap from the oldest backup\'s start to the newest segment, as ranges', () => {
+    const inv = inventory({ 1: [1, 2, 3, 4, 6, 7, 10, 11] }, [backup('b1', 3, 4)]);
+    const [t] = walContinuity(inv, new Map(), SEG);
+    expect(t!.expected).toEqual({ first: seg(3), last: seg(11), count: 9 });
+    expect(t!.gaps).toEqual([
+      { first: seg(5), last: seg(5), count: 1 },
+      { first: seg(8), last: seg(9), count: 2 },
+    ]);
+  });
+
+  it('finds a missing first segment (the oldest backup\'s start)', () => {
+    const inv = inventory({ 1: [4, 5] }, [backup('b1', 3, 4)]);
+    expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(3), last: seg(3), count: 1 }]);
+  });
+
+  it('starts a timeline at its switch point and stops its parent before it', () => {
+    // Timeline 2 branched off 1 inside segment 6: 1 is expected up to 5, its 7 and 8 (the old
+    // primary went on) are not; 2 begins at 6, which it holds itself.
+    const inv = inventory({ 1: [2, 3, 4, 5, 7, 8], 2: [6, 7, 9] }, [backup('b1', 2, 3)]);
+    const histories = new Map<number, HistoryEntry[]>([[2, [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }]]]);
+    const [t1, t2] = walContinuity(inv, histories, SEG);
+    expect(t1!.expected).toEqual({ first: seg(2), last: seg(5), count: 4 });
+    expect(t1!.gaps).toEqual([]);
+    expect(t2!.parent).toEqual({ tli: 1, switchLsn: lsnOf(6, 0x2000) });
+    expect(t2!.expected).toEqual({ first: seg(6, 2), last: seg(9, 2), count: 4 });
+    expect(t2!.gaps).toEqual([{ first: seg(8, 2), last: seg(8, 2), count: 1 }]);
+  });
+
+  it('a later timeline without its history file: from its own first segment', () => {
+    const inv = inventory({ 1: [2, 3], 2: [7, 9] }, [backup('b1', 2, 3)]);
+    const t2 = walContinuity(inv, new Map(), SEG)[1]!;
+    expect(t2.expected).toEqual({ first: seg(7, 2), last: seg(9, 2), count: 3 });
+    expect(t2.gaps).toEqual([{ first: seg(8, 2), last: seg(8, 2), count: 1 }]);
+  });
+
+  it('without backups, from the timeline\'s own first segment', () => {
+    const inv = inventory({ 1: [5, 7] });
+    expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(6), last: seg(6), count: 1 }]);
+  });
+
+  it('a backup needs its start to stop segments; nameRanges groups what is missing', () => {
+    expect(backupWal(backup('b', 3, 5), new Map())).toEqual([seg(3), seg(4), seg(5)]);
+    expect(nameRanges([seg(3), seg(4), seg(9)], SEG)).toEqual([
+      { first: seg(3), last: seg(4), count: 2 },
+      { first: seg(9), last: seg(9), count: 1 },
+    ]);
+  });
+});
+
+describe('recoveryWindow (info: what can be restored)', () => {
+  it('runs from the end of the oldest backup to the newest segment when nothing is missing', () => {
+    const inv = inventory({ 1: [2, 3, 4, 5, 6] }, [backup('b1', 2, 3), backup('b2', 5, 5)]);
+    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    expect(w.start).toEqual({ backup: 'b1', time: '2026-01-01T00:03:30Z', lsn: lsnOf(3, 0x100) });
+    expect(w.end).toEqual({ segment: seg(6), time: '2026-01-01T00:06:00.000Z' });
+  });
+
+  it('a gap moves the start to the first backup after it', () => {
+    const inv = inventory({ 1: [2, 3, 5, 6, 7, 8] }, [backup('b1', 2, 3), backup('b2', 5, 6)]);
+    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    expect(w.start!.backup).toBe('b2');
+    expect(w.end!.segment).toBe(seg(8));
+  });
+
+  it('a gap after the newest backup ends the window before it', () => {
+    const inv = inventory({ 1: [2, 3, 4, 6, 7] }, [backup('b1', 2, 3)]);
+    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    expect(w.start!.backup).toBe('b1');
+    expect(w.end!.segment).toBe(seg(4));
+  });
+
+  it('follows the history into a child timeline from a backup on the parent', () => {
+    const inv = inventory({ 1: [2, 3, 4, 5], 2: [6, 7] }, [backup('b1', 2, 3)]);
+    const h: HistoryEntry[] = [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }];
+    const w = recoveryWindow(inv, h, segmentNames(inv), SEG, 2);
+    expect(w.start!.backup).toBe('b1');
+    expect(w.end!.segment).toBe(seg(7, 2));
+  });
+
+  it('none without a backup whose WAL is whole to its stop', () => {
+    const inv = inventory({ 1: [2, 4, 5] }, [backup('b1', 2, 3)]);
+    expect(recoveryWindow(inv, [], segmentNames(inv), SEG, 1).start).toBeNull();
+  });
+});
