@@ -203,6 +203,10 @@ describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
     const dir = join(await tempDir('wv-del-after-kill', { forPostgres: true }), 'data');
     const f = await runWalvault(['backup-fetch', ids.b3, dir, '--owner', 'postgres', '--jobs', '2', '--target-immediate'], { env, wrapper: true, timeoutMs: 120_000 });
     expect(f.code, show(f)).toBe(0);
+    // verify accepts it: the half-deleted incremental is an incomplete backup (a note), nothing is missing.
+    const checked = await wv(['verify']);
+    expect(checked.code, show(checked)).toBe(0);
+    expect(checked.stdout).toMatch(new RegExp(`${ids.i4}.*no backup.json`));
 
     // The half-deleted incremental has no backup.json: a left-over once older than backupStaleUploadAge.
     const again = await wv(['delete', '--retain-full', '1', '--confirm', '--backup-stale-upload-age', '1']);
@@ -214,6 +218,8 @@ describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
     expect(done.filter((k) => k.startsWith('pg/backups/') && !k.startsWith(`pg/backups/${ids.b5}/`))).toEqual([]);
     expect(walBelow(done, listed[0]!.startSegment)).toEqual([]);
     expect(done.filter((k) => isWal(k)).length).toBeGreaterThan(0);
+    const after = await wv(['verify']);
+    expect(after.code, show(after)).toBe(0);
   }, 180_000);
 });
 
