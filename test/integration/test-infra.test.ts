@@ -2,8 +2,10 @@
 // failure is suspect. It checks the store behaviour the suite depends on (conditional writes on
 // rgw, 501 on Swift) and a PostgreSQL round trip with 1 MiB WAL segments.
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { PgCluster } from '../support/pg.js';
 import { createTestBucket, getRaw, headRaw, listKeys, putRaw, s3ClientFor, testStores } from '../support/stores.js';
 
@@ -36,6 +38,28 @@ describe('test stores', () => {
         await expect(conditional).rejects.toMatchObject({ name: 'NotImplemented', $metadata: { httpStatusCode: 501 } });
       }
       expect((await getRaw(store, bucket, 'dir/obj'))?.body.equals(body)).toBe(true);
+    });
+
+    it("the fault proxy forwards the store's answer to HEAD / whole (radosgw adds a body to it)", async () => {
+      const answers: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const proxy = await FaultProxy.start({ upstream: store.endpoint });
+        try {
+          answers.push(
+            await new Promise<string>((resolve) => {
+              const req = http.request(proxy.url, { method: 'HEAD', path: '/', agent: false }, (res) => {
+                res.resume();
+                resolve(`HTTP ${res.statusCode}`);
+              });
+              req.on('error', (e: NodeJS.ErrnoException) => resolve(`${e.code}`));
+              req.end();
+            }),
+          );
+        } finally {
+          await proxy.close();
+        }
+      }
+      expect(answers.filter((a) => !a.startsWith('HTTP '))).toEqual([]);
     });
   });
 });
