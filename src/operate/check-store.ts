@@ -51,6 +51,7 @@ export async function probeWriteReadDelete(ctx: StoreCtx): Promise<Probe> {
   const call = <T>(what: string, fn: (signal: AbortSignal) => Promise<T>) => withRetry(`check: ${what} ${key}`, ctx.policy, ctx.deadline, fn);
   const started = Date.now();
   let step = 'put';
+  let gone = false;
   try {
     await call('put', (signal) => ctx.storage.put(key, body, meta, { signal }));
     step = 'get';
@@ -68,11 +69,15 @@ export async function probeWriteReadDelete(ctx: StoreCtx): Promise<Probe> {
     await call('delete', (signal) => ctx.storage.delete([key], { signal }));
     step = 'head after delete';
     const after = await call('head', (signal) => ctx.storage.head(key, { signal }));
+    gone = after === null;
     if (after) return { name, status: 'fail', detail: `${key} still exists after DeleteObjects`, fix: 'the store did not delete it: check the bucket (versioning, Object Lock, a delete policy)' };
     return { name, status: 'ok', detail: `put, get (${body.length} bytes and metadata equal), delete and gone: ${key} in ${Date.now() - started} ms` };
   } catch (e) {
     const permission = step === 'put' ? 's3:PutObject' : step === 'delete' ? 's3:DeleteObject' : 's3:GetObject';
     return { name, status: 'fail', detail: `${step} of ${key} failed: ${describe(e)}`, fix: fixFor(e, `${permission} on the prefix`) };
+  } finally {
+    // A probe that failed half way never leaves its object behind (best effort: the store may be why it failed).
+    if (!gone) await ctx.storage.delete([key]).catch(() => undefined);
   }
 }
 
@@ -111,13 +116,14 @@ export async function probeNoOverwrite(ctx: StoreCtx): Promise<Probe> {
     const b = await ctx.storage.putIfAbsent(key, second, smallObjectMeta(second));
     const kept = await ctx.storage.get(key);
     const bytes = kept ? await readAll(kept.body, 1024, key) : null;
-    await ctx.storage.delete([key]);
     if (!a.created || b.created || !bytes?.equals(first)) {
       return { name, status: 'fail', detail: `a second create-only write of ${key} replaced the first`, fix: 'the file system does not honour link() semantics: use a local or NFS/SMB file system that does' };
     }
     return { name, status: 'ok', detail: 'a second create-only write of the same key was refused (link() does not replace)' };
   } catch (e) {
     return { name, status: 'fail', detail: `create-only writes of ${key} failed: ${describe(e)}`, fix: fixFor(e, 's3:PutObject') };
+  } finally {
+    await ctx.storage.delete([key]).catch(() => undefined);
   }
 }
 

@@ -80,7 +80,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
         const m = await withCtx(probeManifest);
         probes.push(m.probe);
         manifest = m.manifest;
-        usable = probes.at(-4)!.status === 'ok';
+        usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
       }
     } else {
       const { probeEndpoint, clockFinding, s3Diagnostics } = await import('../storage/s3/diagnose.js');
@@ -104,7 +104,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
             const m = await withCtx(probeManifest);
             probes.push(m.probe);
             manifest = m.manifest;
-            usable = probes.at(-4)!.status === 'ok';
+            usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
           }
         } finally {
           diag.close();

@@ -225,6 +225,22 @@ describe.each(rgw)('walvault check through a proxy answering 403 for a missing k
   });
 });
 
+describe.each(rgw)('walvault check with a read that fails on $name', (store) => {
+  it('check: a write/read/delete probe that fails after its put leaves no object behind', async () => {
+    const bucket = await createTestBucket(store, 'check-leftover');
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      proxy.addRule({ method: 'GET', path: /\/state\/check\/rw-/, action: fault.accessDenied() });
+      const r = await runWalvault(['check'], { env: { ...(await s3Env(store, bucket)), AWS_ENDPOINT_URL_S3: proxy.url } });
+      expect(r.code, show(r)).toBe(15);
+      expect(line(r, 'write-read-delete'), show(r)).toMatch(/^FAIL write-read-delete: get of state\/check\/rw-/);
+      expect((await listKeys(store, bucket, '')).filter((k) => k.includes('state/check/'))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe.each(rgw)('walvault check --pg on $name', (store) => {
   let c: ArchivingCluster;
   beforeAll(async () => {
