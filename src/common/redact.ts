@@ -11,3 +11,12 @@ export function maskUserInfo(text: string): string {
 export function stripUserInfo(text: string): string {
   return text.replace(USER_INFO, '$1');
 }
+
+// A command line someone wrote (archive_command) may carry secrets: NAME=value assignments and
+// --flag values whose name says secret, password, token or key, besides URL user-info.
+const SECRET_ASSIGNMENT = /\b([A-Za-z0-9_]*(?:SECRET|PASSWORD|PASSWD|TOKEN|KEY)[A-Za-z0-9_]*=)("[^"]*"|'[^']*'|[^\s'"]+)/gi;
+const SECRET_FLAG = /(--[a-z0-9-]*(?:secret|password|token|key)[a-z0-9-]*)(=|\s+)("[^"]*"|'[^']*'|[^\s'"]+)/gi;
+
+export function maskCommandSecrets(command: string): string {
+  return maskUserInfo(command).replace(SECRET_ASSIGNMENT, '$1****').replace(SECRET_FLAG, '$1$2****');
+}

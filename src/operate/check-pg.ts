@@ -6,6 +6,7 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type pg from 'pg';
 import { describe } from '../common/errors.js';
+import { maskCommandSecrets } from '../common/redact.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
 import { sleep } from '../common/sleep.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
@@ -64,6 +65,8 @@ export function judgeArchiveSettings(s: { mode: string; command: string; library
 
   const want = "archive_command = 'walvault wal-push %p %f'";
   const c = s.command.trim();
+  // Shown, never its secrets (people put AWS_SECRET_ACCESS_KEY=... in archive_command).
+  const shown = JSON.stringify(maskCommandSecrets(c).slice(0, 200));
   if (s.mode === 'off' && c === '(disabled)') {
     // PostgreSQL shows archive_command as "(disabled)" while archive_mode is off.
     out.push({ name: 'archive_command', status: 'skip', detail: 'not readable while archive_mode is off (PostgreSQL shows "(disabled)")' });
@@ -72,7 +75,7 @@ export function judgeArchiveSettings(s: { mode: string; command: string; library
   } else if (!c || c === '(disabled)') {
     out.push({ name: 'archive_command', status: 'fail', detail: 'empty: PostgreSQL keeps WAL waiting in pg_wal', fix: `set ${want}, then reload` });
   } else if (!/\bwalvault\b/.test(c) || !/\bwal-push\b/.test(c) || !c.includes('%p')) {
-    out.push({ name: 'archive_command', status: 'fail', detail: `${JSON.stringify(c.slice(0, 200))} does not run walvault wal-push %p %f`, fix: `set ${want}, then reload` });
+    out.push({ name: 'archive_command', status: 'fail', detail: `${shown} does not run walvault wal-push %p %f`, fix: `set ${want}, then reload` });
   } else {
     const named = configNamedIn(c);
     const other = named !== undefined ? (configFile === undefined || !samePath(named, configFile)) : configFile !== undefined;
@@ -80,11 +83,11 @@ export function judgeArchiveSettings(s: { mode: string; command: string; library
       out.push({
         name: 'archive_command',
         status: 'warn',
-        detail: `${JSON.stringify(c.slice(0, 200))} uses ${named ? `config ${named}` : 'no config file'}, this check ${configFile ? `used ${configFile}` : 'used none'}: the archiver may write to another repository than the one checked`,
+        detail: `${shown} uses ${named ? `config ${named}` : 'no config file'}, this check ${configFile ? `used ${configFile}` : 'used none'}: the archiver may write to another repository than the one checked`,
         fix: named ? `run walvault check --config ${named}` : 'give archive_command the same --config',
       });
     } else {
-      out.push({ name: 'archive_command', status: 'ok', detail: JSON.stringify(c.slice(0, 200)) });
+      out.push({ name: 'archive_command', status: 'ok', detail: shown });
     }
   }
   return out;
@@ -169,8 +172,23 @@ async function archiverProbe(client: pg.Client): Promise<Probe> {
 async function switchProbe(client: pg.Client, storage: Storage, input: PgCheckInput): Promise<Probe> {
   const name = 'wal-switch';
   // A restore point writes WAL, so the switch always ends a segment (on an idle server it would not).
-  await client.query("SELECT pg_create_restore_point('walvault check')").catch(() => undefined);
-  const seg = String((await client.query('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0].w);
+  const before = String((await client.query('SELECT pg_current_wal_insert_lsn() AS l')).rows[0].l);
+  const point = await client.query("SELECT pg_create_restore_point('walvault check')").then(
+    () => undefined,
+    (e: unknown) => describe(e),
+  );
+  const switched = (await client.query('SELECT pg_walfile_name(l) AS w, l > $1::pg_lsn AS moved FROM pg_switch_wal() AS l', [before])).rows[0];
+  const seg = String(switched.w);
+  if (switched.moved !== true) {
+    // Nothing was written since the last switch: pg_switch_wal() did nothing and names a segment
+    // that may have been archived long ago, which would prove nothing.
+    return {
+      name,
+      status: 'fail',
+      detail: `pg_switch_wal() switched nothing (no WAL since the last switch${point ? `; pg_create_restore_point failed: ${point}` : ''})`,
+      fix: 'run check --pg as a user that may call pg_create_restore_point() (a superuser, or GRANT EXECUTE), or when the server writes WAL',
+    };
+  }
   const key = walObjectKey(parseWalName(seg));
   const started = Date.now();
   const until = started + input.waitMs;
