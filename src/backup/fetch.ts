@@ -6,12 +6,12 @@ import { backupError, usageError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import type { BackupInfo } from './backup-info.js';
-import { isBackupId, listBackups } from './catalog.js';
-import { checkWalCoverage } from './coverage.js';
+import { isBackupId } from './catalog.js';
+import { planFetch, requireWal, type FetchPlan } from './fetch-plan.js';
+import { recordThroughput } from './restore-throughput.js';
 import { buildRestoreCommand, recoverySettings, writeRecoverySettings } from './recovery-conf.js';
 import { checkManifestFile, planDelta, restoreData, verifyBackup, wipe } from './restore-data.js';
 import type { RestorePlan } from './file-plan.js';
-import { loadRestorePlan } from './restore-files.js';
 import type { TargetPlan, TargetState } from './restore-target.js';
 import { linkTablespaces, locateRoot, locateTablespaces, prepareRoot, prepareTablespaces, removeTablespaceRecords, rewriteTablespaceMap, tablespaceRecordPaths, wipeTablespaces, type TablespaceRoots } from './restore-roots.js';
 import { chooseLocations, parseTablespaceMapFlags } from './tablespaces.js';
@@ -19,7 +19,7 @@ import { parseRecord, RECORD_NAME } from './restore-record.js';
 import { removeAsOwner } from './restore-sink.js';
 import type { Owner } from '../common/file-trust.js';
 import { needsWorker } from './restore-worker.js';
-import { describeTarget, parseTarget, selectBackup, type TargetFlags } from './target.js';
+import { describeTarget, parseTarget, type RecoveryTarget, type TargetFlags } from './target.js';
 import { openRepository } from '../archive/repository.js';
 
 // walvault backup-fetch <id|LATEST> <pgdata> [target]: picks the backup, proves the archive holds the
@@ -44,12 +44,22 @@ export interface BackupFetchOptions extends TargetFlags {
   delta?: boolean;
   /** --tablespace-map OID=DIR, repeatable. */
   tablespaceMap?: string[];
+  /** The command recorded with the measured throughput. */
+  command?: string;
 }
 
 const ACTIONS = ['pause', 'promote', 'shutdown'];
 
-export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptions): Promise<number> {
-  const config = loaded.config;
+export interface RestoreOutcome {
+  plan: FetchPlan;
+  /** The symlink-free path restored to. */
+  pgdata: string;
+  /** Time of the restore phase (download, write, verify). */
+  restoreMs: number;
+}
+
+/** The backup and target flags of backup-fetch (and of --dry-run, restore-test), checked. */
+export function parseFetchRequest(opts: TargetFlags & { which: string; targetAction?: string; targetTimeline?: string }): { target: RecoveryTarget; timeline: string | undefined } {
   const target = parseTarget(opts);
   if (opts.targetAction !== undefined && !ACTIONS.includes(opts.targetAction)) {
     throw usageError(`--target-action must be one of ${ACTIONS.join(', ')}, got ${JSON.stringify(opts.targetAction)}`);
@@ -64,6 +74,12 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
   if (opts.which.toUpperCase() !== 'LATEST' && !isBackupId(opts.which)) {
     throw usageError(`${JSON.stringify(opts.which)} is not a backup id (base_<start segment>_<yyyymmddThhmmssZ>, as backup-list shows) nor LATEST`);
   }
+  return { target, timeline };
+}
+
+export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptions): Promise<RestoreOutcome> {
+  const config = loaded.config;
+  const { target, timeline } = parseFetchRequest(opts);
   const tablespaceFlags = parseTablespaceMapFlags(opts.tablespaceMap ?? []);
   const restoreCommand = opts.restoreCommand ?? buildRestoreCommand(loaded);
   // Refuses a control character in any value bound for postgresql.auto.conf before anything is written.
@@ -82,6 +98,7 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const policy = retryPolicy(config);
+  let fetchPlan: FetchPlan;
   try {
     // 1. Choose the backup and prove the WAL is there, before writing anything.
     const deadline = new Deadline(config.deadline * 1000);
@@ -90,21 +107,11 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
     let resume: Set<string> | undefined;
     let tablespaces: TablespaceRoots;
     try {
-      const rejected = new Map<string, Error>();
-      const backups = await listBackups(storage, policy, deadline, rejected);
-      const named = rejected.get(opts.which);
-      if (named) throw named;
-      const chosen = selectBackup(backups, opts.which, target, storage.url);
-      backup = chosen.backup;
-      log.info(`restoring backup ${backup.id} (${chosen.why}; ended ${backup.stopTime} at ${backup.stopLsn}) to ${describeTarget(target)}`);
-      const plan = await checkWalCoverage(storage, backup, target, timeline, { policy, deadline });
-      log.info(
-        `the archive holds all ${plan.segments} WAL segments recovery needs (${plan.firstSegment} - ${plan.lastSegment}` +
-          `${plan.path.length > 1 ? `, following timelines ${plan.path.map((p) => p.tli).join(' -> ')}` : ''})`,
-      );
-      // Format 2: its file list is read and checked (every path, object and size) before anything is written.
+      fetchPlan = await planFetch(storage, config, { which: opts.which, target, timeline }, { policy, deadline });
+      requireWal(fetchPlan);
+      backup = fetchPlan.backup;
+      files = fetchPlan.files;
       if (delta && backup.format !== 2) throw usageError(`--delta needs a backup of format 2 (backup-push --method files); ${backup.id} is one tar`);
-      if (backup.format === 2) files = await loadRestorePlan(storage, config, backup);
       if (delta && files && files.tablespaces.length > 0) {
         throw usageError(`--delta does not support backups with tablespaces yet; ${backup.id} has ${files.tablespaces.length}: restore it into a new directory (and new tablespace locations)`);
       }
@@ -127,6 +134,7 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
     }
 
     // 2. Restore. From here on a failure empties the directory again.
+    const restoreStarted = performance.now();
     try {
       await prepareRoot({ plan, ...state }, owner);
       await prepareTablespaces(tablespaces, owner);
@@ -148,12 +156,17 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
       }
       throw e;
     }
+    const restoreMs = performance.now() - restoreStarted;
+    // A resumed or delta restore fetched only part of the objects: not a measure of the whole.
+    if (!delta && resume === undefined) {
+      await recordThroughput(config, { bytes: fetchPlan.downloadBytes, ms: restoreMs, backup: backup.id, command: opts.command ?? 'backup-fetch' });
+    }
     const signalFile = opts.standby ? 'standby.signal' : 'recovery.signal';
     log.info(
       `backup ${backup.id} restored to ${pgdata} with ${signalFile}; start PostgreSQL on it to replay WAL ` +
         `${target.kind === 'none' ? 'to the end of the archive' : `to ${describeTarget(target)}${opts.targetAction ? ` and ${opts.targetAction}` : ' and pause (recovery_target_action default)'}`}`,
     );
-    return 0;
+    return { plan: fetchPlan, pgdata, restoreMs };
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -168,7 +181,7 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
  */
 async function locateTarget(given: string, spec: string | undefined, delta: boolean): Promise<{ plan: TargetPlan; state: TargetState; owner: Owner | undefined }> {
   const isRoot = process.getuid?.() === 0;
-  let owner = ownerFromFlag(spec, isRoot);
+  let owner = resolveOwner(spec, isRoot);
   if (isRoot && !owner) {
     // The owner of an existing directory (a uid, no content); planTarget then checks the way to it for that uid.
     const st = await lstat(given).catch(() => null);
@@ -179,7 +192,7 @@ async function locateTarget(given: string, spec: string | undefined, delta: bool
   return { plan, state: { created, record }, owner };
 }
 
-function ownerFromFlag(spec: string | undefined, isRoot: boolean): Owner | undefined {
+export function resolveOwner(spec: string | undefined, isRoot: boolean): Owner | undefined {
   if (spec === undefined) return undefined;
   let ids: Owner;
   const m = /^(\d+)(?::(\d+))?$/.exec(spec);

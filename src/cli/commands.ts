@@ -55,7 +55,7 @@ export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler
     handler: async ({ config }, a) => (await import('../commands/backup-list.js')).backupList(config, a['json'] === true),
   },
   {
-    usage: 'backup-fetch <backup> <pgdata>',
+    usage: 'backup-fetch <backup> [pgdata]',
     describe: 'restore a base backup (an id or LATEST) into an empty directory and set up recovery (PITR with --target-*)',
     options: (y) =>
       y
@@ -70,11 +70,15 @@ export const COMMANDS: Array<{ usage: string; describe: string; handler: Handler
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
         .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
         .option('tablespace-map', { type: 'string', array: true, describe: 'OID=DIR: restore tablespace OID into DIR (repeatable; default: its original location, which must be new or empty)' })
-        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' }),
+        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' })
+        .option('dry-run', { type: 'boolean', describe: 'print the PITR plan (backup and chain, WAL range and whether it is all archived, bytes to download, estimated time) and write nothing; <pgdata> is optional and never touched' })
+        .option('json', { type: 'boolean', describe: 'with --dry-run: print the plan as one JSON document' }),
     handler: async (loaded, a) =>
       (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
         which: str(a['backup']),
-        pgdata: str(a['pgdata']),
+        ...(a['pgdata'] !== undefined ? { pgdata: str(a['pgdata']) } : {}),
+        ...(a['dry-run'] === true ? { dryRun: true } : {}),
+        ...(a['json'] === true ? { json: true } : {}),
         ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
         ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
         ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
