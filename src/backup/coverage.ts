@@ -1,3 +1,4 @@
+import { readHighWater } from '../archive/high-water.js';
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
@@ -212,6 +213,13 @@ export async function walCoverage(
       log++;
     }
     endSegno = newest ?? stopSegno;
+    // wal-push's high-water mark says how far the timeline was archived: a segment missing below it
+    // (the newest ones deleted or lost) is a gap wal-fetch stops recovery at, not the end of the WAL.
+    const mark = await readHighWater(storage, targetTli, ctx);
+    if (mark) {
+      const marked = segmentNumber(mark.last, segSize);
+      if (marked > endSegno) endSegno = marked;
+    }
   }
   if (endSegno < stopSegno) endSegno = stopSegno;
 

@@ -44,6 +44,8 @@ export interface BackupFetchOptions extends TargetFlags {
   delta?: boolean;
   /** --tablespace-map OID=DIR, repeatable. */
   tablespaceMap?: string[];
+  /** Restore each tablespace not in tablespaceMap into <tablespaceBase>/<oid> (restore-test). */
+  tablespaceBase?: string;
   /** The command recorded with the measured throughput. */
   command?: string;
 }
@@ -127,6 +129,8 @@ export async function restoreBackup(loaded: LoadedConfig, opts: BackupFetchOptio
         }
         resume = record.done;
       }
+      // restore-test: every tablespace not mapped goes below its own directory, never to the original location.
+      if (opts.tablespaceBase) for (const t of files?.tablespaces ?? []) if (!tablespaceFlags.has(t.oid)) tablespaceFlags.set(t.oid, join(opts.tablespaceBase, t.oid));
       // Every tablespace location is checked (new or empty) before anything is written.
       tablespaces = await locateTablespaces(chooseLocations(files?.tablespaces ?? [], tablespaceFlags, pgdata, backup.id), owner, backup.id, resume !== undefined);
     } finally {
