@@ -26,7 +26,8 @@ export function renderDrill(r: DrillReport): string {
   }
   const p = r.phases;
   const part = (what: string, s: number | null) => (s === null ? null : `${what} ${formatSeconds(s)}`);
-  row('RTO', [part('restore', p.restore), part('replay', p.replay), part('checks', p.checks)].filter(Boolean).join(' + ') + ` = total ${formatSeconds(p.total)}`);
+  const parts = [part('restore', p.restore), part('replay', p.replay), part('checks', p.checks)].filter(Boolean);
+  row('RTO', `${parts.length ? `${parts.join(' + ')} = ` : ''}total ${formatSeconds(p.total)}`);
   for (const problem of r.problems) row('problem', problem.split('\n').join(`\n${''.padEnd(13)}`));
   if (r.kept && r.directory) row('kept', `${r.directory} (--keep-failed)`);
   return lines.join('\n') + '\n';

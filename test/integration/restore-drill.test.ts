@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startArchivingCluster, switchAndWaitArchived, type ArchivingCluster } from '../support/archiving-cluster.js';
@@ -54,9 +54,11 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
     const backups = JSON.parse(list.stdout) as Array<{ id: string; storedBytes: number }>;
     backupId = backups[0]!.id;
     storedBytes = backups[0]!.storedBytes;
-    // WAL after the backup: only replay to the end of the archive brings this row back.
+    // WAL after the backup (which ended with a segment switch), in the next segment: only replay to
+    // the end of the archive brings this row back. (The insert position: commits are asynchronous here.)
     await c.pg.query("UPDATE drill_marker SET note = 'after the backup'");
-    laterSegment = await c.pg.query('SELECT pg_walfile_name(pg_current_wal_lsn())');
+    laterSegment = await c.pg.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
+    expect(laterSegment > backupId.slice(5, 29)).toBe(true);
     await switchAndWaitArchived(c.pg);
     drillBase = await tempDir('wv-drill-base');
     await chmod(drillBase, 0o755);
@@ -164,8 +166,18 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
     expect(report.ok).toBe(false);
     expect(report.reason).toBe('missing WAL');
     expect(report.problems.join('\n')).toContain(laterSegment);
-    expect(r.stderr).toContain(`CheckFailed: restore-test failed (missing WAL): the archive s3://${c.bucket}/pg lacks WAL segment ${laterSegment}`);
+    // Found before anything is downloaded although no later segment is listed: the high-water mark says it was archived.
+    expect(r.stderr).toContain(`CheckFailed: restore-test failed (missing WAL): the archive s3://${c.bucket}/pg lacks WAL segment ${laterSegment}, needed to reach the target`);
+    expect(report.phases.restore).toBeNull();
     expect(await leftovers()).toEqual({ dirs: [], procs: [] });
+    // --keep-failed keeps the scratch directory of a failed drill (and says where), nothing runs in it.
+    const kept = await drill(['--keep-failed']);
+    expect(kept.code).toBe(15);
+    const left = await leftovers();
+    expect(left.procs).toEqual([]);
+    expect(left.dirs).toHaveLength(1);
+    expect(kept.stdout).toContain(`kept         ${join(drillBase, left.dirs[0]!)} (--keep-failed)`);
+    await rm(join(drillBase, left.dirs[0]!), { recursive: true });
 
     const target = join(drillBase, 'never-created');
     const plan = await wv(['backup-fetch', 'LATEST', target, '--dry-run']);

@@ -106,7 +106,7 @@ describe('restore-test text', () => {
     const failed: DrillReport = { ...ok, ok: false, reason: 'missing WAL', problems: ['the archive lacks WAL segment X'], recovery: null, amcheck: null, sql: null, phases: { restore: null, replay: null, checks: null, total: 0.7 }, kept: true };
     const text = renderDrill(failed);
     expect(text.split('\n')[0]).toBe('restore-test: FAILED (missing WAL)');
-    expect(text).toContain('RTO           = total 0.7 s');
+    expect(text).toContain('RTO          total 0.7 s');
     expect(text).toContain('problem      the archive lacks WAL segment X');
     expect(text).toContain('kept         /tmp/x (--keep-failed)');
   });
