@@ -31,7 +31,7 @@ export interface FetchPlan {
 export async function planFetch(
   storage: Storage,
   config: Config,
-  req: { which: string; target: RecoveryTarget; timeline: string | undefined },
+  req: { which: string; target: RecoveryTarget; timeline: string | undefined; dryRun?: boolean },
   ctx: { policy: RetryPolicy; deadline: Deadline },
 ): Promise<FetchPlan> {
   const rejected = new Map<string, Error>();
@@ -39,7 +39,7 @@ export async function planFetch(
   const named = rejected.get(req.which);
   if (named) throw named;
   const { backup, why } = selectBackup(backups, req.which, req.target, storage.url);
-  log.info(`restoring backup ${backup.id} (${why}; ended ${backup.stopTime} at ${backup.stopLsn}) to ${describeTarget(req.target)}`);
+  log.info(`${req.dryRun ? 'the plan restores' : 'restoring'} backup ${backup.id} (${why}; ended ${backup.stopTime} at ${backup.stopLsn}) to ${describeTarget(req.target)}`);
   const wal = await walCoverage(storage, backup, req.target, req.timeline, ctx);
   if (!wal.problem) {
     log.info(

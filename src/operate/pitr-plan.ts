@@ -81,7 +81,7 @@ export async function showFetchPlan(config: Config, opts: TargetFlags & { which:
   const deadline = new Deadline(config.deadline * 1000);
   let plan: FetchPlan;
   try {
-    plan = await planFetch(storage, config, { which: opts.which, target, timeline }, { policy: retryPolicy(config), deadline });
+    plan = await planFetch(storage, config, { which: opts.which, target, timeline, dryRun: true }, { policy: retryPolicy(config), deadline });
   } finally {
     deadline.dispose();
     storage.close();

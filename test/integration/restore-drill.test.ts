@@ -33,6 +33,8 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
   let storedBytes: number;
   /** A segment written after the backup, which recovery to the end of the archive needs. */
   let laterSegment: string;
+  /** The newest archived segment, written after the incremental backup. */
+  let tailSegment: string;
   /** Where the drills make their scratch directories (root's, readable by postgres). */
   let drillBase: string;
   let sqlOk: string;
@@ -131,7 +133,29 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
     expect(plan.estimate.seconds).toBeGreaterThan(0);
     const text = await wv(['backup-fetch', 'LATEST', '--dry-run']);
     expect(text.stdout).toMatch(/estimate {3}\d+\.\d s at .*\/s \(measured by restore-test at /);
-  });
+
+    // An incremental backup: the plan names its chain, and counts the objects it takes from the full one.
+    await c.pg.query('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 1000');
+    const push = await runWalvault(['backup-push', '--method', 'files', '--incremental'], { env: { ...c.env, ...c.pg.connectionEnv() }, wrapper: true, timeoutMs: 150_000 });
+    expect(push.code, push.stderr).toBe(0);
+    const incr = await wv(['backup-fetch', 'LATEST', '--dry-run', '--json']);
+    expect(incr.code, incr.stderr).toBe(0);
+    const ip = JSON.parse(incr.stdout) as Record<string, any>;
+    expect(ip.backup.type).toBe('incremental');
+    expect(ip.chain).toEqual([
+      { id: ip.backup.id, type: 'incremental' },
+      { id: backupId, type: 'full' },
+    ]);
+    expect(ip.download.objects).toBeGreaterThan(plan.download.objects);
+    const own = (JSON.parse((await wv(['backup-list', '--json'])).stdout) as Array<{ id: string; storedBytes: number }>).find((b) => b.id === ip.backup.id)!;
+    expect(ip.download.bytes).toBeGreaterThan(own.storedBytes);
+    // The newest WAL, after both backups: the last test deletes it.
+    await c.pg.query("UPDATE drill_marker SET note = 'after both backups'");
+    tailSegment = await c.pg.query('SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
+    // wal-push writes the high-water mark at most every highWaterInterval (5 s): let it be due.
+    await new Promise((r) => setTimeout(r, 5500));
+    await switchAndWaitArchived(c.pg);
+  }, 150_000);
 
   it('restore-test: a failing SQL file fails the drill (15) with the error, and the server and directory are gone', async () => {
     const r = await drill(['--sql', sqlBad]);
@@ -159,15 +183,15 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
   }, 150_000);
 
   it('restore-test: a missing segment fails the drill and leaves nothing behind; backup-fetch --dry-run exits 14 naming it (the newest archived one: the high-water mark shows it)', async () => {
-    await deleteRaw(store, c.bucket, `pg/wal/${laterSegment.slice(0, 16)}/${laterSegment}`);
+    await deleteRaw(store, c.bucket, `pg/wal/${tailSegment.slice(0, 16)}/${tailSegment}`);
     const r: WalvaultResult = await drill(['--json']);
     expect(r.code, r.stderr).toBe(15);
     const report = JSON.parse(r.stdout) as Record<string, any>;
     expect(report.ok).toBe(false);
     expect(report.reason).toBe('missing WAL');
-    expect(report.problems.join('\n')).toContain(laterSegment);
+    expect(report.problems.join('\n')).toContain(tailSegment);
     // Found before anything is downloaded although no later segment is listed: the high-water mark says it was archived.
-    expect(r.stderr).toContain(`CheckFailed: restore-test failed (missing WAL): the archive s3://${c.bucket}/pg lacks WAL segment ${laterSegment}, needed to reach the target`);
+    expect(r.stderr).toContain(`CheckFailed: restore-test failed (missing WAL): the archive s3://${c.bucket}/pg lacks WAL segment ${tailSegment}, needed to reach the target`);
     expect(report.phases.restore).toBeNull();
     expect(await leftovers()).toEqual({ dirs: [], procs: [] });
     // --keep-failed keeps the scratch directory of a failed drill (and says where), nothing runs in it.
@@ -182,9 +206,9 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
     const target = join(drillBase, 'never-created');
     const plan = await wv(['backup-fetch', 'LATEST', target, '--dry-run']);
     expect(plan.code).toBe(14);
-    expect(plan.stdout).toContain(`MISSING ${laterSegment}`);
+    expect(plan.stdout).toContain(`MISSING ${tailSegment}`);
     expect(plan.stdout).toContain('plan       INCOMPLETE');
-    expect(plan.stderr).toContain(`BackupError: the archive s3://${c.bucket}/pg lacks WAL segment ${laterSegment}`);
+    expect(plan.stderr).toContain(`BackupError: the archive s3://${c.bucket}/pg lacks WAL segment ${tailSegment}`);
     expect(existsSync(target)).toBe(false);
   }, 150_000);
 });
