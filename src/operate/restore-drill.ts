@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import type { LoadedConfig } from '../common/config.js';
-import { describe as describeError, isWalvaultError, usageError } from '../common/errors.js';
+import { checkFailedError, describe as describeError, isWalvaultError, localWriteError, usageError } from '../common/errors.js';
 import type { Owner } from '../common/file-trust.js';
 import { log } from '../common/log.js';
 import { parseFetchRequest, resolveOwner, restoreBackup, type RestoreOutcome } from '../backup/fetch.js';
@@ -117,7 +117,10 @@ export async function runRestoreDrill(loaded: LoadedConfig, opts: DrillOptions):
   let failure: DrillFailure | Error | undefined;
   const secs = (from: number) => Math.round(performance.now() - from) / 1000;
   try {
-    d = await makeDrillDir(resolve(opts.dir ?? tmpdir()), owner);
+    const base = resolve(opts.dir ?? tmpdir());
+    d = await makeDrillDir(base, owner).catch((e: unknown) => {
+      throw isWalvaultError(e) ? e : localWriteError(`cannot make the scratch directory in ${base} (--dir): ${describeError(e)}`);
+    });
     report.directory = d.dir;
     log.info(`restore-test in ${d.dir}`);
     // 1. Restore (backup-fetch's own checks: WAL coverage first, then download, pg_verifybackup).
@@ -184,7 +187,7 @@ export async function runRestoreDrill(loaded: LoadedConfig, opts: DrillOptions):
         }
       }
     } catch (e) {
-      failure ??= e as Error;
+      failure ??= checkFailedError(`restore-test could not clean up${d ? ` ${d.dir}` : ''}: ${describeError(e)}`);
       log.error(`restore-test could not clean up${d ? ` ${d.dir}` : ''}: ${describeError(e)}`);
     } finally {
       process.off('SIGINT', onSignal);
