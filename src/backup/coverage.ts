@@ -1,3 +1,4 @@
+import { readHighWater } from '../archive/high-water.js';
 import { backupError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
@@ -142,6 +143,24 @@ export async function checkWalCoverage(
   targetTimeline: string | undefined,
   ctx: { policy: RetryPolicy; deadline: Deadline },
 ): Promise<CoveragePlan> {
+  const found = await walCoverage(storage, backup, target, targetTimeline, ctx);
+  if (found.problem) throw found.problem;
+  return found;
+}
+
+/** What recovery needs and what of it is missing: `problem` is the error checkWalCoverage throws (backup-fetch --dry-run shows it). */
+export interface WalCoverage extends CoveragePlan {
+  missing: string[];
+  problem?: Error;
+}
+
+export async function walCoverage(
+  storage: Storage,
+  backup: BackupInfo,
+  target: RecoveryTarget,
+  targetTimeline: string | undefined,
+  ctx: { policy: RetryPolicy; deadline: Deadline },
+): Promise<WalCoverage> {
   const segSize = backup.walSegmentSize;
   const startTli = backup.timeline;
   let targetTli: number;
@@ -194,6 +213,13 @@ export async function checkWalCoverage(
       log++;
     }
     endSegno = newest ?? stopSegno;
+    // wal-push's high-water mark says how far the timeline was archived: a segment missing below it
+    // (the newest ones deleted or lost) is a gap wal-fetch stops recovery at, not the end of the WAL.
+    const mark = await readHighWater(storage, targetTli, ctx);
+    if (mark) {
+      const marked = segmentNumber(mark.last, segSize);
+      if (marked > endSegno) endSegno = marked;
+    }
   }
   if (endSegno < stopSegno) endSegno = stopSegno;
 
@@ -204,13 +230,15 @@ export async function checkWalCoverage(
     const log = BigInt('0x' + name.slice(8, 16));
     if (!(await shard(tli, log)).has(name)) missing.push(name);
   }
+  const plan = { targetTli, path, firstSegment: needed[0]!, lastSegment: needed[needed.length - 1]!, segments: needed.length, missing };
   if (missing.length > 0) {
     const first = missing[0]!;
     const what = segmentNumber(first, segSize) <= stopSegno ? 'to make the backup consistent' : 'to reach the target';
-    throw backupError(
+    const problem = backupError(
       `the archive ${storage.url} lacks WAL segment ${first}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}, needed ${what}: ` +
         `backup ${backup.id} needs ${needed[0]} through ${needed[needed.length - 1]}; nothing was restored`,
     );
+    return { ...plan, problem };
   }
-  return { targetTli, path, firstSegment: needed[0]!, lastSegment: needed[needed.length - 1]!, segments: needed.length };
+  return plan;
 }

@@ -27,7 +27,7 @@ export type PgError = Error & { code?: string; severity?: string; hint?: string;
  */
 const PG_ENV_READ_BY_NODE_POSTGRES = ['PGREPLICATION', 'PGBINARY', 'PGCLIENT_ENCODING', 'PGSSLNEGOTIATION', 'PGOPTIONS', 'PGAPPNAME', 'PGSSLMODE', 'PGCONNECT_TIMEOUT', 'PGHOST', 'PGPORT', 'PGUSER', 'PGDATABASE', 'PGPASSWORD'];
 
-function newClient(cfg: pg.ClientConfig): pg.Client {
+export function newClient(cfg: pg.ClientConfig): pg.Client {
   const saved = new Map<string, string>();
   for (const k of PG_ENV_READ_BY_NODE_POSTGRES) {
     const v = process.env[k];

@@ -62,7 +62,7 @@ export const COMMANDS: Array<{
     handler: async ({ config }, a) => (await import('../commands/backup-list.js')).backupList(config, a['json'] === true),
   },
   {
-    usage: 'backup-fetch <backup> <pgdata>',
+    usage: 'backup-fetch <backup> [pgdata]',
     describe: 'restore a base backup (an id or LATEST) into an empty directory and set up recovery (PITR with --target-*)',
     options: (y) =>
       y
@@ -77,11 +77,15 @@ export const COMMANDS: Array<{
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
         .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
         .option('tablespace-map', { type: 'string', array: true, describe: 'OID=DIR: restore tablespace OID into DIR (repeatable; default: its original location, which must be new or empty)' })
-        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' }),
+        .option('delta', { type: 'boolean', describe: 'restore over an existing, stopped data directory of the same system: keep the files that match, fetch only the objects of the others' })
+        .option('dry-run', { type: 'boolean', describe: 'print the PITR plan (backup and chain, WAL range and whether it is all archived, bytes to download, estimated time) and write nothing; <pgdata> is optional and never touched' })
+        .option('json', { type: 'boolean', describe: 'with --dry-run: print the plan as one JSON document' }),
     handler: async (loaded, a) =>
       (await import('../commands/backup-fetch.js')).backupFetch(loaded, {
         which: str(a['backup']),
-        pgdata: str(a['pgdata']),
+        ...(a['pgdata'] !== undefined ? { pgdata: str(a['pgdata']) } : {}),
+        ...(a['dry-run'] === true ? { dryRun: true } : {}),
+        ...(a['json'] === true ? { json: true } : {}),
         ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
         ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
         ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
@@ -147,6 +151,46 @@ export const COMMANDS: Array<{
         ...(a['prometheus'] !== undefined ? { prometheus: str(a['prometheus']) } : {}),
         ...(a['dbname'] !== undefined ? { dbname: str(a['dbname']) } : {}),
       }),
+  },
+  {
+    usage: 'restore-test',
+    describe: 'the restore drill: restore LATEST (or the backup a --target-* needs) into a scratch directory, start PostgreSQL there on a loopback port with archiving off, wait until recovery ends and it promotes, run pg_amcheck and --sql, remove everything; reports the time of each phase (RTO)',
+    options: (y) =>
+      y
+        .option('target-time', { type: 'string', describe: 'recover to this timestamp (as backup-fetch)' })
+        .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
+        .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
+        .option('target-name', { type: 'string', describe: 'recover to this restore point' })
+        .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
+        .option('target-timeline', { type: 'string', describe: 'latest (default), current or a timeline number' })
+        .option('backup', { type: 'string', describe: 'the backup to restore (an id; default LATEST, or the newest one the target needs)' })
+        .option('sql', { type: 'string', describe: 'run this SQL file on the recovered server (in --database); any error fails the drill' })
+        .option('database', { type: 'string', default: 'postgres', describe: 'the database --sql runs in' })
+        .option('dir', { type: 'string', describe: 'where the scratch directory is made (default: the system temp directory)' })
+        .option('owner', { type: 'string', describe: 'when run as root: the user the restored files and the server belong to (default postgres)' })
+        .option('timeout', { type: 'number', default: 3600, describe: 'seconds allowed for recovery to end (and for each check)' })
+        .option('keep-failed', { type: 'boolean', describe: 'keep the scratch directory (server stopped) when the drill fails' })
+        .option('json', { type: 'boolean', describe: 'print one JSON document' }),
+    handler: async (loaded, a) =>
+      (await import('../commands/restore-test.js')).restoreTest(
+        loaded,
+        {
+          ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
+          ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
+          ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
+          ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
+          ...(a['target-immediate'] === true ? { targetImmediate: true } : {}),
+          ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
+          ...(a['backup'] !== undefined ? { backup: str(a['backup']) } : {}),
+          ...(a['sql'] !== undefined ? { sql: str(a['sql']) } : {}),
+          ...(a['database'] !== undefined ? { database: str(a['database']) } : {}),
+          ...(a['dir'] !== undefined ? { dir: str(a['dir']) } : {}),
+          ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
+          ...(a['keep-failed'] === true ? { keepFailed: true } : {}),
+          timeout: Number(a['timeout']),
+        },
+        a['json'] === true,
+      ),
   },
 ];
 
