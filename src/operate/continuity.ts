@@ -62,18 +62,6 @@ export async function readHistories(
   return out;
 }
 
-/** The timelines recovery onto `tli` reads from, each from the segment where it begins. */
-export function pathOf(tli: number, history: readonly HistoryEntry[], segSize: number): TimelineStep[] {
-  const steps: TimelineStep[] = [];
-  let begin = 0n;
-  for (const h of history) {
-    steps.push({ tli: h.tli, beginSegno: begin });
-    begin = parseLsn(h.switchLsn) / BigInt(segSize);
-  }
-  steps.push({ tli, beginSegno: begin });
-  return steps;
-}
-
 /** Names of every archived complete segment, all timelines. */
 export function segmentNames(inv: Inventory): Map<string, WalEntry> {
   const out = new Map<string, WalEntry>();

@@ -1,7 +1,7 @@
 import type { BackupInfo } from '../backup/backup-info.js';
-import { timelinePath, type HistoryEntry } from '../backup/coverage.js';
+import { historyPath, timelinePath, type HistoryEntry } from '../backup/coverage.js';
 import { segmentNumber, segmentOfEndLsn } from '../wal/names.js';
-import { pathOf, presentOnPath } from './continuity.js';
+import { presentOnPath } from './continuity.js';
 import type { Inventory, WalEntry } from './inventory.js';
 
 // The recovery window of a timeline: from the end of the oldest backup whose WAL runs unbroken from
@@ -31,7 +31,7 @@ export function recoveryWindow(inv: Inventory, history: readonly HistoryEntry[],
   const segs = inv.timelines.get(tli)?.segments ?? [];
   if (!segs.length || !usable.length) return out;
   const newest = segmentNumber(segs[segs.length - 1]!.name, segSize);
-  const path = pathOf(tli, history, segSize);
+  const path = historyPath(tli, history, segSize);
   const lowest = usable.map((b) => segmentNumber(b.startSegment, segSize)).reduce((a, b) => (b < a ? b : a));
   const missing: bigint[] = [];
   for (let s = lowest; s <= newest; s++) if (!presentOnPath(names, path, s, segSize)) missing.push(s);
