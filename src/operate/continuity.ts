@@ -144,20 +144,4 @@ export function presentOnPath(names: Map<string, WalEntry>, path: TimelineStep[]
   return names.get(segmentName(timelineAt(path, segno), segno, segSize));
 }
 
-/** Segment names (sorted, one timeline or a path) grouped into runs of consecutive segments. */
-export function nameRanges(names: readonly string[], segSize: number): Gap[] {
-  const out: Gap[] = [];
-  let prev: bigint | undefined;
-  for (const n of names) {
-    const s = segmentNumber(n, segSize);
-    const last = out[out.length - 1];
-    if (last && prev !== undefined && s === prev + 1n) {
-      last.last = n;
-      last.count++;
-    } else out.push({ first: n, last: n, count: 1 });
-    prev = s;
-  }
-  return out;
-}
-
-export const describeRange = (g: Gap): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);
+export const describeRange = (g: { first: string; last: string; count: number }): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import type { HistoryEntry } from '../../src/backup/coverage.js';
-import { backupWal, nameRanges, segmentNames, walContinuity } from '../../src/operate/continuity.js';
+import { backupWal, segmentNames, walContinuity } from '../../src/operate/continuity.js';
 import type { Inventory, TimelineWal } from '../../src/operate/inventory.js';
 import { recoveryWindow } from '../../src/operate/window.js';
 
@@ -79,12 +79,8 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
     expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(6), last: seg(6), count: 1 }]);
   });
 
-  it('a backup needs its start to stop segments; nameRanges groups what is missing', () => {
+  it('a backup needs its start to stop segments', () => {
     expect(backupWal(backup('b', 3, 5), new Map())).toEqual([seg(3), seg(4), seg(5)]);
-    expect(nameRanges([seg(3), seg(4), seg(9)], SEG)).toEqual([
-      { first: seg(3), last: seg(4), count: 2 },
-      { first: seg(9), last: seg(9), count: 1 },
-    ]);
   });
 });
 
