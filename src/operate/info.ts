@@ -7,7 +7,7 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import type { Storage } from '../storage/types.js';
 import { segmentName, segmentNumber } from '../wal/names.js';
 import { readArchiver, wantsConnection, type ArchiverState } from './archiver.js';
-import { readHistories, segmentNames, segmentSizeOf, walContinuity } from './continuity.js';
+import { readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import type { PictureInput } from './picture.js';
 import type { MetricsInput } from './prometheus.js';
@@ -68,9 +68,10 @@ export async function gatherInfo(storage: Storage, config: Config, opts: { dbnam
     const segSize = segmentSizeOf(inv);
     const problems: string[] = [];
     const histories = await readHistories(storage, inv, { policy, deadline }, problems);
+    const marks = await readMarks(storage, inv, { policy, deadline }, problems);
     for (const p of problems) log.warn(p);
     const names = segmentNames(inv);
-    const timelines = walContinuity(inv, histories, segSize).map((c): InfoTimeline => {
+    const timelines = walContinuity(inv, histories, segSize, marks).map((c): InfoTimeline => {
       const segs = inv.timelines.get(c.tli)?.segments ?? [];
       const w = recoveryWindow(inv, histories.get(c.tli) ?? [], names, segSize, c.tli);
       const at = (n: bigint) => names.get(segmentName(c.tli, n, segSize))?.lastModified.toISOString();

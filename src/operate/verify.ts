@@ -6,7 +6,7 @@ import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
 import { hex8, segmentNumber, timelineOfName } from '../wal/names.js';
-import { describeRange, readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
+import { describeRange, readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
@@ -53,7 +53,8 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     const segSize = segmentSizeOf(inv);
     if (!inv.manifest) findings.notes.push('the repository has no walvault.json: nothing was ever archived here, or it was removed');
     const histories = await readHistories(storage, inv, { policy, deadline }, findings.problems);
-    const continuity = walContinuity(inv, histories, segSize);
+    const marks = await readMarks(storage, inv, { policy, deadline }, findings.problems);
+    const continuity = walContinuity(inv, histories, segSize, marks);
     for (const t of continuity) {
       if (t.tli > 1 && t.segments && !inv.histories.has(t.tli)) {
         findings.problems.push(`timeline ${t.tli} has archived WAL but no history file wal/${hex8(t.tli)}.history: recovery cannot follow it`);

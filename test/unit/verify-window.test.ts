@@ -79,6 +79,24 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
     expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(6), last: seg(6), count: 1 }]);
   });
 
+  it('a lost tail: the high-water mark says archived beyond the newest listed segment (the tail is a gap)', () => {
+    const inv = inventory({ 1: [2, 3, 4] }, [backup('b1', 2, 3)]);
+    const marks = new Map([[1, { timeline: 1, first: seg(1), last: seg(6), updatedAt: '2026-01-01T00:00:00Z' }]]);
+    const [t] = walContinuity(inv, new Map(), SEG, marks);
+    expect(t!.expected).toEqual({ first: seg(2), last: seg(6), count: 5 });
+    expect(t!.gaps).toEqual([{ first: seg(5), last: seg(6), count: 2 }]);
+    // A mark behind the newest segment (rate-limited) changes nothing.
+    const behind = new Map([[1, { timeline: 1, first: seg(1), last: seg(3), updatedAt: '2026-01-01T00:00:00Z' }]]);
+    expect(walContinuity(inv, new Map(), SEG, behind)[0]!.gaps).toEqual([]);
+  });
+
+  it('a timeline whose every segment is gone but whose mark remains: all of it is a gap', () => {
+    const inv = inventory({ 1: [2, 3] }, [backup('b1', 2, 3)]);
+    inv.timelines.delete(1);
+    const marks = new Map([[1, { timeline: 1, first: seg(1), last: seg(4), updatedAt: '2026-01-01T00:00:00Z' }]]);
+    expect(walContinuity(inv, new Map(), SEG, marks)[0]!.gaps).toEqual([{ first: seg(2), last: seg(4), count: 3 }]);
+  });
+
   it('a backup needs its start to stop segments', () => {
     expect(backupWal(backup('b', 3, 5), new Map())).toEqual([seg(3), seg(4), seg(5)]);
   });
