@@ -155,7 +155,10 @@ export function walContinuity(
     let from = anchor === undefined || (tli > 1 && !histories.has(tli) && own !== undefined && own > anchor) ? own : anchor;
     let to = max(numbers[numbers.length - 1], markLast);
     const switches = childSwitches.get(tli);
-    if (switches) to = min(...switches)! - 1n;
+    if (switches) {
+      const usable = inv.backups.some((b) => recoverable(b, tli, history, segSize));
+      to = usable ? max(to, max(...switches)! - 1n) : min(...switches)! - 1n;
+    }
     if (from === undefined || to === undefined) return out;
     if (from < begin) from = begin;
     if (from > to) return out;

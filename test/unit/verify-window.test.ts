@@ -54,10 +54,10 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
     expect(walContinuity(inv, new Map(), SEG)[0]!.gaps).toEqual([{ first: seg(3), last: seg(3), count: 1 }]);
   });
 
-  it('starts a timeline at its switch point and stops its parent before it', () => {
-    // Timeline 2 branched off 1 inside segment 6: 1 is expected up to 5, its 7 and 8 (the old
-    // primary went on) are not; 2 begins at 6, which it holds itself.
-    const inv = inventory({ 1: [2, 3, 4, 5, 7, 8], 2: [6, 7, 9] }, [backup('b1', 2, 3)]);
+  it('starts a timeline at its switch point; its parent is expected up to the segment before it', () => {
+    // Timeline 2 branched off 1 inside segment 6 (a failover: 6 of timeline 1 is only a .partial):
+    // 1 is expected up to 5, 2 begins at 6, which it holds itself.
+    const inv = inventory({ 1: [2, 3, 4, 5], 2: [6, 7, 9] }, [backup('b1', 2, 3)]);
     const histories = new Map<number, HistoryEntry[]>([[2, [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }]]]);
     const [t1, t2] = walContinuity(inv, histories, SEG);
     expect(t1!.expected).toEqual({ first: seg(2), last: seg(5), count: 4 });
@@ -65,6 +65,42 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
     expect(t2!.parent).toEqual({ tli: 1, switchLsn: lsnOf(6, 0x2000) });
     expect(t2!.expected).toEqual({ first: seg(6, 2), last: seg(9, 2), count: 4 });
     expect(t2!.gaps).toEqual([{ first: seg(8, 2), last: seg(8, 2), count: 1 }]);
+    // The old primary's archiving lagged: what recovery onto 2 reads of 1 is missing, a gap.
+    const lagged = inventory({ 1: [2, 3], 2: [6, 7] }, [backup('b1', 2, 3)]);
+    expect(walContinuity(lagged, histories, SEG)[0]!.gaps).toEqual([{ first: seg(4), last: seg(5), count: 2 }]);
+  });
+
+  it('after a point-in-time recovery into the past: a parent that backups can still be recovered onto is expected through its newest segment', () => {
+    // Timeline 1 ran to segment 12; timeline 2 branched off it inside segment 6. b2 (on 1, after the
+    // switch point) and b1 can be recovered onto timeline 1 up to 12: its gap at 9 is one they hit.
+    const inv = inventory({ 1: [2, 3, 4, 5, 6, 7, 8, 10, 11, 12], 2: [6, 7] }, [backup('b1', 2, 3), backup('b2', 8, 8)]);
+    const histories = new Map<number, HistoryEntry[]>([[2, [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }]]]);
+    const [t1, t2] = walContinuity(inv, histories, SEG);
+    expect(t1!.expected).toEqual({ first: seg(2), last: seg(12), count: 11 });
+    expect(t1!.gaps).toEqual([{ first: seg(9), last: seg(9), count: 1 }]);
+    expect(t2!.gaps).toEqual([]);
+  });
+
+  it('a parent is expected up to its last child\'s switch point (recovery onto that child reads it there)', () => {
+    // Timelines 2 and 3 both branched off 1 (at 4 and at 7): recovery onto 3 reads 1 up to 6.
+    const inv = inventory({ 1: [2, 3, 4, 6], 2: [4], 3: [7] }, [backup('b1', 2, 3)]);
+    const histories = new Map<number, HistoryEntry[]>([
+      [2, [{ tli: 1, switchLsn: lsnOf(4, 0x2000) }]],
+      [3, [{ tli: 1, switchLsn: lsnOf(7, 0x2000) }]],
+    ]);
+    const t1 = walContinuity(inv, histories, SEG)[0]!;
+    expect(t1.expected).toEqual({ first: seg(2), last: seg(6), count: 5 });
+    expect(t1.gaps).toEqual([{ first: seg(5), last: seg(5), count: 1 }]);
+  });
+
+  it('a parent no backup can be recovered onto: what it archived after the first switch point is not expected', () => {
+    // Only a backup on timeline 2 (after the switch): timeline 1's segments are of no use to it.
+    const inv = inventory({ 1: [2, 3, 5, 8], 2: [6, 7, 8] }, [backup('b2', 7, 7, 2)]);
+    const histories = new Map<number, HistoryEntry[]>([[2, [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }]]]);
+    const [t1, t2] = walContinuity(inv, histories, SEG);
+    expect(t1!.expected).toBeUndefined();
+    expect(t1!.gaps).toEqual([]);
+    expect(t2!.expected).toEqual({ first: seg(7, 2), last: seg(8, 2), count: 2 });
   });
 
   it('a later timeline without its history file: from its own first segment', () => {
