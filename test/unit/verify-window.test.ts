@@ -139,23 +139,26 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
 });
 
 describe('recoveryWindow (info: what can be restored)', () => {
+  const win = (inv: Inventory, tli = 1, h: HistoryEntry[] = []) =>
+    recoveryWindow(inv, h, walContinuity(inv, new Map(h.length ? [[tli, h]] : []), SEG), segmentNames(inv), SEG, tli);
+
   it('runs from the end of the oldest backup to the newest segment when nothing is missing', () => {
     const inv = inventory({ 1: [2, 3, 4, 5, 6] }, [backup('b1', 2, 3), backup('b2', 5, 5)]);
-    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    const w = win(inv);
     expect(w.start).toEqual({ backup: 'b1', time: '2026-01-01T00:03:30Z', lsn: lsnOf(3, 0x100) });
     expect(w.end).toEqual({ segment: seg(6), time: '2026-01-01T00:06:00.000Z' });
   });
 
   it('a gap moves the start to the first backup after it', () => {
     const inv = inventory({ 1: [2, 3, 5, 6, 7, 8] }, [backup('b1', 2, 3), backup('b2', 5, 6)]);
-    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    const w = win(inv);
     expect(w.start!.backup).toBe('b2');
     expect(w.end!.segment).toBe(seg(8));
   });
 
   it('a gap after the newest backup ends the window before it', () => {
     const inv = inventory({ 1: [2, 3, 4, 6, 7] }, [backup('b1', 2, 3)]);
-    const w = recoveryWindow(inv, [], segmentNames(inv), SEG, 1);
+    const w = win(inv);
     expect(w.start!.backup).toBe('b1');
     expect(w.end!.segment).toBe(seg(4));
   });
@@ -163,13 +166,24 @@ describe('recoveryWindow (info: what can be restored)', () => {
   it('follows the history into a child timeline from a backup on the parent', () => {
     const inv = inventory({ 1: [2, 3, 4, 5], 2: [6, 7] }, [backup('b1', 2, 3)]);
     const h: HistoryEntry[] = [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }];
-    const w = recoveryWindow(inv, h, segmentNames(inv), SEG, 2);
+    const w = win(inv, 2, h);
     expect(w.start!.backup).toBe('b1');
     expect(w.end!.segment).toBe(seg(7, 2));
   });
 
+  it('a gap on the parent cuts the child\'s window and is among the child\'s gaps (the gaps verify reports)', () => {
+    const inv = inventory({ 1: [2, 3, 5], 2: [6, 7, 8] }, [backup('b1', 2, 3)]);
+    const h: HistoryEntry[] = [{ tli: 1, switchLsn: lsnOf(6, 0x2000) }];
+    const w = win(inv, 2, h);
+    expect(w.gaps).toEqual([{ first: seg(4), last: seg(4), count: 1 }]);
+    expect(w.start!.backup).toBe('b1');
+    expect(w.end!.segment).toBe(seg(3));
+    const verify = walContinuity(inv, new Map([[2, h]]), SEG);
+    expect(verify[0]!.gaps).toEqual(w.gaps);
+  });
+
   it('none without a backup whose WAL is whole to its stop', () => {
     const inv = inventory({ 1: [2, 4, 5] }, [backup('b1', 2, 3)]);
-    expect(recoveryWindow(inv, [], segmentNames(inv), SEG, 1).start).toBeNull();
+    expect(win(inv).start).toBeNull();
   });
 });
