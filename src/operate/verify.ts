@@ -11,6 +11,7 @@ import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
 import { RESULT_FILE, VerifyMemory } from './verify-memory.js';
+import { foreignNote } from './verify-report.js';
 
 // walvault verify: is the repository whole? From one listing: WAL continuity per timeline, the
 // maxReadyBytes gap markers, every backup's WAL and objects; with --deep every object read back.
@@ -70,10 +71,7 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     }
     const segments = segmentNames(inv);
     const backups = await checkBackups(storage, inv, histories, segments, { policy, deadline }, findings);
-    if (inv.other.length) {
-      const shown = inv.other.slice(0, 5).map((o) => o.key).join(', ');
-      findings.notes.push(`${inv.other.length} object(s) walvault does not know (left alone): ${shown}${inv.other.length > 5 ? ', ...' : ''}`);
-    }
+    if (inv.other.length) findings.notes.push(foreignNote(inv.other));
     report = {
       repository: storage.url,
       time: time.toISOString(),
