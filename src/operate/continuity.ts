@@ -5,7 +5,7 @@ import type { BackupInfo } from '../backup/backup-info.js';
 import { readObjectText } from '../backup/catalog.js';
 import { parseHistory, requiredSegments, timelineAt, timelinePath, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
 import type { Storage } from '../storage/types.js';
-import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn } from '../wal/names.js';
+import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn, timelineOfName } from '../wal/names.js';
 import type { Inventory, WalEntry } from './inventory.js';
 
 // Which archived WAL a repository must hold, timeline by timeline, and what of it is missing: the
@@ -171,6 +171,18 @@ export function walContinuity(
     }
     return out;
   });
+}
+
+/**
+ * Whether WAL dropped from segment `name` on (a maxReadyBytes gap marker) lies before everything
+ * recovery reads: before the expected range of its timeline, or, when nothing of that timeline is
+ * expected, before every backup's start. Such a drop no longer matters (delete removes its marker).
+ */
+export function dropIsHarmless(name: string, continuity: readonly TimelineContinuity[], backups: readonly BackupInfo[], segSize: number): boolean {
+  const segno = segmentNumber(name, segSize);
+  const expected = continuity.find((t) => t.tli === timelineOfName(name))?.expected;
+  if (expected) return segno < segmentNumber(expected.first, segSize);
+  return backups.length > 0 && backups.every((b) => segno < segmentNumber(b.startSegment, segSize));
 }
 
 function max(...xs: Array<bigint | undefined>): bigint | undefined {

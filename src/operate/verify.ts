@@ -5,8 +5,8 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { hex8, segmentNumber, timelineOfName } from '../wal/names.js';
-import { describeRange, readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
+import { hex8 } from '../wal/names.js';
+import { describeRange, dropIsHarmless, readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
@@ -64,9 +64,7 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     }
     for (const m of inv.gapMarkers) {
       const what = `WAL from ${m.name} on was dropped by maxReadyBytes (marker ${m.key}, ${m.lastModified.toISOString()})`;
-      // A drop older than every backup no longer matters to any restore (delete removes its marker).
-      const expected = continuity.find((t) => t.tli === timelineOfName(m.name))?.expected;
-      if (expected && segmentNumber(m.name, segSize) < segmentNumber(expected.first, segSize)) findings.notes.push(`${what}, before the oldest backup: harmless`);
+      if (dropIsHarmless(m.name, continuity, inv.backups, segSize)) findings.notes.push(`${what}, before the oldest backup: harmless`);
       else findings.problems.push(`${what}: point-in-time recovery across it is impossible; take a new backup`);
     }
     const segments = segmentNames(inv);

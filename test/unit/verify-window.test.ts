@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import type { HistoryEntry } from '../../src/backup/coverage.js';
-import { backupWal, segmentNames, walContinuity } from '../../src/operate/continuity.js';
+import { backupWal, dropIsHarmless, segmentNames, walContinuity } from '../../src/operate/continuity.js';
 import type { Inventory, TimelineWal } from '../../src/operate/inventory.js';
 import { recoveryWindow } from '../../src/operate/window.js';
 
@@ -135,6 +135,19 @@ describe('walContinuity (verify: which WAL must be there, which is missing)', ()
 
   it('a backup needs its start to stop segments', () => {
     expect(backupWal(backup('b', 3, 5), new Map())).toEqual([seg(3), seg(4), seg(5)]);
+  });
+});
+
+describe('dropIsHarmless (a maxReadyBytes gap marker verify calls a note, not a problem)', () => {
+  it('before the expected range of its timeline, or, with nothing expected there, before every backup', () => {
+    const inv = inventory({ 1: [4, 5] }, [backup('b1', 4, 5)]);
+    const c = walContinuity(inv, new Map(), SEG);
+    expect(dropIsHarmless(seg(3), c, inv.backups, SEG)).toBe(true);
+    expect(dropIsHarmless(seg(4), c, inv.backups, SEG)).toBe(false);
+    // Timeline 2 has no archived WAL at all, so nothing expected: before every backup is harmless.
+    expect(dropIsHarmless(seg(3, 2), c, inv.backups, SEG)).toBe(true);
+    expect(dropIsHarmless(seg(6, 2), c, inv.backups, SEG)).toBe(false);
+    expect(dropIsHarmless(seg(3, 2), c, [], SEG)).toBe(false);
   });
 });
 
