@@ -169,7 +169,7 @@ export function metricsOf(r: InfoReport): MetricsInput {
   return {
     repository: r.repository,
     now: new Date(r.now),
-    ...(newest ? { lastSegment: { name: newest.segment, time: new Date(newest.time) } } : {}),
+    ...(newest ? { lastSegment: { time: new Date(newest.time) } } : {}),
     ...(lastBackup ? { lastBackup: { time: new Date(lastBackup.stopTime), sizeBytes: lastBackup.sizeBytes, storedBytes: lastBackup.storedBytes } } : {}),
     ...(window ? { windowStart: new Date(window.start.time) } : {}),
     // A gap on a parent is also listed under each child whose window it cuts: counted once.

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../fs/atomic.js';
 export interface MetricsInput {
   repository: string;
   now: Date;
-  lastSegment?: { name: string; time: Date };
+  lastSegment?: { time: Date };
   lastBackup?: { time: Date; sizeBytes: number; storedBytes: number };
   windowStart?: Date;
   gaps: number;

@@ -57,7 +57,7 @@ describe('formatMetrics (node_exporter textfile)', () => {
     const text = formatMetrics({
       repository: 's3://b/p"x',
       now: at(12),
-      lastSegment: { name: '000000010000000000000010', time: at(11, 59) },
+      lastSegment: { time: at(11, 59) },
       lastBackup: { time: at(9), sizeBytes: 1000, storedBytes: 400 },
       windowStart: at(6),
       gaps: 2,
