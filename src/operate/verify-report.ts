@@ -1,6 +1,4 @@
-import { escapeControlChars } from '../common/control-chars.js';
 import { formatBytes } from '../common/log.js';
-import type { ListedObject } from '../storage/types.js';
 import { describeRange } from './continuity.js';
 import type { VerifyReport } from './verify.js';
 
@@ -18,10 +16,4 @@ export function verifyText(r: VerifyReport): string {
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push(r.ok ? 'ok: no problems found' : `FAILED: ${r.problems.length} problem(s) (listed on stderr)`);
   return lines.join('\n') + '\n';
-}
-
-/** The note naming keys walvault does not know: the first few, as listed (escaped: anyone may name them). */
-export function foreignNote(other: readonly ListedObject[]): string {
-  const shown = other.slice(0, 5).map((o) => escapeControlChars(o.key)).join(', ');
-  return `${other.length} object(s) walvault does not know (left alone): ${shown}${other.length > 5 ? ', ...' : ''}`;
 }

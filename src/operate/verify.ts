@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
+import { escapeControlChars } from '../common/control-chars.js';
 import { Deadline } from '../common/retry.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
@@ -11,7 +12,6 @@ import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
 import { RESULT_FILE, VerifyMemory } from './verify-memory.js';
-import { foreignNote } from './verify-report.js';
 
 // walvault verify: is the repository whole? From one listing: WAL continuity per timeline, the
 // maxReadyBytes gap markers, every backup's WAL and objects; with --deep every object read back.
@@ -97,6 +97,12 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
   report.ok = report.problems.length === 0;
   await recordResult(config, storage, { time: report.time, ok: report.ok, problems: report.problems.length, deep: opts.deep });
   return report;
+}
+
+/** The note naming keys walvault does not know: the first few, as listed (escaped: anyone may name them). */
+export function foreignNote(other: readonly ListedObject[]): string {
+  const shown = other.slice(0, 5).map((o) => escapeControlChars(o.key)).join(', ');
+  return `${other.length} object(s) walvault does not know (left alone): ${shown}${other.length > 5 ? ', ...' : ''}`;
 }
 
 /** Every WAL object (segments with their header check), then the backups' objects. */

@@ -2,7 +2,7 @@
 // control character in one must not end or forge a line of the report (or of a log reading it).
 import { describe, expect, it } from 'vitest';
 import { escapeControlChars } from '../../src/common/control-chars.js';
-import { foreignNote } from '../../src/operate/verify-report.js';
+import { foreignNote } from '../../src/operate/verify.js';
 
 const listed = (key: string) => ({ key, storedSize: 1, lastModified: new Date(0) });
 
