@@ -46,13 +46,7 @@ export function timelinePath(b: BackupSpan, targetTli: number, history: HistoryE
   if (targetTli === startTli) {
     throw backupError(`the backup ends on timeline ${stopTli} (it started on ${startTli}); it cannot be recovered onto timeline ${targetTli}`);
   }
-  const steps: TimelineStep[] = [];
-  let begin = 0n;
-  for (const h of history) {
-    steps.push({ tli: h.tli, beginSegno: begin });
-    begin = parseLsn(h.switchLsn) / BigInt(segSize);
-  }
-  steps.push({ tli: targetTli, beginSegno: begin });
+  const steps = historyPath(targetTli, history, segSize);
   const i = history.findIndex((h) => h.tli === startTli);
   if (i < 0) {
     throw backupError(`timeline ${targetTli} does not descend from the backup's timeline ${startTli} (its history: ${describeHistory(history)})`);
@@ -79,6 +73,18 @@ export function timelinePath(b: BackupSpan, targetTli: number, history: HistoryE
     }
   }
   return steps.slice(i);
+}
+
+/** Every timeline recovery onto `tli` reads, oldest ancestor first, each from the segment where it begins. */
+export function historyPath(tli: number, history: readonly HistoryEntry[], segSize: number): TimelineStep[] {
+  const steps: TimelineStep[] = [];
+  let begin = 0n;
+  for (const h of history) {
+    steps.push({ tli: h.tli, beginSegno: begin });
+    begin = parseLsn(h.switchLsn) / BigInt(segSize);
+  }
+  steps.push({ tli, beginSegno: begin });
+  return steps;
 }
 
 function describeHistory(h: HistoryEntry[]): string {

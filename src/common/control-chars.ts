@@ -9,3 +9,8 @@ export function controlChar(value: string): string | undefined {
   const m = CONTROL.exec(value);
   return m ? `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}` : undefined;
 }
+
+/** `value` with each such character written as `\uXXXX` (and `\` as `\\`, so the escape is unambiguous). */
+export function escapeControlChars(value: string): string {
+  return value.replace(/\\|[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => (c === '\\' ? '\\\\' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+}

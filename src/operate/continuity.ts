@@ -1,10 +1,11 @@
-import { isWalvaultError } from '../common/errors.js';
+import { ExitCode, isWalvaultError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
+import { readHighWater, type HighWater } from '../archive/high-water.js';
 import type { BackupInfo } from '../backup/backup-info.js';
 import { readObjectText } from '../backup/catalog.js';
 import { parseHistory, requiredSegments, timelineAt, timelinePath, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
 import type { Storage } from '../storage/types.js';
-import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn } from '../wal/names.js';
+import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn, timelineOfName } from '../wal/names.js';
 import type { Inventory, WalEntry } from './inventory.js';
 
 // Which archived WAL a repository must hold, timeline by timeline, and what of it is missing: the
@@ -62,18 +63,6 @@ export async function readHistories(
   return out;
 }
 
-/** The timelines recovery onto `tli` reads from, each from the segment where it begins. */
-export function pathOf(tli: number, history: readonly HistoryEntry[], segSize: number): TimelineStep[] {
-  const steps: TimelineStep[] = [];
-  let begin = 0n;
-  for (const h of history) {
-    steps.push({ tli: h.tli, beginSegno: begin });
-    begin = parseLsn(h.switchLsn) / BigInt(segSize);
-  }
-  steps.push({ tli, beginSegno: begin });
-  return steps;
-}
-
 /** Names of every archived complete segment, all timelines. */
 export function segmentNames(inv: Inventory): Map<string, WalEntry> {
   const out = new Map<string, WalEntry>();
@@ -81,39 +70,95 @@ export function segmentNames(inv: Inventory): Map<string, WalEntry> {
   return out;
 }
 
+const MARK_KEY = /^state\/timeline-([0-9A-F]{8})\.json$/;
+
+/**
+ * Every timeline's high-water mark (state/timeline-<TLI>.json), read and verified like wal-fetch
+ * reads it: one that cannot be trusted makes every wal-fetch miss on its timeline an error, so it is
+ * a problem (named in `problems`), and its timeline is treated as having none.
+ */
+export async function readMarks(
+  storage: Storage,
+  inv: Inventory,
+  ctx: { policy: RetryPolicy; deadline: Deadline },
+  problems: string[],
+): Promise<Map<number, HighWater>> {
+  const out = new Map<number, HighWater>();
+  for (const o of inv.state) {
+    const m = MARK_KEY.exec(o.key);
+    const tli = m ? parseInt(m[1]!, 16) : 0;
+    if (tli < 1) continue;
+    try {
+      const mark = await readHighWater(storage, tli, ctx);
+      if (mark) out.set(tli, mark);
+    } catch (e) {
+      if (!isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;
+      problems.push(`high-water mark ${o.key} is damaged (wal-fetch fails on every missing segment of timeline ${tli}): ${e.message}`);
+    }
+  }
+  return out;
+}
+
+/** Whether `b` can be recovered onto timeline `tli` (its history permitting). */
+function recoverable(b: BackupInfo, tli: number, history: readonly HistoryEntry[], segSize: number): boolean {
+  try {
+    timelinePath(b, tli, [...history], segSize);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Per timeline, the segments that must be there and the gaps among them. A timeline is expected
  * from the oldest backup's start segment (by number; or its own first segment when there is no
  * backup), never before the segment where it branched off its parent, up to its newest archived
- * segment; a timeline with children only up to the segment before the first child's switch point
- * (the segment holding the switch point is read from the child, and the parent's segments after it
- * belong to a history recovery does not follow through the child).
+ * segment or its high-water mark's last, whichever is later (a lost tail is a gap wal-fetch reports).
+ * A timeline with children: when a backup can be recovered onto it, also up to the segment before
+ * its last child's switch point (recovery onto each child reads it up to there; recovery onto the
+ * timeline itself reads past the switch points, as after a point-in-time recovery into the past);
+ * when none can, only up to the segment before the first child's switch point (the segment holding
+ * the switch point is read from the child; what the parent archived after it nothing can use).
  */
-export function walContinuity(inv: Inventory, histories: Map<number, HistoryEntry[]>, segSize: number): TimelineContinuity[] {
+export function walContinuity(
+  inv: Inventory,
+  histories: Map<number, HistoryEntry[]>,
+  segSize: number,
+  marks: Map<number, HighWater> = new Map(),
+): TimelineContinuity[] {
   const anchor = inv.backups.length
     ? inv.backups.map((b) => segmentNumber(b.startSegment, segSize)).reduce((a, b) => (b < a ? b : a))
     : undefined;
-  const firstChildSwitch = new Map<number, bigint>();
+  const childSwitches = new Map<number, bigint[]>();
   for (const [tli, h] of histories) {
     const parent = h[h.length - 1];
     if (!parent || parent.tli >= tli) continue;
-    const at = parseLsn(parent.switchLsn) / BigInt(segSize);
-    const known = firstChildSwitch.get(parent.tli);
-    if (known === undefined || at < known) firstChildSwitch.set(parent.tli, at);
+    const list = childSwitches.get(parent.tli) ?? [];
+    list.push(parseLsn(parent.switchLsn) / BigInt(segSize));
+    childSwitches.set(parent.tli, list);
   }
-  const tlis = [...new Set([...inv.timelines.keys(), ...histories.keys()])].sort((a, b) => a - b);
+  const tlis = [...new Set([...inv.timelines.keys(), ...histories.keys(), ...marks.keys()])].sort((a, b) => a - b);
   return tlis.map((tli) => {
     const segs = inv.timelines.get(tli)?.segments ?? [];
-    const parentEntry = histories.get(tli)?.at(-1);
+    const history = histories.get(tli) ?? [];
+    const parentEntry = history.at(-1);
     const out: TimelineContinuity = { tli, gaps: [], segments: segs.length };
     if (parentEntry) out.parent = { tli: parentEntry.tli, switchLsn: parentEntry.switchLsn };
     if (segs.length) out.newest = segs[segs.length - 1];
     const begin = parentEntry ? parseLsn(parentEntry.switchLsn) / BigInt(segSize) : 0n;
     const numbers = segs.map((s) => segmentNumber(s.name, segSize));
+    const mark = marks.get(tli);
+    const markFirst = mark ? segmentNumber(mark.first, segSize) : undefined;
+    const markLast = mark ? segmentNumber(mark.last, segSize) : undefined;
+    const own = numbers[0] ?? markFirst;
     // A later timeline without its history file: where it began is unknown, so from its own first segment.
-    let from = anchor === undefined || (tli > 1 && !histories.has(tli) && numbers[0]! > anchor) ? numbers[0] : anchor;
-    const cap = firstChildSwitch.get(tli);
-    const to = cap !== undefined ? cap - 1n : numbers[numbers.length - 1];
+    let from = anchor === undefined || (tli > 1 && !histories.has(tli) && own !== undefined && own > anchor) ? own : anchor;
+    let to = max(numbers[numbers.length - 1], markLast);
+    const switches = childSwitches.get(tli);
+    if (switches) {
+      const usable = inv.backups.some((b) => recoverable(b, tli, history, segSize));
+      to = usable ? max(to, max(...switches)! - 1n) : min(...switches)! - 1n;
+    }
     if (from === undefined || to === undefined) return out;
     if (from < begin) from = begin;
     if (from > to) return out;
@@ -126,6 +171,30 @@ export function walContinuity(inv: Inventory, histories: Map<number, HistoryEntr
     }
     return out;
   });
+}
+
+/**
+ * Whether WAL dropped from segment `name` on (a maxReadyBytes gap marker) lies before everything
+ * recovery reads: before the expected range of its timeline, or, when nothing of that timeline is
+ * expected, before every backup's start. Such a drop no longer matters (delete removes its marker).
+ */
+export function dropIsHarmless(name: string, continuity: readonly TimelineContinuity[], backups: readonly BackupInfo[], segSize: number): boolean {
+  const segno = segmentNumber(name, segSize);
+  const expected = continuity.find((t) => t.tli === timelineOfName(name))?.expected;
+  if (expected) return segno < segmentNumber(expected.first, segSize);
+  return backups.length > 0 && backups.every((b) => segno < segmentNumber(b.startSegment, segSize));
+}
+
+function max(...xs: Array<bigint | undefined>): bigint | undefined {
+  let m: bigint | undefined;
+  for (const x of xs) if (x !== undefined && (m === undefined || x > m)) m = x;
+  return m;
+}
+
+function min(...xs: bigint[]): bigint | undefined {
+  let m: bigint | undefined;
+  for (const x of xs) if (m === undefined || x < m) m = x;
+  return m;
 }
 
 /**
@@ -156,20 +225,4 @@ export function presentOnPath(names: Map<string, WalEntry>, path: TimelineStep[]
   return names.get(segmentName(timelineAt(path, segno), segno, segSize));
 }
 
-/** Segment names (sorted, one timeline or a path) grouped into runs of consecutive segments. */
-export function nameRanges(names: readonly string[], segSize: number): Gap[] {
-  const out: Gap[] = [];
-  let prev: bigint | undefined;
-  for (const n of names) {
-    const s = segmentNumber(n, segSize);
-    const last = out[out.length - 1];
-    if (last && prev !== undefined && s === prev + 1n) {
-      last.last = n;
-      last.count++;
-    } else out.push({ first: n, last: n, count: 1 });
-    prev = s;
-  }
-  return out;
-}
-
-export const describeRange = (g: Gap): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);
+export const describeRange = (g: { first: string; last: string; count: number }): string => (g.count === 1 ? g.first : `${g.first}..${g.last} (${g.count} segments)`);

@@ -5,9 +5,9 @@ import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import type { Storage } from '../storage/types.js';
-import { segmentName, segmentNumber } from '../wal/names.js';
+import { segmentNumber } from '../wal/names.js';
 import { readArchiver, wantsConnection, type ArchiverState } from './archiver.js';
-import { readHistories, segmentNames, segmentSizeOf, walContinuity } from './continuity.js';
+import { presentOnPath, readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import type { PictureInput } from './picture.js';
 import type { MetricsInput } from './prometheus.js';
@@ -68,12 +68,16 @@ export async function gatherInfo(storage: Storage, config: Config, opts: { dbnam
     const segSize = segmentSizeOf(inv);
     const problems: string[] = [];
     const histories = await readHistories(storage, inv, { policy, deadline }, problems);
+    const marks = await readMarks(storage, inv, { policy, deadline }, problems);
     for (const p of problems) log.warn(p);
     const names = segmentNames(inv);
-    const timelines = walContinuity(inv, histories, segSize).map((c): InfoTimeline => {
+    const continuity = walContinuity(inv, histories, segSize, marks);
+    const timelines = continuity.map((c): InfoTimeline => {
       const segs = inv.timelines.get(c.tli)?.segments ?? [];
-      const w = recoveryWindow(inv, histories.get(c.tli) ?? [], names, segSize, c.tli);
-      const at = (n: bigint) => names.get(segmentName(c.tli, n, segSize))?.lastModified.toISOString();
+      const w = recoveryWindow(inv, histories.get(c.tli) ?? [], continuity, names, segSize, c.tli);
+      const at = (n: bigint) => presentOnPath(names, w.path, n, segSize)?.lastModified.toISOString();
+      // Its own gaps and those on its ancestors that cut its window (the same gaps verify reports).
+      const gaps = new Map([...w.gaps, ...c.gaps].map((g) => [g.first, g]));
       return {
         timeline: c.tli,
         ...(c.parent ? { parent: c.parent } : {}),
@@ -81,11 +85,13 @@ export async function gatherInfo(storage: Storage, config: Config, opts: { dbnam
         ...(segs.length ? { first: { segment: segs[0]!.name, time: segs[0]!.lastModified.toISOString() } } : {}),
         ...(c.newest ? { newest: { segment: c.newest.name, time: c.newest.lastModified.toISOString() } } : {}),
         window: w.start && w.end ? { start: w.start, end: w.end } : null,
-        gaps: c.gaps.map((g) => {
-          const from = at(segmentNumber(g.first, segSize) - 1n);
-          const to = at(segmentNumber(g.last, segSize) + 1n);
-          return { ...g, ...(from ? { from } : {}), ...(to ? { to } : {}) };
-        }),
+        gaps: [...gaps.values()]
+          .sort((x, y) => Number(segmentNumber(x.first, segSize) - segmentNumber(y.first, segSize)))
+          .map((g) => {
+            const from = at(segmentNumber(g.first, segSize) - 1n);
+            const to = at(segmentNumber(g.last, segSize) + 1n);
+            return { ...g, ...(from ? { from } : {}), ...(to ? { to } : {}) };
+          }),
         backups: w.backups.map((b) => b.id),
       };
     });
@@ -163,10 +169,11 @@ export function metricsOf(r: InfoReport): MetricsInput {
   return {
     repository: r.repository,
     now: new Date(r.now),
-    ...(newest ? { lastSegment: { name: newest.segment, time: new Date(newest.time) } } : {}),
+    ...(newest ? { lastSegment: { time: new Date(newest.time) } } : {}),
     ...(lastBackup ? { lastBackup: { time: new Date(lastBackup.stopTime), sizeBytes: lastBackup.sizeBytes, storedBytes: lastBackup.storedBytes } } : {}),
     ...(window ? { windowStart: new Date(window.start.time) } : {}),
-    gaps: r.timelines.reduce((a, t) => a + t.gaps.length, 0),
+    // A gap on a parent is also listed under each child whose window it cuts: counted once.
+    gaps: new Set(r.timelines.flatMap((t) => t.gaps.map((g) => g.first))).size,
     backups: { full: r.backups.filter((b) => b.type === 'full').length, incremental: r.backups.filter((b) => b.type === 'incremental').length },
     ...(r.verify ? { verify: { time: new Date(r.verify.time), ok: r.verify.ok } } : {}),
     ...(archiver ? { archiverFailedCount: archiver.failedCount } : {}),

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../fs/atomic.js';
 export interface MetricsInput {
   repository: string;
   now: Date;
-  lastSegment?: { name: string; time: Date };
+  lastSegment?: { time: Date };
   lastBackup?: { time: Date; sizeBytes: number; storedBytes: number };
   windowStart?: Date;
   gaps: number;
@@ -28,7 +28,8 @@ export function formatMetrics(m: MetricsInput): string {
   };
   const age = (d: Date) => String(Math.max(0, Math.floor((m.now.getTime() - d.getTime()) / 1000)));
   const seg = m.lastSegment;
-  metric('walvault_last_archived_segment_timestamp_seconds', 'When the newest archived WAL segment was stored (segment: its name).', seg ? [[`${repo},segment="${seg.name}"`, seconds(seg.time)]] : []);
+  // No segment label: a label whose value changes with every segment is a new time series each time.
+  metric('walvault_last_archived_segment_timestamp_seconds', 'When the newest archived WAL segment was stored.', seg ? [[repo, seconds(seg.time)]] : []);
   metric('walvault_last_archived_age_seconds', 'Seconds since the newest archived WAL segment was stored.', seg ? [[repo, age(seg.time)]] : []);
   const b = m.lastBackup;
   metric('walvault_last_backup_timestamp_seconds', 'When the newest complete backup ended.', b ? [[repo, seconds(b.time)]] : []);

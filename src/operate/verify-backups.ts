@@ -9,8 +9,8 @@ import type { HistoryEntry } from '../backup/coverage.js';
 import { FILE_LIST_OBJECT, MAX_FILE_LIST_BYTES, parseFileList } from '../backup/file-list.js';
 import { sha256Hex } from '../fs/hash.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { backupWal, describeRange, nameRanges } from './continuity.js';
-import type { Inventory, WalEntry } from './inventory.js';
+import { backupWal, describeRange } from './continuity.js';
+import { walRuns, type Inventory, type WalEntry } from './inventory.js';
 
 // verify's look at the backups: each complete backup has the WAL that makes it consistent and every
 // object it names (format 2: its file list's data objects and block maps, also those of the earlier
@@ -61,8 +61,8 @@ export async function checkBackups(
       out.problems.push(`backup ${b.id} ends on timeline ${b.stopTimeline}, whose history file wal/ is missing or does not lead back to timeline ${b.timeline}`);
     } else {
       s.walSegments = wal.length;
-      const missing = wal.filter((n) => !segments.has(n));
-      for (const g of nameRanges(missing, b.walSegmentSize)) out.problems.push(`backup ${b.id} lacks WAL ${describeRange(g)} needed to make it consistent`);
+      const missing = wal.filter((n) => !segments.has(n)).map((name) => ({ name }));
+      for (const g of walRuns(missing, b.walSegmentSize)) out.problems.push(`backup ${b.id} lacks WAL ${describeRange(g)} needed to make it consistent`);
     }
     const present = async (key: string, recorded: number | undefined, who: string): Promise<ListedObject | undefined> => {
       const o = listed.get(key);

@@ -1,12 +1,13 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
+import { escapeControlChars } from '../common/control-chars.js';
 import { Deadline } from '../common/retry.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
 import { writeJsonReplace } from '../fs/json-file.js';
 import type { ListedObject, Storage } from '../storage/types.js';
-import { hex8, segmentNumber, timelineOfName } from '../wal/names.js';
-import { describeRange, readHistories, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
+import { hex8 } from '../wal/names.js';
+import { describeRange, dropIsHarmless, readHistories, readMarks, segmentNames, segmentSizeOf, walContinuity, type Gap } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { checkBackups, type BackupSummary, type DeepTask, type Findings } from './verify-backups.js';
 import { verifyDeep, type DeepCounts } from './verify-deep.js';
@@ -53,7 +54,8 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     const segSize = segmentSizeOf(inv);
     if (!inv.manifest) findings.notes.push('the repository has no walvault.json: nothing was ever archived here, or it was removed');
     const histories = await readHistories(storage, inv, { policy, deadline }, findings.problems);
-    const continuity = walContinuity(inv, histories, segSize);
+    const marks = await readMarks(storage, inv, { policy, deadline }, findings.problems);
+    const continuity = walContinuity(inv, histories, segSize, marks);
     for (const t of continuity) {
       if (t.tli > 1 && t.segments && !inv.histories.has(t.tli)) {
         findings.problems.push(`timeline ${t.tli} has archived WAL but no history file wal/${hex8(t.tli)}.history: recovery cannot follow it`);
@@ -62,17 +64,12 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
     }
     for (const m of inv.gapMarkers) {
       const what = `WAL from ${m.name} on was dropped by maxReadyBytes (marker ${m.key}, ${m.lastModified.toISOString()})`;
-      // A drop older than every backup no longer matters to any restore (delete removes its marker).
-      const expected = continuity.find((t) => t.tli === timelineOfName(m.name))?.expected;
-      if (expected && segmentNumber(m.name, segSize) < segmentNumber(expected.first, segSize)) findings.notes.push(`${what}, before the oldest backup: harmless`);
+      if (dropIsHarmless(m.name, continuity, inv.backups, segSize)) findings.notes.push(`${what}, before the oldest backup: harmless`);
       else findings.problems.push(`${what}: point-in-time recovery across it is impossible; take a new backup`);
     }
     const segments = segmentNames(inv);
     const backups = await checkBackups(storage, inv, histories, segments, { policy, deadline }, findings);
-    if (inv.other.length) {
-      const shown = inv.other.slice(0, 5).map((o) => o.key).join(', ');
-      findings.notes.push(`${inv.other.length} object(s) walvault does not know (left alone): ${shown}${inv.other.length > 5 ? ', ...' : ''}`);
-    }
+    if (inv.other.length) findings.notes.push(foreignNote(inv.other));
     report = {
       repository: storage.url,
       time: time.toISOString(),
@@ -100,6 +97,12 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
   report.ok = report.problems.length === 0;
   await recordResult(config, storage, { time: report.time, ok: report.ok, problems: report.problems.length, deep: opts.deep });
   return report;
+}
+
+/** The note naming keys walvault does not know: the first few, as listed (escaped: anyone may name them). */
+export function foreignNote(other: readonly ListedObject[]): string {
+  const shown = other.slice(0, 5).map((o) => escapeControlChars(o.key)).join(', ');
+  return `${other.length} object(s) walvault does not know (left alone): ${shown}${other.length > 5 ? ', ...' : ''}`;
 }
 
 /** Every WAL object (segments with their header check), then the backups' objects. */

@@ -1,7 +1,8 @@
 // verify and info on PostgreSQL 15 and radosgw: one archiving cluster, a full and an incremental
 // backup (--method files). verify passes on the good repository, --deep reads everything once and
 // then only what is new (--full all again), a byte changed inside a stored object (same metadata) is
-// found by --deep and named, a deleted segment is found by name; info reports the recovery window,
+// found by --deep and named, a deleted segment is found by name, so are a lost tail (the high-water
+// mark beyond the newest segment) and a damaged mark; info reports the recovery window,
 // backups and gaps (the window moves past a gap to the backup after it), the archiver state, and
 // writes the Prometheus textfile whole.
 import { copyFile, mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
@@ -158,7 +159,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     expect(j.archiver!.lagSegments).toBe(0);
     expect(j.verify).toMatchObject({ ok: true, deep: true, problems: 0 });
     const metrics = await readFile(prom, 'utf8');
-    expect(metrics).toMatch(new RegExp(`^walvault_last_archived_segment_timestamp_seconds\\{repository="[^"]*${bucket}[^"]*",segment="${t.newest!.segment}"\\} \\d+$`, 'm'));
+    expect(metrics).toMatch(new RegExp(`^walvault_last_archived_segment_timestamp_seconds\\{repository="[^"]*${bucket}[^"]*"\\} \\d+$`, 'm'));
     expect(metrics).toMatch(/^walvault_backups\{repository="[^"]+",type="incremental"\} 1$/m);
     expect(metrics).toMatch(/^walvault_wal_gaps\{repository="[^"]+"\} 0$/m);
     expect(metrics).toMatch(/^walvault_verify_ok\{repository="[^"]+"\} 1$/m);
@@ -192,6 +193,44 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
     } finally {
       await putRaw(store, bucket, key, orig.body, orig.metadata);
     }
+  });
+
+  it('verify: a lost tail (segments up to the high-water mark deleted) and a damaged mark are problems', async () => {
+    const markKey = 'pg/state/timeline-00000001.json';
+    const mark = (await getRaw(store, bucket, markKey))!;
+    expect(mark).not.toBeNull();
+    const last = (JSON.parse(mark.body.toString('utf8')) as { last: string }).last;
+    const segs: string[] = [];
+    for await (const o of storage.list('wal/')) if (/\/[0-9A-F]{24}$/.test(o.key)) segs.push(o.key.slice(-24));
+    // The mark's segment and every later one: the newest listed segment then lies before the mark.
+    const tail = segs.filter((n) => n >= last);
+    expect(tail[0]).toBe(last);
+    const saved = await Promise.all(
+      tail.map(async (n) => {
+        const key = `pg/wal/${n.slice(0, 16)}/${n}`;
+        return { key, obj: (await getRaw(store, bucket, key))! };
+      }),
+    );
+    try {
+      for (const t of saved) await deleteRaw(store, bucket, t.key);
+      const { r, j } = await verifyJson();
+      expect(r.code, show(r)).toBe(15);
+      expect(j.problems).toContain(`timeline 1: WAL ${last} missing`);
+      expect(j.timelines[0]!.expected!.last).toBe(last);
+    } finally {
+      for (const t of saved) await putRaw(store, bucket, t.key, t.obj.body, t.obj.metadata);
+    }
+    const bad = Buffer.from(mark.body);
+    bad[bad.length - 4] = bad[bad.length - 4]! ^ 0x01;
+    await putRaw(store, bucket, markKey, bad, mark.metadata);
+    try {
+      const { r, j } = await verifyJson();
+      expect(r.code, show(r)).toBe(15);
+      expect(j.problems).toEqual([expect.stringMatching(/^high-water mark state\/timeline-00000001\.json is damaged/)]);
+    } finally {
+      await putRaw(store, bucket, markKey, mark.body, mark.metadata);
+    }
+    expect((await wv(['verify'])).code).toBe(0);
   });
 
   it('verify: a deleted segment is named', async () => {

@@ -57,7 +57,7 @@ describe('formatMetrics (node_exporter textfile)', () => {
     const text = formatMetrics({
       repository: 's3://b/p"x',
       now: at(12),
-      lastSegment: { name: '000000010000000000000010', time: at(11, 59) },
+      lastSegment: { time: at(11, 59) },
       lastBackup: { time: at(9), sizeBytes: 1000, storedBytes: 400 },
       windowStart: at(6),
       gaps: 2,
@@ -68,7 +68,9 @@ describe('formatMetrics (node_exporter textfile)', () => {
     const r = 'repository="s3://b/p\\"x"';
     expect(text).toContain('# HELP walvault_last_archived_segment_timestamp_seconds ');
     expect(text).toContain('# TYPE walvault_last_archived_segment_timestamp_seconds gauge\n');
-    expect(text).toContain(`walvault_last_archived_segment_timestamp_seconds{${r},segment="000000010000000000000010"} ${at(11, 59).getTime() / 1000}\n`);
+    // One time series per repository: no label that changes with every archived segment.
+    expect(text).toContain(`walvault_last_archived_segment_timestamp_seconds{${r}} ${at(11, 59).getTime() / 1000}\n`);
+    expect(text).not.toContain('segment=');
     expect(text).toContain(`walvault_last_archived_age_seconds{${r}} 60\n`);
     expect(text).toContain(`walvault_last_backup_age_seconds{${r}} 10800\n`);
     expect(text).toContain(`walvault_last_backup_size_bytes{${r},kind="stored"} 400\n`);
