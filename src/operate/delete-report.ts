@@ -31,8 +31,8 @@ function totals(plan: RetentionPlan) {
 function describeRules(plan: RetentionPlan): string {
   const r = plan.rules;
   const parts: string[] = [];
-  if (r.retainFull !== undefined) parts.push(`the ${plural(r.retainFull, 'newest full backup')} with their incrementals`);
-  if (r.retainDays !== undefined) parts.push(`backups that ended within ${plural(r.retainDays, 'day')} plus the newest older one`);
+  if (r.retainFull !== undefined) parts.push(`the ${plural(r.retainFull, 'newest full backup')} the newest timeline can be recovered from, with their incrementals`);
+  if (r.retainDays !== undefined) parts.push(`backups that ended within ${plural(r.retainDays, 'day')} plus, for each timeline with WAL in them, the newest older one it can be recovered from`);
   return `keep ${parts.join(', and ')}; always the newest backup and every backup a kept incremental is built on`;
 }
 

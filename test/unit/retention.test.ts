@@ -13,6 +13,8 @@ const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
 const seg = (n: number, tli = 1) => `${hex8(tli)}00000000${hex8(n)}`;
 const daysAgo = (d: number) => new Date(NOW.getTime() - d * 86_400_000);
 const obj = (key: string, at = daysAgo(100), size = 100): ListedObject => ({ key, storedSize: size, lastModified: at });
+/** An LSN `offset` bytes into segment `n`. */
+const lsn = (n: number, offset = 0) => `0/${(n * SEG + offset).toString(16).toUpperCase()}`;
 
 interface B {
   start: number;
@@ -33,29 +35,35 @@ function backup({ start, age, tli = 1, ref }: B): BackupInfo {
     stopTime: new Date(startTime.getTime() + 60_000).toISOString(),
     timeline: tli,
     stopTimeline: tli,
+    startLsn: lsn(start, 0x28),
+    checkpointLsn: lsn(start, 0x60),
+    stopLsn: lsn(start + 1, 0x100),
     startSegment: seg(start, tli),
     stopSegment: seg(start + 1, tli),
     walSegmentSize: SEG,
   } as BackupInfo;
 }
 
-function wal(name: string, kind: WalEntry['kind']): WalEntry {
+function wal(name: string, kind: WalEntry['kind'], age = 1): WalEntry {
   const key = kind === 'backup' ? `wal/${name}` : `wal/${name.slice(0, 16)}/${name}`;
-  return { ...obj(key, daysAgo(1), 1000), name, kind };
+  return { ...obj(key, daysAgo(age), 1000), name, kind };
 }
 
-/** An inventory: the backups (each with backup.json and one data object), WAL on timelines, extras. */
-function repo(backups: BackupInfo[], timelines: Record<number, [number, number]>, extra: Partial<Inventory> = {}): Inventory {
+/**
+ * An inventory: the backups (each with backup.json and one data object), WAL on timelines (first and
+ * last segment, and how many days ago it was archived: 1 unless given), extras.
+ */
+function repo(backups: BackupInfo[], timelines: Record<number, [number, number, number?]>, extra: Partial<Inventory> = {}): Inventory {
   const backupDirs = new Map<string, BackupDir>();
   for (const b of backups) {
     const at = new Date(b.stopTime);
     backupDirs.set(b.id, { id: b.id, hasSentinel: true, newest: at, objects: [obj(`backups/${b.id}/files.json`, at, 10), obj(`backups/${b.id}/backup.json`, at, 5)] });
   }
   const tls = new Map<number, TimelineWal>();
-  for (const [tli, [from, to]] of Object.entries(timelines)) {
+  for (const [tli, [from, to, age]] of Object.entries(timelines)) {
     const t = Number(tli);
     const segments: WalEntry[] = [];
-    for (let n = from; n <= to; n++) segments.push(wal(seg(n, t), 'segment'));
+    for (let n = from; n <= to; n++) segments.push(wal(seg(n, t), 'segment', age));
     tls.set(t, { tli: t, segments, partials: [], backupLabels: [] });
   }
   return {
@@ -146,10 +154,12 @@ describe('retention plan', () => {
   });
 
   it('keeps WAL from the lowest start segment of all kept backups, on every timeline', () => {
-    // After a PITR to a point before b3, timeline 2 branches at segment 15; its backup starts at 16,
-    // below b3 (20) on timeline 1.
+    // After a PITR to a point before b3, timeline 2 branches in segment 15; its backup starts at 16,
+    // below b3 (20) on timeline 1. b3 (past the fork) stays only because it is locked.
     const t2 = backup({ start: 16, age: 5, tli: 2 });
-    const plan = planRetention(repo([b1, b2, b3, t2], { 1: [2, 25], 2: [15, 30] }), rules({ retainFull: 2 }));
+    const histories = new Map([[2, [{ tli: 1, switchLsn: lsn(15, 0x800000) }]]]);
+    const inv = repo([b1, b2, b3, t2], { 1: [2, 25], 2: [15, 30] });
+    const plan = planRetention(inv, rules({ retainFull: 1 }), { backups: new Map([[b3.id, 'legal hold']]) }, histories);
     expect(ids(plan.keep)).toEqual([b3.id, t2.id]);
     expect(plan.walCutoff?.segment).toBe(t2.startSegment);
     // Timeline 1 keeps 16..25 (b3 starts at 20, but the cutoff is the lowest start of all kept);
@@ -158,6 +168,54 @@ describe('retention plan', () => {
       [1, seg(2), seg(15), 14],
       [2, seg(15, 2), seg(15, 2), 1],
     ]);
+    // Unlocked, b3 cannot be recovered onto timeline 2 and is not one of its 2 newest fulls: b2 is.
+    const p2 = planRetention(inv, rules({ retainFull: 2 }), {}, histories);
+    expect(ids(p2.keep)).toEqual([b2.id, t2.id]);
+    expect(ids(p2.deleteBackups)).toEqual([b1.id, b3.id]);
+  });
+
+  describe('retention across a PITR: timeline 2 branches off timeline 1 in segment 0x14, after A and before B', () => {
+    // A on timeline 1 (start 0x0A, day -10), B on timeline 1 (0x1E, day -8, on the branch abandoned
+    // at day -5), C on timeline 2 (0x28, day -3). Timeline 1 archived 0x02..0x25 until day -5,
+    // timeline 2 0x14..0x30 since. Only A can be recovered onto timeline 2.
+    const A = backup({ start: 0x0a, age: 10 });
+    const B = backup({ start: 0x1e, age: 8 });
+    const C = backup({ start: 0x28, age: 3, tli: 2 });
+    const histories = new Map([[2, [{ tli: 1, switchLsn: lsn(0x14, 0x800000) }]]]);
+    const pitr = (t1Age = 5) => repo([A, B, C], { 1: [0x02, 0x25, t1Age], 2: [0x14, 0x30, 1] });
+
+    it('retention: --retain-days 7 keeps A, the start of the window on timeline 2 (B cannot be recovered onto it), and B for timeline 1', () => {
+      const plan = planRetention(pitr(), rules({ retainDays: 7 }), {}, histories);
+      expect(ids(plan.keep)).toEqual([A.id, B.id, C.id]);
+      expect(plan.keep[0]!.reasons).toEqual(['newest backup that ended before the 7 days window, for timeline 2 (its start is the window\'s)']);
+      expect(plan.keep[1]!.reasons).toEqual(['newest backup that ended before the 7 days window, for timeline 1 (its start is the window\'s)']);
+      expect(plan.deleteBackups).toEqual([]);
+      // Timeline 2's 0x14..0x1D (below B, needed from A onto timeline 2) stay: WAL goes only below A.
+      expect(plan.walCutoff?.segment).toBe(A.startSegment);
+      expect(plan.wal.map((w) => [w.tli, w.first, w.last])).toEqual([[1, seg(0x02), seg(0x09)]]);
+    });
+
+    it('retention: --retain-days 7 with timeline 1 silent for 8 days keeps A for timeline 2 and lets B go', () => {
+      const plan = planRetention(pitr(8), rules({ retainDays: 7 }), {}, histories);
+      expect(ids(plan.keep)).toEqual([A.id, C.id]);
+      expect(ids(plan.deleteBackups)).toEqual([B.id]);
+      expect(plan.walCutoff?.segment).toBe(A.startSegment);
+    });
+
+    it('retention: --retain-full 2 counts only fulls that can be recovered onto timeline 2: A and C stay, B goes', () => {
+      const plan = planRetention(pitr(), rules({ retainFull: 2 }), {}, histories);
+      expect(ids(plan.keep)).toEqual([A.id, C.id]);
+      expect(plan.keep[0]!.reasons).toEqual(['one of the 2 newest full backups that can be recovered onto timeline 2, the newest']);
+      expect(ids(plan.deleteBackups)).toEqual([B.id]);
+      expect(plan.deleteBackups[0]!.reason).toMatch(/^not counted among the newest full backups: timeline 2 branched off timeline 1 at 0\/14800000, before the backup's checkpoint/);
+      expect(plan.walCutoff?.segment).toBe(A.startSegment);
+      expect(plan.wal.map((w) => [w.tli, w.first, w.last])).toEqual([[1, seg(0x02), seg(0x09)]]);
+    });
+
+    it('retention: a later timeline without its history file can only be recovered from its own backups', () => {
+      const plan = planRetention(pitr(), rules({ retainFull: 2 }));
+      expect(ids(plan.keep)).toEqual([C.id]);
+    });
   });
 
   it('deletes old .partial and .backup files and gap markers below the cutoff, never history files', () => {
