@@ -9,3 +9,14 @@ export function controlChar(value: string): string | undefined {
   const m = CONTROL.exec(value);
   return m ? `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}` : undefined;
 }
+
+/**
+ * `value` with each such character written as a visible escape (`\x1b`, `\u2028`): for printing a
+ * string from the repository or a store (a key can carry an ESC sequence or a forged line).
+ */
+export function escapeControl(value: string): string {
+  return value.replace(new RegExp(CONTROL.source, 'g'), (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}

@@ -1,5 +1,6 @@
 import { retryPolicy, type Config } from '../common/config.js';
 import { corruptObjectError, describe as describeError, type WalvaultError } from '../common/errors.js';
+import { escapeControl } from '../common/control-chars.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { BACKUPS_PREFIX } from '../backup/catalog.js';
@@ -138,7 +139,7 @@ async function removeKeys(storage: Storage, config: Config, keys: string[], what
     if (!failures.some((f) => f.error.retryable)) break;
     todo = failures.map((f) => f.key);
   }
-  for (const f of failures) log.error(`${what}: ${storage.url}/${f.key} was not deleted: ${describeError(f.error)}`);
+  for (const f of failures) log.error(escapeControl(`${what}: ${storage.url}/${f.key} was not deleted: ${describeError(f.error)}`));
   return failures;
 }
 

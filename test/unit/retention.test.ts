@@ -3,7 +3,9 @@ import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { makeBackupId } from '../../src/backup/catalog.js';
 import type { BackupDir, Inventory, TimelineWal, WalEntry } from '../../src/operate/inventory.js';
 import { planRetention, type RetentionRules } from '../../src/operate/retention.js';
-import { chainSafeOrder } from '../../src/operate/delete-run.js';
+import { chainSafeOrder, type DeleteOutcome } from '../../src/operate/delete-run.js';
+import { renderJson, renderText } from '../../src/operate/delete-report.js';
+import { controlChar, escapeControl } from '../../src/common/control-chars.js';
 import type { ListedObject } from '../../src/storage/types.js';
 
 const MiB = 1024 * 1024;
@@ -292,5 +294,35 @@ describe('delete order', () => {
     const f3 = backup({ start: 20, age: 10 });
     const plan = planRetention(repo([f1, i1, i2, f2, f3], { 1: [2, 25] }), rules({ retainFull: 1 }));
     expect(chainSafeOrder(plan.deleteBackups).map((d) => d.backup.id)).toEqual([i2.id, i1.id, f1.id, f2.id]);
+  });
+});
+
+describe('delete report', () => {
+  it('delete: keys and reasons from the repository reach the text report with their control characters escaped', () => {
+    const b1 = backup({ start: 2, age: 30 });
+    const b2 = backup({ start: 10, age: 20 });
+    const inv = repo([b1, b2], { 1: [2, 12] });
+    const forged = 'notes/\x1b[2J\x1b[1;1Hkeep    everything\r\ndeleted 0 backups\u2028';
+    inv.other.push(obj(forged));
+    const bad = { id: makeBackupId(seg(1), daysAgo(40)), hasSentinel: true, newest: daysAgo(40), objects: [obj('backups/z/backup.json')] };
+    inv.backupDirs.set(bad.id, bad);
+    inv.rejected.set(bad.id, new Error('label "\x07\nfake line" is not valid'));
+    const plan = planRetention(inv, rules({ retainFull: 1 }));
+    const outcome: DeleteOutcome = { plan, confirmed: false, deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, objects: 0, bytes: 0 }, abortedUploads: 0, failures: [] };
+    const text = renderText(outcome, 'file:///repo');
+    const lines = text.split('\n').slice(0, -1);
+    for (const l of lines) expect(controlChar(l), l).toBeUndefined();
+    expect(lines).toContain('foreign notes/\\x1b[2J\\x1b[1;1Hkeep    everything\\x0d\\x0adeleted 0 backups\\u2028: not a key walvault writes, not deleted');
+    expect(lines.filter((l) => l.startsWith('deleted ') || l.startsWith('fake line'))).toEqual([]);
+    expect(text).toContain('label "\\x07\\x0afake line" is not valid');
+    // The JSON document escapes them (U+2028 too, which JSON.stringify leaves) and holds the key unchanged.
+    const json = renderJson(outcome, 'file:///repo').slice(0, -1).replaceAll('\n', ' ');
+    expect(controlChar(json)).toBeUndefined();
+    expect((JSON.parse(json) as { foreign: Array<{ key: string }> }).foreign[0]!.key).toBe(forged);
+  });
+
+  it('escapeControl writes C0, DEL, C1 and the Unicode line separators visibly and leaves the rest alone', () => {
+    expect(escapeControl('a\tb\x7f\x85\u2029 é ✓')).toBe('a\\x09b\\x7f\\x85\\u2029 é ✓');
+    expect(escapeControl('plain/key-1.json')).toBe('plain/key-1.json');
   });
 });
