@@ -82,7 +82,7 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
     out.deleted.incomplete.push(i.dir.id);
     log.info(`deleted the incomplete backup ${i.dir.id} (no backup.json, last written ${i.dir.newest.toISOString()})`);
   }
-  out.abortedUploads = await abortStale(storage, config, rules);
+  out.abortedUploads = await abortStale(storage, config, rules, plan.staleBefore);
   // Oldest first across timelines: an interruption leaves the newer part of every timeline.
   const wal = plan.wal.flatMap((w) => w.files).sort((a, b) => {
     const x = a.name.slice(8, 24) + a.name.slice(0, 8);
@@ -143,8 +143,8 @@ async function removeKeys(storage: Storage, config: Config, keys: string[], what
   return failures;
 }
 
-async function abortStale(storage: Storage, config: Config, rules: RetentionRules): Promise<number> {
-  const olderThan = new Date(rules.now.getTime() - rules.staleUploadAge * 1000);
+/** Multipart uploads initiated before `olderThan` (the plan's staleBefore: both clocks agree they are old). */
+async function abortStale(storage: Storage, config: Config, rules: RetentionRules, olderThan: Date): Promise<number> {
   const deadline = new Deadline(config.deadline * 1000);
   try {
     const n = await withRetry('abort stale backup uploads', retryPolicy(config), deadline, (signal) =>

@@ -76,6 +76,8 @@ export interface RetentionPlan {
   incomplete: IncompleteDeletion[];
   /** Incomplete directories too recent to be left-overs (a backup-push may be running). */
   incompleteRecent: BackupDir[];
+  /** Incomplete uploads (directories, multipart uploads) last written before this are left-overs. */
+  staleBefore: Date;
   rejected: Array<{ id: string; reason: string }>;
   foreign: ListedObject[];
   /** Reported, kept whole: locked backups and incomplete directories. */
@@ -83,7 +85,7 @@ export interface RetentionPlan {
   noCompleteBackup: boolean;
 }
 
-type Repo = Pick<Inventory, 'backups' | 'rejected' | 'backupDirs' | 'timelines' | 'gapMarkers' | 'other' | 'manifest'>;
+type Repo = Pick<Inventory, 'backups' | 'rejected' | 'backupDirs' | 'timelines' | 'histories' | 'gapMarkers' | 'state' | 'other' | 'manifest' | 'listedAt'>;
 
 const DAY_MS = 86_400_000;
 const isIncremental = (b: BackupInfo) => b.type === 'incremental';
@@ -164,6 +166,27 @@ function deleteReason(b: BackupInfo, backups: BackupInfo[], kept: ReadonlyMap<st
   return parts.join('; ');
 }
 
+/**
+ * Where left-over uploads end: lastModified is the store's clock, the listing time the host's, and
+ * either may be off. A directory counts as stale only when its newest object is older than
+ * staleUploadAge by both: before the listing time minus the age, and before the newest lastModified
+ * anywhere in the listing minus the age (the store's own clock as the second witness: a host clock
+ * running ahead cannot make a running backup-push's upload look old while the repository is being
+ * written to). In a repository nothing else writes to, a killed upload that is the newest thing in
+ * it waits for the next WAL or backup before it goes.
+ */
+function staleSince(repo: Repo, ageSeconds: number): Date {
+  let newest = Number.NEGATIVE_INFINITY;
+  const see = (o: { lastModified: Date }) => {
+    if (o.lastModified.getTime() > newest) newest = o.lastModified.getTime();
+  };
+  for (const d of repo.backupDirs.values()) d.objects.forEach(see);
+  for (const t of repo.timelines.values()) [t.segments, t.partials, t.backupLabels].forEach((l) => l.forEach(see));
+  [repo.histories.values(), repo.gapMarkers, repo.state, repo.other].forEach((l) => [...l].forEach(see));
+  const age = ageSeconds * 1000;
+  return new Date(Math.min(repo.listedAt.getTime() - age, newest - age));
+}
+
 const sum = (objs: readonly ListedObject[]) => objs.reduce((a, o) => a + o.storedSize, 0);
 
 /**
@@ -181,12 +204,13 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
     gapMarkers: [],
     incomplete: [],
     incompleteRecent: [],
+    staleBefore: staleSince(repo, rules.staleUploadAge),
     rejected: [...repo.rejected].map(([id, e]) => ({ id, reason: e.message })),
     foreign: repo.other,
     locked: [],
     noCompleteBackup: repo.backups.length === 0,
   };
-  const staleBefore = rules.now.getTime() - rules.staleUploadAge * 1000;
+  const staleBefore = plan.staleBefore.getTime();
   for (const dir of repo.backupDirs.values()) {
     if (dir.hasSentinel || repo.rejected.has(dir.id) || repo.backups.some((b) => b.id === dir.id)) continue;
     const lockedWhy = locks.incomplete?.get(dir.id);

@@ -256,9 +256,35 @@ describe('retention plan', () => {
     expect(planned).not.toContain('backups/z/backup.json');
   });
 
+  it('delete: an incomplete upload is stale only when old by the host clock and by the store clock (its newest lastModified)', () => {
+    const age = 3600;
+    const h = (n: number) => new Date(NOW.getTime() - n * 3_600_000);
+    const dir = (n: number, at: Date) => ({ id: makeBackupId(seg(40 + n), at), hasSentinel: false, newest: at, objects: [obj(`backups/d${n}/a`, at, 7)] });
+    // The store's clock is 3 h behind the host's: WAL pushed just now is listed as written 3 h ago.
+    const behind = repo([], {});
+    behind.timelines.set(1, { tli: 1, segments: [{ ...obj(`wal/0000000100000000/${seg(50)}`, h(3), 1000), name: seg(50), kind: 'segment' }], partials: [], backupLabels: [] });
+    const running = dir(1, h(3.5)); // last written 30 min ago by the store's clock
+    const killed = dir(2, h(5)); // 2 h ago by the store's clock
+    behind.backupDirs.set(running.id, running);
+    behind.backupDirs.set(killed.id, killed);
+    const plan = planRetention(behind, rules({ retainFull: 1, staleUploadAge: age }));
+    expect(plan.incomplete.map((i) => i.dir.id)).toEqual([killed.id]);
+    expect(plan.incompleteRecent.map((d) => d.id)).toEqual([running.id]);
+    expect(plan.staleBefore).toEqual(h(4));
+    // The host's clock behind the store's: the listing time decides.
+    const ahead = repo([], {});
+    const recent = dir(3, h(0.5));
+    ahead.backupDirs.set(recent.id, recent);
+    ahead.other.push(obj('notes.txt', new Date(NOW.getTime() + 3 * 3_600_000)));
+    const p2 = planRetention(ahead, rules({ retainFull: 1, staleUploadAge: age }));
+    expect(p2.incompleteRecent.map((d) => d.id)).toEqual([recent.id]);
+    expect(p2.staleBefore).toEqual(h(1));
+  });
+
   it('without a complete backup removes nothing but stale incomplete uploads', () => {
     const inv = repo([], { 1: [2, 25] });
-    const stale = { id: makeBackupId(seg(30), daysAgo(3)), hasSentinel: false, newest: daysAgo(2), objects: [obj('backups/x/a', daysAgo(2), 7)] };
+    // Written 3 days ago, 2 days before the newest WAL: stale by the host's clock and by the store's.
+    const stale = { id: makeBackupId(seg(30), daysAgo(3)), hasSentinel: false, newest: daysAgo(3), objects: [obj('backups/x/a', daysAgo(3), 7)] };
     inv.backupDirs.set(stale.id, stale);
     inv.gapMarkers.push({ ...obj(`state/gaps/${seg(4)}.json`), name: seg(4) });
     const plan = planRetention(inv, rules({ retainFull: 1 }));
