@@ -113,8 +113,16 @@ function chooseKept(repo: Repo, rules: RetentionRules, locked: ReadonlyMap<strin
     const allFulls = backups.filter((b) => !isIncremental(b));
     const usable = allFulls.filter((b) => view.unusable(b, view.newest) === undefined);
     const onto = usable.length < allFulls.length ? ` that can be recovered onto timeline ${view.newest}, the newest` : '';
-    for (const f of usable.slice(-rules.retainFull)) {
-      keep(f, `one of the ${plural(rules.retainFull, 'newest full backup')}${onto}`);
+    // Fewer usable than N (a timeline restored from elsewhere): the newest others fill up to N, so
+    // this rule never keeps fewer fulls than it did before it knew about timelines.
+    const missing = rules.retainFull - usable.length;
+    const fill = missing > 0 ? allFulls.filter((b) => !usable.includes(b)).slice(-missing) : [];
+    const chosen = [
+      ...usable.slice(-rules.retainFull).map((f) => [f, `one of the ${plural(rules.retainFull!, 'newest full backup')}${onto}`] as const),
+      ...fill.map((f) => [f, `one of the ${plural(rules.retainFull!, 'newest full backup')} (fewer can be recovered onto timeline ${view.newest}, the newest)`] as const),
+    ];
+    for (const [f, why] of chosen) {
+      keep(f, why);
       const todo = [...(children.get(f.id) ?? [])];
       for (let c = todo.pop(); c; c = todo.pop()) {
         keep(c, `incremental built on kept ${f.id}`);

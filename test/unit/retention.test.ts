@@ -214,9 +214,16 @@ describe('retention plan', () => {
       expect(plan.wal.map((w) => [w.tli, w.first, w.last])).toEqual([[1, seg(0x02), seg(0x09)]]);
     });
 
+    it('retention: --retain-full 3, more than timeline 2 can be recovered from, keeps B too (never fewer fulls than N)', () => {
+      const plan = planRetention(pitr(), rules({ retainFull: 3 }), {}, histories);
+      expect(ids(plan.keep)).toEqual([A.id, B.id, C.id]);
+      expect(plan.keep[1]!.reasons).toEqual(['one of the 3 newest full backups (fewer can be recovered onto timeline 2, the newest)']);
+    });
+
     it('retention: a later timeline without its history file can only be recovered from its own backups', () => {
-      const plan = planRetention(pitr(), rules({ retainFull: 2 }));
-      expect(ids(plan.keep)).toEqual([C.id]);
+      const plan = planRetention(pitr(), rules({ retainFull: 1, retainDays: 7 }));
+      expect(ids(plan.keep)).toEqual([B.id, C.id]);
+      expect(plan.keep[0]!.reasons).toEqual(['newest backup that ended before the 7 days window, for timeline 1 (its start is the window\'s)']);
     });
   });
 
