@@ -94,6 +94,7 @@ export async function finishBackup(storage: Storage, config: Config, input: Fini
     ...(historyLabel?.stopTimeText ? { serverStopTime: historyLabel.stopTimeText } : {}),
     walvaultVersion: VERSION,
   };
+  if (input.format.format === 2 && input.format.reference) await checkReferenceStillThere(storage, config, id, input.format.reference);
   const { body, meta } = sentinelBody(info);
   const res = await phase(config, `write ${SENTINEL_OBJECT}`, (s) => storage.putIfAbsent(backupKey(id, SENTINEL_OBJECT), body, meta, { signal: s }));
   if (!res.created) throw backupError(`${storage.url}/${backupKey(id, SENTINEL_OBJECT)} already exists; not overwriting it`);
@@ -105,6 +106,22 @@ export async function finishBackup(storage: Storage, config: Config, input: Fini
   );
   process.stdout.write(`${id}\n`);
   return info;
+}
+
+/**
+ * An incremental names its reference's objects: written after a `walvault delete` removed the
+ * reference (its backup.json goes first), its backup.json would describe a backup that cannot be
+ * restored. Asked right before the sentinel is written; this narrows the race with a delete that
+ * took its inventory before this backup existed, it cannot close it (the store has no locks).
+ */
+export async function checkReferenceStillThere(storage: Storage, config: Config, id: string, reference: string): Promise<void> {
+  const key = backupKey(reference, SENTINEL_OBJECT);
+  const there = await phase(config, `check ${key}`, (signal) => storage.head(key, { signal }));
+  if (there) return;
+  throw backupError(
+    `backup ${id} failed: its reference was deleted while it ran (walvault delete?): ${storage.url}/${key} is gone; ` +
+      'no backup.json was written; take the backup again',
+  );
 }
 
 export function tablespacesError() {

@@ -1,9 +1,10 @@
 import type { Config } from '../common/config.js';
 import { usageError } from '../common/errors.js';
+import { escapeControl } from '../common/control-chars.js';
 import { log } from '../common/log.js';
 import { openRepository } from '../archive/repository.js';
 import { runDelete } from '../operate/delete-run.js';
-import { renderText, toJson } from '../operate/delete-report.js';
+import { renderJson, renderText } from '../operate/delete-report.js';
 
 // walvault delete [--retain-full N] [--retain-days D] [--confirm] [--json]: retention. A dry run
 // unless --confirm; the rules come from the flags or the retainFull/retainDays settings, and without
@@ -24,11 +25,11 @@ export async function deleteCommand(config: Config, opts: { confirm: boolean; js
       staleUploadAge: config.backupStaleUploadAge,
     };
     const outcome = await runDelete(storage, config, rules, opts.confirm);
-    process.stdout.write(opts.json ? JSON.stringify(toJson(outcome, storage.url), null, 2) + '\n' : renderText(outcome, storage.url));
+    process.stdout.write(opts.json ? renderJson(outcome, storage.url) : renderText(outcome, storage.url));
     // Each refused key is on stderr already; the exit code is the first refusal's.
     const first = outcome.failures[0];
     if (!first) return 0;
-    log.error(`delete did not finish: ${outcome.failures.length} key${outcome.failures.length === 1 ? '' : 's'} could not be deleted (the first: ${first.key}: ${first.error.message}); the repository is consistent, run delete --confirm again once that is fixed`);
+    log.error(escapeControl(`delete did not finish: ${outcome.failures.length} key${outcome.failures.length === 1 ? '' : 's'} could not be deleted (the first: ${first.key}: ${first.error.message}); the repository is consistent, run delete --confirm again once that is fixed`));
     return first.error.exitCode;
   } finally {
     storage.close();

@@ -10,7 +10,15 @@ export function controlChar(value: string): string | undefined {
   return m ? `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}` : undefined;
 }
 
-/** `value` with each such character written as `\uXXXX` (and `\` as `\\`, so the escape is unambiguous). */
-export function escapeControlChars(value: string): string {
-  return value.replace(/\\|[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => (c === '\\' ? '\\\\' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+/**
+ * `value` with each such character written as a visible escape (`\x1b`, `\u2028`), and `\` as `\\`
+ * so that an escape is never ambiguous: for printing a string from the repository or a store (a key
+ * can carry an ESC sequence or a forged line).
+ */
+export function escapeControl(value: string): string {
+  return value.replace(new RegExp(`\\\\|${CONTROL.source}`, 'g'), (c) => {
+    if (c === '\\') return '\\\\';
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
 }

@@ -1,9 +1,13 @@
+import { escapeControl } from '../common/control-chars.js';
 import { formatBytes } from '../common/log.js';
 import type { DeleteOutcome } from './delete-run.js';
 import type { RetentionPlan } from './retention.js';
 
 // What `walvault delete` prints: one line per backup (kept or going, and why), WAL per timeline as
 // first..last with counts and bytes, then what is only reported. --json gives the same as one document.
+// Keys, reasons and answers come from the repository and the store: every text line is printed with
+// its control characters escaped, so a foreign key cannot move the cursor or forge a line of a cron
+// mail (JSON escapes them itself).
 
 const MAX_FOREIGN_LINES = 20;
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -31,8 +35,8 @@ function totals(plan: RetentionPlan) {
 function describeRules(plan: RetentionPlan): string {
   const r = plan.rules;
   const parts: string[] = [];
-  if (r.retainFull !== undefined) parts.push(`the ${plural(r.retainFull, 'newest full backup')} with their incrementals`);
-  if (r.retainDays !== undefined) parts.push(`backups that ended within ${plural(r.retainDays, 'day')} plus the newest older one`);
+  if (r.retainFull !== undefined) parts.push(`the ${plural(r.retainFull, 'newest full backup')} the newest timeline can be recovered from, with their incrementals`);
+  if (r.retainDays !== undefined) parts.push(`backups that ended within ${plural(r.retainDays, 'day')} plus, for each timeline with WAL in them, the newest older one it can be recovered from`);
   return `keep ${parts.join(', and ')}; always the newest backup and every backup a kept incremental is built on`;
 }
 
@@ -73,7 +77,16 @@ export function renderText(o: DeleteOutcome, url: string): string {
     lines.push(`deleted ${plural(d.backups.length, 'backup')}, ${plural(d.walFiles, 'WAL file')}, ${plural(d.gapMarkers, 'gap marker')}, ${plural(d.incomplete.length, 'incomplete backup')}: ${plural(d.objects, 'object')}, ${formatBytes(d.bytes)}; aborted ${plural(o.abortedUploads, 'stale multipart upload')}`);
     if (o.failures.length) lines.push(`NOT finished: ${plural(o.failures.length, 'key')} could not be deleted (listed above); run walvault delete --confirm again once that is fixed`);
   }
-  return lines.join('\n') + '\n';
+  return lines.map(escapeControl).join('\n') + '\n';
+}
+
+/**
+ * The --json document. JSON.stringify escapes C0 controls but not DEL, C1 or U+2028/2029: those
+ * are written as \u escapes too, so no control character of a key reaches the output.
+ */
+export function renderJson(o: DeleteOutcome, url: string): string {
+  const text = JSON.stringify(toJson(o, url), null, 2);
+  return text.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
 }
 
 export function toJson(o: DeleteOutcome, url: string): Record<string, unknown> {

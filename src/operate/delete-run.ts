@@ -1,10 +1,13 @@
 import { retryPolicy, type Config } from '../common/config.js';
-import { describe as describeError, type WalvaultError } from '../common/errors.js';
+import { corruptObjectError, describe as describeError, type WalvaultError } from '../common/errors.js';
+import { escapeControl } from '../common/control-chars.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import { BACKUPS_PREFIX } from '../backup/catalog.js';
 import type { BackupInfo } from '../backup/backup-info.js';
 import type { DeleteFailure, Storage } from '../storage/types.js';
+import { hex8 } from '../wal/names.js';
+import { readHistories } from './continuity.js';
 import { takeInventory } from './inventory.js';
 import { findLocks } from './delete-locks.js';
 import { planRetention, type DoomedBackup, type RetentionPlan, type RetentionRules } from './retention.js';
@@ -30,11 +33,22 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
   let plan: RetentionPlan;
   try {
     const inv = await takeInventory(storage, { policy, deadline });
-    plan = planRetention(inv, rules);
+    // Which backups a timeline can be recovered from is in its history file: with one unreadable or
+    // missing (walvault never deletes them), a backup that timeline still needs could look
+    // unneeded, so nothing is decided.
+    const problems: string[] = [];
+    const histories = await readHistories(storage, inv, { policy, deadline }, problems);
+    for (const t of inv.timelines.values()) {
+      if (t.tli > 1 && !inv.histories.has(t.tli)) problems.push(`timeline ${t.tli} has archived WAL but no history file wal/${hex8(t.tli)}.history`);
+    }
+    if (problems.length) {
+      throw corruptObjectError(`${problems.join('; ')}: delete cannot tell which backups that timeline needs and deletes nothing; restore or repair it (walvault verify names it)`);
+    }
+    plan = planRetention(inv, rules, {}, histories);
     const lockOn = await withRetry('ask whether the bucket has S3 Object Lock', policy, deadline, (signal) => storage.objectLockEnabled({ signal }));
     if (lockOn) {
       log.info('the bucket has S3 Object Lock enabled: checking every object the plan would delete');
-      plan = planRetention(inv, rules, await findLocks(storage, plan, policy, config));
+      plan = planRetention(inv, rules, await findLocks(storage, plan, policy, config), histories);
     }
   } finally {
     deadline.dispose();
@@ -68,7 +82,7 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
     out.deleted.incomplete.push(i.dir.id);
     log.info(`deleted the incomplete backup ${i.dir.id} (no backup.json, last written ${i.dir.newest.toISOString()})`);
   }
-  out.abortedUploads = await abortStale(storage, config, rules);
+  out.abortedUploads = await abortStale(storage, config, rules, plan.staleBefore);
   // Oldest first across timelines: an interruption leaves the newer part of every timeline.
   const wal = plan.wal.flatMap((w) => w.files).sort((a, b) => {
     const x = a.name.slice(8, 24) + a.name.slice(0, 8);
@@ -125,12 +139,12 @@ async function removeKeys(storage: Storage, config: Config, keys: string[], what
     if (!failures.some((f) => f.error.retryable)) break;
     todo = failures.map((f) => f.key);
   }
-  for (const f of failures) log.error(`${what}: ${storage.url}/${f.key} was not deleted: ${describeError(f.error)}`);
+  for (const f of failures) log.error(escapeControl(`${what}: ${storage.url}/${f.key} was not deleted: ${describeError(f.error)}`));
   return failures;
 }
 
-async function abortStale(storage: Storage, config: Config, rules: RetentionRules): Promise<number> {
-  const olderThan = new Date(rules.now.getTime() - rules.staleUploadAge * 1000);
+/** Multipart uploads initiated before `olderThan` (the plan's staleBefore: both clocks agree they are old). */
+async function abortStale(storage: Storage, config: Config, rules: RetentionRules, olderThan: Date): Promise<number> {
   const deadline = new Deadline(config.deadline * 1000);
   try {
     const n = await withRetry('abort stale backup uploads', retryPolicy(config), deadline, (signal) =>

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { retryPolicy, type Config } from '../common/config.js';
-import { escapeControlChars } from '../common/control-chars.js';
+import { escapeControl } from '../common/control-chars.js';
 import { Deadline } from '../common/retry.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { ensureDir } from '../fs/atomic.js';
@@ -101,7 +101,7 @@ export async function runVerify(storage: Storage, config: Config, opts: VerifyOp
 
 /** The note naming keys walvault does not know: the first few, as listed (escaped: anyone may name them). */
 export function foreignNote(other: readonly ListedObject[]): string {
-  const shown = other.slice(0, 5).map((o) => escapeControlChars(o.key)).join(', ');
+  const shown = other.slice(0, 5).map((o) => escapeControl(o.key)).join(', ');
   return `${other.length} object(s) walvault does not know (left alone): ${shown}${other.length > 5 ? ', ...' : ''}`;
 }
 

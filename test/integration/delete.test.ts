@@ -4,7 +4,7 @@
 // the WAL before the second, PITR inside the kept window still exact and a target before it refused,
 // an incremental chain kept whole, and a delete SIGKILLed right after its first backup.json delete
 // (a proxy withholds the store's answer) leaving a repository backup-list and backup-fetch accept,
-// which the next run finishes.
+// which the next run finishes; an incremental backup-push whose reference goes meanwhile fails cleanly.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Storage } from '../../src/storage/types.js';
@@ -220,6 +220,32 @@ describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
     expect(done.filter((k) => isWal(k)).length).toBeGreaterThan(0);
     const after = await wv(['verify']);
     expect(after.code, show(after)).toBe(0);
+  }, 180_000);
+
+  it('delete: an incremental backup-push whose reference is deleted while it runs fails and writes no backup.json', async () => {
+    const proxy = await FaultProxy.start({ upstream: store.endpoint });
+    try {
+      // The incremental's first finishing step waits 4 s at the proxy; meanwhile its reference goes
+      // the way walvault delete removes a backup: backup.json first.
+      const held = proxy.addRule({ method: 'PUT', path: /\/backups\/[^/]+\/backup_manifest(\?|$)/, first: 1, action: fault.delay(4000) });
+      const { WALVAULT_SPOOL: _rootSpool, ...common } = env;
+      const running = runWalvault(
+        ['backup-push', '--method', 'files', '--jobs', '2', '--incremental', '--s3-endpoint', proxy.url, '--idle-timeout', '300', '--attempt-timeout', '300'],
+        { env: { ...common, ...pg.connectionEnv() }, asPostgres: true, timeoutMs: 120_000 },
+      );
+      for (const until = Date.now() + 60_000; held.matched === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+      expect(held.matched).toBe(1);
+      await storage.delete([`backups/${ids.b5}/backup.json`]);
+      const r = await running;
+      expect(r.code, show(r)).toBe(14);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(
+        new RegExp(`BackupError: backup \\S+ failed: its reference was deleted while it ran \\(walvault delete\\?\\): .*/backups/${ids.b5}/backup\\.json is gone`),
+      );
+      expect(r.stdout).toBe('');
+      expect((await keys()).filter((k) => k.endsWith('/backup.json'))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   }, 180_000);
 });
 

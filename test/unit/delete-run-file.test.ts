@@ -52,7 +52,8 @@ describe('runDelete on a file:// repository', () => {
     for (let n = 3; n <= 25; n++) await put(walKey(seg(n)));
     await put(walKey(`${seg(7)}.partial`));
     await put(walKey(`${seg(5)}.00000028.backup`));
-    await put(walKey('00000002.history'));
+    // Timeline 2 branched off after `newer` ended (a PITR whose timeline has archived nothing yet).
+    await put(walKey('00000002.history'), '1\t0/1900000\tno recovery target specified\n');
     await put(`state/gaps/${seg(4)}.json`);
     await put(`state/gaps/${seg(22)}.json`);
     await put('state/timeline-00000001.json');
@@ -88,5 +89,35 @@ describe('runDelete on a file:// repository', () => {
     expect(left.filter((k) => !k.startsWith('wal/') && !k.startsWith('backups/')).sort()).toEqual(
       ['notes/readme.txt', `state/gaps/${seg(22)}.json`, 'state/timeline-00000001.json'].sort(),
     );
+  });
+
+  it('delete: refuses, deleting nothing, when a timeline with WAL has no history file or a damaged one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'wv-del-hist-'));
+    const s = createFileStorage(dir);
+    try {
+      const put = (key: string, text = key) => s.put(key, Buffer.from(text), smallObjectMeta(Buffer.from(text)));
+      for (const b of [info(5, 50), info(20, 10)]) {
+        await put(`backups/${b.id}/data.0`);
+        const { body, meta } = sentinelBody(b);
+        await s.put(`backups/${b.id}/backup.json`, body, meta);
+      }
+      for (let n = 3; n <= 25; n++) await put(walKey(seg(n)));
+      for (let n = 12; n <= 30; n++) await put(walKey(seg(n, 2)));
+      const config = loadConfig({}, { WALVAULT_REPO: `file://${dir}`, WALVAULT_SPOOL: join(dir, '..', 'spool-unused') }).config;
+      const listAll = async () => {
+        const keys: string[] = [];
+        for await (const o of s.list('')) keys.push(o.key);
+        return keys.sort();
+      };
+      const before = await listAll();
+      const rules = { retainFull: 1, now: new Date(), staleUploadAge: 3600 };
+      await expect(runDelete(s, config, rules, true)).rejects.toThrow(/timeline 2 has archived WAL but no history file wal\/00000002\.history: delete cannot tell which backups/);
+      await put(walKey('00000002.history'), 'garbage\n');
+      await expect(runDelete(s, config, rules, true)).rejects.toMatchObject({ code: 'CorruptObject', message: expect.stringMatching(/history file wal\/00000002\.history is damaged/) });
+      expect(await listAll()).toEqual([...before, 'wal/00000002.history'].sort());
+    } finally {
+      s.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,0 +1,52 @@
+import type { BackupInfo } from '../backup/backup-info.js';
+import { timelinePath, type HistoryEntry } from '../backup/coverage.js';
+import { isWalvaultError } from '../common/errors.js';
+import type { Inventory } from './inventory.js';
+
+// The timelines retention looks at: after a PITR, a backup taken on the abandoned branch after the
+// fork cannot be recovered onto the new timeline (PostgreSQL refuses a timeline that branched off
+// before the backup's end), so it protects nothing there.
+
+/** Each timeline's ancestors, parsed from wal/<TLI>.history; a timeline without one has none. */
+export type Histories = ReadonlyMap<number, HistoryEntry[]>;
+
+type Repo = Pick<Inventory, 'backups' | 'timelines'>;
+
+/** Which timeline is the newest and which backups each timeline can be recovered from. */
+export interface TimelineView {
+  newest: number;
+  /** Why `b` cannot be recovered onto timeline `tli` (coverage.ts timelinePath), or undefined when it can. */
+  unusable(b: BackupInfo, tli: number): string | undefined;
+}
+
+export function timelineView(repo: Repo, histories: Histories, segSize: number): TimelineView {
+  const tlis = [...histories.keys(), ...[...repo.timelines.values()].filter((t) => t.segments.length + t.partials.length + t.backupLabels.length > 0).map((t) => t.tli)];
+  const last = repo.backups[repo.backups.length - 1];
+  const newest = tlis.length ? Math.max(...tlis) : (last?.stopTimeline ?? last?.timeline ?? 1);
+  const memo = new Map<string, string | undefined>();
+  return {
+    newest,
+    unusable(b, tli) {
+      const k = `${b.id} ${tli}`;
+      if (memo.has(k)) return memo.get(k);
+      let why: string | undefined;
+      try {
+        timelinePath(b, tli, histories.get(tli) ?? [], segSize);
+      } catch (e) {
+        if (!isWalvaultError(e)) throw e;
+        why = e.message;
+      }
+      memo.set(k, why);
+      return why;
+    },
+  };
+}
+
+/** Timelines with WAL archived at or after `from` (points on them fall in the window), and always the newest. */
+export function timelinesLiveSince(repo: Repo, from: number, newest: number): number[] {
+  const out = new Set([newest]);
+  for (const t of repo.timelines.values()) {
+    if ([...t.segments, ...t.partials].some((f) => f.lastModified.getTime() >= from)) out.add(t.tli);
+  }
+  return [...out].sort((a, b) => a - b);
+}
