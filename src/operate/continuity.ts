@@ -33,7 +33,7 @@ export interface TimelineContinuity {
 export const DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024;
 
 /** The repository's WAL segment size: walvault.json's, else a backup's, else PostgreSQL's default. */
-export function segmentSizeOf(inv: Inventory): number {
+export function segmentSizeOf(inv: Pick<Inventory, 'manifest' | 'backups'>): number {
   return inv.manifest?.walSegmentSize ?? inv.backups[0]?.walSegmentSize ?? DEFAULT_SEGMENT_SIZE;
 }
 

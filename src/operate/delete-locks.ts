@@ -45,8 +45,7 @@ export async function findLocks(storage: Storage, plan: RetentionPlan, policy: R
     if (first) incomplete.set(i.dir.id, `${first[0]}: ${first[1]}`);
   }
   // Oldest first, in chunks: the first chunk with a locked file decides, nothing above it is asked.
-  const segSize = plan.keep[0]?.backup.walSegmentSize ?? 0;
-  const wal = plan.wal.flatMap((w) => w.files).map((f) => ({ key: f.key, segno: segSize ? segmentNumber(f.name.slice(0, 24), segSize) : 0n }));
+  const wal = plan.wal.flatMap((w) => w.files).map((f) => ({ key: f.key, segno: segmentNumber(f.name.slice(0, 24), plan.segmentSize) }));
   wal.sort((a, b) => (a.segno < b.segno ? -1 : a.segno > b.segno ? 1 : 0));
   let walFloor: bigint | undefined;
   for (let i = 0; i < wal.length && walFloor === undefined; i += PARALLEL * 4) {

@@ -4,6 +4,7 @@ import type { ListedObject } from '../storage/types.js';
 import { segmentName, segmentNumber } from '../wal/names.js';
 import type { BackupDir, Inventory, WalEntry } from './inventory.js';
 import { timelinesLiveSince, timelineView, type Histories, type TimelineView } from './retention-timelines.js';
+import { segmentSizeOf } from './continuity.js';
 
 // What `walvault delete` removes, decided from one inventory without touching the store. Retention
 // is counted in backups: a kept incremental keeps every backup it is built on, a kept full (by
@@ -69,6 +70,8 @@ export interface RetentionPlan {
   keep: KeptBackup[];
   /** Oldest first. */
   deleteBackups: DoomedBackup[];
+  /** The repository's WAL segment size (continuity.ts segmentSizeOf). */
+  segmentSize: number;
   /** WAL below this segment's number (on any timeline) goes, and why there; null: no WAL goes. */
   walCutoff: { segment: string; why: string } | null;
   wal: WalDeletion[];
@@ -205,6 +208,7 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
   if (rules.retainFull === undefined && rules.retainDays === undefined) throw new Error('planRetention needs retainFull or retainDays');
   const plan: RetentionPlan = {
     rules,
+    segmentSize: segmentSizeOf(repo),
     keep: [],
     deleteBackups: [],
     walCutoff: null,
@@ -230,7 +234,7 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
 
   const backups = repo.backups;
   const lockedBackups = locks.backups ?? new Map<string, string>();
-  const segSize = repo.manifest?.walSegmentSize ?? backups[backups.length - 1]!.walSegmentSize;
+  const segSize = plan.segmentSize;
   const view = timelineView(repo, histories, segSize);
   const kept = chooseKept(repo, rules, lockedBackups, view);
   for (const [id, why] of lockedBackups) if (kept.has(id)) plan.locked.push({ id, reason: why });
