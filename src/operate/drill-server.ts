@@ -1,13 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, open, readdir, readFile, rmdir, writeFile, type FileHandle } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Owner } from '../common/file-trust.js';
 import { directoryControl } from '../common/file-trust.js';
 import { checkFailedError } from '../common/errors.js';
 import { ownerEnv } from '../backup/restore-worker.js';
 import { wipe } from '../backup/restore-data.js';
+import { freePort } from '../common/free-port.js';
 import { pidAlive } from '../common/pid.js';
 import { sleep } from '../common/sleep.js';
 
@@ -84,17 +84,6 @@ export interface DrillServer {
   port: number;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   running: () => boolean;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts `postgres` on the restored directory, as the owner when root. */

@@ -4,8 +4,10 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
+import { freePort } from '../../src/common/free-port.js';
+
+export { freePort };
 
 export const PG_BIN_DIR = '/usr/lib/postgresql/15/bin';
 export const isRoot = process.getuid?.() === 0;
@@ -69,17 +71,6 @@ export async function chownToPostgres(path: string): Promise<void> {
   if (r.code !== 0) throw new Error(`chown -R postgres ${path} failed: ${r.stderr}`);
 }
 
-/** A port the kernel just had free on 127.0.0.1 (it can be taken again before use; rare enough here). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function confValue(v: string | number): string {
   return typeof v === 'number' ? String(v) : `'${v.replace(/'/g, "''")}'`;
