@@ -65,14 +65,8 @@ export const COMMANDS: Array<{
     usage: 'backup-fetch <backup> [pgdata]',
     describe: 'restore a base backup (an id or LATEST) into an empty directory and set up recovery (PITR with --target-*)',
     options: (y) =>
-      y
-        .option('target-time', { type: 'string', describe: 'recover to this timestamp (e.g. "2026-11-24 13:59:00+01"; no zone = local time)' })
-        .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
-        .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
-        .option('target-name', { type: 'string', describe: 'recover to this restore point (pg_create_restore_point)' })
-        .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
+      targetOptions(y)
         .option('target-action', { type: 'string', choices: ['pause', 'promote', 'shutdown'], describe: 'what the server does at the target (PostgreSQL default: pause)' })
-        .option('target-timeline', { type: 'string', describe: 'latest (PostgreSQL default), current or a timeline number' })
         .option('standby', { type: 'boolean', describe: 'create standby.signal instead of recovery.signal' })
         .option('owner', { type: 'string', describe: 'when run as root: owner of the restored files (user name or uid[:gid])' })
         .option('restore-command', { type: 'string', describe: 'restore_command to write instead of this walvault' })
@@ -86,13 +80,8 @@ export const COMMANDS: Array<{
         ...(a['pgdata'] !== undefined ? { pgdata: str(a['pgdata']) } : {}),
         ...(a['dry-run'] === true ? { dryRun: true } : {}),
         ...(a['json'] === true ? { json: true } : {}),
-        ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
-        ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
-        ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
-        ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
-        ...(a['target-immediate'] === true ? { targetImmediate: true } : {}),
+        ...targetArgs(a),
         ...(a['target-action'] !== undefined ? { targetAction: str(a['target-action']) } : {}),
-        ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
         ...(a['standby'] === true ? { standby: true } : {}),
         ...(a['owner'] !== undefined ? { owner: str(a['owner']) } : {}),
         ...(a['delta'] === true ? { delta: true } : {}),
@@ -156,13 +145,7 @@ export const COMMANDS: Array<{
     usage: 'restore-test',
     describe: 'the restore drill: restore LATEST (or the backup a --target-* needs) into a scratch directory, start PostgreSQL there on a loopback port with archiving off, wait until recovery ends and it promotes, run pg_amcheck and --sql, remove everything; reports the time of each phase (RTO)',
     options: (y) =>
-      y
-        .option('target-time', { type: 'string', describe: 'recover to this timestamp (as backup-fetch)' })
-        .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
-        .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
-        .option('target-name', { type: 'string', describe: 'recover to this restore point' })
-        .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
-        .option('target-timeline', { type: 'string', describe: 'latest (default), current or a timeline number' })
+      targetOptions(y)
         .option('backup', { type: 'string', describe: 'the backup to restore (an id; default LATEST, or the newest one the target needs)' })
         .option('sql', { type: 'string', describe: 'run this SQL file on the recovered server (in --database); any error fails the drill' })
         .option('database', { type: 'string', default: 'postgres', describe: 'the database --sql runs in' })
@@ -175,12 +158,7 @@ export const COMMANDS: Array<{
       (await import('../commands/restore-test.js')).restoreTest(
         loaded,
         {
-          ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
-          ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
-          ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
-          ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
-          ...(a['target-immediate'] === true ? { targetImmediate: true } : {}),
-          ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
+          ...targetArgs(a),
           ...(a['backup'] !== undefined ? { backup: str(a['backup']) } : {}),
           ...(a['sql'] !== undefined ? { sql: str(a['sql']) } : {}),
           ...(a['database'] !== undefined ? { database: str(a['database']) } : {}),
@@ -193,6 +171,28 @@ export const COMMANDS: Array<{
       ),
   },
 ];
+
+/** The recovery target flags backup-fetch and restore-test share (backup-fetch adds --target-action). */
+function targetOptions(y: Argv): Argv {
+  return y
+    .option('target-time', { type: 'string', describe: 'recover to this timestamp (e.g. "2026-11-24 13:59:00+01"; no zone = local time)' })
+    .option('target-lsn', { type: 'string', describe: 'recover to this WAL location (X/Y)' })
+    .option('target-xid', { type: 'string', describe: 'recover to the commit of this transaction id' })
+    .option('target-name', { type: 'string', describe: 'recover to this restore point (pg_create_restore_point)' })
+    .option('target-immediate', { type: 'boolean', describe: 'recover only until the backup is consistent' })
+    .option('target-timeline', { type: 'string', describe: 'latest (PostgreSQL default), current or a timeline number' });
+}
+
+function targetArgs(a: Record<string, unknown>) {
+  return {
+    ...(a['target-time'] !== undefined ? { targetTime: str(a['target-time']) } : {}),
+    ...(a['target-lsn'] !== undefined ? { targetLsn: str(a['target-lsn']) } : {}),
+    ...(a['target-xid'] !== undefined ? { targetXid: str(a['target-xid']) } : {}),
+    ...(a['target-name'] !== undefined ? { targetName: str(a['target-name']) } : {}),
+    ...(a['target-immediate'] === true ? { targetImmediate: true as const } : {}),
+    ...(a['target-timeline'] !== undefined ? { targetTimeline: str(a['target-timeline']) } : {}),
+  };
+}
 
 function str(v: unknown): string {
   return String(v);
