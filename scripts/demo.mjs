@@ -185,7 +185,9 @@ async function main() {
 
   // Today: orders until 1:59 PM, then the instant to restore to, read from the cluster's own clock.
   await sql(original, `INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, ${ORDERS}) g`);
-  await sleep(300);
+  // A backup counts as ended at its STOP TIME rounded up to the second: a target in that same
+  // second would be "before the end of the oldest backup" (as in the README's script, sleep 1).
+  await sleep(1000);
   const target = await sql(original, 'SELECT now()');
   await sleep(300);
   say(`Today until 1:59 PM: ${ORDERS} orders; "1:59 PM" is ${target} on the cluster's clock.`);

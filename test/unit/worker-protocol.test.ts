@@ -110,9 +110,10 @@ describe('worker poll loop', () => {
       running.set('x', work);
       return { running, started: 1 };
     });
-    // Not idle while the work ran: the idle time counts only from its end (timers may fire a ms early).
+    // Not idle while the work ran: the idle time counts only from its end, give or take the last
+    // poll before it ended (5 ms) and timers firing a ms or two early on a loaded machine.
     expect(finishedAt).toBeDefined();
-    expect(Date.now() - finishedAt!).toBeGreaterThanOrEqual(45);
+    expect(Date.now() - finishedAt!).toBeGreaterThanOrEqual(50 - 5 - 5);
     expect(idleCalls).toBeGreaterThan(0);
   });
 });
