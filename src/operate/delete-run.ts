@@ -8,7 +8,7 @@ import type { BackupInfo } from '../backup/backup-info.js';
 import type { DeleteFailure, Storage } from '../storage/types.js';
 import { hex8 } from '../wal/names.js';
 import { readHistories } from './continuity.js';
-import { takeInventory } from './inventory.js';
+import { takeInventory, type Inventory } from './inventory.js';
 import { findLocks } from './delete-locks.js';
 import { planRetention, type DoomedBackup, type RetentionPlan, type RetentionRules } from './retention.js';
 
@@ -35,13 +35,17 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
     const inv = await takeInventory(storage, { policy, deadline });
     // Which backups a timeline can be recovered from is in its history file: with one unreadable or
     // missing (walvault never deletes them), a backup that timeline still needs could look
-    // unneeded, so nothing is decided.
+    // unneeded, so nothing is decided. Unless the repository only ever held one timeline (a
+    // cluster already on timeline N when it was set up archived N.history elsewhere): a backup
+    // recovered onto its own timeline needs no history.
     const problems: string[] = [];
     const histories = await readHistories(storage, inv, { policy, deadline }, problems);
     for (const t of inv.timelines.values()) {
       if (t.tli > 1 && !inv.histories.has(t.tli)) problems.push(`timeline ${t.tli} has archived WAL but no history file wal/${hex8(t.tli)}.history`);
     }
-    if (problems.length) {
+    if (problems.length && timelinesHeld(inv).size <= 1) {
+      log.warn(escapeControl(`${problems.join('; ')}: the repository holds one timeline only, so retention does not need it (walvault verify names it)`));
+    } else if (problems.length) {
       throw corruptObjectError(`${problems.join('; ')}: delete cannot tell which backups that timeline needs and deletes nothing; restore or repair it (walvault verify names it)`);
     }
     plan = planRetention(inv, rules, {}, histories);
@@ -155,4 +159,12 @@ async function abortStale(storage: Storage, config: Config, rules: RetentionRule
   } finally {
     deadline.dispose();
   }
+}
+
+/** The timelines the repository holds WAL (segments, .partial, .backup) or a backup on. */
+function timelinesHeld(inv: Inventory): Set<number> {
+  const held = new Set<number>();
+  for (const t of inv.timelines.values()) if (t.segments.length + t.partials.length + t.backupLabels.length > 0) held.add(t.tli);
+  for (const b of inv.backups) held.add(b.timeline).add(b.stopTimeline);
+  return held;
 }

@@ -91,6 +91,31 @@ describe('runDelete on a file:// repository', () => {
     );
   });
 
+  it('delete: a repository that only ever held timeline 2 needs no 00000002.history (set up after a failover)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'wv-del-tli2-'));
+    const s = createFileStorage(dir);
+    try {
+      const put = (key: string, text = key) => s.put(key, Buffer.from(text), smallObjectMeta(Buffer.from(text)));
+      const onTli2 = (b: BackupInfo): BackupInfo => ({ ...b, timeline: 2, stopTimeline: 2, startSegment: seg(Number.parseInt(b.startSegment.slice(16), 16), 2), stopSegment: seg(Number.parseInt(b.stopSegment.slice(16), 16), 2) });
+      const [old, newer] = [onTli2(info(5, 50)), onTli2(info(20, 10))];
+      for (const b of [old, newer]) {
+        await put(`backups/${b.id}/data.0`);
+        const { body, meta } = sentinelBody(b);
+        await s.put(`backups/${b.id}/backup.json`, body, meta);
+      }
+      for (let n = 3; n <= 25; n++) await put(walKey(seg(n, 2)));
+      const config = loadConfig({}, { WALVAULT_REPO: `file://${dir}`, WALVAULT_SPOOL: join(dir, '..', 'spool-unused') }).config;
+      const outcome = await runDelete(s, config, { retainFull: 1, now: new Date(), staleUploadAge: 3600 }, true);
+      expect(outcome.deleted.backups).toEqual([old.id]);
+      const left: string[] = [];
+      for await (const o of s.list('wal/')) left.push(o.key);
+      expect(left.sort()).toEqual(Array.from({ length: 6 }, (_, i) => walKey(seg(20 + i, 2))));
+    } finally {
+      s.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('delete: refuses, deleting nothing, when a timeline with WAL has no history file or a damaged one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'wv-del-hist-'));
     const s = createFileStorage(dir);
