@@ -14,8 +14,10 @@ export function stripUserInfo(text: string): string {
 
 // A command line someone wrote (archive_command) may carry secrets: NAME=value assignments and
 // --flag values whose name says secret, password, token or key, besides URL user-info.
-const SECRET_ASSIGNMENT = /\b([A-Za-z0-9_]*(?:SECRET|PASSWORD|PASSWD|TOKEN|KEY)[A-Za-z0-9_]*=)("[^"]*"|'[^']*'|[^\s'"]+)/gi;
-const SECRET_FLAG = /(--[a-z0-9-]*(?:secret|password|token|key)[a-z0-9-]*)(=|\s+)("[^"]*"|'[^']*'|[^\s'"]+)/gi;
+// A value is one shell word, which may be pieces run together: abc"def ghi"'x'.
+const WORD = String.raw`(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s'"]+)+`;
+const SECRET_ASSIGNMENT = new RegExp(String.raw`\b([A-Za-z0-9_]*(?:SECRET|PASSWORD|PASSWD|PASSPHRASE|TOKEN|CREDENTIAL|KEY)[A-Za-z0-9_]*=)${WORD}`, 'gi');
+const SECRET_FLAG = new RegExp(String.raw`(--[a-z0-9-]*(?:secret|password|passphrase|token|credential|key)[a-z0-9-]*)(=|\s+)${WORD}`, 'gi');
 
 export function maskCommandSecrets(command: string): string {
   return maskUserInfo(command).replace(SECRET_ASSIGNMENT, '$1****').replace(SECRET_FLAG, '$1$2****');

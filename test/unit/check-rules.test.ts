@@ -97,10 +97,10 @@ describe('check clock and endpoint', () => {
 
 describe('check --pg shows archive_command without its secrets', () => {
   it('check: archive_command is shown with secrets masked', () => {
-    const command = "AWS_SECRET_ACCESS_KEY=s3cr3t PGPASSWORD='pw two' walvault --s3-secret-access-key=k3y --s3-endpoint https://u:p4ss@host wal-push %p %f";
+    const command = "AWS_SECRET_ACCESS_KEY=s3cr3t PGPASSWORD='pw two' TOKEN=ab\"cd ef\"'gh ij' walvault --s3-secret-access-key=k3y --s3-endpoint https://u:p4ss@host wal-push %p %f";
     const probes = judgeArchiveSettings({ mode: 'on', command, library: '', inRecovery: false }, undefined);
     const text = JSON.stringify(probes);
-    for (const secret of ['s3cr3t', 'pw two', 'k3y', 'p4ss']) expect(text).not.toContain(secret);
+    for (const secret of ['s3cr3t', 'pw two', 'cd ef', 'gh ij', 'k3y', 'p4ss']) expect(text).not.toContain(secret);
     expect(text).toContain('AWS_SECRET_ACCESS_KEY=****');
     expect(text).toContain('wal-push %p %f');
   });
