@@ -1,5 +1,5 @@
 import { readHighWater } from '../archive/high-water.js';
-import { backupError } from '../common/errors.js';
+import { backupError, isWalvaultError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
 import { formatLsn, hex8, parseLsn, segmentName, segmentNumber, segmentOfEndLsn, segmentsPerLogId, timelineOfName } from '../wal/names.js';
@@ -85,6 +85,17 @@ export function historyPath(tli: number, history: readonly HistoryEntry[], segSi
   }
   steps.push({ tli, beginSegno: begin });
   return steps;
+}
+
+/** Why `b` cannot be recovered onto timeline `tli` (timelinePath's refusal), or undefined when it can. */
+export function whyNotRecoverable(b: BackupSpan, tli: number, history: readonly HistoryEntry[], segSize: number): string | undefined {
+  try {
+    timelinePath(b, tli, [...history], segSize);
+    return undefined;
+  } catch (e) {
+    if (!isWalvaultError(e)) throw e;
+    return e.message;
+  }
 }
 
 function describeHistory(h: HistoryEntry[]): string {

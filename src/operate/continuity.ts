@@ -3,7 +3,7 @@ import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { readHighWater, type HighWater } from '../archive/high-water.js';
 import type { BackupInfo } from '../backup/backup-info.js';
 import { readObjectText } from '../backup/catalog.js';
-import { parseHistory, requiredSegments, timelineAt, timelinePath, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
+import { parseHistory, requiredSegments, timelineAt, timelinePath, whyNotRecoverable, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
 import type { Storage } from '../storage/types.js';
 import { parseLsn, segmentName, segmentNumber, segmentOfEndLsn, timelineOfName } from '../wal/names.js';
 import type { Inventory, WalEntry } from './inventory.js';
@@ -99,16 +99,6 @@ export async function readMarks(
   return out;
 }
 
-/** Whether `b` can be recovered onto timeline `tli` (its history permitting). */
-function recoverable(b: BackupInfo, tli: number, history: readonly HistoryEntry[], segSize: number): boolean {
-  try {
-    timelinePath(b, tli, [...history], segSize);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Per timeline, the segments that must be there and the gaps among them. A timeline is expected
  * from the oldest backup's start segment (by number; or its own first segment when there is no
@@ -156,7 +146,7 @@ export function walContinuity(
     let to = max(numbers[numbers.length - 1], markLast);
     const switches = childSwitches.get(tli);
     if (switches) {
-      const usable = inv.backups.some((b) => recoverable(b, tli, history, segSize));
+      const usable = inv.backups.some((b) => whyNotRecoverable(b, tli, history, segSize) === undefined);
       to = usable ? max(to, max(...switches)! - 1n) : min(...switches)! - 1n;
     }
     if (from === undefined || to === undefined) return out;

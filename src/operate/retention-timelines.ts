@@ -1,6 +1,5 @@
 import type { BackupInfo } from '../backup/backup-info.js';
-import { timelinePath, type HistoryEntry } from '../backup/coverage.js';
-import { isWalvaultError } from '../common/errors.js';
+import { whyNotRecoverable, type HistoryEntry } from '../backup/coverage.js';
 import type { Inventory } from './inventory.js';
 
 // The timelines retention looks at: after a PITR, a backup taken on the abandoned branch after the
@@ -29,13 +28,7 @@ export function timelineView(repo: Repo, histories: Histories, segSize: number):
     unusable(b, tli) {
       const k = `${b.id} ${tli}`;
       if (memo.has(k)) return memo.get(k);
-      let why: string | undefined;
-      try {
-        timelinePath(b, tli, histories.get(tli) ?? [], segSize);
-      } catch (e) {
-        if (!isWalvaultError(e)) throw e;
-        why = e.message;
-      }
+      const why = whyNotRecoverable(b, tli, histories.get(tli) ?? [], segSize);
       memo.set(k, why);
       return why;
     },

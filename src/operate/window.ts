@@ -1,5 +1,5 @@
 import type { BackupInfo } from '../backup/backup-info.js';
-import { historyPath, timelinePath, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
+import { historyPath, whyNotRecoverable, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
 import { segmentName, segmentNumber, segmentOfEndLsn } from '../wal/names.js';
 import { presentOnPath, type Gap, type TimelineContinuity } from './continuity.js';
 import type { Inventory, WalEntry } from './inventory.js';
@@ -32,14 +32,7 @@ export function recoveryWindow(
   segSize: number,
   tli: number,
 ): RecoveryWindow {
-  const usable = inv.backups.filter((b) => {
-    try {
-      timelinePath(b, tli, [...history], segSize);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  const usable = inv.backups.filter((b) => whyNotRecoverable(b, tli, history, segSize) === undefined);
   const path = historyPath(tli, history, segSize);
   const out: RecoveryWindow = { tli, start: null, end: null, backups: usable, path, gaps: [] };
   const segs = inv.timelines.get(tli)?.segments ?? [];
