@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { zstdCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/backup/file-list.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixture.js';
-import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
+import { chownToPostgres, PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
 import { createTestBucket, deleteRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 import { switchAndWaitArchived } from '../support/archiving-cluster.js';
@@ -496,10 +496,11 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   }, 300_000);
 
   it('memory: a 250 MB file and 32 MiB bundles restore with jobs 4 in a bounded peak RSS (as postgres, in-process)', async () => {
-    // Its own larger backup, taken after the others so they stay small.
-    await pg.query("CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g + 1)::text) AS h FROM generate_series(1, 2500000) g");
-    // ~300 MB of WAL to archive first: on a loaded 2-core machine that took over a minute.
-    await switchAndWaitArchived(pg, 300_000);
+    // Its own larger backup, taken after the others so they stay small. The large file is written
+    // straight into the data directory (pg_basebackup copies every file there): a table that size
+    // made ~300 MB of WAL to archive first, over a minute of the suite on 2 cores. Hex text, which
+    // compresses about as a table of md5 values did.
+    await writeLargeFile(join(pg.dataDir, 'walvault-test-large-file'), 250 * 1000 * 1000);
     const bigBase = join(await tempDir('wv-rfiles-big', { forPostgres: true }), 'base');
     const bb = await runAsPostgres(join(PG_BIN_DIR, 'pg_basebackup'), ['-D', bigBase, '-Fp', '-X', 'none', '--checkpoint=fast', '--manifest-checksums=SHA256', '--no-password'], {
       env: pg.connectionEnv(),
@@ -595,3 +596,18 @@ describe.each(rgw)('round trip: backup-push --method files, backup-fetch --jobs 
     expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
   }, 300_000);
 });
+
+/** `size` bytes of random hex text (compresses about 2:1, as md5 text does), owned by postgres. */
+async function writeLargeFile(path: string, size: number): Promise<void> {
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    for (let written = 0; written < size; ) {
+      const chunk = Buffer.from(randomBytes(MiB / 2).toString('hex')).subarray(0, Math.min(MiB, size - written));
+      await fh.write(chunk);
+      written += chunk.length;
+    }
+  } finally {
+    await fh.close();
+  }
+  await chownToPostgres(path);
+}
