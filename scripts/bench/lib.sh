@@ -30,13 +30,45 @@ free_port() {
 
 # A clean environment, as PostgreSQL's own: nothing of the caller's (AWS_CA_BUNDLE, AWS_*...) leaks in.
 as_pg() { runuser -u postgres -- env -i HOME="$W/home" PATH="$PGBIN:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 "$@"; }
+AS_PG=(runuser -u postgres -- env -i HOME="$W/home" PATH="$PGBIN:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8)
 psqlc() { local port=$1; shift; as_pg "$PGBIN/psql" -X -q -A -t -h "$W/sock" -p "$port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
 pg_start() { # datadir port [-W]
   as_pg "$PGBIN/pg_ctl" -D "$1" -o "-p $2" -l "$1.log" -t 600 "${3:--w}" start >/dev/null ||
     { tail -20 "$1.log" >&2; die "pg_ctl start $1"; }
 }
+# CPU cost: pg_start_cpu starts the cluster under cpu-reaper.pl (a child subreaper, see there), so
+# the CPU time of the postmaster and everything under it - backends, the archiver or startup
+# process, their archive_command/restore_command children, and whatever those leave running
+# (walvault's look-ahead/prefetch workers, pgBackRest's async processes) - is summed once the last
+# of them has exited. Blind spots: the store side (nginx TLS, radosgw) is not counted; kernel work
+# not charged to a task (page-cache writeback by kworkers, softirq) is not counted; PostgreSQL's own
+# share in the window (start-up, checkpointer, the polling backend, WAL replay in a restore) is
+# counted for every configuration alike: the `floor` row is that baseline plus a plain cp.
+pg_start_cpu() { # datadir port cpu-file [-W]
+  rm -f "$3" "$3.rc"
+  perl "$BENCH/cpu-reaper.pl" "$3" "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$1" -o "-p $2" -l "$1.log" -t 600 "${4:--w}" start \
+    >/dev/null 2>&1 </dev/null &
+  REAPER_PID=$!
+  local i
+  for i in $(seq 6000); do [[ -f $3.rc ]] && break; sleep 0.1; done
+  [[ $(cat "$3.rc" 2>/dev/null) == 0 ]] || { tail -20 "$1.log" >&2; die "pg_ctl start $1"; }
+}
+# After the cluster stopped and kill_workers: CPU= the reaper's CPU-seconds, or NA if something is
+# still running after 60 s (the reaper then finishes on its own; its number is not used). The reaper
+# writes its file only once the last descendant is gone.
+reaper_cpu() { # cpu-file
+  local i
+  CPU=NA
+  for i in $(seq 600); do [[ -f $1 ]] && break; sleep 0.1; done
+  if [[ ! -f $1 ]]; then log "cpu: processes left after 60 s, not counted"; return; fi
+  wait "$REAPER_PID" 2>/dev/null
+  CPU=$(sed -n 's/^cpu_s=\([0-9.]*\).*/\1/p' "$1")
+}
 pg_stop() { [[ -f $1/postmaster.pid ]] && as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w -t 120 stop >/dev/null 2>&1; return 0; }
 s3tool() { ( cd "$BENCH/node" && NODE_NO_WARNINGS=1 node s3-tool.mjs "$@" ); }
+# the raw SDK process's CPU-seconds (user+system, GNU time) into $1; one process, no children
+s3tool_cpu() { local f=$1; shift; ( cd "$BENCH/node" && NODE_NO_WARNINGS=1 /usr/bin/time -f '%U %S' -o "$f.t" node s3-tool.mjs "$@" ) &&
+  awk '{printf "%.3f\n", $1+$2}' "$f.t" > "$f"; }
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
 
 cleanup() {
@@ -45,7 +77,7 @@ cleanup() {
   for d in "$W/pg/trial" "$W/pg/restore" "$W/template/data"; do pg_stop "$d"; done
   kill_workers
   # the per-run copies (gigabytes); the WAL template stays for the next run
-  rm -rf "$W/pg/trial" "$W/pg/restore" "$W/fp" "$W/rawget"
+  rm -rf "$W/pg/trial" "$W/pg/restore" "$W/fp" "$W/rawget" "$W/floor"
   if [[ -f $W/tls/nginx.pid ]]; then kill "$(cat "$W/tls/nginx.pid")" 2>/dev/null; rm -f "$W/tls/nginx.pid"; fi
   [[ -n ${RGW_STARTED:-} ]] && "$REPO_ROOT/scripts/test-servers/rgw-stop.sh" "$W/rgw" --purge >/dev/null 2>&1
   RGW_STARTED=
@@ -165,8 +197,27 @@ tool_setup() {
       ARCHIVE_CMD="pgbackrest --config=$conf --stanza=bench archive-push %p"
       RESTORE_CMD="pgbackrest --config=$conf --stanza=bench archive-get %f \"%p\""
       ;;
+    floor)
+      # what no archiver can beat: a plain cp of the uncompressed segments to and from a local directory
+      local dir=$W/floor/$2
+      mkdir -p "$dir"
+      chown -R postgres "$W/floor"
+      ARCHIVE_CMD="cp %p $dir/%f"
+      RESTORE_CMD="cp $dir/%f %p"
+      ;;
     *) die "unknown config $1" ;;
   esac
+}
+
+repo_count() { # cfg prefix -> "<objects> <bytes>"
+  if [[ $1 == floor ]]; then
+    find "$W/floor/$2" -type f -printf '%s\n' 2>/dev/null | awk '{n++; b+=$1} END {print n+0, b+0}'
+  else
+    s3tool count "$BUCKET" "$2/"
+  fi
+}
+repo_drop() { # cfg prefix
+  if [[ $1 == floor ]]; then rm -rf "${W:?}/floor/$2"; else s3tool rmprefix "$BUCKET" "$2/" >/dev/null; fi
 }
 
 # walvault's detached workers (look-ahead uploads, prefetch) exit by themselves after 10 idle
@@ -248,7 +299,8 @@ drain_run() { # cfg rep
   pg_stop "$W/pg/trial"
   rm -rf "$W/pg/trial" "$W/pg/trial.log"
   cp -a --reflink=auto "$W/template/data" "$W/pg/trial"
-  pg_start "$W/pg/trial" "$PG_PORT"
+  local cpuf=$OUT/$cfg-drain-$r.cpu
+  pg_start_cpu "$W/pg/trial" "$PG_PORT" "$cpuf"
   tool_setup "$cfg" "$prefix" "$W/pg/trial"
   if [[ $cfg == pgbackrest-* ]]; then
     as_pg pgbackrest --config="$W/conf/$cfg/pgbackrest.conf" --stanza=bench --log-level-console=warn stanza-create >&2 ||
@@ -287,25 +339,27 @@ EOF
   # Immediate stop: a clean shutdown would switch to a new segment and archive it, leaving the
   # repository with a hole (the template's surplus segments are marked archived without being so).
   as_pg "$PGBIN/pg_ctl" -D "$W/pg/trial" -m immediate -w stop >/dev/null 2>&1
+  kill_workers
+  reaper_cpu "$cpuf"
   cp "$W/pg/trial.log" "$OUT/$cfg-drain-$r.log"
-  local objs; objs=$(s3tool count "$BUCKET" "$prefix/")
+  local objs; objs=$(repo_count "$cfg" "$prefix")
   local ok=0; [[ $last == "$LAST_SEG" && $failed == 0 ]] && ok=1
-  record "$cfg" drain "$r" "wall_s=$wall ok=$ok archived=$archived failed=$failed objects=${objs% *} stored_bytes=${objs#* }"
+  record "$cfg" drain "$r" "wall_s=$wall ok=$ok archived=$archived failed=$failed objects=${objs% *} stored_bytes=${objs#* } cpu_s=${CPU:-NA}"
   if ((!ok)); then
     log "[$cfg] drain $r did not finish: last=$last failed=$failed"
     grep -E 'archive command failed|ERROR|FATAL' "$W/pg/trial.log" | tail -4 >&2
-    s3tool rmprefix "$BUCKET" "$prefix/" >/dev/null
+    repo_drop "$cfg" "$prefix"
     return 1
   fi
   # the restores use the last good drain's repository
   local prev; prev=$(cat "$W/conf/$cfg.prefix" 2>/dev/null)
-  [[ -n $prev ]] && s3tool rmprefix "$BUCKET" "$prev/" >/dev/null
+  [[ -n $prev ]] && repo_drop "$cfg" "$prev"
   echo "$prefix" > "$W/conf/$cfg.prefix"
 }
 
 drop_prefix() {
   local prev; prev=$(cat "$W/conf/$1.prefix" 2>/dev/null)
-  [[ -n $prev ]] && s3tool rmprefix "$BUCKET" "$prev/" >/dev/null
+  [[ -n $prev ]] && repo_drop "$1" "$prev"
   rm -f "$W/conf/$1.prefix"
 }
 
@@ -334,7 +388,8 @@ archive_mode = off
 EOF
   chown -R postgres "$D"
   sync
-  pg_start "$D" "$PG_PORT" -W
+  local cpuf=$OUT/$cfg-restore-$r.cpu
+  pg_start_cpu "$D" "$PG_PORT" "$cpuf" -W
   local i done=0
   for i in $(seq $((DRAIN_TIMEOUT * 10))); do
     if grep -q 'database system is ready to accept connections' "$D.log"; then done=1; break; fi
@@ -351,8 +406,9 @@ EOF
   fi
   pg_stop "$D"
   kill_workers
+  reaper_cpu "$cpuf"
   cp "$D.log" "$OUT/$cfg-restore-$r.log"
-  record "$cfg" restore "$r" "wall_s=${wall:-NA} ok=$ok restored=$restored"
+  record "$cfg" restore "$r" "wall_s=${wall:-NA} ok=$ok restored=$restored cpu_s=${CPU:-NA}"
   ((ok)) || { log "[$cfg] restore $r failed; log tail:"; tail -5 "$D.log" >&2; return 1; }
 }
 
@@ -363,12 +419,12 @@ raw_runs() {
   for s in "${SEGS[@]}"; do files+=("$W/template/data/pg_wal/$s"); done
   for r in $(seq "$REPEAT"); do
     log "raw SDK put/get, concurrency $RAW_CONC, run $r/$REPEAT"
-    res=$(s3tool put "$BUCKET" "raw/$RUN_ID-$r/" "$RAW_CONC" "${files[@]}") || { log "raw put failed"; continue; }
-    record raw drain "$r" "wall_s=$(json_get "$res" wall_s) rss_mib=$(json_get "$res" max_rss_mib) ok=1"
+    res=$(s3tool_cpu "$OUT/raw-put-$r.cpu" put "$BUCKET" "raw/$RUN_ID-$r/" "$RAW_CONC" "${files[@]}") || { log "raw put failed"; continue; }
+    record raw drain "$r" "wall_s=$(json_get "$res" wall_s) rss_mib=$(json_get "$res" max_rss_mib) ok=1 cpu_s=$(cat "$OUT/raw-put-$r.cpu")"
     rm -rf "$W/rawget"; mkdir -p "$W/rawget"
     sync
-    res=$(s3tool get "$BUCKET" "raw/$RUN_ID-$r/" "$RAW_CONC" "$W/rawget" "${SEGS[@]}") || { log "raw get failed"; continue; }
-    record raw restore "$r" "wall_s=$(json_get "$res" wall_s) rss_mib=$(json_get "$res" max_rss_mib) ok=1"
+    res=$(s3tool_cpu "$OUT/raw-get-$r.cpu" get "$BUCKET" "raw/$RUN_ID-$r/" "$RAW_CONC" "$W/rawget" "${SEGS[@]}") || { log "raw get failed"; continue; }
+    record raw restore "$r" "wall_s=$(json_get "$res" wall_s) rss_mib=$(json_get "$res" max_rss_mib) ok=1 cpu_s=$(cat "$OUT/raw-get-$r.cpu")"
     cmp -s "$W/rawget/$LAST_SEG" "$W/template/data/pg_wal/$LAST_SEG" || log "raw get: $LAST_SEG differs"
     s3tool rmprefix "$BUCKET" "raw/$RUN_ID-$r/" >/dev/null
   done

@@ -7,12 +7,17 @@
 #            time from postmaster start to "ready to accept connections" after promotion (server log)
 #   raw      one long-lived Node process with the AWS SDK putting/getting the N files, concurrency 4
 #   startup  wal-push of an already uploaded (look-ahead) segment vs `node -e 0`; peak RSS
+#   floor    archive_command/restore_command = plain `cp` to/from a local directory of the same
+#            uncompressed segments: what no archiver can beat (restore target: walvault <= 1.1x it)
+#   cpu      CPU-seconds of every process of each drain/restore (PostgreSQL and all it starts, also
+#            detached workers), summed by scripts/bench/cpu-reaper.pl; reported per archived GiB
 # Every store access of the tools goes through one TLS terminator (nginx, self-signed certificate)
 # in front of radosgw: pgBackRest cannot talk plain HTTP to S3. Prints one table (medians).
 #
 # Run as root from anywhere (installs what is missing with apt-get on Debian 12):
 #   bash scripts/bench/run.sh                   # N=64 segments, 3 repeats
 #   N=32 REPEAT=5 bash scripts/bench/run.sh
+#   N=16 REPEAT=1 STARTUP_RUNS=5 bash scripts/bench/run.sh   # smoke run, a few minutes
 #   CONFIGS="walvault pgbackrest-async-lz4" bash scripts/bench/run.sh
 # Work files: $W (default /tmp/walvault-bench; the WAL template is reused by later runs with the
 # same N and scale). Everything it starts listens on 127.0.0.1 and is stopped by PID on exit.
@@ -27,7 +32,7 @@ PGBENCH_SCALE=${PGBENCH_SCALE:-20}
 PROCESS_MAX=${PROCESS_MAX:-4}
 RAW_CONC=${RAW_CONC:-4}
 STARTUP_RUNS=${STARTUP_RUNS:-21}
-CONFIGS=${CONFIGS:-"walvault pgbackrest-sync-none pgbackrest-sync-lz4 pgbackrest-async-none pgbackrest-async-lz4"}
+CONFIGS=${CONFIGS:-"walvault pgbackrest-sync-none pgbackrest-sync-lz4 pgbackrest-async-none pgbackrest-async-lz4 floor"}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BUCKET=bench

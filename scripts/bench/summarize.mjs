@@ -24,60 +24,105 @@ function stat(cfg, test, key = 'wall_s') {
   return { med: median(vals), min: Math.min(...vals), max: Math.max(...vals), n: vals.length, of: all.length };
 }
 const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-const span = (s, d = 2) => (s.n ? `${fmt(s.med, d)} [${fmt(s.min, d)}-${fmt(s.max, d)}] (${s.n}/${s.of})` : `failed (0/${s.of})`);
+const scale = (s, k) => ({ ...s, med: s.med * k, min: s.min * k, max: s.max * k });
+const span = (s, d = 2) => {
+  if (!s.of) return '';
+  if (!s.n) return `failed (0/${s.of})`;
+  const range = s.n > 1 ? ` [${fmt(s.min, d)}-${fmt(s.max, d)}]` : '';
+  return `${fmt(s.med, d)}${range}${s.n < s.of ? ` (${s.n}/${s.of} good)` : ''}`;
+};
 
-const configs = [...new Set(rows.map((r) => r.cfg))];
-const tools = configs.filter((c) => c === 'walvault' || c.startsWith('pgbackrest-'));
-const pgbr = tools.filter((c) => c.startsWith('pgbackrest-'));
-const best = (test) =>
-  pgbr.map((c) => ({ c, s: stat(c, test) })).filter((x) => x.s.n).sort((a, b) => a.s.med - b.s.med)[0];
-
-const out = [];
-out.push('## walvault vs pgBackRest: WAL drain and restore through PostgreSQL, radosgw behind nginx TLS', '');
+let envText = '';
 try {
-  out.push(...readFileSync(join(dir, 'env.txt'), 'utf8').trim().split('\n').map((l) => `- ${l}`), '');
+  envText = readFileSync(join(dir, 'env.txt'), 'utf8');
 } catch {
   // no env.txt
 }
+const segs = Number(/N=(\d+)/.exec(envText)?.[1] ?? 64);
+const reps = Number(/REPEAT=(\d+)/.exec(envText)?.[1] ?? NaN);
+// CPU is per GiB of WAL archived (segments x 16 MiB, uncompressed), whatever the tool stores.
+const gib = (segs * 16) / 1024;
 
-const segs = (() => {
-  const m = /N=(\d+)/.exec(readFileSync(join(dir, 'env.txt'), 'utf8'));
-  return m ? Number(m[1]) : 64;
-})();
-const wv = { drain: stat('walvault', 'drain'), restore: stat('walvault', 'restore') };
-const raw = { drain: stat('raw', 'drain'), restore: stat('raw', 'restore') };
+const order = ['walvault', 'pgbackrest-async-lz4', 'pgbackrest-async-none', 'pgbackrest-sync-lz4', 'pgbackrest-sync-none', 'raw', 'floor'];
+const present = new Set(rows.filter((r) => r.test !== 'startup').map((r) => r.cfg));
+const configs = [...order.filter((c) => present.has(c)), ...[...present].filter((c) => !order.includes(c))];
+
 const node0 = stat('node-e0', 'startup');
 const fast = stat('wal-push-fast', 'startup');
 const fastRss = stat('wal-push-fast', 'startup', 'rss_kib');
 const laRss = stat('wal-push-lookahead', 'startup', 'rss_kib');
 const laWall = stat('wal-push-lookahead', 'startup');
 
-out.push('### Summary (medians)', '');
-out.push('| measurement | walvault | best pgBackRest | pgBackRest / walvault (speed-up) | walvault / pgBackRest | raw SDK, c=4 | walvault / raw | target | met |');
-out.push('|---|---|---|---|---|---|---|---|---|');
-for (const test of ['drain', 'restore']) {
-  const b = best(test);
-  const w = wv[test];
-  const speedup = b ? b.s.med / w.med : NaN;
-  const target = test === 'drain' ? 1.5 : 2;
-  out.push(
-    `| ${test === 'drain' ? `drain ${segs} segments (s)` : `PostgreSQL restore of ${segs} segments (s)`} | ${fmt(w.med)} | ${b ? `${fmt(b.s.med)} (${b.c})` : 'n/a'} | ${fmt(speedup)}x | ${fmt(b ? w.med / b.s.med : NaN)} | ${fmt(raw[test].med)} | ${fmt(w.med / raw[test].med)} | >= ${target}x faster | ${speedup >= target ? 'yes' : 'no'} |`,
-  );
+const per = Object.fromEntries(
+  configs.map((c) => [
+    c,
+    {
+      drain: stat(c, 'drain'),
+      restore: stat(c, 'restore'),
+      drainCpu: scale(stat(c, 'drain', 'cpu_s'), 1 / gib),
+      restoreCpu: scale(stat(c, 'restore', 'cpu_s'), 1 / gib),
+      rssMib: stat(c, 'drain', 'rss_mib'),
+    },
+  ]),
+);
+
+const out = [];
+out.push('## walvault vs pgBackRest: WAL drain and restore through PostgreSQL, radosgw behind nginx TLS', '');
+if (envText) out.push(...envText.trim().split('\n').map((l) => `- ${l}`), '');
+
+out.push(
+  `### Every configuration (${segs} segments = ${fmt(gib, 2)} GiB; medians${reps > 1 ? ' [min-max]' : ''} of ${Number.isFinite(reps) ? reps : '?'} run(s))`,
+  '',
+);
+out.push('| config | drain (s) | restore (s) | drain CPU-s/GiB | restore CPU-s/GiB | fast-path wal-push (ms) | peak RSS (MiB) |');
+out.push('|---|---|---|---|---|---|---|');
+for (const c of configs) {
+  const p = per[c];
+  let fastCell = '';
+  let rssCell = '';
+  if (c === 'walvault') {
+    fastCell = `${span(scale(fast, 1000), 1)} (\`node -e 0\`: ${fmt(node0.med * 1000, 1)})`;
+    rssCell = `${fmt(fastRss.max / 1024, 1)} fast path / ${fmt(laRss.max / 1024, 1)} 9 uploads`;
+  } else if (c === 'raw') {
+    rssCell = p.rssMib.n ? `${fmt(p.rssMib.max, 1)} (one process)` : '';
+  }
+  out.push(`| ${c} | ${span(p.drain)} | ${span(p.restore)} | ${span(p.drainCpu)} | ${span(p.restoreCpu)} | ${fastCell} | ${rssCell} |`);
 }
-const ratio = fast.med / node0.med;
-out.push(
-  `| wal-push fast path vs \`node -e 0\` (ms) | ${fmt(fast.med * 1000, 1)} | | | | \`node -e 0\`: ${fmt(node0.med * 1000, 1)} | ${fmt(ratio)} | <= 1.2x node | ${ratio <= 1.2 ? 'yes' : 'no'} |`,
-);
-const peak = Math.max(laRss.max, fastRss.max) / 1024;
-out.push(
-  `| wal-push peak RSS (MiB): fast path / 9 uploads | ${fmt(fastRss.max / 1024, 1)} / ${fmt(laRss.max / 1024, 1)} | | | | | | <= 100 MiB | ${peak <= 100 ? 'yes' : 'no'} |`,
-);
 out.push('');
 
-out.push('### Every configuration (seconds: median [min-max] (good runs/runs))', '');
-out.push('| config | drain | restore |', '|---|---|---|');
-for (const c of [...tools, 'raw']) out.push(`| ${c} | ${span(stat(c, 'drain'))} | ${span(stat(c, 'restore'))} |`);
-out.push('');
-out.push(`wal-push with look-ahead (its own segment + 8 ready ones, one process): ${fmt(laWall.med, 2)} s, peak RSS ${fmt(laRss.max / 1024, 1)} MiB.`);
-out.push(`Start-up (${fast.n} runs each, interleaved, as the postgres user): node -e 0 ${span({ ...node0, med: node0.med * 1000, min: node0.min * 1000, max: node0.max * 1000 }, 1)} ms; wal-push fast path ${span({ ...fast, med: fast.med * 1000, min: fast.min * 1000, max: fast.max * 1000 }, 1)} ms.`);
+// The issue-12 targets, each a ratio in the same run.
+const wv = per.walvault;
+const lz4 = per['pgbackrest-async-lz4'];
+const floor = per.floor;
+const verdict = (ok, x) => (Number.isFinite(x) ? (ok ? 'met' : 'not met') : 'n/a');
+const targets = [];
+if (wv && lz4) {
+  const x = lz4.drain.med / wv.drain.med;
+  targets.push(['drain: pgBackRest async lz4 / walvault (speed-up)', `${fmt(lz4.drain.med)} s / ${fmt(wv.drain.med)} s = ${fmt(x)}x`, '>= 1.5x', verdict(x >= 1.5, x)]);
+}
+if (wv && floor) {
+  const x = wv.restore.med / floor.restore.med;
+  targets.push(['restore: walvault / floor (cp)', `${fmt(wv.restore.med)} s / ${fmt(floor.restore.med)} s = ${fmt(x)}x`, '<= 1.1x', verdict(x <= 1.1, x)]);
+}
+if (wv && lz4) {
+  const x = wv.drainCpu.med / lz4.drainCpu.med;
+  targets.push(['drain CPU-s/GiB: walvault / pgBackRest async lz4', `${fmt(wv.drainCpu.med)} / ${fmt(lz4.drainCpu.med)} = ${fmt(x)}x`, '<= 1.0x', verdict(x <= 1, x)]);
+}
+if (wv) {
+  const x = fast.med / node0.med;
+  targets.push(['fast-path wal-push / `node -e 0`', `${fmt(fast.med * 1000, 1)} ms / ${fmt(node0.med * 1000, 1)} ms = ${fmt(x)}x`, '<= 1.2x', verdict(x <= 1.2, x)]);
+  const peak = Math.max(laRss.max, fastRss.max) / 1024;
+  targets.push(['walvault peak RSS, one process (MiB)', fmt(peak, 1), '<= 100', verdict(peak <= 100, peak)]);
+}
+if (targets.length) {
+  out.push('### Targets (issue 12)', '', '| target | measured | wanted | |', '|---|---|---|---|');
+  for (const t of targets) out.push(`| ${t.join(' | ')} |`);
+  out.push('');
+}
+
+out.push(
+  'CPU-s/GiB: user+system seconds of every process of the run (PostgreSQL and everything it starts, detached workers included, summed by scripts/bench/cpu-reaper.pl) per GiB of WAL; the `floor` row is PostgreSQL\'s own share plus a plain cp. raw: the one SDK process (GNU time). The store side (nginx, radosgw) is not counted.',
+);
+if (laWall.n) out.push(`wal-push with look-ahead (its own segment + 8 ready ones, one process): ${fmt(laWall.med, 2)} s, peak RSS ${fmt(laRss.max / 1024, 1)} MiB.`);
+if (fast.n) out.push(`Start-up (${fast.n} runs each, interleaved, as the postgres user): node -e 0 ${span(scale(node0, 1000), 1)} ms; wal-push fast path ${span(scale(fast, 1000), 1)} ms.`);
 console.log(out.join('\n'));
