@@ -1,3 +1,4 @@
+import { printableJson } from '../common/control-chars.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { formatBytes } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
@@ -12,7 +13,7 @@ export async function backupList(config: Config, json: boolean): Promise<number>
   const deadline = new Deadline(config.deadline * 1000);
   try {
     const backups = await listBackups(storage, retryPolicy(config), deadline);
-    process.stdout.write(json ? JSON.stringify(backups.map(publicFields), null, 2) + '\n' : table(backups));
+    process.stdout.write(json ? printableJson(backups.map(publicFields)) : table(backups));
     return 0;
   } finally {
     deadline.dispose();

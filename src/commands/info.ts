@@ -1,3 +1,4 @@
+import { printableJson } from '../common/control-chars.js';
 import type { LoadedConfig } from '../common/config.js';
 import { openRepository } from '../archive/repository.js';
 import { gatherInfo, metricsOf, pictureOf, type InfoReport } from '../operate/info.js';
@@ -17,7 +18,7 @@ export async function info(loaded: LoadedConfig, a: { json: boolean; picture: bo
   }
   if (a.prometheus) await writeMetricsFile(a.prometheus, formatMetrics(metricsOf(report)));
   if (a.json) {
-    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(printableJson(report));
     return 0;
   }
   const tty = process.stdout.isTTY === true;

@@ -1,3 +1,4 @@
+import { printableJson } from '../common/control-chars.js';
 import type { LoadedConfig } from '../common/config.js';
 import { log } from '../common/log.js';
 import { drillError, DrillFailure } from '../operate/drill-checks.js';
@@ -8,7 +9,7 @@ import { runRestoreDrill, type DrillOptions } from '../operate/restore-drill.js'
 // restored, recovered, promoted and passed the checks; 15 (CheckFailed) naming the reason otherwise.
 export async function restoreTest(loaded: LoadedConfig, opts: DrillOptions, json: boolean): Promise<number> {
   const { report, failure } = await runRestoreDrill(loaded, opts);
-  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderDrill(report));
+  process.stdout.write(json ? printableJson(report) : renderDrill(report));
   if (!failure) return 0;
   if (!(failure instanceof DrillFailure)) throw failure;
   // The server's log lines (when it stopped) one per line; the error line last.

@@ -1,5 +1,5 @@
 import type { LoadedConfig } from '../common/config.js';
-import { escapeControl } from '../common/control-chars.js';
+import { escapeControl, printableJson } from '../common/control-chars.js';
 import { checkFailedError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { openRepository } from '../archive/repository.js';
@@ -19,7 +19,7 @@ export async function verify(loaded: LoadedConfig, a: { deep: boolean; full: boo
   } finally {
     storage.close();
   }
-  process.stdout.write(a.json ? JSON.stringify(report, null, 2) + '\n' : verifyText(report));
+  process.stdout.write(a.json ? printableJson(report) : verifyText(report));
   for (const p of report.problems) log.error(escapeControl(`problem: ${p}`));
   if (!report.ok) throw checkFailedError(`verify found ${report.problems.length} problem(s) in ${report.repository}`);
   return 0;

@@ -22,3 +22,12 @@ export function escapeControl(value: string): string {
     return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }
+
+/**
+ * `value` as indented JSON for stdout, ending in a newline. JSON.stringify escapes C0 controls but
+ * leaves DEL, C1 and U+2028/U+2029 raw; those are escaped too, so that a string from the repository
+ * cannot break a line for whoever reads the document as text.
+ */
+export function printableJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+}

@@ -1,5 +1,6 @@
 // The result of `walvault check`: one finding per probe, printed as one line each (text) or one
 // JSON document. Pure: the probes are in check.ts, check-store.ts and check-pg.ts.
+import { printableJson } from '../common/control-chars.js';
 import { checkFailedError, configError, type WalvaultError } from '../common/errors.js';
 
 export type ProbeStatus = 'ok' | 'warn' | 'fail' | 'skip';
@@ -32,7 +33,7 @@ export function formatJson(repo: string | undefined, probes: Probe[], checkedAt:
     ok: !probes.some((p) => p.status === 'fail'),
     probes: probes.map((p) => ({ name: p.name, status: p.status, detail: p.detail, fix: p.fix ?? null })),
   };
-  return JSON.stringify(doc, null, 2) + '\n';
+  return printableJson(doc);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { escapeControl } from '../common/control-chars.js';
+import { escapeControl, printableJson } from '../common/control-chars.js';
 import { formatBytes } from '../common/log.js';
 import type { DeleteOutcome } from './delete-run.js';
 import type { RetentionPlan } from './retention.js';
@@ -85,8 +85,7 @@ export function renderText(o: DeleteOutcome, url: string): string {
  * are written as \u escapes too, so no control character of a key reaches the output.
  */
 export function renderJson(o: DeleteOutcome, url: string): string {
-  const text = JSON.stringify(toJson(o, url), null, 2);
-  return text.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n';
+  return printableJson(toJson(o, url));
 }
 
 export function toJson(o: DeleteOutcome, url: string): Record<string, unknown> {

@@ -1,3 +1,4 @@
+import { printableJson } from '../common/control-chars.js';
 import { retryPolicy, type Config } from '../common/config.js';
 import { formatBytes } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
@@ -87,7 +88,7 @@ export async function showFetchPlan(config: Config, opts: TargetFlags & { which:
     storage.close();
   }
   const doc = planDocument(plan, target, await readThroughput(config));
-  process.stdout.write(json ? JSON.stringify(doc, null, 2) + '\n' : renderPlan(doc));
+  process.stdout.write(json ? printableJson(doc) : renderPlan(doc));
   // The same error the real run stops with, on stderr, with its exit code.
   if (plan.wal.problem) throw plan.wal.problem;
   return 0;

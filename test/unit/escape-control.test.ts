@@ -1,7 +1,7 @@
 // verify's text output names keys anyone with write access to the repository may have chosen: a
 // control character in one must not end or forge a line of the report (or of a log reading it).
 import { describe, expect, it } from 'vitest';
-import { escapeControl } from '../../src/common/control-chars.js';
+import { escapeControl, printableJson } from '../../src/common/control-chars.js';
 import { foreignNote } from '../../src/operate/verify.js';
 
 const listed = (key: string) => ({ key, storedSize: 1, lastModified: new Date(0) });
@@ -22,5 +22,15 @@ describe('foreignNote (keys walvault does not know, as verify shows them)', () =
 describe('escapeControl (one escape for every string from the repository that is printed)', () => {
   it('C0, DEL, C1 and the Unicode line separators become \\xNN / \\uNNNN, a backslash \\\\; other text is unchanged', () => {
     expect(escapeControl('a\tb\u007f\u0085\u2028é\\')).toBe('a\\x09b\\x7f\\x85\\u2028é\\\\');
+  });
+});
+
+describe('printableJson (every --json document)', () => {
+  it('escapes what JSON.stringify leaves raw (DEL, C1, U+2028/2029) and still parses to the same value', () => {
+    const value = { key: 'a\u007fb\u0085c\u2028d\u2029e\n' };
+    const text = printableJson(value);
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
+    expect(text.endsWith('}\n')).toBe(true);
+    expect(JSON.parse(text)).toEqual(value);
   });
 });
