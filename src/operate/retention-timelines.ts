@@ -19,9 +19,7 @@ export interface TimelineView {
 }
 
 export function timelineView(repo: Repo, histories: Histories, segSize: number): TimelineView {
-  const tlis = [...histories.keys(), ...[...repo.timelines.values()].filter((t) => t.segments.length + t.partials.length + t.backupLabels.length > 0).map((t) => t.tli)];
-  const last = repo.backups[repo.backups.length - 1];
-  const newest = tlis.length ? Math.max(...tlis) : (last?.stopTimeline ?? last?.timeline ?? 1);
+  const newest = liveTimeline(repo, histories);
   const memo = new Map<string, string | undefined>();
   return {
     newest,
@@ -33,6 +31,25 @@ export function timelineView(repo: Repo, histories: Histories, segSize: number):
       return why;
     },
   };
+}
+
+/**
+ * The timeline the cluster archives to now: the one whose WAL was stored last. Not simply the highest
+ * number: a promotion that was abandoned (a DR drill that archived into this repository) leaves a
+ * higher timeline nobody writes to, and counting fulls for it would keep fewer for the live one.
+ * Without WAL: the highest timeline with a history file, else the newest backup's.
+ */
+function liveTimeline(repo: Repo, histories: Histories): number {
+  let live: { tli: number; at: number } | undefined;
+  for (const t of repo.timelines.values()) {
+    for (const f of [...t.segments, ...t.partials]) {
+      const at = f.lastModified.getTime();
+      if (!live || at > live.at || (at === live.at && t.tli > live.tli)) live = { tli: t.tli, at };
+    }
+  }
+  if (live) return live.tli;
+  const last = repo.backups[repo.backups.length - 1];
+  return histories.size ? Math.max(...histories.keys()) : (last?.stopTimeline ?? last?.timeline ?? 1);
 }
 
 /** Timelines with WAL archived at or after `from` (points on them fall in the window), and always the newest. */

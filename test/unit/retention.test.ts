@@ -227,6 +227,20 @@ describe('retention plan', () => {
     });
   });
 
+  it('retention: --retain-full counts fulls for the timeline archived to now, not an abandoned higher one (a DR drill promoted into this repository)', () => {
+    // Production stays on timeline 1 (F1, F2, F3; WAL archived yesterday); a drill promoted a copy
+    // at 0x15 (after F1) onto timeline 2, archived 0x15..0x18 nine days ago and was dropped.
+    const F1 = backup({ start: 0x0a, age: 10 });
+    const F2 = backup({ start: 0x20, age: 6 });
+    const F3 = backup({ start: 0x30, age: 2 });
+    const histories = new Map([[2, [{ tli: 1, switchLsn: lsn(0x15) }]]]);
+    const inv = repo([F1, F2, F3], { 1: [0x02, 0x40, 1], 2: [0x15, 0x18, 9] });
+    const plan = planRetention(inv, rules({ retainFull: 2 }), {}, histories);
+    expect(ids(plan.keep)).toEqual([F2.id, F3.id]);
+    expect(ids(plan.deleteBackups)).toEqual([F1.id]);
+    expect(plan.walCutoff?.segment).toBe(F2.startSegment);
+  });
+
   it('deletes old .partial and .backup files and gap markers below the cutoff, never history files', () => {
     const inv = repo([b1, b2, b3], { 1: [2, 25] });
     const t1 = inv.timelines.get(1)!;
