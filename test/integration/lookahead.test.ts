@@ -135,8 +135,9 @@ describe(`look-ahead push on ${store.name}`, () => {
     await cp(join(REPO_ROOT, 'dist'), noSdk, { recursive: true });
     const removed: string[] = [];
     for (const f of readdirSync(join(noSdk, 'chunks'))) {
-      // (esbuild names each bundled module's source path; package.json's text merely lists the SDK)
-      if (readFileSync(join(noSdk, 'chunks', f), 'utf8').includes('// node_modules/@aws-sdk/')) {
+      // (esbuild names each bundled module's source path, relative and possibly through a symlinked
+      // node_modules such as a git worktree's; package.json's text merely lists the SDK)
+      if (/^\/\/ (?:\.\.\/)*(?:[\w.-]+\/)*node_modules\/@aws-sdk\//m.test(readFileSync(join(noSdk, 'chunks', f), 'utf8'))) {
         await rm(join(noSdk, 'chunks', f));
         removed.push(f);
       }
