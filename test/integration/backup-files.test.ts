@@ -13,7 +13,7 @@ import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList, type FileList } from '../../src/backup/file-list.js';
 import { decompressStream } from '../../src/codec/codec.js';
 import type { Storage } from '../../src/storage/types.js';
-import { chownToPostgres, PG_BIN_DIR, PgCluster } from '../support/pg.js';
+import { chownToPostgres, PG_BIN_DIR, PgCluster, startRestoredCluster } from '../support/pg.js';
 import { listKeys, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 import { runCommand } from '../support/run-command.js';
@@ -148,11 +148,7 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     });
     expect(r.code, show(r)).toBe(0);
     expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     expect(await c.query('SELECT count(*) FROM pgbench_accounts')).toBe('200000');
     expect(await c.query('SELECT count(*), sum(n) FROM marker')).toBe('1234|761995');
     expect(await c.query('SELECT system_identifier FROM pg_control_system()')).toBe(await pg.query('SELECT system_identifier FROM pg_control_system()'));
@@ -167,11 +163,7 @@ describe.each(rgw)('backup-push --method files on $name', (store: TestStore) => 
     const target = join(await tempDir('wv-files-live', { forPostgres: true }), 'data');
     const f = await runWalvault(['backup-fetch', r.stdout.trim(), target, '--owner', 'postgres', '--target-immediate', '--target-action', 'promote'], { env, wrapper: true, timeoutMs: 240_000 });
     expect(f.code, show(f)).toBe(0);
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     const sums = await c.query(
       'SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(delta) FROM pgbench_history), (SELECT count(*) FROM pgbench_history)',
     );

@@ -15,7 +15,7 @@ import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { parseFileList, type FileList } from '../../src/backup/file-list.js';
 import { decompressStream } from '../../src/codec/codec.js';
 import type { Storage } from '../../src/storage/types.js';
-import { chownToPostgres, PG_BIN_DIR, PgCluster } from '../support/pg.js';
+import { chownToPostgres, PG_BIN_DIR, PgCluster, startRestoredCluster } from '../support/pg.js';
 import { listKeys, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 import { runCommand } from '../support/run-command.js';
@@ -90,12 +90,7 @@ describe.each(rgw)('backup-push --incremental on $name', (store: TestStore) => {
     });
     expect(r.code, show(r)).toBe(0);
     expect(r.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
-    const c = await PgCluster.fromDataDir(dir);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
-    return c;
+    return startRestoredCluster(dir, restored);
   }
 
   beforeAll(async () => {

@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
-import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
+import { PG_BIN_DIR, PgCluster, runAsPostgres, startRestoredCluster } from '../support/pg.js';
 import { createTestBucket, getRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 
@@ -74,11 +74,7 @@ describe.each(rgw)('backup-push --method files from a streaming standby on $name
     const f = await runWalvault(['backup-fetch', id, target, '--owner', 'postgres', '--target-immediate', '--target-action', 'promote'], { env, wrapper: true, timeoutMs: 240_000 });
     expect(f.code, show(f)).toBe(0);
     expect(f.stderr).toMatch(/pg_verifybackup: every file matches backup_manifest/);
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     expect(await c.query('SELECT count(*), sum(n) FROM t')).toBe('1500|1125750');
     expect(await c.query('SELECT system_identifier FROM pg_control_system()')).toBe(await primary.query('SELECT system_identifier FROM pg_control_system()'));
   }, 300_000);

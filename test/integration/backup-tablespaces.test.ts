@@ -15,7 +15,7 @@ import { loadConfig, retryPolicy } from '../../src/common/config.js';
 import { Deadline } from '../../src/common/retry.js';
 import type { Storage } from '../../src/storage/types.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
-import { PgCluster } from '../support/pg.js';
+import { PgCluster, startRestoredCluster } from '../support/pg.js';
 import { listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
@@ -40,11 +40,7 @@ describe.each(rgw)('tablespaces with backup-push --method files on $name', (stor
 
   /** Starts a restored data directory and checks every row, in the tablespace and out of it. */
   async function startAndCount(dataDir: string): Promise<PgCluster> {
-    const c = await PgCluster.fromDataDir(dataDir);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(dataDir, restored);
     expect(await c.query('SELECT count(*), sum(n) FROM in_ts')).toBe('5000|12502500');
     expect(await c.query("SELECT count(*) FROM in_ts WHERE n = 4242 AND pad = 'row 4242'")).toBe('1');
     expect(await c.query('SELECT count(*) FROM outside_ts')).toBe('77');

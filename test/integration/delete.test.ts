@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Storage } from '../../src/storage/types.js';
-import { PgCluster } from '../support/pg.js';
+import { PgCluster, startRestoredCluster } from '../support/pg.js';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createS3Storage } from '../../src/storage/s3/driver.js';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
@@ -145,11 +145,7 @@ describe.each(rgw)('walvault delete on $name', (store: TestStore) => {
     });
     expect(r.code, show(r)).toBe(0);
     expect(r.stderr).toContain(ids.b2);
-    const c = await PgCluster.fromDataDir(dir);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(dir, restored);
     expect(await c.query('SELECT string_agg(n::text, \',\' ORDER BY n) FROM marks')).toBe('1,2');
     await c.stop('immediate');
   }, 180_000);

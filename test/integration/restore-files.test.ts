@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/backup/file-list.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { writeFormat2Backup, type Format2Backup } from '../support/format2-fixture.js';
-import { chownToPostgres, PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
+import { chownToPostgres, PG_BIN_DIR, PgCluster, runAsPostgres, startRestoredCluster } from '../support/pg.js';
 import { createTestBucket, deleteRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin, type WalvaultResult } from '../support/walvault.js';
 import { switchAndWaitArchived } from '../support/archiving-cluster.js';
@@ -98,11 +98,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
   }
 
   async function expectRows(target: string): Promise<void> {
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
     await c.stop();
   }
@@ -412,11 +408,7 @@ describe.each(rgw)('format-2 backup-fetch on $name', (store: TestStore) => {
     const target = join(await tempDir('wv-rfiles-delta', { forPostgres: true }), 'data');
     const first = await fetchAsRoot([good.id, target, '--jobs', '4', ...immediate]);
     expect(first.code, first.stderr).toBe(0);
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     await c.query("UPDATE items SET h = 'changed' WHERE n <= 2000");
     await c.query('CHECKPOINT');
     const running = await fetchAsRoot([good.id, target, '--delta', ...immediate], proxyEnv);
@@ -588,11 +580,7 @@ describe.each(rgw)('round trip: backup-push --method files, backup-fetch --jobs 
     const owner = [...modes].filter(([, m]) => m === 'f600').map(([p]) => p).sort();
     expect(owner).toEqual(['backup_label', 'backup_manifest', 'recovery.signal']);
     expect(new Set([...modes].filter(([p]) => !owner.includes(p)).map(([, m]) => m))).toEqual(new Set(['d750', 'f640']));
-    const c = await PgCluster.fromDataDir(target);
-    restored.push(c);
-    await c.appendConf({ archive_mode: 'off' });
-    await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
-    await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+    const c = await startRestoredCluster(target, restored);
     expect(await c.query('SELECT count(*), sum(n) FROM items')).toBe(`${ROWS}|${(ROWS * (ROWS + 1)) / 2}`);
   }, 300_000);
 });

@@ -254,3 +254,17 @@ export class PgCluster {
     for (const d of this.ownDirs) await rm(d, { recursive: true, force: true });
   }
 }
+
+/**
+ * Starts a data directory backup-fetch restored with recovery to promote: archiving off (a restore
+ * must not fork timelines into the shared archive), registered in `restored` for the test's
+ * cleanup, and waits until recovery has ended.
+ */
+export async function startRestoredCluster(dataDir: string, restored: PgCluster[]): Promise<PgCluster> {
+  const c = await PgCluster.fromDataDir(dataDir);
+  restored.push(c);
+  await c.appendConf({ archive_mode: 'off' });
+  await c.start({ env: { AWS_EC2_METADATA_DISABLED: 'true' } });
+  await c.waitFor('SELECT pg_is_in_recovery()', (out) => out === 'f', 60_000);
+  return c;
+}
