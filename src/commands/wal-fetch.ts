@@ -10,6 +10,7 @@ import { nextSegment, parseWalName, walObjectKey } from '../wal/names.js';
 import { tryFastFetch } from '../prefetch/fast-path.js';
 import { prefetchContext } from '../prefetch/context.js';
 import { afterSegmentServed } from '../prefetch/spool-dir.js';
+import { ackTargetFrom } from '../prefetch/fetch-ack.js';
 
 // restore_command = 'walvault wal-fetch %f %p'. Exit 0 only once the complete, verified file is at
 // %p; exit 1 only when the repository authoritatively says the file does not exist. Every other
@@ -50,7 +51,8 @@ export async function walFetch(
     log.info(`fetched ${name} from ${storage.url} (${formatBytes(meta.size)}, ${meta.codec}, verified SHA-256, ${elapsed(started)})`);
     if (config.prefetch > 0 && wal.kind === 'segment') {
       const ctx = await prefetchContext(config, storage, deadline);
-      if (ctx) await afterSegmentServed(config, ctx, wal.name, nextSegment(wal.name, ctx.segSize));
+      const ack = ackTargetFrom(process.env, config.spool);
+      if (ctx) await afterSegmentServed(ctx, wal.name, nextSegment(wal.name, ctx.segSize), { config, ...ctx, ...(ack ? { ack } : {}) });
     }
     return 0;
   } finally {

@@ -4,16 +4,21 @@ import { elapsed, formatBytes } from '../common/log.js';
 import { nextSegment, parseWalName } from '../wal/names.js';
 import { askWorker } from './client.js';
 import { serveFromSpool } from './serve.js';
-import { afterSegmentServed, noteHistoryRequest, prefetchContextFromCache } from './spool-dir.js';
-import { configFingerprint } from '../worker/control.js';
+import { afterSegmentServed, bootContext, noteHistoryRequest, prefetchContextFromCache, type PrefetchContext, type PrefetchJob } from './spool-dir.js';
+import { configFingerprint, startWorker, workerRunning } from '../worker/control.js';
 import { hasTempFiles, logLine } from '../fs/sync-io.js';
 import { repoUrlOf } from '../storage/open.js';
+import { ackTargetFrom } from './fetch-ack.js';
 
 // The no-SDK path of wal-fetch: the file PostgreSQL asks for was prefetched by the worker an earlier
 // wal-fetch started, or that worker (which has the storage client loaded already) fetches it now.
-// A file is handed over only after it re-hashes to the SHA-256 recorded from the object's metadata.
-// "Not in the repository" is answered here only when the worker asked the repository for this very
-// request (and, for a segment, found no gap); anything else falls back to the normal fetch.
+// When no worker runs, this call starts one and asks it, rather than loading the storage driver
+// itself: the first call of a restore (often a timeline history file that does not exist) then pays
+// for the SDK once, in the process that keeps it for the rest of the restore.
+// A file is handed over only verified: unchanged since the worker verified it (its identity), or
+// re-hashed to the SHA-256 recorded from the object's metadata. "Not in the repository" is answered
+// here only when the worker asked the repository for this very request (and, for a segment, found no
+// gap); anything else falls back to the normal fetch.
 
 /** Exit code when the spool or the worker answered; null when the normal fetch must run. */
 export async function tryFastFetch(config: Config, name: string, path: string, started = process.hrtime.bigint()): Promise<number | null> {
@@ -25,18 +30,24 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
     return null; // the normal path reports the bad name
   }
   if (wal.kind !== 'segment' && wal.kind !== 'history') return null;
-  const ctx = await prefetchContextFromCache(config);
+  let ctx = (await prefetchContextFromCache(config)) ?? bootContext(config);
   if (!ctx) return null;
   const target = resolve(path);
   // A walvault killed mid-fetch leaves only a temp file: remove it before PostgreSQL looks around.
   if (hasTempFiles(dirname(target))) await (await import('../fs/atomic.js')).cleanupStaleTemps(dirname(target));
   const segment = wal.kind === 'segment';
   if (!segment) await noteHistoryRequest(ctx, wal.timeline);
+  const job = (c: PrefetchContext): PrefetchJob => {
+    const ack = ackTargetFrom(process.env, config.spool);
+    return { config, ...c, ...(ack ? { ack } : {}) };
+  };
 
   let served = await serveFromSpool(ctx.dir, name, target);
   if (!served.served && !served.reason) {
+    const fingerprint = configFingerprint(config);
+    if (!workerRunning(ctx.dir)) await startWorker('prefetch', job(ctx));
     const answer = await askWorker(ctx, name, segment, wal.timeline, {
-      fingerprint: configFingerprint(config),
+      fingerprint,
       // at most half the command's deadline: the rest is for asking the repository directly
       waitMs: Math.min(config.attemptTimeout, config.deadline / 2) * 1000,
     });
@@ -50,7 +61,12 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
     if (served.reason) logLine(config, 'wal-fetch', 'warn', `prefetched ${name} not used (${served.reason}); fetching it from the repository`);
     return null;
   }
-  logLine(config, 'wal-fetch', 'info', `fetched ${name} from the prefetch spool (${formatBytes(served.size)}, verified SHA-256, ${elapsed(started)})`);
-  if (segment) await afterSegmentServed(config, ctx, name, nextSegment(name, ctx.segSize));
+  const how = served.by === 'identity' ? 'verified SHA-256 by the prefetch worker, unchanged since' : 'verified SHA-256';
+  logLine(config, 'wal-fetch', 'info', `fetched ${name} from the prefetch spool (${formatBytes(served.size)}, ${how}, ${elapsed(started)})`);
+  if (segment) {
+    // Keyed from the data directory, the segment size is known once the worker cached the manifest.
+    if (!ctx.segSize) ctx = await prefetchContextFromCache(config);
+    if (ctx?.segSize) await afterSegmentServed(ctx, name, nextSegment(name, ctx.segSize), job(ctx));
+  }
   return 0;
 }

@@ -1,31 +1,48 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readSync, statSync, writeSync, type BigIntStats } from 'node:fs';
 import { link, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { tempPathFor } from '../fs/temp-names.js';
 import { fsyncDirSync } from '../fs/sync-io.js';
 import { verifyFileSync } from '../fs/verify-file.js';
 import { readRecord, type PrefetchRecord } from './spool-dir.js';
+import { identityOf, sameIdentity } from '../fs/file-identity.js';
 
-// Handing a prefetched file to PostgreSQL: linked or copied beside its target, re-hashed, renamed.
+// Handing a prefetched file to PostgreSQL: linked or copied beside its target, verified, renamed.
 
-export type ServeResult = { served: true; size: number; sha256: string } | { served: false; reason?: string };
+/** `by`: how the bytes were verified: re-hashed now, or unchanged since the worker verified them. */
+export type ServeResult = { served: true; size: number; sha256: string; by: 'sha256' | 'identity' } | { served: false; reason?: string };
 
 /**
  * Hands the prefetched `name` to `target` if it is in the spool and verifies: it is hard-linked to a
- * temp file beside `target` (one inode, no copy), re-hashed against its record, renamed to `target`,
- * and `target`'s directory is fsynced (the content was fsynced when it was downloaded). Across
- * filesystems it is copied to the temp file instead, hashed on the way and fsynced. A file that
- * fails verification is deleted and `{ served: false, reason }` returned.
+ * temp file beside `target` (one inode, no copy), verified, renamed to `target`, and `target`'s
+ * directory is fsynced (the content was fsynced when it was downloaded). Verified means: the file
+ * still has the identity (device, inode, size, mtime, ctime) the worker recorded right after it
+ * verified, fsynced and renamed it, and the link made is that same inode; otherwise (no identity
+ * recorded, another identity, `rehash`) re-hashed against the record. Across filesystems it is
+ * copied to the temp file instead, hashed on the way and fsynced. A file that fails verification is
+ * deleted and `{ served: false, reason }` returned.
  */
-export async function serveFromSpool(dir: string, name: string, target: string): Promise<ServeResult> {
+export async function serveFromSpool(dir: string, name: string, target: string, opts: { rehash?: boolean } = {}): Promise<ServeResult> {
   const file = join(dir, name);
   const rec = readRecord(dir, name);
   if (!rec || !existsSync(file)) return { served: false };
   const temp = tempPathFor(target);
   try {
+    let before: BigIntStats | undefined;
+    if (rec.identity && !opts.rehash) {
+      try {
+        before = statSync(file, { bigint: true });
+      } catch {
+        return { served: false }; // dropped meanwhile
+      }
+      if (!sameIdentity(identityOf(before), rec.identity)) before = undefined;
+    }
+    let by: 'sha256' | 'identity' = 'sha256';
     try {
       await link(file, temp);
+      // The link moved ctime; the inode, size and mtime must still be the ones checked above.
+      if (before && sameInode(before, statSync(temp, { bigint: true }))) by = 'identity';
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return { served: false }; // dropped meanwhile
@@ -33,14 +50,20 @@ export async function serveFromSpool(dir: string, name: string, target: string):
       const copied = copyVerified(file, temp, rec);
       if (copied) return dropBad(dir, name, copied);
     }
-    const v = verifyFileSync(temp, rec.size, rec.sha256);
-    if (!v.ok) return dropBad(dir, name, v.reason ?? 'verification failed');
+    if (by === 'sha256') {
+      const v = verifyFileSync(temp, rec.size, rec.sha256);
+      if (!v.ok) return dropBad(dir, name, v.reason ?? 'verification failed');
+    }
     await rename(temp, target);
     fsyncDirSync(dirname(target));
-    return { served: true, size: rec.size, sha256: rec.sha256 };
+    return { served: true, size: rec.size, sha256: rec.sha256, by };
   } finally {
     await unlink(temp).catch(() => undefined);
   }
+}
+
+function sameInode(a: BigIntStats, b: BigIntStats): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
 }
 
 async function dropBad(dir: string, name: string, reason: string): Promise<ServeResult> {

@@ -10,13 +10,17 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 import { timelineOfName } from '../wal/names.js';
 import { shortHash } from '../fs/short-hash.js';
+import { parseIdentity, type FileIdentity } from '../fs/file-identity.js';
+import { dataDirSystemIdentifier } from './data-dir.js';
+import type { AckTarget } from './fetch-ack.js';
 
 // The prefetch spool of one restore: `<spool>/repos/<repo>/prefetch/<system id>-<data dir hash>/`.
 // Keyed by repository, by the repository's PostgreSQL system identifier and by the data directory
 // being restored (restore_command runs in it), so two restores on one machine never share files.
 //
 //   <name>           a WAL file downloaded and verified by the worker (temp + fsync + rename)
-//   <name>.json      its record: size and SHA-256 of the original bytes (from the object metadata)
+//   <name>.json      its record: size and SHA-256 of the original bytes (from the object metadata),
+//                    and the file's identity taken after it was verified, fsynced and renamed
 //   <name>.inflight  the worker is downloading it right now
 //   <name>.answer    the worker's answer to one request (req id inside): absent from the repository, or failed
 //   state.json       PostgreSQL's latest request and where prefetching continues (src/worker/protocol.ts)
@@ -34,6 +38,8 @@ export interface PrefetchRecord {
   size: number;
   sha256: string;
   fetchedAt: string;
+  /** stat() of the file once verified, fsynced and in place: what lets a hand-over skip re-hashing. */
+  identity?: FileIdentity;
 }
 
 /** The worker's state (src/worker/protocol.ts) with the request wal-fetch is waiting for, if any. */
@@ -46,11 +52,14 @@ export interface PrefetchState extends WorkerState {
 
 export interface PrefetchContext {
   dir: string;
+  /** 0 when not known yet (keyed from the data directory): the worker reads it from the repository. */
   segSize: number;
 }
 
 export interface PrefetchJob extends PrefetchContext {
   config: Config;
+  /** Where the worker acknowledges verified segments for the shell wrapper (src/prefetch/fetch-ack.ts). */
+  ack?: AckTarget;
 }
 
 export const SEGMENT = /^[0-9A-F]{24}$/;
@@ -94,7 +103,11 @@ export async function writeRecord(dir: string, rec: PrefetchRecord): Promise<voi
 export function readRecord(dir: string, name: string): PrefetchRecord | null {
   try {
     const r = JSON.parse(readFileSync(join(dir, `${name}.json`), 'utf8')) as PrefetchRecord;
-    if (r.v === 1 && r.name === name && Number.isSafeInteger(r.size) && /^[0-9a-f]{64}$/.test(r.sha256)) return r;
+    if (r.v === 1 && r.name === name && Number.isSafeInteger(r.size) && /^[0-9a-f]{64}$/.test(r.sha256)) {
+      const identity = parseIdentity(r.identity);
+      const { identity: _, ...rest } = r;
+      return identity ? { ...rest, identity } : rest;
+    }
   } catch {
     // absent or torn
   }
@@ -114,6 +127,19 @@ export async function prefetchContextFromCache(config: Config): Promise<Prefetch
   } catch {
     return null;
   }
+}
+
+/**
+ * This restore's spool directory keyed by the system identifier in the data directory's pg_control,
+ * for the first wal-fetch of a restore when the spool has no copy of the repository manifest: the
+ * worker then reads the manifest itself and refuses to work for a directory whose key differs from
+ * the repository's system identifier. The segment size is learnt by the worker (segSize 0).
+ */
+export function bootContext(config: Config): PrefetchContext | null {
+  const key = repoKeyOf(config);
+  const sysid = key ? dataDirSystemIdentifier(process.cwd()) : null;
+  if (!key || !sysid) return null;
+  return { dir: prefetchDir(repoCacheDir(config.spool, key), sysid, process.cwd()), segSize: 0 };
 }
 
 export function contextFromManifest(cache: string, m: { systemIdentifier?: unknown; walSegmentSize?: unknown }): PrefetchContext | null {
@@ -143,12 +169,12 @@ export async function noteHistoryRequest(ctx: PrefetchContext, timeline: number)
  * timelines and those PostgreSQL has gone past are dropped. `name` itself stays until a later one is
  * served: PostgreSQL asks for the last segment again at the end of recovery.
  */
-export async function afterSegmentServed(config: Config, ctx: PrefetchContext, name: string, next: string): Promise<void> {
+export async function afterSegmentServed(ctx: PrefetchContext, name: string, next: string, job: PrefetchJob): Promise<void> {
   try {
     const tli = timelineOfName(name);
     await writeState<PrefetchState>(ctx.dir, { timeline: tli, next, at: Date.now() });
     await dropEntries(ctx.dir, (n) => timelineOfName(n) !== tli || n < name);
-    await startWorker('prefetch', { config, ...ctx } satisfies PrefetchJob);
+    await startWorker('prefetch', job);
   } catch (e) {
     log.debug(`prefetch bookkeeping failed: ${String(e)}`);
   }

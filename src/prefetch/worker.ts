@@ -1,7 +1,8 @@
-import { open, rename, unlink } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
-import { describe } from '../common/errors.js';
+import { describe, repoMismatchError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../archive/fetch.js';
@@ -9,7 +10,12 @@ import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
-import { dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { contextFromManifest, dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
+import { repoCacheDir } from '../archive/cache-dir.js';
+import { repoKeyOf } from '../storage/open.js';
+import { identityOf } from '../fs/file-identity.js';
+import { removeAck, removeAcks, writeAck } from './fetch-ack.js';
 import { withWorkerLock, pollUntilIdle } from '../worker/loop.js';
 import { answer, type AnswerResult } from '../worker/protocol.js';
 
@@ -19,6 +25,10 @@ import { answer, type AnswerResult } from '../worker/protocol.js';
 // after a few idle seconds. A segment the repository does not have ends the current run; "not found"
 // is never remembered: the next request starts over, and an "absent" answer is written only for the
 // request (id) that was waiting, after asking the repository for it (src/worker/protocol.ts).
+// Started by the first wal-fetch of a restore (before that one loads any storage code), it may not
+// know the segment size yet: it reads the repository manifest first. With the shell wrapper in use
+// it also writes a fetch ack per segment (src/prefetch/fetch-ack.ts); a segment the wrapper handed
+// over leaves the spool (renamed to %p), which the worker takes as "served": it continues after it.
 
 const CONCURRENCY = 4;
 const POLL_MS = 5;
@@ -27,22 +37,61 @@ const IDLE_POLL_MAX_MS = 50;
 const IDLE_MS = 10_000;
 
 export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
-  const { config, dir, segSize } = job;
+  const { config, dir, ack } = job;
+  let segSize = job.segSize;
   const policy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
+  /** Segments this worker put into the spool (and acknowledged), to notice the wrapper taking one. */
+  const placed = new Set<string>();
   await withWorkerLock(dir, config, async () => {
     let storage: Storage | undefined;
     try {
       storage = await openRepository(config);
+      if (!segSize) segSize = await learnSegmentSize(storage);
       await serve(storage);
     } catch (e) {
       log.warn(`prefetch worker stopped: ${describe(e)}`);
     } finally {
       storage?.close();
       // Nobody asked for anything for IDLE_MS: the restore ended or paused. Free the disk.
+      if (ack) removeAcks(ack, (n) => placed.has(n));
       await dropEntries(dir, () => true).catch(() => undefined);
     }
   });
   return 0;
+
+  /**
+   * Started keyed by the data directory's pg_control (no manifest in the spool yet): the repository
+   * must hold that system, whose manifest is then cached for the next wal-fetch.
+   */
+  async function learnSegmentSize(s: Storage): Promise<number> {
+    const deadline = new Deadline(config.deadline * 1000);
+    try {
+      const key = repoKeyOf(config);
+      const m = key ? await readRemoteManifest(s, policy, deadline) : null;
+      const cache = repoCacheDir(config.spool, key ?? '');
+      const ctx = m ? contextFromManifest(cache, m) : null;
+      if (!m || !ctx || ctx.dir !== dir) throw repoMismatchError(`${s.url} has ${m ? `system ${m.systemIdentifier}` : 'no manifest'}, not the one of the data directory being restored`);
+      await cacheManifest(join(cache, MANIFEST_KEY), m);
+      return ctx.segSize;
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /**
+   * The newest segment the wrapper took from the spool since `since` (a file this worker placed is
+   * gone, and it was not one PostgreSQL had gone past: those are dropped by wal-fetch).
+   */
+  function takenByWrapper(state: PrefetchState | null): string | undefined {
+    let newest: string | undefined;
+    for (const n of placed) {
+      if (existsSync(join(dir, n))) continue;
+      placed.delete(n);
+      if (ack) removeAck(ack, n);
+      if (state?.next && n >= state.next && timelineOfName(n) === state.timeline && (!newest || n > newest)) newest = n;
+    }
+    return newest;
+  }
 
   async function serve(s: Storage): Promise<void> {
     const running = new Map<string, Promise<void>>();
@@ -57,16 +106,26 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     };
     // While nothing is asked or running (a standby waiting for new WAL), poll less often: no busy CPU.
     const pollMs = (idleFor: number) => Math.min(IDLE_POLL_MAX_MS, POLL_MS * 2 ** Math.min(4, Math.floor(idleFor / 200)));
+    /** Where prefetching continues after the wrapper served segments (reset by every new request). */
+    let after: string | undefined;
     await pollUntilIdle(dir, { idleMs: IDLE_MS, pollMs }, async () => {
-      const state = await readPrefetchState(dir);
+      let state = await readPrefetchState(dir);
       const key = state ? `${state.next ?? ''}|${state.reqId ?? ''}` : '';
-      const fresh = key !== seen;
+      let fresh = key !== seen;
       if (fresh) {
         seen = key;
         round++;
         missing = undefined;
         answered = false;
+        after = undefined;
       }
+      const taken = takenByWrapper(state);
+      if (taken && (!after || taken > after)) {
+        after = taken;
+        fresh = true; // PostgreSQL is being served: not idle
+        await dropEntries(dir, (n) => SEGMENT.test(n) && n < taken && timelineOfName(n) === timelineOfName(taken));
+      }
+      if (state && after) state = { ...state, next: nextSegment(after, segSize) };
       let started = 0;
       if (state) {
         // A requested file that is not a segment (a timeline history file): fetch just that one.
@@ -140,8 +199,16 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       // Requests moved to another timeline meanwhile: this segment will not be asked for.
       const now = await readPrefetchState(dir);
       if (SEGMENT.test(name) && now && now.timeline !== timelineOfName(name)) return;
-      await writeRecord(dir, { v: 1, name, size: meta.size, sha256: meta.sha256, fetchedAt: new Date().toISOString() });
-      await rename(partial, join(dir, name));
+      // The identity is taken after the last change walvault makes to the file (the rename moves
+      // ctime): from then on, any change to it shows in its identity (src/fs/file-identity.ts).
+      const file = join(dir, name);
+      await rename(partial, file);
+      const identity = identityOf(await stat(file, { bigint: true }));
+      await writeRecord(dir, { v: 1, name, size: meta.size, sha256: meta.sha256, fetchedAt: new Date().toISOString(), identity });
+      if (SEGMENT.test(name)) {
+        placed.add(name);
+        if (ack) writeAck(ack, { name, file, identity, sha256: meta.sha256 });
+      }
     } catch (e) {
       log.warn(`prefetch of ${name} failed: ${describe(e)}`);
       onMissing(name); // do not hammer a failing store; the next request starts over
