@@ -4,11 +4,14 @@ import { elapsed, formatBytes } from '../common/log.js';
 import { nextSegment, parseWalName } from '../wal/names.js';
 import { askWorker } from './client.js';
 import { serveFromSpool } from './serve.js';
-import { afterSegmentServed, bootContext, noteHistoryRequest, prefetchContextFromCache, type PrefetchContext, type PrefetchJob } from './spool-dir.js';
+import { afterSegmentServed, bootContext, noteHistoryRequest, prefetchContextFromCache, type PrefetchContext, type PrefetchJob, type PrefetchState } from './spool-dir.js';
 import { configFingerprint, startWorker, workerRunning } from '../worker/control.js';
 import { hasTempFiles, logLine } from '../fs/sync-io.js';
 import { repoUrlOf } from '../storage/open.js';
 import { ackTargetFrom } from './fetch-ack.js';
+import { recoveryStart } from './data-dir.js';
+import { writeState } from '../worker/protocol.js';
+import { segmentOfLsn } from '../wal/names.js';
 
 // The no-SDK path of wal-fetch: the file PostgreSQL asks for was prefetched by the worker an earlier
 // wal-fetch started, or that worker (which has the storage client loaded already) fetches it now.
@@ -45,7 +48,7 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
   let served = await serveFromSpool(ctx.dir, name, target);
   if (!served.served && !served.reason) {
     const fingerprint = configFingerprint(config);
-    if (!workerRunning(ctx.dir)) await startWorker('prefetch', job(ctx));
+    if (!workerRunning(ctx.dir)) await startWorker('prefetch', await withStartHint(ctx, job(ctx)));
     const answer = await askWorker(ctx, name, segment, wal.timeline, {
       fingerprint,
       // at most half the command's deadline: the rest is for asking the repository directly
@@ -69,4 +72,18 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
     if (ctx?.segSize) await afterSegmentServed(ctx, name, nextSegment(name, ctx.segSize), job(ctx));
   }
   return 0;
+}
+
+/**
+ * A worker started for a restore's first request (usually a timeline history file that does not
+ * exist) also starts prefetching where replay will begin (src/prefetch/data-dir.ts), so that the
+ * first segments download while PostgreSQL is still probing for timelines. The state written here
+ * is only where prefetching continues; PostgreSQL's first segment request replaces it.
+ */
+async function withStartHint(ctx: PrefetchContext, job: PrefetchJob): Promise<PrefetchJob> {
+  const start = recoveryStart(process.cwd());
+  if (!start) return job;
+  const next = start.segment ?? (ctx.segSize && start.lsn ? segmentOfLsn(start.lsn, start.timeline, ctx.segSize) : undefined);
+  await writeState<PrefetchState>(ctx.dir, { timeline: start.timeline, ...(next ? { next } : {}), at: Date.now() }).catch(() => undefined);
+  return next || !start.lsn ? job : { ...job, start: { timeline: start.timeline, lsn: start.lsn } };
 }

@@ -60,6 +60,8 @@ export interface PrefetchJob extends PrefetchContext {
   config: Config;
   /** Where the worker acknowledges verified segments for the shell wrapper (src/prefetch/fetch-ack.ts). */
   ack?: AckTarget;
+  /** Where replay starts when the segment size was not known to the caller (pg_control's redo). */
+  start?: { timeline: number; lsn: string };
 }
 
 export const SEGMENT = /^[0-9A-F]{24}$/;

@@ -1,15 +1,15 @@
-import { existsSync } from 'node:fs';
+import { existsSync, watch, type FSWatcher } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
 import { describe, repoMismatchError } from '../common/errors.js';
-import { log } from '../common/log.js';
+import { elapsed, log } from '../common/log.js';
 import { Deadline } from '../common/retry.js';
 import { downloadVerified } from '../archive/fetch.js';
 import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
-import { nextSegment, parseWalName, timelineOfName, walObjectKey } from '../wal/names.js';
+import { nextSegment, parseWalName, segmentOfLsn, timelineOfName, walObjectKey } from '../wal/names.js';
 import { contextFromManifest, dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
 import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
@@ -33,6 +33,9 @@ import { answer, type AnswerResult } from '../worker/protocol.js';
 const CONCURRENCY = 4;
 const POLL_MS = 5;
 const IDLE_POLL_MAX_MS = 50;
+/** With change notifications on the directory, polling is only a safety net. */
+const WATCHED_POLL_MS = 100;
+const WATCHED_IDLE_POLL_MAX_MS = 500;
 /** No new request from PostgreSQL for this long: the restore is over or paused; exit. */
 const IDLE_MS = 10_000;
 
@@ -104,40 +107,49 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     const onMissing = (r: number) => (name: string) => {
       if (r === round && (missing === undefined || name < missing)) missing = name;
     };
-    // While nothing is asked or running (a standby waiting for new WAL), poll less often: no busy CPU.
-    const pollMs = (idleFor: number) => Math.min(IDLE_POLL_MAX_MS, POLL_MS * 2 ** Math.min(4, Math.floor(idleFor / 200)));
+    // A request (state.json renamed into place) or the wrapper taking a segment (renamed out) wakes
+    // the loop at once: polling every few milliseconds instead cost more CPU than the downloads.
+    // While nothing is asked or running (a standby waiting for new WAL), poll less often.
+    const changes = watchDir(dir);
+    const [base, max] = changes ? [WATCHED_POLL_MS, WATCHED_IDLE_POLL_MAX_MS] : [POLL_MS, IDLE_POLL_MAX_MS];
+    const pollMs = (idleFor: number) => Math.min(max, base * 2 ** Math.min(4, Math.floor(idleFor / 200)));
     /** Where prefetching continues after the wrapper served segments (reset by every new request). */
     let after: string | undefined;
-    await pollUntilIdle(dir, { idleMs: IDLE_MS, pollMs }, async () => {
-      let state = await readPrefetchState(dir);
-      const key = state ? `${state.next ?? ''}|${state.reqId ?? ''}` : '';
-      let fresh = key !== seen;
-      if (fresh) {
-        seen = key;
-        round++;
-        missing = undefined;
-        answered = false;
-        after = undefined;
-      }
-      const taken = takenByWrapper(state);
-      if (taken && (!after || taken > after)) {
-        after = taken;
-        fresh = true; // PostgreSQL is being served: not idle
-        await dropEntries(dir, (n) => SEGMENT.test(n) && n < taken && timelineOfName(n) === timelineOfName(taken));
-      }
-      if (state && after) state = { ...state, next: nextSegment(after, segSize) };
-      let started = 0;
-      if (state) {
-        // A requested file that is not a segment (a timeline history file): fetch just that one.
-        if (state.req && !SEGMENT.test(state.req) && !answered && !running.has(state.req)) {
-          answered = true;
-          started++;
-          start(s, running, state.req, state, () => undefined);
+    try {
+      await pollUntilIdle(dir, { idleMs: IDLE_MS, pollMs, ...(changes ? { wake: changes.next } : {}) }, async () => {
+        let state = await readPrefetchState(dir);
+        const key = state ? `${state.next ?? ''}|${state.reqId ?? ''}` : '';
+        let fresh = key !== seen;
+        if (fresh) {
+          seen = key;
+          round++;
+          missing = undefined;
+          answered = false;
+          after = undefined;
         }
-        started += await schedule(s, state, running, missing, onMissing(round));
-      }
-      return { running, started, fresh };
-    });
+        const taken = takenByWrapper(state);
+        if (taken && (!after || taken > after)) {
+          after = taken;
+          fresh = true; // PostgreSQL is being served: not idle
+          await dropEntries(dir, (n) => SEGMENT.test(n) && n < taken && timelineOfName(n) === timelineOfName(taken));
+        }
+        if (state && after) state = { ...state, next: nextSegment(after, segSize) };
+        else if (state && !state.next && job.start && state.timeline === job.start.timeline) state = { ...state, next: segmentOfLsn(job.start.lsn, job.start.timeline, segSize) };
+        let started = 0;
+        if (state) {
+          // A requested file that is not a segment (a timeline history file): fetch just that one.
+          if (state.req && !SEGMENT.test(state.req) && !answered && !running.has(state.req)) {
+            answered = true;
+            started++;
+            start(s, running, state.req, state, () => undefined);
+          }
+          started += await schedule(s, state, running, missing, onMissing(round));
+        }
+        return { running, started, fresh };
+      });
+    } finally {
+      changes?.close();
+    }
   }
 
   async function schedule(
@@ -180,6 +192,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     const reply = async (result: AnswerResult, detail?: string) => {
       if (requested) await answer(dir, name, reqId, result, detail);
     };
+    const t0 = process.hrtime.bigint();
     const marker = join(dir, `${name}.inflight`);
     const partial = join(dir, `${name}.dl`);
     const deadline = new Deadline(config.deadline * 1000);
@@ -209,6 +222,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
         placed.add(name);
         if (ack) writeAck(ack, { name, file, identity, sha256: meta.sha256 });
       }
+      log.debug(`prefetched ${name} (${elapsed(t0)}${requested ? ', asked for' : ''}; worker CPU so far ${cpuSeconds()} s)`);
     } catch (e) {
       log.warn(`prefetch of ${name} failed: ${describe(e)}`);
       onMissing(name); // do not hammer a failing store; the next request starts over
@@ -219,4 +233,32 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       await unlink(marker).catch(() => undefined);
     }
   }
+}
+
+function cpuSeconds(): string {
+  const u = process.cpuUsage();
+  return ((u.user + u.system) / 1e6).toFixed(2);
+}
+
+interface DirChanges {
+  /** Resolves at the next change in the directory. */
+  next: () => Promise<void>;
+  close: () => void;
+}
+
+function watchDir(dir: string): DirChanges | undefined {
+  let watcher: FSWatcher;
+  let waiting: Array<() => void> = [];
+  const fire = () => {
+    const w = waiting;
+    waiting = [];
+    for (const f of w) f();
+  };
+  try {
+    watcher = watch(dir, { persistent: false }, fire);
+  } catch {
+    return undefined; // no inotify here: plain polling
+  }
+  watcher.on('error', fire);
+  return { next: () => new Promise<void>((r) => waiting.push(r)), close: () => watcher.close() };
 }

@@ -28,12 +28,13 @@ export interface Step {
 
 /**
  * Calls `step` (read the state, start work) again and again until nothing has run, been started or
- * been asked for `idleMs`. Between steps it waits for a piece of work to end or `pollMs(idle time)`.
+ * been asked for `idleMs`. Between steps it waits for a piece of work to end, `wake()` (a change
+ * notification) or `pollMs(idle time)`.
  * `onIdle` runs at every step that found nothing to do.
  */
 export async function pollUntilIdle(
   dir: string,
-  opts: { idleMs: number; pollMs: (idleForMs: number) => number; onIdle?: () => Promise<void> },
+  opts: { idleMs: number; pollMs: (idleForMs: number) => number; onIdle?: () => Promise<void>; wake?: () => Promise<void> },
   step: () => Promise<Step>,
 ): Promise<void> {
   let lastTouch = 0;
@@ -48,10 +49,10 @@ export async function pollUntilIdle(
     if (running.size === 0 && started === 0) {
       await opts.onIdle?.();
       if (Date.now() - idleSince > opts.idleMs) return;
-      await sleep(opts.pollMs(Date.now() - idleSince));
+      await Promise.race([sleep(opts.pollMs(Date.now() - idleSince)), ...(opts.wake ? [opts.wake()] : [])]);
     } else {
       idleSince = Date.now();
-      await Promise.race([...running.values(), sleep(opts.pollMs(0))]);
+      await Promise.race([...running.values(), sleep(opts.pollMs(0)), ...(opts.wake ? [opts.wake()] : [])]);
     }
   }
 }
