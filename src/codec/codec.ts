@@ -54,13 +54,20 @@ export function isDecompressionError(e: unknown): e is NodeJS.ErrnoException & {
   return !!code && (code.startsWith('ERR_ZSTD') || code.startsWith('ZSTD_error') || code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code.startsWith('ERR__ZLIB'));
 }
 
+/**
+ * Output buffer of a decompressor: with Node's default (16 KiB) a 16 MiB WAL segment passes through
+ * the libuv pool, the hashing stream and write(2) in 1024 pieces, which cost ~2.5x the CPU of 1 MiB
+ * pieces (restore prefetch, measured on pgbench WAL: 156 vs 63 CPU-ms per segment).
+ */
+const DECOMPRESS_CHUNK = 1024 * 1024;
+
 export function decompressStream(codec: Codec): Transform | undefined {
   switch (codec) {
     case 'none':
       return undefined;
     case 'zstd':
-      return zlib.createZstdDecompress();
+      return zlib.createZstdDecompress({ chunkSize: DECOMPRESS_CHUNK });
     case 'gzip':
-      return zlib.createGunzip();
+      return zlib.createGunzip({ chunkSize: DECOMPRESS_CHUNK });
   }
 }
