@@ -55,7 +55,7 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
       waitMs: Math.min(config.attemptTimeout, config.deadline / 2) * 1000,
     });
     if (answer === 'absent') {
-      logLine(config, 'wal-fetch', 'info', `${name} is not in ${repoUrlOf(config.repo)} (not found, asked by the prefetch worker); exiting 1`);
+      logLine(config, 'wal-fetch', 'info', `${name} is not in ${repoUrlOf(config.repo)} (not found, asked by the prefetch worker, ${elapsed(started)}); exiting 1`);
       return 1;
     }
     if (answer === 'file') served = await serveFromSpool(ctx.dir, name, target);

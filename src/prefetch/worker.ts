@@ -1,4 +1,4 @@
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
@@ -14,7 +14,7 @@ import { contextFromManifest, dropEntries, listEntries, readPrefetchState, SEGME
 import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
-import { identityOf } from '../fs/file-identity.js';
+import { identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { removeAck, removeAcks, writeAck } from './fetch-ack.js';
 import { withWorkerLock, pollUntilIdle } from '../worker/loop.js';
 import { answer, type AnswerResult } from '../worker/protocol.js';
@@ -28,7 +28,7 @@ import { answer, type AnswerResult } from '../worker/protocol.js';
 // Started by the first wal-fetch of a restore (before that one loads any storage code), it may not
 // know the segment size yet: it reads the repository manifest first. With the shell wrapper in use
 // it also writes a fetch ack per segment (src/prefetch/fetch-ack.ts); a segment the wrapper handed
-// over leaves the spool (renamed to %p), which the worker takes as "served": it continues after it.
+// over (hard-linked to %p: its ctime moves) counts as served: prefetching continues after it.
 
 const CONCURRENCY = 4;
 const POLL_MS = 5;
@@ -44,7 +44,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   let segSize = job.segSize;
   const policy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
   /** Segments this worker put into the spool (and acknowledged), to notice the wrapper taking one. */
-  const placed = new Set<string>();
+  const placed = new Map<string, FileIdentity>();
   await withWorkerLock(dir, config, async () => {
     let storage: Storage | undefined;
     try {
@@ -82,13 +82,21 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   }
 
   /**
-   * The newest segment the wrapper took from the spool since `since` (a file this worker placed is
-   * gone, and it was not one PostgreSQL had gone past: those are dropped by wal-fetch).
+   * The newest segment handed to PostgreSQL since the last look: a file this worker placed that is
+   * gone or has another identity (the wrapper and wal-fetch hard-link it to %p, which moves its
+   * ctime; a file changed behind walvault's back counts too, and is re-hashed when asked for).
+   * Files PostgreSQL has gone past are dropped by wal-fetch and do not count.
    */
-  function takenByWrapper(state: PrefetchState | null): string | undefined {
+  function handedOver(state: PrefetchState | null): string | undefined {
     let newest: string | undefined;
-    for (const n of placed) {
-      if (existsSync(join(dir, n))) continue;
+    for (const [n, id] of placed) {
+      let now;
+      try {
+        now = statSync(join(dir, n), { bigint: true });
+      } catch {
+        now = undefined;
+      }
+      if (now && sameIdentity(identityOf(now), id)) continue;
       placed.delete(n);
       if (ack) removeAck(ack, n);
       if (state?.next && n >= state.next && timelineOfName(n) === state.timeline && (!newest || n > newest)) newest = n;
@@ -127,7 +135,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
           answered = false;
           after = undefined;
         }
-        const taken = takenByWrapper(state);
+        const taken = handedOver(state);
         if (taken && (!after || taken > after)) {
           after = taken;
           fresh = true; // PostgreSQL is being served: not idle
@@ -219,7 +227,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       const identity = identityOf(await stat(file, { bigint: true }));
       await writeRecord(dir, { v: 1, name, size: meta.size, sha256: meta.sha256, fetchedAt: new Date().toISOString(), identity });
       if (SEGMENT.test(name)) {
-        placed.add(name);
+        placed.set(name, identity);
         if (ack) writeAck(ack, { name, file, identity, sha256: meta.sha256 });
       }
       log.debug(`prefetched ${name} (${elapsed(t0)}${requested ? ', asked for' : ''}; worker CPU so far ${cpuSeconds()} s)`);

@@ -4,7 +4,8 @@
 // switch never serves one timeline's segment for another, a miss inside the archived range stays a
 // gap, and two restores on one machine keep separate spools.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, linkSync, readdirSync, readFileSync, utimesSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,11 +60,11 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     const pgdata = join(dir, 'pgdata');
     await mkdir(join(pgdata, 'pg_wal'), { recursive: true });
     await writeFile(join(pgdata, 'recovery.signal'), '');
-    const fetch = async (name: string, cwd = pgdata) => {
-      const r = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env, cwd });
+    const fetch = async (name: string, cwd = pgdata, over: Record<string, string> = {}) => {
+      const r = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env: { ...env, ...over }, cwd });
       return { r, bytes: r.code === 0 ? await readFile(join(cwd, 'pg_wal/RECOVERYXLOG')) : undefined };
     };
-    const spoolFiles = (name: string) => findAll(join(dir, 'spool'), (n) => n === name);
+    const spoolFiles = (name: string, spool = 'spool') => findAll(join(dir, spool), (n) => n === name);
     const key = (name: string) => `${label}/wal/${name.slice(0, 16)}/${name}`;
     return { dir, pgdata, env, fetch, spoolFiles, key };
   }
@@ -201,5 +202,116 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     const a2 = await t.fetch(segs[1]![0]);
     expect(a2.r.stderr).toMatch(/prefetch spool/);
     expect(a2.bytes!.equals(segs[1]![1])).toBe(true);
+  });
+
+  /** A data directory whose global/pg_control names `sysid` and a checkpoint whose redo is in `redoSegno`. */
+  async function pgControl(pgdata: string, sysid: bigint, redoSegno: number): Promise<void> {
+    const b = Buffer.alloc(8192);
+    b.writeBigUInt64LE(sysid, 0);
+    b.writeUInt32LE(1300, 8);
+    b.writeBigUInt64LE(BigInt(redoSegno) * 1024n * 1024n + 0x28n, 40);
+    b.writeUInt32LE(1, 48);
+    await mkdir(join(pgdata, 'global'), { recursive: true });
+    await writeFile(join(pgdata, 'global', 'pg_control'), b);
+  }
+
+  it("the first request of a restore starts the worker, which answers it and prefetches where replay starts", async () => {
+    const segs = [1, 2, 3, 4, 5, 6].map((n) => seg(n));
+    const t = await setup('boot', segs);
+    await pgControl(t.pgdata, 7000000000000000001n, 3);
+    // A new machine: no spool yet, so no copy of the repository manifest to key the prefetch spool.
+    const fresh = { WALVAULT_SPOOL: join(t.dir, 'spool2') };
+    const h = await t.fetch('00000002.history', t.pgdata, fresh);
+    expect(h.r.code, h.r.stderr).toBe(1);
+    // Answered by the worker this call started (the SDK loads there, once), not by loading it here.
+    expect(h.r.stderr).toMatch(/00000002\.history is not in s3:\/\/.* \(not found, asked by the prefetch worker/);
+    // Prefetching began at pg_control's redo segment before PostgreSQL asked for any segment.
+    await until('segment 3 prefetched from the pg_control hint', () => t.spoolFiles(segs[2]![0], 'spool2').length === 1);
+    expect(t.spoolFiles(segs[0]![0], 'spool2')).toEqual([]);
+    expect(findAll(join(t.dir, 'spool2'), (n) => n === 'walvault.json')).toHaveLength(1); // cached by the worker
+    const f = await t.fetch(segs[2]![0], t.pgdata, fresh);
+    expect(f.r.code, f.r.stderr).toBe(0);
+    expect(f.r.stderr).toMatch(/fetched 000000010000000000000003 from the prefetch spool \(1\.00 MiB, verified SHA-256 by the prefetch worker, unchanged since/);
+    expect(f.bytes!.equals(segs[2]![1])).toBe(true);
+  });
+
+  it('a worker keyed by a data directory of another system refuses to work: the normal fetch answers', async () => {
+    const segs = [1, 2, 3].map((n) => seg(n));
+    const t = await setup('othersys', segs);
+    await pgControl(t.pgdata, 7000000000000000099n, 1);
+    const fresh = { WALVAULT_SPOOL: join(t.dir, 'spool2') };
+    const h = await t.fetch('00000002.history', t.pgdata, fresh);
+    expect(h.r.code, h.r.stderr).toBe(1);
+    expect(h.r.stderr).not.toMatch(/asked by the prefetch worker/);
+    expect(h.r.stderr).toMatch(/00000002\.history is not in s3:\/\/.* \(not found\); exiting 1/);
+    expect(findAll(join(t.dir, 'spool2'), (n) => /^[0-9A-F]{24}$/.test(n))).toEqual([]);
+    const f = await t.fetch(segs[0]![0], t.pgdata, fresh);
+    expect(f.r.code, f.r.stderr).toBe(0);
+    expect(f.bytes!.equals(segs[0]![1])).toBe(true);
+  });
+
+  it('hands over by identity, and re-hashes a prefetched file whose identity changed', async () => {
+    const segs = [1, 2, 3, 4].map((n) => seg(n));
+    const t = await setup('identity', segs);
+    expect((await t.fetch(segs[0]![0])).r.code).toBe(0);
+    await until('segments 2 and 3 prefetched', () => [1, 2].every((i) => t.spoolFiles(`${segs[i]![0]}.json`).length === 1));
+    const two = await t.fetch(segs[1]![0]);
+    expect(two.r.stderr).toMatch(/from the prefetch spool \(1\.00 MiB, verified SHA-256 by the prefetch worker, unchanged since/);
+    expect(two.bytes!.equals(segs[1]![1])).toBe(true);
+    // Same bytes, new ctime: no longer what the worker verified, so hashed again (and still served).
+    const [three] = t.spoolFiles(segs[2]![0]);
+    utimesSync(three!, new Date(), new Date(0));
+    const again = await t.fetch(segs[2]![0]);
+    expect(again.r.code, again.r.stderr).toBe(0);
+    expect(again.r.stderr).toMatch(/from the prefetch spool \(1\.00 MiB, verified SHA-256, /);
+    expect(again.bytes!.equals(segs[2]![1])).toBe(true);
+  });
+
+  it('acknowledges verified segments for the shell wrapper and follows the ones it hands over', async () => {
+    const segs = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => seg(n));
+    const t = await setup('acks', segs);
+    const fast = join(t.dir, 'fast');
+    await mkdir(fast, { mode: 0o700 });
+    const context = `walvault-context 1\n${t.pgdata}\n0\nWALVAULT_PREFETCH=3`;
+    const wrapper = { WALVAULT_WRAPPER_CONTEXT: context, WALVAULT_WRAPPER_DIR: fast, WALVAULT_PREFETCH: '3' };
+    expect((await t.fetch(segs[0]![0], t.pgdata, wrapper)).r.code).toBe(0);
+    const ackOf = (i: number) => join(fast, 'fetch', segs[i]![0]);
+    await until('acks for segments 2-4', () => [1, 2, 3].every((i) => existsSync(ackOf(i))));
+    expect(existsSync(ackOf(4))).toBe(false); // prefetch 3: the window is 2-4
+
+    const lines = readFileSync(ackOf(1), 'utf8').split('\n');
+    const [file] = t.spoolFiles(segs[1]![0]);
+    expect(lines.slice(0, 3)).toEqual(['walvault-fetch-ack 1', segs[1]![0], file]);
+    expect(lines[3]).toBe(execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', file!]).toString().trim());
+    expect(lines[4]).toBe(sha(segs[1]![1]));
+    expect(lines.slice(5).join('\n')).toBe(context);
+
+    // The wrapper hands segment 2 over as it does (a hard link to %p): the worker notices without
+    // any wal-fetch, drops the ack, and moves its window on.
+    linkSync(file!, join(t.pgdata, 'pg_wal', 'RECOVERYXLOG-2'));
+    await until('the ack of segment 2 gone and segment 5 prefetched', () => !existsSync(ackOf(1)) && existsSync(ackOf(4)));
+    for (const i of [2, 3]) linkSync(t.spoolFiles(segs[i]![0])[0]!, join(t.pgdata, 'pg_wal', `RECOVERYXLOG-${i + 1}`));
+    await until('segments 6 and 7 acknowledged', () => existsSync(ackOf(5)) && existsSync(ackOf(6)));
+    // PostgreSQL has gone past 2 and 3: dropped; 4 (the newest handed over) stays for a re-ask.
+    await until('segments before 4 dropped', () => t.spoolFiles(segs[1]![0]).length === 0 && t.spoolFiles(segs[2]![0]).length === 0);
+    expect(t.spoolFiles(segs[3]![0])).toHaveLength(1);
+    const four = await t.fetch(segs[3]![0], t.pgdata, wrapper);
+    expect(four.r.code, four.r.stderr).toBe(0);
+    expect(four.bytes!.equals(segs[3]![1])).toBe(true);
+  });
+
+  it('answers every repeated ask for the segment after the last one from the worker, asking the repository each time', async () => {
+    const segs = [1, 2].map((n) => seg(n));
+    const t = await setup('repeat-miss', segs);
+    for (const [name] of segs) expect((await t.fetch(name)).r.code).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      const end = await t.fetch(segName(3));
+      expect(end.r.code, end.r.stderr).toBe(1);
+      expect(end.r.stderr).toMatch(/000000010000000000000003 is not in s3:\/\/.* \(not found, asked by the prefetch worker/);
+    }
+    // The last segment, asked again at the end of recovery, is still served locally.
+    const last = await t.fetch(segs[1]![0]);
+    expect(last.r.code, last.r.stderr).toBe(0);
+    expect(last.r.stderr).toMatch(/from the prefetch spool/);
   });
 });
