@@ -137,7 +137,7 @@ install_walvault() {
   mkdir -p "$W/wv" "$W/home" "$W/sock" "$W/conf" "$W/pg"
   cp -r "$REPO_ROOT/dist" "$W/wv/dist"
   chmod -R a+rX "$W/wv"
-  printf '#!/bin/sh\nexec %s %s "$@"\n' "'$NODE'" "'$W/wv/dist/walvault.mjs'" > "$W/wv/walvault"
+  "$REPO_ROOT/scripts/make-wrapper.sh" "$NODE" "$W/wv/dist/walvault.mjs" > "$W/wv/walvault"
   chmod 755 "$W/wv/walvault"
   chown postgres "$W/home" "$W/sock" "$W/conf" "$W/pg"
   as_pg "$W/wv/walvault" --version >/dev/null || die "the postgres user cannot run $W/wv/walvault (node at $NODE)"

@@ -11,6 +11,7 @@ import { askPusher } from '../push-ahead/client.js';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
 import { contiguousEnd, listReady } from '../push-ahead/plan.js';
 import { pruneRecords } from '../push-ahead/records.js';
+import { pruneWrapperAcks, wrapperAcksOf } from '../push-ahead/wrapper-acks.js';
 import { repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { parseWalName } from '../wal/names.js';
 
@@ -55,7 +56,8 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
   }
 
-  const plan = await planBatch(config, wal, walDir, repoCache, repoUrl);
+  const wrapper = wrapperAcksOf(config);
+  const plan = await planBatch(config, wal, walDir, repoCache, repoUrl, wrapper);
 
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
   const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
@@ -63,7 +65,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const opening = openRepository(config);
   opening.catch(() => undefined);
   try {
-    const { foreground, archived, failed } = await pushBatch(opening, config, path, plan, { name, walDir, repoCache, repoUrl, deadline });
+    const { foreground, archived, failed } = await pushBatch(opening, config, path, plan, { name, walDir, repoCache, repoUrl, deadline, wrapper });
     const { file, outcome, storedSize } = foreground;
     const storage = await opening;
 
@@ -78,7 +80,11 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
     await flushGapMarkers(storage, ctx);
     // Records of files PostgreSQL no longer lists as ready (archived since, or recycled) go.
-    if (plan.ready.length > 0) await pruneRecords(repoCache, new Set(await listReady(walDir)), archived).catch(() => undefined);
+    if (plan.ready.length > 0) {
+      const ready = new Set(await listReady(walDir).catch(() => [] as string[]));
+      await pruneRecords(repoCache, ready, archived).catch(() => undefined);
+      if (wrapper) await pruneWrapperAcks(wrapper, ready, archived).catch(() => undefined);
+    }
 
     const names = [...archived].sort();
     const ahead = names.length > 0 ? `; look-ahead uploaded ${names.length} more (${names.length > 1 ? `${names[0]}..${names.at(-1)}` : names[0]})` : '';

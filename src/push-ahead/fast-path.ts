@@ -57,12 +57,18 @@ export async function tryFastPush(config: Config, path: string, name: string): P
 }
 
 async function stillStored(repo: string | undefined, wal: WalName): Promise<boolean> {
-  const loc = parseRepoUrl(repo);
-  if (loc.scheme !== 'file') return true;
-  return stat(join(loc.dir, ...walObjectKey(wal).split('/'))).then(
+  const object = localObjectPath(repo, wal);
+  if (object === undefined) return true;
+  return stat(object).then(
     (s) => s.isFile(),
     () => false,
   );
+}
+
+/** Where a file:// repository keeps `wal`'s object; undefined for other stores. */
+export function localObjectPath(repo: string | undefined, wal: WalName): string | undefined {
+  const loc = parseRepoUrl(repo);
+  return loc.scheme === 'file' ? join(loc.dir, ...walObjectKey(wal).split('/')) : undefined;
 }
 
 export function logFastPathHit(config: Config, name: string, sha256: string, repo: string, started: bigint): void {
