@@ -18,8 +18,8 @@ import { parseWalName } from '../wal/names.js';
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
 //
-// Speed (README "Speed"): a file uploaded ahead is answered from its spool record after re-hashing
-// it (fast path, src/push-ahead/fast-path.ts); otherwise a running look-ahead worker is asked for it; and
+// Speed (README "Speed"): a file uploaded ahead is answered from its spool record when its identity
+// is unchanged or it re-hashes the same (fast path, src/push-ahead/fast-path.ts); otherwise a running look-ahead worker is asked for it; and
 // otherwise it is pushed here, together with up to `lookahead` other ready files (look-ahead), after
 // which a worker takes over the rest of the backlog.
 
@@ -27,12 +27,12 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const started = process.hrtime.bigint();
   const name = nameArg ?? basename(path);
   const wal = parseWalName(name);
-  // Uploaded earlier by a look-ahead and verified again now (size + SHA-256): nothing to send. This
+  // Uploaded earlier by a look-ahead and verified again now (identity, or size + SHA-256): nothing to send. This
   // comes before the backlog check: a file that is in the archive is never reported as dropped.
   if (!opts.fastPathChecked) {
     const hit = await tryFastPush(config, path, name);
     if (hit) {
-      logFastPathHit(config, name, hit.sha256, hit.repo, started);
+      logFastPathHit(config, name, hit, started);
       return 0;
     }
   }
@@ -50,7 +50,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     if ((await askPusher(config, repoCache, walDir, name, waitMs)) === 'recorded') {
       const hit = await tryFastPush(config, path, name);
       if (hit) {
-        logFastPathHit(config, name, hit.sha256, hit.repo, started);
+        logFastPathHit(config, name, hit, started);
         return 0;
       }
     }

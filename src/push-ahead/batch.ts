@@ -51,6 +51,7 @@ export async function recordUpload(repoCache: string, repoUrl: string, file: Pre
     size: file.size,
     sha256: file.sha256,
     ...file.stat,
+    ...(file.identity ? { identity: file.identity } : {}),
     repo: repoUrl,
     pushedAt: new Date().toISOString(),
   }).catch((e) => log.debug(`cannot record the look-ahead upload of ${file.wal.name}: ${describe(e)}`));

@@ -43,6 +43,8 @@ export function wrapperAcksOf(config: Config, env: NodeJS.ProcessEnv = process.e
   const dir = env['WALVAULT_WRAPPER_DIR'];
   if (!context || !dir || !context.startsWith(CONTEXT_HEAD) || context.length > MAX_CONTEXT || context.includes('\0')) return undefined;
   if (!isAbsolute(dir) || dir.includes('\n')) return undefined;
+  // fastPathHash: identities are not to be trusted here; the shell path has nothing else.
+  if (config.fastPathHash) return undefined;
   // Secrets may only come from a file or the environment; the script keeps them out of the context
   // (and refuses such options), so an option carrying one means the variables were not set by it.
   const options = context.split('\n').filter((l) => l.startsWith('option '));
