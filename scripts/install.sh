@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds walvault and installs it for every user (PostgreSQL runs it as its own user):
 #   /opt/walvault/dist/...            the bundle (no node_modules needed at run time)
-#   /usr/local/bin/walvault           a wrapper that runs it with a Node >= 22.15
+#   /usr/local/bin/walvault           the command PostgreSQL runs: a bash script that answers what the
+#                                     look-ahead already did without starting Node (README "The shell
+#                                     fast path") and runs the bundle with a Node >= 22.15 otherwise
 # usage (as root, from a checkout): bash scripts/install.sh [PREFIX] [BINDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +16,7 @@ npm run build --silent >&2
 rm -rf "$PREFIX/dist" && mkdir -p "$PREFIX" "$BINDIR"
 cp -r dist "$PREFIX/dist"
 chmod -R a+rX "$PREFIX"
-cat > "$BINDIR/walvault" <<WRAPPER
-#!/bin/sh
-exec "$NODE_BIN/node" "$PREFIX/dist/walvault.mjs" "\$@"
-WRAPPER
-chmod 755 "$BINDIR/walvault"
+scripts/make-wrapper.sh "$(cd "$NODE_BIN" && pwd)/node" "$(cd "$PREFIX" && pwd)/dist/walvault.mjs" > "$BINDIR/walvault.new"
+chmod 755 "$BINDIR/walvault.new"
+mv -f "$BINDIR/walvault.new" "$BINDIR/walvault"
 echo "installed $BINDIR/walvault ($("$BINDIR/walvault" --version), node $("$NODE_BIN/node" --version))"

@@ -48,7 +48,10 @@ const present = new Set(rows.filter((r) => r.test !== 'startup').map((r) => r.cf
 const configs = [...order.filter((c) => present.has(c)), ...[...present].filter((c) => !order.includes(c))];
 
 const node0 = stat('node-e0', 'startup');
+const true0 = stat('true0', 'startup');
 const fast = stat('wal-push-fast', 'startup');
+const fastNode = stat('wal-push-fast-node', 'startup');
+const fastNodeRss = stat('wal-push-fast-node', 'startup', 'rss_kib');
 const fastRss = stat('wal-push-fast', 'startup', 'rss_kib');
 const laRss = stat('wal-push-lookahead', 'startup', 'rss_kib');
 const laWall = stat('wal-push-lookahead', 'startup');
@@ -81,8 +84,8 @@ for (const c of configs) {
   let fastCell = '';
   let rssCell = '';
   if (c === 'walvault') {
-    fastCell = `${span(scale(fast, 1000), 1)} (\`node -e 0\`: ${fmt(node0.med * 1000, 1)})`;
-    rssCell = `${fmt(fastRss.max / 1024, 1)} fast path / ${fmt(laRss.max / 1024, 1)} 9 uploads`;
+    fastCell = `${span(scale(fast, 1000), 1)} shell / ${span(scale(fastNode, 1000), 1)} Node (\`/bin/true\`: ${fmt(true0.med * 1000, 1)}, \`node -e 0\`: ${fmt(node0.med * 1000, 1)})`;
+    rssCell = `${fmt(fastRss.max / 1024, 1)} shell fast path / ${fmt(fastNodeRss.max / 1024, 1)} Node fast path / ${fmt(laRss.max / 1024, 1)} 9 uploads`;
   } else if (c === 'raw') {
     rssCell = p.rssMib.n ? `${fmt(p.rssMib.max, 1)} (one process)` : '';
   }
@@ -109,9 +112,10 @@ if (wv && lz4) {
   targets.push(['drain CPU-s/GiB: walvault / pgBackRest async lz4', `${fmt(wv.drainCpu.med)} / ${fmt(lz4.drainCpu.med)} = ${fmt(x)}x`, '<= 1.0x', verdict(x <= 1, x)]);
 }
 if (wv) {
-  const x = fast.med / node0.med;
-  targets.push(['fast-path wal-push / `node -e 0`', `${fmt(fast.med * 1000, 1)} ms / ${fmt(node0.med * 1000, 1)} ms = ${fmt(x)}x`, '<= 1.2x', verdict(x <= 1.2, x)]);
-  const peak = Math.max(laRss.max, fastRss.max) / 1024;
+  // "A few milliseconds": the shell fast path's own cost, above running /bin/true the same way.
+  const x = (fast.med - true0.med) * 1000;
+  targets.push(['fast-path wal-push minus `/bin/true` (ms)', `${fmt(fast.med * 1000, 1)} ms - ${fmt(true0.med * 1000, 1)} ms = ${fmt(x, 1)} ms`, '<= 5 ms', verdict(x <= 5, x)]);
+  const peak = Math.max(laRss.max, fastRss.max, fastNodeRss.n ? fastNodeRss.max : 0) / 1024;
   targets.push(['walvault peak RSS, one process (MiB)', fmt(peak, 1), '<= 100', verdict(peak <= 100, peak)]);
 }
 if (targets.length) {
@@ -124,5 +128,10 @@ out.push(
   'CPU-s/GiB: user+system seconds of every process of the run (PostgreSQL and everything it starts, detached workers included, summed by scripts/bench/cpu-reaper.pl) per GiB of WAL; the `floor` row is PostgreSQL\'s own share plus a plain cp. raw: the one SDK process (GNU time). The store side (nginx, radosgw) is not counted.',
 );
 if (laWall.n) out.push(`wal-push with look-ahead (its own segment + 8 ready ones, one process): ${fmt(laWall.med, 2)} s, peak RSS ${fmt(laRss.max / 1024, 1)} MiB.`);
-if (fast.n) out.push(`Start-up (${fast.n} runs each, interleaved, as the postgres user): node -e 0 ${span(scale(node0, 1000), 1)} ms; wal-push fast path ${span(scale(fast, 1000), 1)} ms.`);
+if (fast.n) {
+  out.push(
+    `Start-up (${fast.n} runs each, interleaved, as the postgres user through runuser and GNU time): /bin/true ${span(scale(true0, 1000), 1)} ms; node -e 0 ${span(scale(node0, 1000), 1)} ms; ` +
+      `wal-push answered by the shell fast path ${span(scale(fast, 1000), 1)} ms; by Node's fast path (no wrapper) ${span(scale(fastNode, 1000), 1)} ms.`,
+  );
+}
 console.log(out.join('\n'));

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { compressBuffer, compressStream, type Codec } from '../codec/codec.js';
 import { fromFsError, isWalvaultError, localFileError } from '../common/errors.js';
 import { cleanupStaleTemps, ensureDir } from '../fs/atomic.js';
+import { stableIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { fileKind, NotRegularFileError, openRegularFile } from '../fs/open-regular.js';
 import { tempPathFor } from '../fs/temp-names.js';
 import type { PutBody } from '../storage/types.js';
@@ -38,6 +39,12 @@ export interface PreparedWal {
   /** What is stored: the original bytes (codec none) or their compressed form. */
   body: PutBody;
   stat: { mtimeMs: number; ino: number; dev: number };
+  /**
+   * The file's identity, the same before and after the read that computed `sha256` (fstat of the
+   * descriptor read through), so that the fast path can trust these bytes without reading them
+   * again; absent when it changed meanwhile or too shortly before (src/fs/file-identity.ts).
+   */
+  identity?: FileIdentity;
   /** Removes the spooled body, if any; idempotent. */
   dispose(): Promise<void>;
 }
@@ -65,9 +72,18 @@ export const memoryFor = (size: number): number => (size > IN_MEMORY_MAX ? STREA
 export async function prepareLocalWal(path: string, name: string, codec: Codec, level: number | undefined, tmpDir: string): Promise<PreparedWal> {
   const wal = parseWalName(name);
   const what = `${path} (${wal.name})`;
+  const readStartedMs = Date.now();
   const { fh, st } = await openLocalWal(path, what);
   let keepOpen = false;
   try {
+    // An identity is only an optimisation of the fast path: failing to take one costs a re-hash there.
+    const identity = () => fh.stat({ bigint: true }).catch(() => undefined);
+    const before = await identity();
+    const finish = async (p: PreparedWal): Promise<PreparedWal> => {
+      const after = await identity();
+      const id = before && after ? stableIdentity(before, after, readStartedMs) : undefined;
+      return id ? { ...p, identity: id } : p;
+    };
     const isSegment = wal.kind === 'segment' || wal.kind === 'partial';
     const stat = { mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
     const checkHeader = (first: Buffer, size: number): WalHeader | undefined => {
@@ -84,7 +100,7 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
       const header = checkHeader(data, data.length);
       const sha256 = createHash('sha256').update(data).digest('hex');
       const body = await compressBuffer(codec, data, level);
-      return { ...base, size: data.length, sha256, ...(header ? { header } : {}), body };
+      return await finish({ ...base, size: data.length, sha256, ...(header ? { header } : {}), body });
     }
     const read = (feed: Feed) => readThrough(fh, what, st.size, checkHeader, feed);
     if (st.size <= IN_MEMORY_MAX) {
@@ -92,7 +108,7 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
       const out: Buffer[] = [];
       z.on('data', (d: Buffer) => out.push(d));
       const r = await read({ z, done: finished(z) });
-      return { ...base, ...r, body: Buffer.concat(out) };
+      return await finish({ ...base, ...r, body: Buffer.concat(out) });
     }
     if (codec === 'none') {
       const md5 = createHash('md5');
@@ -101,9 +117,9 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
       // The body is read again through this descriptor: the same inode, whatever the path names now.
       const open = () => readRange(fh, size);
       keepOpen = true;
-      return { ...base, ...r, body: { size, md5: md5.digest('base64'), open }, dispose: () => fh.close().catch(() => undefined) };
+      return await finish({ ...base, ...r, body: { size, md5: md5.digest('base64'), open }, dispose: () => fh.close().catch(() => undefined) });
     }
-    return await spoolCompressed(base, tmpDir, level, read);
+    return await finish(await spoolCompressed(base, tmpDir, level, read));
   } catch (e) {
     if (isWalvaultError(e)) throw e;
     throw fromFsError(e, what, 'read');

@@ -119,7 +119,7 @@ export async function fastMain(argv: string[], env: NodeJS.ProcessEnv = process.
       // The first thing to try, before the rest of wal-push (and the storage driver) is loaded.
       const hit = await tryFastPush(config, path, walName).catch(() => null);
       if (hit) {
-        logFastPathHit(config, walName, hit.sha256, hit.repo, started);
+        logFastPathHit(config, walName, hit, started);
         return 0;
       }
       const { walPush } = await import('../commands/wal-push.js');

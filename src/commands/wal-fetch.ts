@@ -51,7 +51,7 @@ export async function walFetch(
     log.info(`fetched ${name} from ${storage.url} (${formatBytes(meta.size)}, ${meta.codec}, verified SHA-256, ${elapsed(started)})`);
     if (config.prefetch > 0 && wal.kind === 'segment') {
       const ctx = await prefetchContext(config, storage, deadline);
-      const ack = ackTargetFrom(process.env, config.spool);
+      const ack = ackTargetFrom(config);
       if (ctx) await afterSegmentServed(ctx, wal.name, nextSegment(wal.name, ctx.segSize), { config, ...ctx, ...(ack ? { ack } : {}) });
     }
     return 0;

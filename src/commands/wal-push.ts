@@ -11,14 +11,15 @@ import { askPusher } from '../push-ahead/client.js';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
 import { contiguousEnd, listReady } from '../push-ahead/plan.js';
 import { pruneRecords } from '../push-ahead/records.js';
+import { pruneWrapperAcks, wrapperAcksOf } from '../push-ahead/wrapper-acks.js';
 import { repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { parseWalName } from '../wal/names.js';
 
 // archive_command = 'walvault wal-push %p %f'. Exit 0 if and only if the file is durably in the
 // repository with the same bytes; a false 0 makes PostgreSQL recycle WAL that exists nowhere else.
 //
-// Speed (README "Speed"): a file uploaded ahead is answered from its spool record after re-hashing
-// it (fast path, src/push-ahead/fast-path.ts); otherwise a running look-ahead worker is asked for it; and
+// Speed (README "Speed"): a file uploaded ahead is answered from its spool record when its identity
+// is unchanged or it re-hashes the same (fast path, src/push-ahead/fast-path.ts); otherwise a running look-ahead worker is asked for it; and
 // otherwise it is pushed here, together with up to `lookahead` other ready files (look-ahead), after
 // which a worker takes over the rest of the backlog.
 
@@ -26,12 +27,12 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const started = process.hrtime.bigint();
   const name = nameArg ?? basename(path);
   const wal = parseWalName(name);
-  // Uploaded earlier by a look-ahead and verified again now (size + SHA-256): nothing to send. This
+  // Uploaded earlier by a look-ahead and verified again now (identity, or size + SHA-256): nothing to send. This
   // comes before the backlog check: a file that is in the archive is never reported as dropped.
   if (!opts.fastPathChecked) {
     const hit = await tryFastPush(config, path, name);
     if (hit) {
-      logFastPathHit(config, name, hit.sha256, hit.repo, started);
+      logFastPathHit(config, name, hit, started);
       return 0;
     }
   }
@@ -49,13 +50,14 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     if ((await askPusher(config, repoCache, walDir, name, waitMs)) === 'recorded') {
       const hit = await tryFastPush(config, path, name);
       if (hit) {
-        logFastPathHit(config, name, hit.sha256, hit.repo, started);
+        logFastPathHit(config, name, hit, started);
         return 0;
       }
     }
   }
 
-  const plan = await planBatch(config, wal, walDir, repoCache, repoUrl);
+  const wrapper = wrapperAcksOf(config);
+  const plan = await planBatch(config, wal, walDir, repoCache, repoUrl, wrapper);
 
   const spentMs = Number(process.hrtime.bigint() - started) / 1e6;
   const deadline = new Deadline(Math.max(1000, config.deadline * 1000 - spentMs));
@@ -63,7 +65,7 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
   const opening = openRepository(config);
   opening.catch(() => undefined);
   try {
-    const { foreground, archived, failed } = await pushBatch(opening, config, path, plan, { name, walDir, repoCache, repoUrl, deadline });
+    const { foreground, archived, failed } = await pushBatch(opening, config, path, plan, { name, walDir, repoCache, repoUrl, deadline, wrapper });
     const { file, outcome, storedSize } = foreground;
     const storage = await opening;
 
@@ -78,7 +80,11 @@ export async function walPush(config: Config, path: string, nameArg?: string, op
     }
     await flushGapMarkers(storage, ctx);
     // Records of files PostgreSQL no longer lists as ready (archived since, or recycled) go.
-    if (plan.ready.length > 0) await pruneRecords(repoCache, new Set(await listReady(walDir)), archived).catch(() => undefined);
+    if (plan.ready.length > 0) {
+      const ready = new Set(await listReady(walDir).catch(() => [] as string[]));
+      await pruneRecords(repoCache, ready, archived).catch(() => undefined);
+      if (wrapper) await pruneWrapperAcks(wrapper, ready, archived).catch(() => undefined);
+    }
 
     const names = [...archived].sort();
     const ahead = names.length > 0 ? `; look-ahead uploaded ${names.length} more (${names.length > 1 ? `${names[0]}..${names.at(-1)}` : names[0]})` : '';

@@ -52,3 +52,12 @@ export function parseIdentity(x: unknown): FileIdentity | undefined {
   if (!keys.every((k) => typeof r[k] === 'string' && /^[0-9]{1,30}$/.test(r[k]))) return undefined;
   return { dev: r['dev'] as string, ino: r['ino'] as string, size: r['size'] as string, mtimeNs: r['mtimeNs'] as string, ctimeNs: r['ctimeNs'] as string };
 }
+
+/** The identity as the shell fast path prints it (GNU `stat -c '%d %i %s %.9Y %.9Z'`). */
+export function identityLine(id: FileIdentity): string {
+  const seconds = (ns: string) => {
+    const n = BigInt(ns);
+    return `${n / 1_000_000_000n}.${String(n % 1_000_000_000n).padStart(9, '0')}`;
+  };
+  return `${id.dev} ${id.ino} ${id.size} ${seconds(id.mtimeNs)} ${seconds(id.ctimeNs)}`;
+}

@@ -41,7 +41,7 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
   const segment = wal.kind === 'segment';
   if (!segment) await noteHistoryRequest(ctx, wal.timeline);
   const job = (c: PrefetchContext): PrefetchJob => {
-    const ack = ackTargetFrom(process.env, config.spool);
+    const ack = ackTargetFrom(config);
     return { config, ...c, ...(ack ? { ack } : {}) };
   };
 

@@ -1,20 +1,23 @@
-import { lstatSync, mkdirSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FileIdentity } from '../fs/file-identity.js';
+import type { Config } from '../common/config.js';
+import { identityLine, type FileIdentity } from '../fs/file-identity.js';
+import { privateAckDir, wrapperAcksOf } from '../worker/wrapper-acks.js';
 
 // Fetch acknowledgements: how the prefetch worker tells the shell wrapper (scripts/wrapper/fetch.bash)
 // that a segment in the spool may be handed to PostgreSQL without starting Node. One file per
 // segment, `<WALVAULT_WRAPPER_DIR>/fetch/<NAME>`, written atomically (temp + rename) only after the
 // segment was downloaded, verified against the repository's SHA-256, fsynced and renamed into the
-// spool, and removed when the segment leaves the spool. Format (lines):
+// spool, and removed when the segment is handed over or leaves the spool. Format (lines):
 //
 //   walvault-fetch-ack 1
 //   <NAME>
 //   <absolute path of the prefetched file>
 //   <dev> <ino> <size> <mtime s.ns> <ctime s.ns>     stat() of that file right after the rename
 //   <SHA-256 of its bytes>                           (for the log; the wrapper does not hash)
+//   <log level>                                      whether the wrapper logs the hand-over
 //   <the wrapper context, verbatim, to the end>      WALVAULT_WRAPPER_CONTEXT of the wal-fetch that
-//                                                    started or last asked the worker
+//                                                    started the worker
 //
 // The wrapper serves it only when the context it computes now is the same, byte for byte, and the
 // file's identity is the recorded one (see fetch.bash's header for why that is enough).
@@ -27,46 +30,26 @@ export interface AckTarget {
   /** `<WALVAULT_WRAPPER_DIR>/fetch` */
   dir: string;
   context: string;
+  logLevel: string;
 }
 
 /**
- * The ack target of a wal-fetch started by the wrapper: both variables present, the context a
- * plausible one, the wrapper directory private to this user (created 0700 when missing; a
- * directory of another owner, with group/other bits or a symlink on the way is never written to).
+ * The ack target of a wal-fetch started by the wrapper (src/worker/wrapper-acks.ts: a well-formed
+ * context without secrets, not with fastPathHash), its `fetch/` directory created private; never a
+ * directory of another owner or one that others may enter.
  */
-export function ackTargetFrom(env: NodeJS.ProcessEnv, spool: string): AckTarget | undefined {
-  const context = env['WALVAULT_WRAPPER_CONTEXT'];
-  const wrapperDir = env['WALVAULT_WRAPPER_DIR'];
-  if (!context || !wrapperDir || !context.startsWith('walvault-context 1\n')) return undefined;
-  if (!wrapperDir.startsWith('/') || /[\n\0]/.test(wrapperDir) || /[\0]/.test(context)) return undefined;
-  if (/[\n\0]/.test(spool)) return undefined;
-  const dir = join(wrapperDir, 'fetch');
+export function ackTargetFrom(config: Config, env: NodeJS.ProcessEnv = process.env): AckTarget | undefined {
+  const acks = wrapperAcksOf(config, env);
+  if (!acks) return undefined;
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    for (const d of [wrapperDir, dir]) if (!privateDir(d)) return undefined;
+    return { dir: privateAckDir(acks.dir, 'fetch'), context: acks.context, logLevel: config.logLevel };
   } catch {
     return undefined;
   }
-  return { dir, context };
 }
 
-function privateDir(d: string): boolean {
-  const st = lstatSync(d);
-  const euid = process.geteuid?.();
-  return st.isDirectory() && (euid === undefined || st.uid === euid) && (st.mode & 0o077) === 0;
-}
-
-/** `<dev> <ino> <size> <mtime s.ns> <ctime s.ns>`, as GNU `stat -c '%d %i %s %.9Y %.9Z'` prints it. */
-export function identityLine(id: FileIdentity): string {
-  const ns = (v: string) => {
-    const b = BigInt(v);
-    return `${b / 1_000_000_000n}.${(b % 1_000_000_000n).toString().padStart(9, '0')}`;
-  };
-  return `${id.dev} ${id.ino} ${id.size} ${ns(id.mtimeNs)} ${ns(id.ctimeNs)}`;
-}
-
-export function formatAck(a: { name: string; file: string; identity: FileIdentity; sha256: string; context: string }): string {
-  return `${ACK_MAGIC}\n${a.name}\n${a.file}\n${identityLine(a.identity)}\n${a.sha256}\n${a.context}`;
+export function formatAck(a: { name: string; file: string; identity: FileIdentity; sha256: string; logLevel: string; context: string }): string {
+  return [ACK_MAGIC, a.name, a.file, identityLine(a.identity), a.sha256, a.logLevel, a.context].join('\n') + '\n';
 }
 
 /** Writes (or replaces) the ack of `name`. Best effort: without it the wrapper runs Node. */
@@ -75,7 +58,7 @@ export function writeAck(t: AckTarget, a: { name: string; file: string; identity
   const path = join(t.dir, a.name);
   const temp = join(t.dir, `.${a.name}.${process.pid}.tmp`);
   try {
-    writeFileSync(temp, formatAck({ ...a, context: t.context }), { mode: 0o600 });
+    writeFileSync(temp, formatAck({ ...a, logLevel: t.logLevel, context: t.context }), { mode: 0o600 });
     renameSync(temp, path);
     return true;
   } catch {

@@ -12,6 +12,9 @@ import { startWorker } from '../worker/control.js';
 import { pusherDir, type PusherJob } from './client.js';
 import { listReady, pickLookahead } from './plan.js';
 import { listPushRecords, writePushRecord } from './records.js';
+import { localObjectPath } from './fast-path.js';
+import { writePushAck, type WrapperAcks } from './wrapper-acks.js';
+import { maskUserInfo } from '../common/redact.js';
 
 // What a look-ahead batch (wal-push's own, or the worker's) adds to pushing one file: the other ready
 // files taken along, a memory budget shared by the files in flight, a record of each upload for the
@@ -29,14 +32,26 @@ export function lookaheadPolicy(config: Config): RetryPolicy {
   return { ...policy, retries: Math.min(policy.retries, 1) };
 }
 
-/** Records a look-ahead upload in the spool so that the file's own wal-push can skip the network. */
-export async function recordUpload(repoCache: string, repoUrl: string, file: PreparedWal): Promise<void> {
+/**
+ * Records a look-ahead upload in the spool so that the file's own wal-push can skip the network, and
+ * with `wrapper`, acknowledges it to the shell fast path so that it need not even start Node.
+ */
+export async function recordUpload(repoCache: string, repoUrl: string, file: PreparedWal, wrapper?: { acks: WrapperAcks; config: Config }): Promise<void> {
+  if (wrapper) {
+    const { acks, config } = wrapper;
+    await writePushAck(acks, { name: file.wal.name, sha256: file.sha256, ...(file.identity ? { identity: file.identity } : {}) }, {
+      repo: maskUserInfo(repoUrl),
+      object: localObjectPath(config.repo, file.wal),
+      logLevel: config.logLevel,
+    });
+  }
   await writePushRecord(repoCache, {
     v: 1,
     name: file.wal.name,
     size: file.size,
     sha256: file.sha256,
     ...file.stat,
+    ...(file.identity ? { identity: file.identity } : {}),
     repo: repoUrl,
     pushedAt: new Date().toISOString(),
   }).catch((e) => log.debug(`cannot record the look-ahead upload of ${file.wal.name}: ${describe(e)}`));
@@ -54,7 +69,7 @@ export interface BatchPlan {
  * when more are waiting starts the look-ahead worker on the rest, which keeps uploading while
  * PostgreSQL works through the ones recorded here (the fast path).
  */
-export async function planBatch(config: Config, wal: WalName, walDir: string, repoCache: string, repoUrl: string): Promise<BatchPlan> {
+export async function planBatch(config: Config, wal: WalName, walDir: string, repoCache: string, repoUrl: string, wrapper?: WrapperAcks): Promise<BatchPlan> {
   if (config.lookahead <= 0) return { ready: [], extra: [] };
   const ready = await listReady(walDir);
   const recorded = ready.length > 0 ? new Set(await listPushRecords(repoCache)) : new Set<string>();
@@ -69,6 +84,7 @@ export async function planBatch(config: Config, wal: WalName, walDir: string, re
       repoUrl,
       skip: [...taken],
       parentPid: process.pid,
+      ...(wrapper ? { wrapper } : {}),
       ...(wal.kind === 'segment' ? { base: { timeline: wal.timeline, last: wal.name } } : {}),
     } satisfies PusherJob);
   }
@@ -91,7 +107,7 @@ export async function pushBatch(
   config: Config,
   path: string,
   plan: BatchPlan,
-  ctx: { name: string; walDir: string; repoCache: string; repoUrl: string; deadline: Deadline },
+  ctx: { name: string; walDir: string; repoCache: string; repoUrl: string; deadline: Deadline; wrapper?: WrapperAcks | undefined },
 ): Promise<BatchResult> {
   const policy = retryPolicy(config);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
@@ -100,7 +116,7 @@ export async function pushBatch(
   const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy, fgSize);
   const others = plan.extra.map((w) =>
     prepareAndPush(storage, join(ctx.walDir, w.name), w.name, config, ctx.deadline, budget, lookaheadPolicy(config)).then(async (done) => {
-      await recordUpload(ctx.repoCache, ctx.repoUrl, done.file);
+      await recordUpload(ctx.repoCache, ctx.repoUrl, done.file, ctx.wrapper ? { acks: ctx.wrapper, config } : undefined);
       return done;
     }),
   );

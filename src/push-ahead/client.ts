@@ -4,6 +4,7 @@ import { readPushRecord } from './records.js';
 import { configFingerprint } from '../worker/control.js';
 import { ask } from '../worker/protocol.js';
 import { shortHash } from '../fs/short-hash.js';
+import type { WrapperAcks } from './wrapper-acks.js';
 
 // The look-ahead worker's client side. wal-push uploads up to `lookahead` other ready files itself;
 // when more are waiting it starts one detached worker per pg_wal directory and repository, which
@@ -30,6 +31,8 @@ export interface PusherJob {
   skip?: string[];
   /** The starting wal-push: the worker leaves the high-water mark to it until it has exited. */
   parentPid?: number;
+  /** The shell fast path's context, when the starting wal-push was run by the wrapper. */
+  wrapper?: WrapperAcks;
 }
 
 export function pusherDir(repoCache: string, walDir: string): string {

@@ -1,14 +1,17 @@
 import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeJsonReplace } from '../fs/json-file.js';
+import { parseIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { verifyFileSync, type VerifyResult } from '../fs/verify-file.js';
 import { pidAlive } from '../common/pid.js';
 
 // What the look-ahead of wal-push writes after each successful upload, so that PostgreSQL's own later
 // call for that file can exit 0 at once: one small JSON file per WAL file, in the spool (outside
-// PGDATA), per repository. The record is only a hint: the fast path trusts it only after re-reading
-// the local file and finding the same size and SHA-256, so a stale record (a different file under the
-// same name: a new cluster, a restored backup, a rewound primary) is never taken for an upload.
+// PGDATA), per repository. The record is only a hint: the fast path trusts it only when the local file
+// still has the identity it had while it was read and hashed for the upload (src/fs/file-identity.ts),
+// or else after re-reading it and finding the same size and SHA-256, so a stale record (a different
+// file under the same name: a new cluster, a restored backup, a rewound primary) is never taken for
+// an upload.
 //
 // This module is on the startup-critical path of every wal-push: Node built-ins and the import-light
 // fs/ helpers only (json-file, verify-file), nothing that loads the storage driver.
@@ -18,10 +21,16 @@ export interface PushRecord {
   name: string;
   size: number;
   sha256: string;
-  /** stat of the local file when it was read for the upload (diagnostics; content decides). */
+  /** stat of the local file when it was read for the upload (diagnostics). */
   mtimeMs: number;
   ino: number;
   dev: number;
+  /**
+   * The file's identity, unchanged from before to after the read that computed `sha256`. Absent
+   * when it changed or was too recent to tell (and in records of older versions): then the fast
+   * path re-hashes.
+   */
+  identity?: FileIdentity;
   /** Repository URL the object is in (the directory is per repository too; checked again). */
   repo: string;
   pushedAt: string;
@@ -67,7 +76,10 @@ export function parsePushRecord(text: string, name: string): PushRecord | null {
       /^[0-9a-f]{64}$/.test(r.sha256) &&
       typeof r.repo === 'string'
     ) {
-      return r;
+      // A malformed identity only costs the hash, never the record.
+      const identity = parseIdentity(r.identity);
+      delete r.identity;
+      return identity ? { ...r, identity } : r;
     }
   } catch {
     // torn or foreign file: not a record
@@ -106,7 +118,10 @@ export async function pruneRecords(repoCache: string, stillReady: Set<string>, k
   }
 }
 
-/** Checks a local file against a recorded upload: same size and SHA-256, or not trusted. */
-export function verifyAgainstRecord(path: string, rec: PushRecord): VerifyResult {
-  return verifyFileSync(path, rec.size, rec.sha256);
+/**
+ * Checks a local file against a recorded upload: the recorded identity, else the same size and
+ * SHA-256, or not trusted. `forceHash` (setting fastPathHash) ignores the identity.
+ */
+export function verifyAgainstRecord(path: string, rec: PushRecord, forceHash = false): VerifyResult {
+  return verifyFileSync(path, rec.size, rec.sha256, forceHash ? undefined : rec.identity);
 }

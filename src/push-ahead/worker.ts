@@ -15,6 +15,7 @@ import { archiveOrder, contiguousEnd, listReady } from './plan.js';
 import { memoryReservation, prepareAndPush } from '../archive/push.js';
 import { LOOKAHEAD_MEMORY, lookaheadPolicy, recordUpload } from './batch.js';
 import { listPushRecords, pruneRecords } from './records.js';
+import { pruneWrapperAcks } from './wrapper-acks.js';
 import type { PusherJob } from './client.js';
 import { pollUntilIdle, withWorkerLock, type Step } from '../worker/loop.js';
 import { answer, readState } from '../worker/protocol.js';
@@ -64,7 +65,9 @@ export async function runPusher(job: PusherJob): Promise<number> {
       log.warn(`look-ahead worker stopped: ${describe(e)}`);
     } finally {
       await Promise.allSettled([...running.values()]);
-      await pruneRecords(repoCache, new Set(await listReady(walDir)), uploaded).catch(() => undefined);
+      const ready = new Set(await listReady(walDir).catch(() => [] as string[]));
+      await pruneRecords(repoCache, ready, uploaded).catch(() => undefined);
+      if (job.wrapper) await pruneWrapperAcks(job.wrapper, ready, uploaded).catch(() => undefined);
       await storage.then((s) => s.close()).catch(() => undefined);
     }
   });
@@ -116,7 +119,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
       const size = await memoryReservation(path);
       await budget.acquire(size);
       const done = await prepareAndPush(storage, path, name, config, deadline, budget, retryLess, size);
-      await recordUpload(repoCache, repoUrl, done.file);
+      await recordUpload(repoCache, repoUrl, done.file, job.wrapper ? { acks: job.wrapper, config } : undefined);
       uploaded.add(name);
       if (done.file.header) segSize = done.file.header.segmentSize;
       await advance(await storage, deadline);

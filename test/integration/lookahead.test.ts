@@ -1,10 +1,10 @@
 // Look-ahead push (wal-push also uploads the next .ready files and records them in the spool) and its
-// fast path (PostgreSQL's own call for such a file is answered from the record after re-hashing the
-// local file, with no network and no AWS SDK), then the whole thing under a real PostgreSQL: an
-// archive made with look-ahead, restored through restore_command with prefetch.
+// fast path (PostgreSQL's own call for such a file is answered from the record when the local file's
+// identity, or else its SHA-256, is unchanged: no network, no AWS SDK), then the whole thing under a
+// real PostgreSQL: an archive made with look-ahead, restored through restore_command with prefetch.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import { createTestBucket, envFor, getRaw, listKeys, testStores, writeRepoConfig
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
 import { until } from '../support/until.js';
+import { RACY_MARGIN_NS } from '../../src/fs/file-identity.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
@@ -78,6 +79,9 @@ describe(`look-ahead push on ${store.name}`, () => {
       segs.push(seg);
     }
     for (const name of extra) await writeFile(join(walDir, 'archive_status', `${name}.ready`), '');
+    // Files changed within RACY_MARGIN_NS before the look-ahead reads them get no identity recorded
+    // (src/fs/file-identity.ts); PostgreSQL's segments are older than that by the time they are ready.
+    await new Promise((r) => setTimeout(r, Number(RACY_MARGIN_NS / 1_000_000n) + 50));
     // The store is reached through a proxy so that it can be "down" at the same endpoint: the spool
     // (and its look-ahead records) belongs to one endpoint, another endpoint is another repository.
     const proxy = await FaultProxy.start({ upstream: store.endpoint });
@@ -119,10 +123,11 @@ describe(`look-ahead push on ${store.name}`, () => {
     const mark = await getRaw(store, bucket, 'basic/state/timeline-00000001.json');
     expect(JSON.parse(mark!.body.toString())).toMatchObject({ first: s1.name, last: t.segs[5]!.name });
 
-    // PostgreSQL's own call for s2, with the store unreachable: answered from the verified record.
+    // PostgreSQL's own call for s2, with the store unreachable: answered from the record, the file
+    // unread because its identity is the one recorded around the upload's read.
     const fast = await t.push(s2, t.down);
     expect(fast.code, fast.stderr).toBe(0);
-    expect(fast.stderr).toMatch(/000000010000000000000002 was uploaded ahead to s3:\/\/.*\(SHA-256 [0-9a-f]{16}\.\.\. verified\)/);
+    expect(fast.stderr).toMatch(/000000010000000000000002 was uploaded ahead to s3:\/\/.*\(verified by identity: .*SHA-256 [0-9a-f]{16}\.\.\. was computed\)/);
     expect(fast.ms).toBeLessThan(2000);
 
     // The same from a build without the S3 driver chunks: the fast path never imports the SDK.
@@ -184,6 +189,38 @@ describe(`look-ahead push on ${store.name}`, () => {
     await writeFile(s4.path, s4.data);
     const rewritten = await t.push(s4, t.down);
     expect(rewritten.code, rewritten.stderr).toBe(0);
+  });
+
+  it('answers by identity only while the file is unchanged: a rewrite of the same size is re-hashed and refused, and fastPathHash always re-hashes', async () => {
+    const t = await setup('identity', [0x51, 0x52, 0x53, 0x54]);
+    const [s1, s2, s3, s4] = t.segs as [Seg, Seg, Seg, Seg];
+    expect((await t.push(s1)).code).toBe(0);
+    for (const seg of [s2, s3, s4]) expect(await t.stored(seg.name), seg.name).toBe(sha(seg.data));
+
+    const byIdentity = await t.push(s2, t.down);
+    expect(byIdentity.code, byIdentity.stderr).toBe(0);
+    expect(byIdentity.stderr).toMatch(/000000010000000000000052 was uploaded ahead .*\(verified by identity: /);
+
+    // Forced re-hash (environment): the same answer, earned by reading the file.
+    const hashed = await t.push(s3, { ...t.down, WALVAULT_FAST_PATH_HASH: 'true' });
+    expect(hashed.code, hashed.stderr).toBe(0);
+    expect(hashed.stderr).toMatch(/000000010000000000000053 was uploaded ahead .*\(SHA-256 [0-9a-f]{16}\.\.\. verified\)/);
+    expect(hashed.stderr).not.toMatch(/by identity/);
+
+    // Other bytes of the same size, the mtime set back to the recorded one: only ctime tells, and
+    // it sends the file to the re-hash, which refuses it; with the store up, exit 7 as before.
+    const before = await stat(s4.path);
+    const other = Buffer.from(s4.data);
+    other[5000]! ^= 0xff;
+    await writeFile(s4.path, other);
+    await utimes(s4.path, before.atime, before.mtime);
+    const offline = await t.push(s4, t.down);
+    expect(offline.code, offline.stderr).not.toBe(0);
+    expect(offline.stderr).toMatch(/look-ahead record for 000000010000000000000054 not trusted \(SHA-256 /);
+    expect(offline.stderr).not.toMatch(/uploaded ahead .*unchanged/);
+    const conflict = await t.push(s4);
+    expect(conflict.code, conflict.stderr).toBe(7);
+    expect(await t.stored(s4.name)).toBe(sha(s4.data));
   });
 
   it('lets the high-water mark claim only the contiguous run, and never uploads older or already recorded files', async () => {
@@ -287,6 +324,9 @@ describe(`PostgreSQL archiving with look-ahead and recovery with prefetch on ${s
     const log = await pg.readLog();
     expect(log).toMatch(/look-ahead uploaded 8 more/);
     expect((log.match(/was uploaded ahead to .* verified/g) ?? []).length).toBeGreaterThan(10);
+    // PostgreSQL's archiver (sh -c, as postgres) got most of them from the installed command's shell
+    // fast path, without a Node start (scripts/wrapper/push.bash).
+    expect((log.match(/was uploaded ahead to .* checked by the wrapper/g) ?? []).length).toBeGreaterThan(5);
 
     // Every archived segment still in pg_wal is in the store with its SHA-256.
     const keys = new Set(await listKeys(store, bucket, 'pg/wal/'));

@@ -284,7 +284,8 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     expect(lines.slice(0, 3)).toEqual(['walvault-fetch-ack 1', segs[1]![0], file]);
     expect(lines[3]).toBe(execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', file!]).toString().trim());
     expect(lines[4]).toBe(sha(segs[1]![1]));
-    expect(lines.slice(5).join('\n')).toBe(context);
+    expect(lines[5]).toBe('info');
+    expect(lines.slice(6).join('\n')).toBe(`${context}\n`);
 
     // The wrapper hands segment 2 over as it does (a hard link to %p): the worker notices without
     // any wal-fetch, drops the ack, and moves its window on.

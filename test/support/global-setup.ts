@@ -69,7 +69,7 @@ function requestedStores(): StoreName[] {
   return [...new Set(names)] as StoreName[];
 }
 
-/** Copies dist/ and this Node into a postgres-readable dir with an sh wrapper; '' without a build. */
+/** Copies dist/ and this Node into a postgres-readable dir with the installed command (scripts/make-wrapper.sh); '' without a build. */
 function prepareWalvaultBin(tmpRoot: string): string {
   const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
   if (!existsSync(join(repo, 'dist', 'walvault.mjs'))) return '';
@@ -79,7 +79,7 @@ function prepareWalvaultBin(tmpRoot: string): string {
   execFileSync('chmod', ['-R', 'u=rwX,go=rX', dir]);
   chmodSync(join(dir, 'node'), 0o755);
   const wrapper = join(dir, 'walvault');
-  writeFileSync(wrapper, `#!/bin/sh\nexec '${dir}/node' '${dir}/dist/walvault.mjs' "$@"\n`, { mode: 0o755 });
+  writeFileSync(wrapper, execFileSync(join(repo, 'scripts', 'make-wrapper.sh'), [join(dir, 'node'), join(dir, 'dist', 'walvault.mjs')]), { mode: 0o755 });
   return wrapper;
 }
 

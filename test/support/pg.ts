@@ -27,7 +27,8 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+/** Runs a command with a minimal environment (PATH, HOME, opts.env) in its own process group. */
+export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, {
       // '/' because the test's cwd (the repo, under /work or /root) may be unreadable for postgres,
@@ -61,13 +62,13 @@ function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunRes
 
 /** Runs a command as the postgres OS user when we are root (runuser keeps the environment given). */
 export function runAsPostgres(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  return isRoot ? run('runuser', ['-u', 'postgres', '--', cmd, ...args], opts) : run(cmd, args, opts);
+  return isRoot ? runCommand('runuser', ['-u', 'postgres', '--', cmd, ...args], opts) : runCommand(cmd, args, opts);
 }
 
 /** Gives `path` (recursively) to the postgres user when we are root; nothing to do otherwise. */
 export async function chownToPostgres(path: string): Promise<void> {
   if (!isRoot) return;
-  const r = await run('chown', ['-R', 'postgres:postgres', path]);
+  const r = await runCommand('chown', ['-R', 'postgres:postgres', path]);
   if (r.code !== 0) throw new Error(`chown -R postgres ${path} failed: ${r.stderr}`);
 }
 
@@ -214,13 +215,13 @@ export class PgCluster {
   /** psql -At: rows on lines, columns separated by '|'; throws with psql's stderr on any error. */
   async query(sql: string): Promise<string> {
     const args = ['-At', '-X', '-v', 'ON_ERROR_STOP=1', '-c', sql];
-    const r = await run(join(PG_BIN_DIR, 'psql'), args, { env: this.connectionEnv(), timeoutMs: 120_000 });
+    const r = await runCommand(join(PG_BIN_DIR, 'psql'), args, { env: this.connectionEnv(), timeoutMs: 120_000 });
     return check(r, `psql -c ${JSON.stringify(sql.slice(0, 200))}`).stdout.trim();
   }
 
   /** pgbench against the postgres database; throws on a non-zero exit. */
   async pgbench(args: string[], timeoutMs = 300_000): Promise<RunResult> {
-    return check(await run(join(PG_BIN_DIR, 'pgbench'), args, { env: this.connectionEnv(), timeoutMs }), `pgbench ${args.join(' ')}`);
+    return check(await runCommand(join(PG_BIN_DIR, 'pgbench'), args, { env: this.connectionEnv(), timeoutMs }), `pgbench ${args.join(' ')}`);
   }
 
   async readLog(): Promise<string> {

@@ -48,7 +48,7 @@ function providedBin(): string {
 const g = globalThis as { __walvaultBin?: Promise<string> };
 
 /**
- * Path of an sh wrapper that runs the built walvault with the running Node binary. The repo, dist
+ * Path of the installed command (scripts/make-wrapper.sh) that runs the built walvault with the running Node binary. The repo, dist
  * and Node may sit in directories postgres cannot read (/root, /work, a version manager), so both
  * are copied once per test process into a world-readable dir in the per-run scratch root.
  */
@@ -64,7 +64,7 @@ export function walvaultBin(): Promise<string> {
     await copyFile(process.execPath, join(dir, 'node'));
     await chmod(join(dir, 'node'), 0o755);
     const wrapper = join(dir, 'walvault');
-    await writeFile(wrapper, `#!/bin/sh\nexec '${dir}/node' '${dir}/dist/walvault.mjs' "$@"\n`, { mode: 0o755 });
+    await writeFile(wrapper, execFileSync(join(REPO_ROOT, 'scripts', 'make-wrapper.sh'), [join(dir, 'node'), join(dir, 'dist', 'walvault.mjs')]), { mode: 0o755 });
     await chmod(wrapper, 0o755);
     return wrapper;
   })();

@@ -110,7 +110,7 @@ describe('verifyFileSync', () => {
   writeFileSync(file, data);
 
   it('accepts the same bytes, refuses another size or another hash', () => {
-    expect(verifyFileSync(file, data.length, sha(data))).toEqual({ ok: true });
+    expect(verifyFileSync(file, data.length, sha(data))).toEqual({ ok: true, by: 'sha256' });
     expect(verifyFileSync(file, data.length + 1, sha(data)).reason).toMatch(/size/);
     const other = Buffer.from(data);
     other[2 * 1024 * 1024]! ^= 1;

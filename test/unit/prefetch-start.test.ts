@@ -1,11 +1,12 @@
 // The pure parts of the restore fast path: what the data directory says about where replay starts
 // (read before any storage code loads), and the fetch acknowledgement the shell wrapper reads.
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { dataDirSystemIdentifier, parseControlStart, parseSystemIdentifier, recoveryStart } from '../../src/prefetch/data-dir.js';
-import { ackTargetFrom, formatAck, identityLine } from '../../src/prefetch/fetch-ack.js';
+import { ackTargetFrom, formatAck } from '../../src/prefetch/fetch-ack.js';
+import type { Config } from '../../src/common/config.js';
 
 const work = mkdtempSync(join(tmpdir(), 'wv-prefetch-start-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -70,43 +71,38 @@ describe('where replay starts', () => {
 describe('fetch acknowledgements', () => {
   const id = { dev: '2049', ino: '131', size: '16777216', mtimeNs: '1764500000000000007', ctimeNs: '1764500000120000000' };
 
-  it('prints the identity as GNU stat %d %i %s %.9Y %.9Z does', () => {
-    expect(identityLine(id)).toBe('2049 131 16777216 1764500000.000000007 1764500000.120000000');
-    expect(identityLine({ ...id, mtimeNs: '5', ctimeNs: '0' })).toBe('2049 131 16777216 0.000000005 0.000000000');
-  });
-
-  it('writes magic, name, file, identity, SHA-256, then the context verbatim', () => {
-    const context = 'walvault-context 1\n/var/lib/postgresql/15/main\n999\nHOME=/var/lib/postgresql';
-    const text = formatAck({ name: '000000010000000000000011', file: '/spool/x/000000010000000000000011', identity: id, sha256: 'ab'.repeat(32), context });
+  it('writes magic, name, file, identity, SHA-256, log level, then the context verbatim', () => {
+    const context = 'walvault-context 1\ncwd /var/lib/postgresql/15/main\neuid 999\nenv HOME=/var/lib/postgresql';
+    const text = formatAck({ name: '000000010000000000000011', file: '/spool/x/000000010000000000000011', identity: id, sha256: 'ab'.repeat(32), logLevel: 'info', context });
     expect(text.split('\n')).toEqual([
       'walvault-fetch-ack 1',
       '000000010000000000000011',
       '/spool/x/000000010000000000000011',
       '2049 131 16777216 1764500000.000000007 1764500000.120000000',
       'ab'.repeat(32),
+      'info',
       ...context.split('\n'),
+      '',
     ]);
   });
 
+  const config = (over: Partial<Config> = {}) => ({ logLevel: 'info', fastPathHash: false, ...over }) as Config;
+  const ctx = 'walvault-context 1\ncwd /data\neuid 0';
+  const env = (dir: string, context = ctx) => ({ WALVAULT_WRAPPER_CONTEXT: context, WALVAULT_WRAPPER_DIR: dir });
+
   it('acknowledges only into a private directory of this user, and only with a context', () => {
-    const ctx = 'walvault-context 1\n/data\n0';
     const dir = join(work, 'fast-ok');
-    const t = ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: ctx, WALVAULT_WRAPPER_DIR: dir }, '/spool');
-    expect(t).toEqual({ dir: join(dir, 'fetch'), context: ctx });
+    expect(ackTargetFrom(config(), env(dir))).toEqual({ dir: join(dir, 'fetch'), context: ctx, logLevel: 'info' });
     expect(statSync(join(dir, 'fetch')).mode & 0o777).toBe(0o700);
 
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_DIR: dir }, '/spool')).toBeUndefined();
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: ctx }, '/spool')).toBeUndefined();
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: 'something else', WALVAULT_WRAPPER_DIR: dir }, '/spool')).toBeUndefined();
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: ctx, WALVAULT_WRAPPER_DIR: 'relative/dir' }, '/spool')).toBeUndefined();
-
-    const open = join(work, 'fast-open');
-    mkdirSync(join(open, 'fetch'), { recursive: true });
-    chmodSync(open, 0o755);
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: ctx, WALVAULT_WRAPPER_DIR: open }, '/spool')).toBeUndefined();
-    chmodSync(open, 0o700);
-    chmodSync(join(open, 'fetch'), 0o770);
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: ctx, WALVAULT_WRAPPER_DIR: open }, '/spool')).toBeUndefined();
+    expect(ackTargetFrom(config(), { WALVAULT_WRAPPER_DIR: dir })).toBeUndefined();
+    expect(ackTargetFrom(config(), { WALVAULT_WRAPPER_CONTEXT: ctx })).toBeUndefined();
+    expect(ackTargetFrom(config(), env(dir, 'something else'))).toBeUndefined();
+    expect(ackTargetFrom(config(), env('relative/dir'))).toBeUndefined();
+    // fastPathHash: identities are not trusted, so nothing the wrapper could answer from.
+    expect(ackTargetFrom(config({ fastPathHash: true }), env(dir))).toBeUndefined();
+    // A secret on the command line: the variables were not set by the wrapper.
+    expect(ackTargetFrom(config({ s3SecretAccessKey: 'hunter2hunter2' }), env(dir, `${ctx}\noption --s3-secret-access-key=hunter2hunter2`))).toBeUndefined();
   });
 
   it("never writes into another user's directory", () => {
@@ -114,6 +110,6 @@ describe('fetch acknowledgements', () => {
     mkdirSync(join(foreign, 'fetch'), { recursive: true, mode: 0o700 });
     const uid = Number(readFileSync('/etc/passwd', 'utf8').match(/^postgres:[^:]*:(\d+):/m)?.[1] ?? 65534);
     chownSync(foreign, uid, uid);
-    expect(ackTargetFrom({ WALVAULT_WRAPPER_CONTEXT: 'walvault-context 1\nx', WALVAULT_WRAPPER_DIR: foreign }, '/spool')).toBeUndefined();
+    expect(ackTargetFrom(config(), env(foreign))).toBeUndefined();
   });
 });
