@@ -45,7 +45,8 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
     return { config, ...c, ...(ack ? { ack } : {}) };
   };
 
-  let served = await serveFromSpool(ctx.dir, name, target);
+  const rehash = config.fastPathHash;
+  let served = await serveFromSpool(ctx.dir, name, target, { rehash });
   if (!served.served && !served.reason) {
     const fingerprint = configFingerprint(config);
     if (!workerRunning(ctx.dir)) await startWorker('prefetch', await withStartHint(ctx, job(ctx)));
@@ -58,7 +59,7 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
       logLine(config, 'wal-fetch', 'info', `${name} is not in ${repoUrlOf(config.repo)} (not found, asked by the prefetch worker, ${elapsed(started)}); exiting 1`);
       return 1;
     }
-    if (answer === 'file') served = await serveFromSpool(ctx.dir, name, target);
+    if (answer === 'file') served = await serveFromSpool(ctx.dir, name, target, { rehash });
   }
   if (!served.served) {
     if (served.reason) logLine(config, 'wal-fetch', 'warn', `prefetched ${name} not used (${served.reason}); fetching it from the repository`);
