@@ -1,4 +1,4 @@
-import { statSync, watch, type FSWatcher } from 'node:fs';
+import { statSync } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
@@ -16,6 +16,7 @@ import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
 import { identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { removeAck, removeAcks, writeAck } from './fetch-ack.js';
+import { watchDir } from './dir-changes.js';
 import { withWorkerLock, pollUntilIdle } from '../worker/loop.js';
 import { answer, type AnswerResult } from '../worker/protocol.js';
 
@@ -212,8 +213,10 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
         onMissing(name);
         if (requested) {
           // The same rule as wal-fetch's own (src/archive/gap-check.ts): a miss the archive contradicts is a gap.
+          const t1 = process.hrtime.bigint();
           await checkMissIsNotAGap(s, wal, { policy: retryPolicy(config), deadline });
           await reply('absent');
+          log.debug(`${name} is not in the repository (asked for: ${elapsed(t0)}, of which ${elapsed(t1)} checking it is no gap)`);
         }
         return;
       }
@@ -246,27 +249,4 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
 function cpuSeconds(): string {
   const u = process.cpuUsage();
   return ((u.user + u.system) / 1e6).toFixed(2);
-}
-
-interface DirChanges {
-  /** Resolves at the next change in the directory. */
-  next: () => Promise<void>;
-  close: () => void;
-}
-
-function watchDir(dir: string): DirChanges | undefined {
-  let watcher: FSWatcher;
-  let waiting: Array<() => void> = [];
-  const fire = () => {
-    const w = waiting;
-    waiting = [];
-    for (const f of w) f();
-  };
-  try {
-    watcher = watch(dir, { persistent: false }, fire);
-  } catch {
-    return undefined; // no inotify here: plain polling
-  }
-  watcher.on('error', fire);
-  return { next: () => new Promise<void>((r) => waiting.push(r)), close: () => watcher.close() };
 }
