@@ -29,22 +29,41 @@ const MAX_HISTORY_BYTES = 1024 * 1024;
 
 /** Throws WalGap (or the error that prevents deciding) when the missing `wal` is not the end of WAL. */
 export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ctx): Promise<void> {
-  const segSize = await repositorySegmentSize(storage, wal.name, ctx);
+  const segSize = repositorySegmentSize(storage, wal.name, ctx);
   if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, segSize, ctx);
-  else if (wal.kind === 'history') await checkHistoryNotAGap(storage, wal.timeline, ctx);
+  else if (wal.kind === 'history') {
+    await segSize;
+    await checkHistoryNotAGap(storage, wal.timeline, ctx);
+  }
 }
 
-async function checkNotAGap(storage: Storage, segment: string, segSize: number, ctx: Ctx): Promise<void> {
+/**
+ * The signals are read at once (they are independent; read one after the other they made every
+ * "not found" at the end of a recovery cost four round trips) and judged in a fixed order, so that
+ * the same archive always gives the same answer and error.
+ */
+async function checkNotAGap(storage: Storage, segment: string, segSizeP: Promise<number>, ctx: Ctx): Promise<void> {
   const timeline = timelineOfName(segment);
   const gap = (why: string) => walGapError(`${segment} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
-  const mark = await markOf(storage, timeline, segment, ctx);
-  if (mark && segment >= mark.first && segment <= mark.last) {
-    throw gap(`timeline ${timeline} was archived from ${mark.first} through ${mark.last}`);
+  const [segSize, mark, later, branch] = await Promise.allSettled([
+    segSizeP,
+    markOf(storage, timeline, segment, ctx),
+    laterFileOf(storage, timeline, walObjectKey(parseWalName(segment)), segment, ctx),
+    segSizeP.then((size) => laterBranch(storage, timeline, segment, size, ctx)),
+  ]);
+  const value = <T>(r: PromiseSettledResult<T>): T => {
+    if (r.status === 'rejected') throw r.reason;
+    return r.value;
+  };
+  value(segSize);
+  const m = value(mark);
+  if (m && segment >= m.first && segment <= m.last) {
+    throw gap(`timeline ${timeline} was archived from ${m.first} through ${m.last}`);
   }
-  const later = await laterFileOf(storage, timeline, walObjectKey(parseWalName(segment)), segment, ctx);
-  if (later) throw gap(`${later} of the same timeline is archived`);
-  const branch = await laterBranch(storage, timeline, segment, segSize, ctx);
-  if (branch) throw gap(branch);
+  const l = value(later);
+  if (l) throw gap(`${l} of the same timeline is archived`);
+  const b = value(branch);
+  if (b) throw gap(b);
 }
 
 /** A missing <TLI>.history is normal (PostgreSQL probes for the next timeline) unless TLI was archived. */
