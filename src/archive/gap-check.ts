@@ -31,10 +31,12 @@ const MAX_HISTORY_BYTES = 1024 * 1024;
 export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ctx): Promise<void> {
   const segSize = repositorySegmentSize(storage, wal.name, ctx);
   if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, segSize, ctx);
-  else if (wal.kind === 'history') {
-    await segSize;
-    await checkHistoryNotAGap(storage, wal.timeline, ctx);
-  }
+  else if (wal.kind === 'history') await checkHistoryNotAGap(storage, wal.timeline, segSize, ctx);
+}
+
+function settledValue<T>(r: PromiseSettledResult<T>): T {
+  if (r.status === 'rejected') throw r.reason;
+  return r.value;
 }
 
 /**
@@ -51,10 +53,7 @@ async function checkNotAGap(storage: Storage, segment: string, segSizeP: Promise
     laterFileOf(storage, timeline, walObjectKey(parseWalName(segment)), segment, ctx),
     segSizeP.then((size) => laterBranch(storage, timeline, segment, size, ctx)),
   ]);
-  const value = <T>(r: PromiseSettledResult<T>): T => {
-    if (r.status === 'rejected') throw r.reason;
-    return r.value;
-  };
+  const value = settledValue;
   value(segSize);
   const m = value(mark);
   if (m && segment >= m.first && segment <= m.last) {
@@ -67,14 +66,19 @@ async function checkNotAGap(storage: Storage, segment: string, segSizeP: Promise
 }
 
 /** A missing <TLI>.history is normal (PostgreSQL probes for the next timeline) unless TLI was archived. */
-async function checkHistoryNotAGap(storage: Storage, timeline: number, ctx: Ctx): Promise<void> {
-  if (timeline <= 1) return; // timeline 1 never has a history file
+async function checkHistoryNotAGap(storage: Storage, timeline: number, segSizeP: Promise<number>, ctx: Ctx): Promise<void> {
+  if (timeline <= 1) {
+    await segSizeP;
+    return; // timeline 1 never has a history file
+  }
   const name = `${hex8(timeline)}.history`;
   const gap = (why: string) => walGapError(`${name} is missing from ${storage.url}, but ${why}: a gap in the archive, not the end of WAL`);
-  const mark = await markOf(storage, timeline, name, ctx);
-  if (mark) throw gap(`timeline ${timeline} was archived (${highWaterKey(timeline)}: ${mark.first} through ${mark.last})`);
-  const later = await laterFileOf(storage, timeline, `wal/${name}`, '', ctx);
-  if (later) throw gap(`${later} of timeline ${timeline} is archived`);
+  const [segSize, mark, later] = await Promise.allSettled([segSizeP, markOf(storage, timeline, name, ctx), laterFileOf(storage, timeline, `wal/${name}`, '', ctx)]);
+  settledValue(segSize);
+  const m = settledValue(mark);
+  if (m) throw gap(`timeline ${timeline} was archived (${highWaterKey(timeline)}: ${m.first} through ${m.last})`);
+  const l = settledValue(later);
+  if (l) throw gap(`${l} of timeline ${timeline} is archived`);
 }
 
 async function markOf(storage: Storage, timeline: number, missing: string, ctx: Ctx): Promise<HighWater | null> {

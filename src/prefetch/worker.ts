@@ -46,6 +46,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const policy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
   /** Segments this worker put into the spool (and acknowledged), to notice the wrapper taking one. */
   const placed = new Map<string, FileIdentity>();
+  /** Files this worker found missing (the end of WAL so far). */
+  const wasMissing = new Set<string>();
   await withWorkerLock(dir, config, async () => {
     let storage: Storage | undefined;
     try {
@@ -208,18 +210,25 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     try {
       await (await open(marker, 'w', 0o600)).close();
       const wal = parseWalName(name);
+      // The same rule as wal-fetch's own (src/archive/gap-check.ts): a miss the archive contradicts is
+      // a gap. For what is likely missing (a history file, a segment this worker found missing
+      // before: PostgreSQL asks again at the end of recovery) that check is read along with the
+      // GET, not after it; both are the repository's answers to this very request.
+      const gapCheck = () => checkMissIsNotAGap(s, wal, { policy: retryPolicy(config), deadline });
+      const early = requested && (!SEGMENT.test(name) || wasMissing.has(name)) ? gapCheck() : undefined;
+      early?.catch(() => undefined);
       const meta = await downloadVerified(s, walObjectKey(wal), partial, { policy, deadline, what: `prefetch ${name}` });
       if (!meta) {
         onMissing(name);
+        wasMissing.add(name);
         if (requested) {
-          // The same rule as wal-fetch's own (src/archive/gap-check.ts): a miss the archive contradicts is a gap.
-          const t1 = process.hrtime.bigint();
-          await checkMissIsNotAGap(s, wal, { policy: retryPolicy(config), deadline });
+          await (early ?? gapCheck());
           await reply('absent');
-          log.debug(`${name} is not in the repository (asked for: ${elapsed(t0)}, of which ${elapsed(t1)} checking it is no gap)`);
+          log.debug(`${name} is not in the repository (asked for; ${elapsed(t0)} with the gap check${early ? ' read alongside' : ''})`);
         }
         return;
       }
+      wasMissing.delete(name);
       // Requests moved to another timeline meanwhile: this segment will not be asked for.
       const now = await readPrefetchState(dir);
       if (SEGMENT.test(name) && now && now.timeline !== timelineOfName(name)) return;
