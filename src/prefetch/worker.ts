@@ -32,6 +32,7 @@ import { answer, type AnswerResult } from '../worker/protocol.js';
 // over (hard-linked to %p: its ctime moves) counts as served: prefetching continues after it.
 
 const CONCURRENCY = 4;
+const BEHIND_CONCURRENCY = 2;
 const POLL_MS = 5;
 const IDLE_POLL_MAX_MS = 50;
 /** With change notifications on the directory, polling is only a safety net. */
@@ -178,7 +179,10 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     bytes += running.size * segSize;
     let started = 0;
     let name = state.next;
-    for (let i = 0; i < config.prefetch && running.size < CONCURRENCY; i++, name = nextSegment(name, segSize)) {
+    // While the segment PostgreSQL needs next is not in place (the start of a restore, or the worker
+    // fell behind), it shares the store and the CPU with one other download only, not three.
+    const cap = have.has(state.next) ? CONCURRENCY : BEHIND_CONCURRENCY;
+    for (let i = 0; i < config.prefetch && running.size < cap; i++, name = nextSegment(name, segSize)) {
       if (missing !== undefined && name >= missing) break;
       if (have.has(name) || running.has(name)) continue;
       // Byte bound; one file is always allowed so that huge segments still get a look-ahead of one.
