@@ -16,6 +16,7 @@ import { privateAckDir, wrapperAcksOf } from '../worker/wrapper-acks.js';
 //   <dev> <ino> <size> <mtime s.ns> <ctime s.ns>     stat() of that file right after the rename
 //   <SHA-256 of its bytes>                           (for the log; the wrapper does not hash)
 //   <log level>                                      whether the wrapper logs the hand-over
+//   <pid of the worker>                              acks of a worker that is gone are not used
 //   <the wrapper context, verbatim, to the end>      WALVAULT_WRAPPER_CONTEXT of the wal-fetch that
 //                                                    started the worker
 //
@@ -48,8 +49,8 @@ export function ackTargetFrom(config: Config, env: NodeJS.ProcessEnv = process.e
   }
 }
 
-export function formatAck(a: { name: string; file: string; identity: FileIdentity; sha256: string; logLevel: string; context: string }): string {
-  return [ACK_MAGIC, a.name, a.file, identityLine(a.identity), a.sha256, a.logLevel, a.context].join('\n') + '\n';
+export function formatAck(a: { name: string; file: string; identity: FileIdentity; sha256: string; logLevel: string; pid: number; context: string }): string {
+  return [ACK_MAGIC, a.name, a.file, identityLine(a.identity), a.sha256, a.logLevel, String(a.pid), a.context].join('\n') + '\n';
 }
 
 /** Writes (or replaces) the ack of `name`. Best effort: without it the wrapper runs Node. */
@@ -58,7 +59,7 @@ export function writeAck(t: AckTarget, a: { name: string; file: string; identity
   const path = join(t.dir, a.name);
   const temp = join(t.dir, `.${a.name}.${process.pid}.tmp`);
   try {
-    writeFileSync(temp, formatAck({ ...a, logLevel: t.logLevel, context: t.context }), { mode: 0o600 });
+    writeFileSync(temp, formatAck({ ...a, logLevel: t.logLevel, pid: process.pid, context: t.context }), { mode: 0o600 });
     renameSync(temp, path);
     return true;
   } catch {

@@ -3,6 +3,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readSync, statSync, writeSy
 import { link, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { tempPathFor } from '../fs/temp-names.js';
+import { fromFsError } from '../common/errors.js';
 import { fsyncDirSync } from '../fs/sync-io.js';
 import { verifyFileSync } from '../fs/verify-file.js';
 import { readRecord, type PrefetchRecord } from './spool-dir.js';
@@ -72,23 +73,50 @@ async function dropBad(dir: string, name: string, reason: string): Promise<Serve
   return { served: false, reason };
 }
 
-/** Copies `source` to `temp` (created new), hashing on the way; fsyncs it. Returns a reason on mismatch. */
+/**
+ * Copies `source` to `temp` (created new), hashing on the way; fsyncs it. Returns a reason on
+ * mismatch or when the spool's copy cannot be read (then the repository is asked); a failure to
+ * write beside %p (a full disk) is thrown as the LocalWriteError it is, as for a download.
+ */
 function copyVerified(source: string, temp: string, rec: PrefetchRecord): string | undefined {
   const hash = createHash('sha256');
   const buf = Buffer.allocUnsafe(1024 * 1024);
   let total = 0;
-  const from = openSync(source, 'r');
+  let from: number;
   try {
-    const to = openSync(temp, 'wx', 0o600);
+    from = openSync(source, 'r');
+  } catch (e) {
+    return `cannot read it: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+  }
+  try {
+    let to: number;
+    try {
+      to = openSync(temp, 'wx', 0o600);
+    } catch (e) {
+      throw fromFsError(e, temp, 'write');
+    }
     try {
       for (;;) {
-        const n = readSync(from, buf, 0, buf.length, null);
+        let n: number;
+        try {
+          n = readSync(from, buf, 0, buf.length, null);
+        } catch (e) {
+          return `cannot read it: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+        }
         if (n === 0) break;
         hash.update(buf.subarray(0, n));
-        for (let off = 0; off < n; ) off += writeSync(to, buf, off, n - off);
+        try {
+          for (let off = 0; off < n; ) off += writeSync(to, buf, off, n - off);
+        } catch (e) {
+          throw fromFsError(e, temp, 'write');
+        }
         total += n;
       }
-      fsyncSync(to);
+      try {
+        fsyncSync(to);
+      } catch (e) {
+        throw fromFsError(e, temp, 'write');
+      }
     } finally {
       closeSync(to);
     }

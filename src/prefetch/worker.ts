@@ -51,6 +51,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const wasMissing = new Set<string>();
   await withWorkerLock(dir, config, async () => {
     let storage: Storage | undefined;
+    // Acks a killed predecessor left behind are refused by the wrapper (its pid is gone); removed.
+    if (ack) removeAcks(ack);
     try {
       storage = await openRepository(config);
       if (!segSize) segSize = await learnSegmentSize(storage);

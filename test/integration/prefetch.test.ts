@@ -285,7 +285,9 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     expect(lines[3]).toBe(execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', file!]).toString().trim());
     expect(lines[4]).toBe(sha(segs[1]![1]));
     expect(lines[5]).toBe('info');
-    expect(lines.slice(6).join('\n')).toBe(`${context}\n`);
+    const [lock] = findAll(join(t.dir, 'spool'), (n) => n === 'worker.lock');
+    expect(lines[6]).toBe(readFileSync(lock!, 'utf8')); // the worker's pid
+    expect(lines.slice(7).join('\n')).toBe(`${context}\n`);
 
     // The wrapper hands segment 2 over as it does (a hard link to %p): the worker notices without
     // any wal-fetch, drops the ack, and moves its window on.

@@ -120,6 +120,24 @@ describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
     expect(six.code, six.stderr).toBe(0);
     expect(six.bytes!.equals(segs[5]![1])).toBe(true);
 
+    // A worker that is gone (killed: it could not remove its acks) is not vouched for any more.
+    const lock = findAll(join(spool, 'repos'), (n) => n === 'worker.lock')[0]!;
+    const pid = Number(readFileSync(lock, 'utf8'));
+    expect(existsSync(ackOf(6))).toBe(true);
+    process.kill(pid, 'SIGKILL');
+    await until('the worker gone', () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect((await fetch(noNode, 6)).code).toBe(FELL_THROUGH);
+    const afterKill = await fetch(real, 6);
+    expect(afterKill.code, afterKill.stderr).toBe(0);
+    expect(afterKill.bytes!.equals(segs[6]![1])).toBe(true);
+
     // The segment after the last one: never answered by the shell, 1 from Node after asking.
     await until('the worker to have tried segment 11', () => !existsSync(join(ackDir, segName(11))));
     expect((await fetch(noNode, segName(11))).code).toBe(FELL_THROUGH);

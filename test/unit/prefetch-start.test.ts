@@ -71,9 +71,9 @@ describe('where replay starts', () => {
 describe('fetch acknowledgements', () => {
   const id = { dev: '2049', ino: '131', size: '16777216', mtimeNs: '1764500000000000007', ctimeNs: '1764500000120000000' };
 
-  it('writes magic, name, file, identity, SHA-256, log level, then the context verbatim', () => {
+  it('writes magic, name, file, identity, SHA-256, log level, worker pid, then the context verbatim', () => {
     const context = 'walvault-context 1\ncwd /var/lib/postgresql/15/main\neuid 999\nenv HOME=/var/lib/postgresql';
-    const text = formatAck({ name: '000000010000000000000011', file: '/spool/x/000000010000000000000011', identity: id, sha256: 'ab'.repeat(32), logLevel: 'info', context });
+    const text = formatAck({ name: '000000010000000000000011', file: '/spool/x/000000010000000000000011', identity: id, sha256: 'ab'.repeat(32), logLevel: 'info', pid: 4242, context });
     expect(text.split('\n')).toEqual([
       'walvault-fetch-ack 1',
       '000000010000000000000011',
@@ -81,6 +81,7 @@ describe('fetch acknowledgements', () => {
       '2049 131 16777216 1764500000.000000007 1764500000.120000000',
       'ab'.repeat(32),
       'info',
+      '4242',
       ...context.split('\n'),
       '',
     ]);
