@@ -86,5 +86,6 @@ async function withStartHint(ctx: PrefetchContext, job: PrefetchJob): Promise<Pr
   if (!start) return job;
   const next = start.segment ?? (ctx.segSize && start.lsn ? segmentOfLsn(start.lsn, start.timeline, ctx.segSize) : undefined);
   await writeState<PrefetchState>(ctx.dir, { timeline: start.timeline, ...(next ? { next } : {}), at: Date.now() }).catch(() => undefined);
-  return next || !start.lsn ? job : { ...job, start: { timeline: start.timeline, lsn: start.lsn } };
+  const first = { ...job, firstRequest: true };
+  return next || !start.lsn ? first : { ...first, start: { timeline: start.timeline, lsn: start.lsn } };
 }

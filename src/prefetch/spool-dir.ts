@@ -62,6 +62,8 @@ export interface PrefetchJob extends PrefetchContext {
   ack?: AckTarget;
   /** Where replay starts when the segment size was not known to the caller (pg_control's redo). */
   start?: { timeline: number; lsn: string };
+  /** Started by the first request of a restore (src/prefetch/fast-path.ts withStartHint). */
+  firstRequest?: boolean;
 }
 
 export const SEGMENT = /^[0-9A-F]{24}$/;

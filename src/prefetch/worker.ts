@@ -32,7 +32,7 @@ import { answer, type AnswerResult } from '../worker/protocol.js';
 // over (hard-linked to %p: its ctime moves) counts as served: prefetching continues after it.
 
 const CONCURRENCY = 4;
-const BEHIND_CONCURRENCY = 2;
+const FIRST_CONCURRENCY = 2;
 const POLL_MS = 5;
 const IDLE_POLL_MAX_MS = 50;
 /** With change notifications on the directory, polling is only a safety net. */
@@ -47,6 +47,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   const policy = { ...retryPolicy(config), retries: Math.min(config.retries, 2) };
   /** Segments this worker put into the spool (and acknowledged), to notice the wrapper taking one. */
   const placed = new Map<string, FileIdentity>();
+  let placedAny = false;
   /** Files this worker found missing (the end of WAL so far). */
   const wasMissing = new Set<string>();
   await withWorkerLock(dir, config, async () => {
@@ -181,9 +182,9 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     bytes += running.size * segSize;
     let started = 0;
     let name = state.next;
-    // While the segment PostgreSQL needs next is not in place (the start of a restore, or the worker
-    // fell behind), it shares the store and the CPU with one other download only, not three.
-    const cap = have.has(state.next) ? CONCURRENCY : BEHIND_CONCURRENCY;
+    // Started for a restore's first request, until the first segment is in place, it shares the
+    // store and the CPU with one other download only, not three: PostgreSQL is about to wait for it.
+    const cap = job.firstRequest && !placedAny && !have.has(state.next) ? FIRST_CONCURRENCY : CONCURRENCY;
     for (let i = 0; i < config.prefetch && running.size < cap; i++, name = nextSegment(name, segSize)) {
       if (missing !== undefined && name >= missing) break;
       if (have.has(name) || running.has(name)) continue;
@@ -245,6 +246,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       const identity = identityOf(await stat(file, { bigint: true }));
       await writeRecord(dir, { v: 1, name, size: meta.size, sha256: meta.sha256, fetchedAt: new Date().toISOString(), identity });
       if (SEGMENT.test(name)) {
+        placedAny = true;
         placed.set(name, identity);
         if (ack) writeAck(ack, { name, file, identity, sha256: meta.sha256 });
       }
