@@ -40,8 +40,9 @@ export async function tryFastFetch(config: Config, name: string, path: string, s
   if (hasTempFiles(dirname(target))) await (await import('../fs/atomic.js')).cleanupStaleTemps(dirname(target));
   const segment = wal.kind === 'segment';
   if (!segment) await noteHistoryRequest(ctx, wal.timeline);
+  let ack: ReturnType<typeof ackTargetFrom> | null = null; // looked up once, when a worker may start
   const job = (c: PrefetchContext): PrefetchJob => {
-    const ack = ackTargetFrom(config);
+    if (ack === null) ack = ackTargetFrom(config);
     return { config, ...c, ...(ack ? { ack } : {}) };
   };
 
