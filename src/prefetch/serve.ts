@@ -78,7 +78,7 @@ async function dropBad(dir: string, name: string, reason: string): Promise<Serve
  * mismatch or when the spool's copy cannot be read (then the repository is asked); a failure to
  * write beside %p (a full disk) is thrown as the LocalWriteError it is, as for a download.
  */
-function copyVerified(source: string, temp: string, rec: PrefetchRecord): string | undefined {
+export function copyVerified(source: string, temp: string, rec: PrefetchRecord): string | undefined {
   const hash = createHash('sha256');
   const buf = Buffer.allocUnsafe(1024 * 1024);
   let total = 0;

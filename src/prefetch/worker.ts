@@ -9,8 +9,9 @@ import { downloadVerified } from '../archive/fetch.js';
 import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
-import { nextSegment, parseWalName, segmentOfLsn, timelineOfName, walObjectKey } from '../wal/names.js';
-import { contextFromManifest, dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { nextSegment, parseWalName, segmentNumber, segmentOfLsn, timelineOfName, walObjectKey } from '../wal/names.js';
+import { contextFromManifest, dropEntries, listEntries, readPrefetchState, readRecord, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { copyVerified } from './serve.js';
 import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
@@ -57,6 +58,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     try {
       storage = await openRepository(config);
       if (!segSize) segSize = await learnSegmentSize(storage);
+      await adoptSpool();
       await serve(storage);
     } catch (e) {
       log.warn(`prefetch worker stopped: ${describe(e)}`);
@@ -109,6 +111,49 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       if (state?.next && n >= state.next && timelineOfName(n) === state.timeline && (!newest || n > newest)) newest = n;
     }
     return newest;
+  }
+
+  /**
+   * Segments an earlier worker of this directory verified and left (it was killed, or exited while
+   * this one started): still their recorded identity, so still the verified bytes; acknowledged anew.
+   */
+  async function adoptSpool(): Promise<void> {
+    for (const { name } of await listEntries(dir)) {
+      const rec = SEGMENT.test(name) ? readRecord(dir, name) : null;
+      if (!rec?.identity) continue;
+      const file = join(dir, name);
+      const now = await stat(file, { bigint: true }).catch(() => null);
+      if (!now || !sameIdentity(identityOf(now), rec.identity)) continue;
+      placed.set(name, rec.identity);
+      if (ack) writeAck(ack, { name, file, identity: rec.identity, sha256: rec.sha256 });
+    }
+  }
+
+  /**
+   * PostgreSQL found the end of WAL at `end` and will ask for the segment before it again (twice, at
+   * the end of recovery). The spool's copy of that one was handed over (a hard link: its ctime moved,
+   * so no ack can vouch for it): a fresh copy, hashed against its record on the way and fsynced, gets
+   * a new identity and ack, so that the shell answers those asks too. Best effort.
+   */
+  async function restageBefore(end: string): Promise<void> {
+    const prev = segmentNumber(end, segSize) > 0n ? nextSegment(end, segSize, -1n) : undefined;
+    const rec = prev ? readRecord(dir, prev) : null;
+    if (!prev || !rec || placed.has(prev) || !ack) return;
+    const file = join(dir, prev);
+    const temp = join(dir, `${prev}.restage`);
+    try {
+      const bad = copyVerified(file, temp, rec);
+      if (bad) return;
+      await rename(temp, file);
+      const identity = identityOf(await stat(file, { bigint: true }));
+      await writeRecord(dir, { ...rec, identity });
+      placed.set(prev, identity);
+      writeAck(ack, { name: prev, file, identity, sha256: rec.sha256 });
+    } catch (e) {
+      log.debug(`cannot stage ${prev} again: ${describe(e)}`);
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
   }
 
   async function serve(s: Storage): Promise<void> {
@@ -232,6 +277,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
           await (early ?? gapCheck());
           await reply('absent');
           log.debug(`${name} is not in the repository (asked for; ${elapsed(t0)} with the gap check${early ? ' read alongside' : ''})`);
+          if (SEGMENT.test(name)) await restageBefore(name);
         }
         return;
       }

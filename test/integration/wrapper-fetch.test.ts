@@ -138,12 +138,25 @@ describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
     expect(afterKill.code, afterKill.stderr).toBe(0);
     expect(afterKill.bytes!.equals(segs[6]![1])).toBe(true);
 
+    // The new worker vouches for what the killed one verified (unchanged since): the last segment,
+    // handed over by the shell.
+    const ackPid = (i: number) => (existsSync(ackOf(i)) ? readFileSync(ackOf(i), 'utf8').split('\n')[6] : undefined);
+    await until("the new worker's ack of segment 10", () => ackPid(9) !== undefined && ackPid(9) !== String(pid));
+    const last = await fetch(noNode, 9);
+    expect(last.code, last.stderr).toBe(0);
+    expect(last.bytes!.equals(segs[9]![1])).toBe(true);
+    await until('the ack of segment 10 removed (handed over)', () => !existsSync(ackOf(9)));
     // The segment after the last one: never answered by the shell, 1 from Node after asking.
-    await until('the worker to have tried segment 11', () => !existsSync(join(ackDir, segName(11))));
     expect((await fetch(noNode, segName(11))).code).toBe(FELL_THROUGH);
     const end = await fetch(real, segName(11));
     expect(end.code, end.stderr).toBe(1);
     expect(end.stderr).toMatch(new RegExp(`${segName(11)} is not in s3://.* \\(not found, asked by the prefetch worker`));
+    // PostgreSQL then asks for the last segment again: the worker staged a verified copy of it
+    // (a new inode, a new ack), so the shell answers that too.
+    await until('segment 10 acknowledged again', () => existsSync(ackOf(9)));
+    const again10 = await fetch(noNode, 9);
+    expect(again10.code, again10.stderr).toBe(0);
+    expect(again10.bytes!.equals(segs[9]![1])).toBe(true);
   });
 
   it('a PostgreSQL archive recovery through the wrapper gets its segments from the shell and ends where the archive does', async () => {
