@@ -10,8 +10,8 @@ import { openRepository } from '../archive/repository.js';
 import type { Storage } from '../storage/types.js';
 import { checkMissIsNotAGap } from '../archive/gap-check.js';
 import { nextSegment, parseWalName, segmentNumber, segmentOfLsn, timelineOfName, walObjectKey } from '../wal/names.js';
-import { contextFromManifest, dropEntries, listEntries, readPrefetchState, readRecord, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
-import { copyVerified } from './serve.js';
+import { contextFromManifest, dropEntries, listEntries, readPrefetchState, SEGMENT, writeRecord, type PrefetchJob, type PrefetchState } from './spool-dir.js';
+import { stageAgain, verifiedInSpool } from './restage.js';
 import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
@@ -113,47 +113,25 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     return newest;
   }
 
-  /**
-   * Segments an earlier worker of this directory verified and left (it was killed, or exited while
-   * this one started): still their recorded identity, so still the verified bytes; acknowledged anew.
-   */
+  /** Segments an earlier worker of this directory verified and left (killed, or exiting as this one started). */
   async function adoptSpool(): Promise<void> {
-    for (const { name } of await listEntries(dir)) {
-      const rec = SEGMENT.test(name) ? readRecord(dir, name) : null;
-      if (!rec?.identity) continue;
-      const file = join(dir, name);
-      const now = await stat(file, { bigint: true }).catch(() => null);
-      if (!now || !sameIdentity(identityOf(now), rec.identity)) continue;
-      placed.set(name, rec.identity);
-      if (ack) writeAck(ack, { name, file, identity: rec.identity, sha256: rec.sha256 });
+    for (const { name, file, identity, sha256 } of await verifiedInSpool(dir)) {
+      placed.set(name, identity);
+      if (ack) writeAck(ack, { name, file, identity, sha256 });
     }
   }
 
   /**
    * PostgreSQL found the end of WAL at `end` and will ask for the segment before it again (twice, at
-   * the end of recovery). The spool's copy of that one was handed over (a hard link: its ctime moved,
-   * so no ack can vouch for it): a fresh copy, hashed against its record on the way and fsynced, gets
-   * a new identity and ack, so that the shell answers those asks too. Best effort.
+   * the end of recovery): a fresh verified copy of it, with its own ack, lets the shell answer those.
    */
   async function restageBefore(end: string): Promise<void> {
     const prev = segmentNumber(end, segSize) > 0n ? nextSegment(end, segSize, -1n) : undefined;
-    const rec = prev ? readRecord(dir, prev) : null;
-    if (!prev || !rec || placed.has(prev) || !ack) return;
-    const file = join(dir, prev);
-    const temp = join(dir, `${prev}.restage`);
-    try {
-      const bad = copyVerified(file, temp, rec);
-      if (bad) return;
-      await rename(temp, file);
-      const identity = identityOf(await stat(file, { bigint: true }));
-      await writeRecord(dir, { ...rec, identity });
-      placed.set(prev, identity);
-      writeAck(ack, { name: prev, file, identity, sha256: rec.sha256 });
-    } catch (e) {
-      log.debug(`cannot stage ${prev} again: ${describe(e)}`);
-    } finally {
-      await unlink(temp).catch(() => undefined);
-    }
+    if (!prev || placed.has(prev) || !ack) return;
+    const staged = await stageAgain(dir, prev);
+    if (!staged) return;
+    placed.set(prev, staged.identity);
+    writeAck(ack, staged);
   }
 
   async function serve(s: Storage): Promise<void> {
