@@ -22,8 +22,10 @@
 # the repository configuration the worker fetched from (cwd, user, options, config file identity,
 # environment): another repository, another config file or environment is never served from it.
 # After the hand-over the spool keeps its link (PostgreSQL asks for the last segment again at the
-# end of recovery); its ctime has moved, so a second ask goes to Node, which re-hashes it. The
-# worker notices the moved ctime, drops the ack and prefetches further.
+# end of recovery); its ctime has moved, so the ack no longer matches: the worker notices, drops it
+# and prefetches further. Once the worker has answered that the next segment is missing, it copies
+# the last one anew (hashed against its record, fsynced: a new inode, a new ack) for those asks;
+# until then a second ask goes to Node, which re-hashes the spool's copy.
 wv_fetch_prepare() { # NAME PATH
   (($# == 2)) || return 1
   wv_name=$1
