@@ -51,6 +51,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   let placedAny = false;
   /** Files this worker found missing (the end of WAL so far). */
   const wasMissing = new Set<string>();
+  const restaging = new Set<string>();
   await withWorkerLock(dir, config, async () => {
     let storage: Storage | undefined;
     // Acks a killed predecessor left behind are refused by the wrapper (its pid is gone); removed.
@@ -108,6 +109,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
       if (now && sameIdentity(identityOf(now), id)) continue;
       placed.delete(n);
       if (ack) removeAck(ack, n);
+      // The end of WAL is known to follow it: PostgreSQL will ask for it again.
+      if (now && wasMissing.has(nextSegment(n, segSize))) void restageBefore(nextSegment(n, segSize));
       if (state?.next && n >= state.next && timelineOfName(n) === state.timeline && (!newest || n > newest)) newest = n;
     }
     return newest;
@@ -122,16 +125,22 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   }
 
   /**
-   * PostgreSQL found the end of WAL at `end` and will ask for the segment before it again (twice, at
-   * the end of recovery): a fresh verified copy of it, with its own ack, lets the shell answer those.
+   * PostgreSQL found (or will find) the end of WAL at `end` and asks for the segment before it again
+   * (twice, at the end of recovery): a fresh verified copy of it, with its own ack, lets the shell
+   * answer those. Started as soon as that segment is handed over with `end` known missing.
    */
   async function restageBefore(end: string): Promise<void> {
     const prev = segmentNumber(end, segSize) > 0n ? nextSegment(end, segSize, -1n) : undefined;
-    if (!prev || placed.has(prev) || !ack) return;
-    const staged = await stageAgain(dir, prev);
-    if (!staged) return;
-    placed.set(prev, staged.identity);
-    writeAck(ack, staged);
+    if (!prev || placed.has(prev) || restaging.has(prev) || !ack) return;
+    restaging.add(prev);
+    try {
+      const staged = await stageAgain(dir, prev);
+      if (!staged) return;
+      placed.set(prev, staged.identity);
+      writeAck(ack, staged);
+    } finally {
+      restaging.delete(prev);
+    }
   }
 
   async function serve(s: Storage): Promise<void> {
