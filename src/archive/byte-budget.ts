@@ -18,6 +18,11 @@ export class ByteBudget {
     return new Promise((go) => this.queue.push({ n, go }));
   }
 
+  /** Takes `n` more at once, past the limit if need be (a body turned out larger than reserved). */
+  take(n: number): void {
+    this.used += n;
+  }
+
   release(n: number): void {
     this.used = Math.max(0, this.used - n);
     while (this.queue.length > 0 && this.fits(this.queue[0]!.n)) {

@@ -5,7 +5,7 @@ import { log } from '../common/log.js';
 import type { Deadline, RetryPolicy } from '../common/retry.js';
 import { ByteBudget } from '../archive/byte-budget.js';
 import type { PreparedWal } from '../archive/local-wal.js';
-import { memoryReservation, prepareAndPush, type PushedFile } from '../archive/push.js';
+import { prepareAndPush, type PushedFile } from '../archive/push.js';
 import type { Storage } from '../storage/types.js';
 import type { WalName } from '../wal/names.js';
 import { startWorker } from '../worker/control.js';
@@ -21,7 +21,7 @@ import { listPushRecords, writePushRecord } from './records.js';
  * Bytes of memory the uploads of one wal-push may hold at once (see ByteBudget); one file always fits.
  * A file up to IN_MEMORY_MAX counts its size, a larger (streamed) one STREAMED_MEMORY.
  */
-export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
+export const LOOKAHEAD_MEMORY = 16 * 1024 * 1024;
 
 /** A look-ahead file that fails is simply pushed by its own wal-push later: it is not retried long. */
 export function lookaheadPolicy(config: Config): RetryPolicy {
@@ -95,9 +95,8 @@ export async function pushBatch(
 ): Promise<BatchResult> {
   const policy = retryPolicy(config);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
-  const fgSize = await memoryReservation(path);
-  await budget.acquire(fgSize);
-  const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy, fgSize);
+  // Started first, so first for a preparation slot and for memory.
+  const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy);
   const others = plan.extra.map((w) =>
     prepareAndPush(storage, join(ctx.walDir, w.name), w.name, config, ctx.deadline, budget, lookaheadPolicy(config)).then(async (done) => {
       await recordUpload(ctx.repoCache, ctx.repoUrl, done.file);
