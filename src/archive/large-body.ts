@@ -19,23 +19,20 @@ import { runInNewContext } from 'node:vm';
 
 const GC_EVERY = 16 * 1024 * 1024;
 const READ_CHUNK = 256 * 1024;
-const BODY_GC_EVERY = 6 * 1024 * 1024;
 
-type Gc = (o: { type: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
-let gc: Gc | null | undefined;
+let minorGc: (() => void) | null | undefined;
 let sinceGc = 0;
-let releasedSinceGc = 0;
 
-function collector(): Gc | null {
-  if (gc !== undefined) return gc;
+function collector(): (() => void) | null {
+  if (minorGc !== undefined) return minorGc;
   try {
     setFlagsFromString('--expose-gc');
-    const fn = runInNewContext('gc') as Gc;
-    gc = typeof fn === 'function' ? fn : null;
+    const gc = runInNewContext('gc') as (o?: { type: string }) => void;
+    minorGc = typeof gc === 'function' ? () => gc({ type: 'minor' }) : null;
   } catch {
-    gc = null; // only a larger peak; never a failure
+    minorGc = null; // only a larger peak; never a failure
   }
-  return gc;
+  return minorGc;
 }
 
 /**
@@ -52,26 +49,29 @@ export function smallYoungGeneration(): void {
 }
 
 /**
- * Call with the size of every in-memory body (a compressed 16 MiB segment) once its upload is over.
- * Such a body lives through the upload, long enough to be promoted to V8's old generation, where
- * the dead ones stay until V8 runs a full collection: for memory outside its heap only after ~64
- * MiB more of it. A look-ahead batch of 9 segments (~2 MiB each, plus the compressor's output
- * pieces) kept ~30 MiB of them. A full collection of walvault's small heap costs a few ms, so one
- * runs after every BODY_GC_EVERY bytes of bodies.
+ * Frees the memory of Buffers nothing will read again, now, by detaching their ArrayBuffers (a Buffer
+ * left on one reads as empty): the compressed body of a 16 MiB segment once uploaded, the
+ * compressor's output pieces once joined into it. Garbage-collected instead, they would stay: a body
+ * lives through its upload, long enough to be promoted to V8's old generation, and V8 collects that
+ * for memory outside its heap only after ~64 MiB more of it (a look-ahead batch of 9 segments kept
+ * ~30 MiB of dead bodies; a forced full collection costs 15-30 ms each time). Only ArrayBuffers of
+ * at least 64 KiB are detached: smaller Buffers may share Node's 8 KiB allocation pool.
  */
-export function bodyReleased(bytes: number): void {
-  releasedSinceGc += bytes;
-  if (releasedSinceGc < BODY_GC_EVERY) return;
-  releasedSinceGc = 0;
-  collector()?.({ type: 'major' });
+export function freeNow(buffers: Buffer[]): void {
+  for (const b of new Set(buffers.map((x) => x.buffer as Detachable))) {
+    if (b instanceof ArrayBuffer && b.byteLength >= 64 * 1024 && !b.detached) b.transfer(0);
+  }
 }
+
+/** ES2024's ArrayBuffer (Node >= 21), beyond the TypeScript lib this project targets. */
+type Detachable = ArrayBufferLike & { detached: boolean; transfer(length: number): ArrayBuffer };
 
 /** Call with the size of every chunk streamed. */
 export function streamed(bytes: number): void {
   sinceGc += bytes;
   if (sinceGc < GC_EVERY) return;
   sinceGc = 0;
-  collector()?.({ type: 'minor' });
+  collector()?.();
 }
 
 /** `size` bytes of `fh` from offset 0, as a stream of its own (one per upload attempt). */

@@ -9,7 +9,7 @@ import { bodySize, type Storage } from '../storage/types.js';
 import { walObjectKey } from '../wal/names.js';
 import { IN_MEMORY_MAX, memoryFor, prepareLocalWal, STREAMED_MEMORY, type PreparedWal } from './local-wal.js';
 import { ByteBudget } from './byte-budget.js';
-import { bodyReleased, smallYoungGeneration } from './large-body.js';
+import { freeNow, smallYoungGeneration } from './large-body.js';
 import type { Codec } from '../codec/codec.js';
 
 // One WAL file from disk to the repository, shared by wal-push, its look-ahead and the look-ahead
@@ -99,8 +99,6 @@ export async function prepareAndPush(
     file = await prepareLocalWal(path, name, config.compression, config.compressionLevel, join(config.spool, 'tmp'));
     preparing.release(1);
     slot = false;
-    // The compressor's output pieces, joined into the body, died just now.
-    if (Buffer.isBuffer(file.body)) bodyReleased(file.body.length);
     const inMemory = Buffer.isBuffer(file.body) ? file.body.length : STREAMED_MEMORY;
     if (inMemory > held) budget.take(inMemory - held);
     else budget.release(held - inMemory);
@@ -113,7 +111,8 @@ export async function prepareAndPush(
     if (slot) preparing.release(1);
     budget.release(held);
     await file?.dispose();
-    if (file && Buffer.isBuffer(file.body)) bodyReleased(file.body.length);
+    // The upload is over (answered, or its connection destroyed): nothing reads the body again.
+    if (file && Buffer.isBuffer(file.body)) freeNow([file.body]);
   }
 }
 

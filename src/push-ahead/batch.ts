@@ -18,10 +18,12 @@ import { listPushRecords, writePushRecord } from './records.js';
 // file's own wal-push, and a worker for the backlog beyond the batch.
 
 /**
- * Bytes of memory the uploads of one wal-push may hold at once (see ByteBudget); one file always fits.
- * A file up to IN_MEMORY_MAX counts its size, a larger (streamed) one STREAMED_MEMORY.
+ * Bytes of memory the uploads of one process may hold at once (see ByteBudget); one file always fits.
+ * A compressed 16 MiB segment counts 4 MiB while it is prepared, then its body's size; an uncompressed
+ * one its size; a larger (streamed) one STREAMED_MEMORY. 8 MiB: two segments prepared while two
+ * bodies upload, enough to keep two cores busy; more only raised the peak (README "Memory").
  */
-export const LOOKAHEAD_MEMORY = 16 * 1024 * 1024;
+export const LOOKAHEAD_MEMORY = 8 * 1024 * 1024;
 
 /** A look-ahead file that fails is simply pushed by its own wal-push later: it is not retried long. */
 export function lookaheadPolicy(config: Config): RetryPolicy {
