@@ -54,12 +54,18 @@ export function smallYoungGeneration(): void {
  * compressor's output pieces once joined into it. Garbage-collected instead, they would stay: a body
  * lives through its upload, long enough to be promoted to V8's old generation, and V8 collects that
  * for memory outside its heap only after ~64 MiB more of it (a look-ahead batch of 9 segments kept
- * ~30 MiB of dead bodies; a forced full collection costs 15-30 ms each time). Only ArrayBuffers of
- * at least 64 KiB are detached: smaller Buffers may share Node's 8 KiB allocation pool.
+ * ~30 MiB of dead bodies; a forced full collection costs 15-30 ms each time). Only ArrayBuffers
+ * larger than Node's Buffer pool are detached, and a failure to detach is never an error.
  */
 export function freeNow(buffers: Buffer[]): void {
   for (const b of new Set(buffers.map((x) => x.buffer as Detachable))) {
-    if (b instanceof ArrayBuffer && b.byteLength >= 64 * 1024 && !b.detached) b.transfer(0);
+    // Node serves small Buffers from shared pools of Buffer.poolSize bytes (64 KiB in Node 24).
+    if (!(b instanceof ArrayBuffer) || b.byteLength <= Math.max(Buffer.poolSize, 64 * 1024) || b.detached) continue;
+    try {
+      b.transfer(0);
+    } catch {
+      // Some are not detachable (Node marks those it shares with native code): left to the GC.
+    }
   }
 }
 
