@@ -111,7 +111,10 @@ export async function prepareAndPush(
     if (slot) preparing.release(1);
     budget.release(held);
     await file?.dispose();
-    // The upload is over (answered, or its connection destroyed): nothing reads the body again.
+    // The upload is over, so nothing reads the body again: a PUT is answered after all of its body
+    // was sent, or early (refused: nothing stored), or was aborted (its socket destroyed, libuv sends
+    // nothing more). Bytes a socket could still send after an early answer go into a request the
+    // store has already refused; a stored object got all its bytes first, checked by Content-MD5.
     if (file && Buffer.isBuffer(file.body)) freeNow([file.body]);
   }
 }
