@@ -21,4 +21,14 @@ wv_fast() {
 
 unset WALVAULT_WRAPPER_CONTEXT WALVAULT_WRAPPER_DIR
 wv_fast "$@" && exit 0
+# Node for the per-file commands: glibc's default of one malloc arena per thread (zstd runs in the
+# libuv pool) and its lazy return of freed memory cost the look-ahead ~5-10 MiB of RSS; the
+# operator's own settings win.
+case $wv_cmd in
+  wal-push | wal-fetch)
+    [[ -v MALLOC_ARENA_MAX ]] || export MALLOC_ARENA_MAX=1
+    [[ -v MALLOC_MMAP_THRESHOLD_ ]] || export MALLOC_MMAP_THRESHOLD_=131072
+    [[ -v MALLOC_TRIM_THRESHOLD_ ]] || export MALLOC_TRIM_THRESHOLD_=131072
+    ;;
+esac
 exec "$wv_node" "$wv_main" "$@"

@@ -1,8 +1,9 @@
 // Memory bound for the uploads of one process (wal-push with its look-ahead, the look-ahead worker).
 
 /**
- * Bounds the bytes held by parallel uploads. A file reserves its size before it is read and keeps
- * the size of its (compressed) body until the upload ends; one file is always admitted, however big.
+ * Bounds the bytes held by parallel uploads. A file reserves what it is expected to hold before it is
+ * read (archive/push.ts memoryReservation) and keeps the size of its body until the upload ends,
+ * taking more at once if the body turned out larger; one file is always admitted, however big.
  */
 export class ByteBudget {
   private used = 0;
@@ -16,6 +17,11 @@ export class ByteBudget {
       return Promise.resolve();
     }
     return new Promise((go) => this.queue.push({ n, go }));
+  }
+
+  /** Takes `n` more at once, past the limit if need be (a body turned out larger than reserved). */
+  take(n: number): void {
+    this.used += n;
   }
 
   release(n: number): void {

@@ -14,7 +14,7 @@ import { tempPathFor } from '../fs/temp-names.js';
 import type { PutBody } from '../storage/types.js';
 import { checkSegmentMatchesName, parseWalHeader, type WalHeader } from '../wal/header.js';
 import { parseWalName, type WalName } from '../wal/names.js';
-import { Md5Count, openBody, readRange, streamed } from './large-body.js';
+import { freeNow, Md5Count, openBody, readRange, streamed } from './large-body.js';
 
 // Reads one WAL file that PostgreSQL handed over (or that the look-ahead picked from
 // archive_status/*.ready) and turns it into what is uploaded: SHA-256 and size of the original bytes,
@@ -108,7 +108,9 @@ export async function prepareLocalWal(path: string, name: string, codec: Codec, 
       const out: Buffer[] = [];
       z.on('data', (d: Buffer) => out.push(d));
       const r = await read({ z, done: finished(z) });
-      return await finish({ ...base, ...r, body: Buffer.concat(out) });
+      const body = Buffer.concat(out);
+      freeNow(out);
+      return await finish({ ...base, ...r, body });
     }
     if (codec === 'none') {
       const md5 = createHash('md5');

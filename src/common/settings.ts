@@ -29,7 +29,7 @@ const TABLE = [
   { key: 'repo', flag: 'repo', env: ['WALVAULT_REPO'], type: 'string', describe: 'repository URL: s3://bucket/prefix or file:///path' },
   { key: 'spool', flag: 'spool', env: ['WALVAULT_SPOOL'], type: 'string', describe: 'local cache directory outside PGDATA (default ~/.cache/walvault)' },
   { key: 'compression', flag: 'compression', env: ['WALVAULT_COMPRESSION'], type: 'string', default: 'zstd', choices: ['zstd', 'gzip', 'none'], describe: 'codec for new objects' },
-  { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', max: 22, describe: 'codec level (zstd default 3, gzip default 6)' },
+  { key: 'compressionLevel', flag: 'compression-level', env: ['WALVAULT_COMPRESSION_LEVEL'], type: 'int', max: 22, describe: 'codec level (zstd default 1, gzip default 6)' },
   { key: 'logLevel', flag: 'log-level', env: ['WALVAULT_LOG_LEVEL'], type: 'string', default: 'info', choices: ['error', 'warn', 'info', 'debug'], describe: 'stderr verbosity' },
   { key: 'retries', flag: 'retries', env: ['WALVAULT_RETRIES'], type: 'int', default: 8, max: 1_000_000, describe: 'retries per storage call after the first attempt' },
   { key: 'retryMinDelay', flag: 'retry-min-delay', env: ['WALVAULT_RETRY_MIN_DELAY'], type: 'seconds', default: 0.2, describe: 'first backoff delay, seconds (doubles, with jitter)' },

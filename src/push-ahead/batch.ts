@@ -5,7 +5,7 @@ import { log } from '../common/log.js';
 import type { Deadline, RetryPolicy } from '../common/retry.js';
 import { ByteBudget } from '../archive/byte-budget.js';
 import type { PreparedWal } from '../archive/local-wal.js';
-import { memoryReservation, prepareAndPush, type PushedFile } from '../archive/push.js';
+import { prepareAndPush, type PushedFile } from '../archive/push.js';
 import type { Storage } from '../storage/types.js';
 import type { WalName } from '../wal/names.js';
 import { startWorker } from '../worker/control.js';
@@ -21,10 +21,12 @@ import { maskUserInfo } from '../common/redact.js';
 // file's own wal-push, and a worker for the backlog beyond the batch.
 
 /**
- * Bytes of memory the uploads of one wal-push may hold at once (see ByteBudget); one file always fits.
- * A file up to IN_MEMORY_MAX counts its size, a larger (streamed) one STREAMED_MEMORY.
+ * Bytes of memory the uploads of one process may hold at once (see ByteBudget); one file always fits.
+ * A compressed 16 MiB segment counts 4 MiB while it is prepared, then its body's size; an uncompressed
+ * one its size; a larger (streamed) one STREAMED_MEMORY. 8 MiB: two segments prepared while two
+ * bodies upload, enough to keep two cores busy; more only raised the peak (README "Memory").
  */
-export const LOOKAHEAD_MEMORY = 32 * 1024 * 1024;
+export const LOOKAHEAD_MEMORY = 8 * 1024 * 1024;
 
 /** A look-ahead file that fails is simply pushed by its own wal-push later: it is not retried long. */
 export function lookaheadPolicy(config: Config): RetryPolicy {
@@ -111,9 +113,8 @@ export async function pushBatch(
 ): Promise<BatchResult> {
   const policy = retryPolicy(config);
   const budget = new ByteBudget(LOOKAHEAD_MEMORY);
-  const fgSize = await memoryReservation(path);
-  await budget.acquire(fgSize);
-  const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy, fgSize);
+  // Started first, so first for a preparation slot and for memory.
+  const foreground = prepareAndPush(storage, path, ctx.name, config, ctx.deadline, budget, policy);
   const others = plan.extra.map((w) =>
     prepareAndPush(storage, join(ctx.walDir, w.name), w.name, config, ctx.deadline, budget, lookaheadPolicy(config)).then(async (done) => {
       await recordUpload(ctx.repoCache, ctx.repoUrl, done.file, ctx.wrapper ? { acks: ctx.wrapper, config } : undefined);

@@ -12,7 +12,7 @@ import { parseWalName, walObjectKey } from '../wal/names.js';
 import { parseStoredMeta } from '../archive/objects.js';
 import { ByteBudget } from '../archive/byte-budget.js';
 import { archiveOrder, contiguousEnd, listReady } from './plan.js';
-import { memoryReservation, prepareAndPush } from '../archive/push.js';
+import { prepareAndPush } from '../archive/push.js';
 import { LOOKAHEAD_MEMORY, lookaheadPolicy, recordUpload } from './batch.js';
 import { listPushRecords, pruneRecords } from './records.js';
 import { pruneWrapperAcks } from './wrapper-acks.js';
@@ -116,9 +116,7 @@ export async function runPusher(job: PusherJob): Promise<number> {
     const deadline = new Deadline(config.deadline * 1000);
     try {
       const path = join(walDir, name);
-      const size = await memoryReservation(path);
-      await budget.acquire(size);
-      const done = await prepareAndPush(storage, path, name, config, deadline, budget, retryLess, size);
+      const done = await prepareAndPush(storage, path, name, config, deadline, budget, retryLess);
       await recordUpload(repoCache, repoUrl, done.file, job.wrapper ? { acks: job.wrapper, config } : undefined);
       uploaded.add(name);
       if (done.file.header) segSize = done.file.header.segmentSize;

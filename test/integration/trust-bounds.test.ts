@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, headRaw, putRaw, testStores } from '../support/stores.js';
 import { segName, writeFakeSegment, writeLargeSegment } from '../support/wal-fixtures.js';
+import { peakRssMiB, RSS_PREFIX } from '../support/peak-rss.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 
 const MiB = 1024 * 1024;
@@ -43,14 +44,6 @@ function expectOneError(r: WalvaultResult, cls: RegExp, context: string): void {
   const errors = r.stderr.split('\n').filter((l) => / ERROR: /.test(l));
   expect(errors, context).toHaveLength(1);
   expect(errors[0], context).toMatch(cls);
-}
-
-/** Peak RSS in MiB of a command run with the prefix RSS_PREFIX. */
-const RSS_PREFIX = [process.execPath, join(REPO_ROOT, 'test', 'support', 'peak-rss.mjs')];
-function peakRssMiB(r: WalvaultResult): number {
-  const m = /peak-rss-kib (\d+)/.exec(r.stderr);
-  if (!m) throw new Error(`no peak RSS in stderr:\n${r.stderr}`);
-  return Number(m[1]) / 1024;
 }
 
 const stores = testStores().filter((s) => s.name === 'rgw');

@@ -36,13 +36,14 @@ function writeHeader(buf: Buffer, opts: FakeSegmentOptions): void {
 
 /**
  * A large segment (initdb --wal-segsize up to 1 GiB) written 1 MiB at a time, never whole in memory:
- * random bytes throughout (incompressible, the worst case for memory) or zeros after the header.
- * Returns its path, name and SHA-256.
+ * random bytes throughout (incompressible, the worst case for memory), zeros after the header, or
+ * `walLike`: one random eighth in every 64 KiB, which zstd shrinks about as much as pgbench WAL
+ * (~8x, a ~2 MiB body for 16 MiB). Returns its path, name and SHA-256.
  */
 export async function writeLargeSegment(
   dir: string,
   segno: number,
-  opts: FakeSegmentOptions & { segSize: number; fill: 'random' | 'zeros' },
+  opts: FakeSegmentOptions & { segSize: number; fill: 'random' | 'zeros' | 'walLike' },
 ): Promise<{ path: string; name: string; sha256: string }> {
   const name = segName(segno, 1, opts.segSize);
   const path = join(dir, name);
@@ -52,6 +53,7 @@ export async function writeLargeSegment(
     const chunk = 1024 * 1024;
     for (let off = 0; off < opts.segSize; off += chunk) {
       const buf = opts.fill === 'random' ? randomBytes(chunk) : Buffer.alloc(chunk);
+      if (opts.fill === 'walLike') for (let at = 0; at < chunk; at += 64 * 1024) randomBytes(8 * 1024).copy(buf, at);
       if (off === 0) writeHeader(buf, { ...opts, segno: BigInt(segno) });
       hash.update(buf);
       await fh.write(buf, 0, chunk, off);

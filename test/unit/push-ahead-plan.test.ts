@@ -64,6 +64,22 @@ describe('ByteBudget', () => {
     expect(order).toEqual(['second', 'third']);
     expect(b.inUse).toBe(17 * MiB);
   });
+
+  it('take() counts a body larger than reserved at once, past the limit, and holds back new files until it is given back', async () => {
+    const b = new ByteBudget(8 * MiB);
+    await b.acquire(4 * MiB);
+    await b.acquire(4 * MiB);
+    b.take(12 * MiB); // the first one's body: 16 MiB of random bytes instead of the 4 expected
+    expect(b.inUse).toBe(20 * MiB);
+    let admitted = false;
+    const next = b.acquire(4 * MiB).then(() => (admitted = true));
+    b.release(4 * MiB); // the second one is done
+    await Promise.resolve();
+    expect(admitted).toBe(false);
+    b.release(16 * MiB); // the large body is uploaded
+    await next;
+    expect(b.inUse).toBe(4 * MiB);
+  });
 });
 
 describe('look-ahead records', () => {

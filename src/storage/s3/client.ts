@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import type { BuildHandlerArguments, BuildMiddleware, MetadataBearer } from '@smithy/types';
 import { configError } from '../../common/errors.js';
@@ -77,7 +77,9 @@ export function buildClientConfig(opts: S3Options): { config: S3ClientConfig; ag
   // Expect: 100-continue uploads.
   const agents = {
     http: new http.Agent({ keepAlive: true, maxSockets: 50 }),
-    https: new https.Agent({ keepAlive: true, maxSockets: 50, ...(ca ? { ca } : {}) }),
+    // One TLS context for all connections: given `ca`, every connection would parse the ~150 root
+    // certificates into a store of its own (~1 MiB and ~10 ms of CPU each; a look-ahead batch opens 9).
+    https: new https.Agent({ keepAlive: true, maxSockets: 50, ...(ca ? { secureContext: createSecureContext({ ca }) } : {}) }),
   };
   const checksum = opts.checksumMode === 'when_supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
   const config: S3ClientConfig = {
