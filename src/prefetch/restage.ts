@@ -43,7 +43,11 @@ export async function stageAgain(dir: string, name: string): Promise<Vouched | u
   const file = join(dir, name);
   const temp = join(dir, `${name}.restage`);
   try {
-    if (copyVerified(file, temp, rec)) return undefined;
+    const bad = copyVerified(file, temp, rec);
+    if (bad) {
+      log.debug(`not staging ${name} again: ${bad}`);
+      return undefined;
+    }
     await rename(temp, file);
     const identity = identityOf(await stat(file, { bigint: true }));
     await writeRecord(dir, { ...rec, identity });

@@ -116,6 +116,12 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
     return newest;
   }
 
+  /** True while `name` is in the spool with the identity this worker recorded (not handed over). */
+  async function stillPlaced(name: string): Promise<boolean> {
+    const now = await stat(join(dir, name), { bigint: true }).catch(() => null);
+    return !!now && sameIdentity(identityOf(now), placed.get(name)!);
+  }
+
   /** Segments an earlier worker of this directory verified and left (killed, or exiting as this one started). */
   async function adoptSpool(): Promise<void> {
     for (const { name, file, identity, sha256 } of await verifiedInSpool(dir)) {
@@ -131,7 +137,7 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
    */
   async function restageBefore(end: string): Promise<void> {
     const prev = segmentNumber(end, segSize) > 0n ? nextSegment(end, segSize, -1n) : undefined;
-    if (!prev || placed.has(prev) || restaging.has(prev) || !ack) return;
+    if (!prev || restaging.has(prev) || !ack || (placed.has(prev) && (await stillPlaced(prev)))) return;
     restaging.add(prev);
     try {
       const staged = await stageAgain(dir, prev);

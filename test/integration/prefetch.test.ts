@@ -5,7 +5,7 @@
 // gap, and two restores on one machine keep separate spools.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, linkSync, readdirSync, readFileSync, utimesSync } from 'node:fs';
+import { existsSync, linkSync, readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -301,6 +301,26 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     const four = await t.fetch(segs[3]![0], t.pgdata, wrapper);
     expect(four.r.code, four.r.stderr).toBe(0);
     expect(four.bytes!.equals(segs[3]![1])).toBe(true);
+  });
+
+  it('stages the last segment anew once the end of WAL is known, for the shell to answer the re-asks', async () => {
+    const segs = [1, 2, 3].map((n) => seg(n));
+    const t = await setup('restage', segs);
+    const fast = join(t.dir, 'fast');
+    await mkdir(fast, { mode: 0o700 });
+    const wrapper = { WALVAULT_WRAPPER_CONTEXT: `walvault-context 1\ncwd ${t.pgdata}`, WALVAULT_WRAPPER_DIR: fast };
+    const ackOf = (name: string) => join(fast, 'fetch', name);
+    expect((await t.fetch(segs[0]![0], t.pgdata, wrapper)).r.code).toBe(0);
+    await until('segments 2 and 3 acknowledged', () => existsSync(ackOf(segs[1]![0])) && existsSync(ackOf(segs[2]![0])));
+    // The shell hands over 2 and then 3 (the last one; the worker found 4 missing meanwhile).
+    for (const i of [1, 2]) linkSync(t.spoolFiles(segs[i]![0])[0]!, join(t.pgdata, 'pg_wal', `RECOVERYXLOG-${i + 1}`));
+    const [file] = t.spoolFiles(segs[2]![0]);
+    const linked = statSync(join(t.pgdata, 'pg_wal', 'RECOVERYXLOG-3')).ino;
+    // A new verified copy of 3 (another inode than the one handed over) with its own ack.
+    await until('segment 3 staged anew', () => existsSync(ackOf(segs[2]![0])) && statSync(file!).ino !== linked, 20_000);
+    expect(readFileSync(file!).equals(segs[2]![1])).toBe(true);
+    const lines = readFileSync(ackOf(segs[2]![0]), 'utf8').split('\n');
+    expect(lines[3]).toBe(execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', file!]).toString().trim());
   });
 
   it('answers every repeated ask for the segment after the last one from the worker, asking the repository each time', async () => {
