@@ -11,7 +11,8 @@ import { askPusher } from '../push-ahead/client.js';
 import { logFastPathHit, tryFastPush } from '../push-ahead/fast-path.js';
 import { contiguousEnd, listReady } from '../push-ahead/plan.js';
 import { pruneRecords } from '../push-ahead/records.js';
-import { pruneWrapperAcks, wrapperAcksOf } from '../push-ahead/wrapper-acks.js';
+import { pruneWrapperAcks } from '../push-ahead/wrapper-acks.js';
+import { wrapperAcksOf } from '../worker/wrapper-acks.js';
 import { repoKeyOf, storageUrlOf } from '../storage/open.js';
 import { parseWalName } from '../wal/names.js';
 

@@ -13,7 +13,8 @@ import { pusherDir, type PusherJob } from './client.js';
 import { listReady, pickLookahead } from './plan.js';
 import { listPushRecords, writePushRecord } from './records.js';
 import { localObjectPath } from './fast-path.js';
-import { writePushAck, type WrapperAcks } from './wrapper-acks.js';
+import { writePushAck } from './wrapper-acks.js';
+import type { WrapperAcks } from '../worker/wrapper-acks.js';
 import { maskUserInfo } from '../common/redact.js';
 
 // What a look-ahead batch (wal-push's own, or the worker's) adds to pushing one file: the other ready

@@ -4,7 +4,7 @@ import { readPushRecord } from './records.js';
 import { configFingerprint } from '../worker/control.js';
 import { ask } from '../worker/protocol.js';
 import { shortHash } from '../fs/short-hash.js';
-import type { WrapperAcks } from './wrapper-acks.js';
+import type { WrapperAcks } from '../worker/wrapper-acks.js';
 
 // The look-ahead worker's client side. wal-push uploads up to `lookahead` other ready files itself;
 // when more are waiting it starts one detached worker per pg_wal directory and repository, which

@@ -1,11 +1,10 @@
 import { readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../common/config.js';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { pidAlive } from '../common/pid.js';
 import { identityLine } from '../fs/file-identity.js';
-import { privateAckDir, wrapperAcksOf as sharedAcksOf, type WrapperAcks as SharedAcks } from '../worker/wrapper-acks.js';
+import { privateAckDir, type WrapperAcks } from '../worker/wrapper-acks.js';
 
 // The acknowledgements the installed `walvault` bash script answers PostgreSQL from without starting
 // Node (scripts/wrapper/push.bash, README "The shell fast path"); the context and the directory
@@ -13,18 +12,11 @@ import { privateAckDir, wrapperAcksOf as sharedAcksOf, type WrapperAcks as Share
 // acknowledgement only for bytes it stored, only for a file identity that stood still across the
 // read (src/fs/file-identity.ts), and only into a directory that is this user's alone.
 
-export type WrapperAcks = SharedAcks;
-
 /** What a stored file contributes to its acknowledgement. */
 export interface AckedFile {
   name: string;
   sha256: string;
   identity?: import('../fs/file-identity.js').FileIdentity;
-}
-
-/** The wrapper's context from this process's environment, when there is a usable one. */
-export function wrapperAcksOf(config: Config, env: NodeJS.ProcessEnv = process.env): WrapperAcks | undefined {
-  return sharedAcksOf(config, env);
 }
 
 /**
