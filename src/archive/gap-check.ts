@@ -32,6 +32,9 @@ export async function checkMissIsNotAGap(storage: Storage, wal: WalName, ctx: Ct
   const segSize = repositorySegmentSize(storage, wal.name, ctx);
   if (wal.kind === 'segment') await checkNotAGap(storage, wal.name, segSize, ctx);
   else if (wal.kind === 'history') await checkHistoryNotAGap(storage, wal.timeline, segSize, ctx);
+  // Every other name (.partial, .backup) still needs the repository's manifest: without it (an
+  // unmounted share, a wrong bucket, a store error) "not found" is not an answer.
+  else await segSize;
 }
 
 function settledValue<T>(r: PromiseSettledResult<T>): T {

@@ -122,7 +122,8 @@ describe('wal-fetch from a file:// repository that is suddenly empty', () => {
     expect(end.stderr).toMatch(/not found\); exiting 1/);
 
     await t.unmount();
-    for (const name of [s1.name, s2, '00000002.history']) {
+    // (.partial and .backup names too: their miss also needs the manifest, never an unawaited read)
+    for (const name of [s1.name, s2, '00000002.history', `${s2}.partial`, `${s1.name}.00000028.backup`]) {
       const r = await fetch(name, recovery);
       expect(r.code, `${name}: ${r.stderr}`).toBe(255);
       expect(r.stderr).toMatch(/ERROR: MissingBucket: .* holds no walvault\.json.*not be mounted.*endpoint or bucket.*deleted/);
