@@ -7,7 +7,8 @@
 #   | that SHA-256 | log level | the worker's pid | the context lines.
 # Exit 0 needs: that ack, owned by this user in private directories, for this segment name, with this
 # context, from a worker still running (its acks are removed when it stops; a killed one's are not
-# used: kill -0 of its pid, a builtin); the prefetched file owned by this user, not writable by group or others, with exactly the
+# used: kill -0 of its pid, a builtin; only a hint, a recycled pid passes it: the context and the
+# identity are the proof); the prefetched file owned by this user, not writable by group or others, with exactly the
 # recorded identity and on the file system of %p's directory. Then: one hard link of it to %p (ln -fT
 # replaces %p atomically: PostgreSQL never sees a partial file), a check that %p is that very inode
 # (device, inode, size, mtime: a file swapped in between the stat and the link is refused), and an
@@ -37,15 +38,16 @@ wv_fetch_prepare() { # NAME PATH
   [[ $wv_target == */* ]] && wv_target_dir=${wv_target%/*}
   [[ -n $wv_target_dir ]] || wv_target_dir=/
   wv_ack=()
-  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && mapfile -t -n 256 wv_ack 2>/dev/null <"$wv_dir/fetch/$wv_name"
-  wv_targets+=("$wv_dir/fetch/$wv_name" "$wv_target_dir")
+  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && mapfile -t -n 257 wv_ack 2>/dev/null <"$wv_dir/fetch/$wv_name"
+  # "dir/." so that a symlinked pg_wal (initdb --waldir) is stat'ed as the directory it points to
+  wv_targets+=("$wv_dir/fetch/$wv_name" "$wv_target_dir/.")
   [[ ${wv_ack[2]-} == /* ]] && wv_targets+=("${wv_ack[2]}")
   return 0
 }
 
 wv_fetch_answer() { # NAME PATH
   local ack="$wv_dir/fetch/$wv_name" file=${wv_ack[2]-}
-  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && ((${#wv_ack[@]} > 7)) || return 1
+  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && ((${#wv_ack[@]} > 7 && ${#wv_ack[@]} <= 256)) || return 1
   [[ ${wv_ack[0]} == 'walvault-fetch-ack 1' && ${wv_ack[1]} == "$wv_name" && $file == /* ]] || return 1
   local IFS=$'\n'
   [[ "${wv_ack[*]:7}" == "$wv_context" ]] || return 1
@@ -53,7 +55,7 @@ wv_fetch_answer() { # NAME PATH
   wv_chain_private fetch && wv_owned_file "$ack" || return 1
   [[ ${wv_ack[6]} =~ ^[1-9][0-9]{0,9}$ ]] && kill -0 "${wv_ack[6]}" 2>/dev/null || return 1
   wv_owned_file "$file" && wv_identity "$file" && [[ $wv_id == "${wv_ack[3]}" ]] || return 1
-  local f=(${wv_st[$file]}) d=(${wv_st[$wv_target_dir]-})
+  local f=(${wv_st[$file]}) d=(${wv_st[$wv_target_dir/.]-})
   (((16#${f[6]} & 8#022) == 0)) || return 1
   # Same file system as %p's directory (a hard link); across file systems Node copies and hashes.
   ((${#d[@]} == 7 && (16#${d[6]} & 0xF000) == 0x4000 && d[0] == f[0])) || return 1

@@ -20,11 +20,17 @@ wv_main=@MAIN@
 # wv_config (the config file Node will read). Returns 1 for any other shape: Node handles it.
 wv_parse() {
   wv_opts=() wv_pos=() wv_cmd='' wv_config=''
-  local flag_config=''
+  local flag_config='' name
+  local -A seen=()
   while (($#)); do
+    # An option given twice is refused by Node's hot path and read as a list by yargs: Node's choice
+    # of config file could then differ from the one bound here. Not this path's business.
+    name=${1%%=*}
+    [[ -v seen[$name] ]] && return 1
+    seen[$name]=1
     case $1 in
       --s3-access-key-id* | --s3-secret-access-key* | --s3-session-token*) return 1 ;; # never in a file
-      --config) (($# >= 2)) || return 1; flag_config=$2; wv_opts+=("$1" "$2"); shift 2 ;;
+      --config) (($# >= 2)) && [[ $2 != -* ]] || return 1; flag_config=$2; wv_opts+=("$1" "$2"); shift 2 ;;
       --config=*) flag_config=${1#--config=}; wv_opts+=("$1"); shift ;;
       --*=*) wv_opts+=("$1"); shift ;;
       -*) return 1 ;; # a flag whose value may be the next word: only Node knows the table
@@ -77,11 +83,16 @@ wv_make_context() {
     ((${#c[@]} == 7 && (c[5] == EUID || c[5] == 0) && (16#${c[6]} & 0xF000) == 0x8000)) && wv_identity "$wv_config" || return 1
     lines+=("config $wv_config $wv_id")
   fi
+  # The AWS SDK's own files: a profile there can name the endpoint and region, and on a store with
+  # per-tenant bucket names the access key decides the bucket; their identity, or that they are absent.
+  for o in "$wv_aws_config" "$wv_aws_credentials"; do
+    if wv_identity "$o"; then lines+=("file $o $wv_id"); else lines+=("file $o absent"); fi
+  done
   # Every WALVAULT_* and AWS_* variable (sorted by bash), and what Node and the SDK read besides;
-  # secrets are left out (like the spool key, they decide who may read, not what is reached).
+  # secrets are left out (they decide who may read, not what is reached; the key id is kept).
   for v in "${!WALVAULT_@}" "${!AWS_@}" HOME NODE_OPTIONS NODE_EXTRA_CA_CERTS; do
     case $v in
-      WALVAULT_WRAPPER_* | *SECRET* | *TOKEN* | *PASSWORD* | *ACCESS_KEY*) continue ;;
+      WALVAULT_WRAPPER_* | *SECRET* | *TOKEN* | *PASSWORD*) continue ;;
     esac
     [[ -v $v ]] && lines+=("env $v=${!v}")
   done
@@ -96,6 +107,8 @@ wv_make_context() {
 # The user's boot spool (src/bin.ts: WALVAULT_SPOOL, else ~/.cache/walvault) and, in it, this data
 # directory's acknowledgements. Sets wv_boot and wv_dir; returns 1 when there is no such place.
 wv_locate() {
+  wv_aws_config=${AWS_CONFIG_FILE:-${HOME-}/.aws/config}
+  wv_aws_credentials=${AWS_SHARED_CREDENTIALS_FILE:-${HOME-}/.aws/credentials}
   wv_boot=${WALVAULT_SPOOL:-${HOME:+$HOME/.cache/walvault}}
   [[ $wv_boot == /* && $PWD == /* ]] || return 1
   local key=${PWD//%/%25}

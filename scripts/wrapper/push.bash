@@ -11,7 +11,7 @@ wv_push_prepare() { # PATH [NAME]
   wv_name=${2:-${1##*/}}
   [[ $wv_name =~ ^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$ ]] || return 1
   wv_ack=()
-  [[ -n $wv_dir ]] && mapfile -t -n 256 wv_ack 2>/dev/null <"$wv_dir/push/$wv_name"
+  [[ -n $wv_dir ]] && mapfile -t -n 257 wv_ack 2>/dev/null <"$wv_dir/push/$wv_name"
   wv_targets+=("$1" "$wv_dir/push/$wv_name")
   [[ ${wv_ack[5]-} == /* ]] && wv_targets+=("${wv_ack[5]}")
   return 0
@@ -19,7 +19,7 @@ wv_push_prepare() { # PATH [NAME]
 
 wv_push_answer() { # PATH [NAME]
   local path=$1 ack="$wv_dir/push/$wv_name"
-  ((${#wv_ack[@]} > 7)) && [[ ${wv_ack[0]} == 'walvault-ack 1' && ${wv_ack[1]} == "$wv_name" ]] || return 1
+  ((${#wv_ack[@]} > 7 && ${#wv_ack[@]} <= 256)) && [[ ${wv_ack[0]} == 'walvault-ack 1' && ${wv_ack[1]} == "$wv_name" ]] || return 1
   local IFS=$'\n'
   [[ "${wv_ack[*]:7}" == "$wv_context" ]] || return 1
   IFS=' '

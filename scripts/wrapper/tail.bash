@@ -7,7 +7,7 @@ wv_fast() {
     *) return 1 ;;
   esac
   wv_locate || wv_dir=''
-  wv_targets=()
+  wv_targets=("$wv_aws_config" "$wv_aws_credentials")
   [[ -n $wv_config ]] && wv_targets+=("$wv_config")
   [[ -n $wv_dir ]] && wv_targets+=("$wv_boot" "$wv_boot/fast" "$wv_dir" "$wv_dir/push" "$wv_dir/fetch")
   local kind=${wv_cmd#wal-}

@@ -5,7 +5,7 @@
 // PostgreSQL then gets).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCommand, isRoot } from '../support/pg.js';
@@ -45,7 +45,8 @@ async function setup(label: string, count = 12) {
   // Files changed within the racy margin get no acknowledgement (src/fs/file-identity.ts).
   await new Promise((r) => setTimeout(r, 100));
   const w = await wrappers(work);
-  const baseEnv: Record<string, string> = { WALVAULT_SPOOL: spool };
+  const awsConfig = join(work, 'aws-config'); // absent until a test writes it
+  const baseEnv: Record<string, string> = { WALVAULT_SPOOL: spool, AWS_CONFIG_FILE: awsConfig };
   const push = (bin: string, name: string, opts: { env?: Record<string, string>; args?: string[]; cwd?: string; path?: string } = {}) =>
     runCommand(bin, [...(opts.args ?? ['--config', config]), 'wal-push', opts.path ?? `pg_wal/${name}`, name], {
       cwd: opts.cwd ?? pgdata,
@@ -53,7 +54,7 @@ async function setup(label: string, count = 12) {
     });
   const ackDir = () => join(spool, 'fast', pgdata.replaceAll('%', '%25').replaceAll('/', '%'), 'push');
   const objectOf = (name: string, root = repo) => join(root, 'wal', name.slice(0, 16), name);
-  return { work, pgdata, walDir, spool, repo, config, segs, ...w, push, ackDir, objectOf };
+  return { work, pgdata, walDir, spool, repo, config, awsConfig, segs, ...w, push, ackDir, objectOf };
 }
 
 describe('the shell fast path of wal-push', () => {
@@ -85,7 +86,8 @@ describe('the shell fast path of wal-push', () => {
     const conflict = await t.push(t.real, s4!.name);
     expect(conflict.code, conflict.stderr).toBe(7);
     const st5 = statSync(s5!.path);
-    await utimes(s5!.path, st5.atime, st5.mtime); // mtime set back to what it was: ctime still moves
+    await chmod(s5!.path, st5.mode & 0o7777); // only the ctime moves: same bytes, same mtime
+    expect(statSync(s5!.path).mtimeMs).toBe(st5.mtimeMs);
     expect((await t.push(t.noNode, s5!.name)).code).toBe(FELL_THROUGH);
     expect((await t.push(t.real, s5!.name)).code).toBe(0);
 
@@ -93,6 +95,12 @@ describe('the shell fast path of wal-push', () => {
     expect((await t.push(t.noNode, s6!.name, { env: { WALVAULT_LOG_LEVEL: 'info' } })).code).toBe(FELL_THROUGH);
     expect((await t.push(t.noNode, s6!.name, { args: ['--config', t.config, '--log-level=info'] })).code).toBe(FELL_THROUGH);
     expect((await t.push(t.noNode, s6!.name, { cwd: t.walDir, path: s6!.path })).code).toBe(FELL_THROUGH);
+    // An option given twice (Node and the shell could read different config files), and the AWS SDK's
+    // config file (a profile there can name another endpoint) appearing.
+    expect((await t.push(t.noNode, s6!.name, { args: ['--config', t.config, '--config', t.config] })).code).toBe(FELL_THROUGH);
+    await writeFile(t.awsConfig, '[default]\nendpoint_url = http://127.0.0.1:9\n');
+    expect((await t.push(t.noNode, s6!.name)).code).toBe(FELL_THROUGH);
+    await rm(t.awsConfig);
     expect((await t.push(t.noNode, s6!.name)).code).toBe(0); // unchanged: answered again
 
     // A spool that is not this user's alone.
