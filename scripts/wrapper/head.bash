@@ -25,8 +25,10 @@ wv_parse() {
   while (($#)); do
     # An option given twice is refused by Node's hot path and read as a list by yargs: Node's choice
     # of config file could then differ from the one bound here. Not this path's business.
+    [[ -n $1 ]] || return 1
     name=${1%%=*}
-    [[ -v seen[$name] ]] && return 1
+    # (${seen[$name]} expands the key once; `-v seen[...]` would evaluate it again)
+    [[ -n ${seen[$name]-} ]] && return 1
     seen[$name]=1
     case $1 in
       --s3-access-key-id* | --s3-secret-access-key* | --s3-session-token*) return 1 ;; # never in a file
