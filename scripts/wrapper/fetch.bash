@@ -38,7 +38,7 @@ wv_fetch_prepare() { # NAME PATH
   [[ $wv_target == */* ]] && wv_target_dir=${wv_target%/*}
   [[ -n $wv_target_dir ]] || wv_target_dir=/
   wv_ack=()
-  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && mapfile -t -n 257 wv_ack 2>/dev/null <"$wv_dir/fetch/$wv_name"
+  [[ $wv_name =~ ^[0-9A-F]{24}$ ]] && wv_read_ack fetch
   # "dir/." so that a symlinked pg_wal (initdb --waldir) is stat'ed as the directory it points to
   wv_targets+=("$wv_dir/fetch/$wv_name" "$wv_target_dir/.")
   [[ ${wv_ack[2]-} == /* ]] && wv_targets+=("${wv_ack[2]}")
@@ -46,13 +46,8 @@ wv_fetch_prepare() { # NAME PATH
 }
 
 wv_fetch_answer() { # NAME PATH
-  local ack="$wv_dir/fetch/$wv_name" file=${wv_ack[2]-}
-  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ ]] && ((${#wv_ack[@]} > 7 && ${#wv_ack[@]} <= 256)) || return 1
-  [[ ${wv_ack[0]} == 'walvault-fetch-ack 1' && ${wv_ack[1]} == "$wv_name" && $file == /* ]] || return 1
-  local IFS=$'\n'
-  [[ "${wv_ack[*]:7}" == "$wv_context" ]] || return 1
-  IFS=' '
-  wv_chain_private fetch && wv_owned_file "$ack" || return 1
+  local file=${wv_ack[2]-}
+  [[ -n $wv_dir && $wv_name =~ ^[0-9A-F]{24}$ && $file == /* ]] && wv_ack_valid fetch 'walvault-fetch-ack 1' || return 1
   [[ ${wv_ack[6]} =~ ^[1-9][0-9]{0,9}$ ]] && kill -0 "${wv_ack[6]}" 2>/dev/null || return 1
   wv_owned_file "$file" && wv_identity "$file" && [[ $wv_id == "${wv_ack[3]}" ]] || return 1
   local f=(${wv_st[$file]}) d=(${wv_st[$wv_target_dir/.]-})

@@ -127,6 +127,24 @@ wv_chain_private() { # sub-directory of wv_dir
   (((16#${f[6]} & 8#022) == 0)) && wv_private_dir "$wv_boot/fast" && wv_private_dir "$wv_dir" && wv_private_dir "$wv_dir/$1"
 }
 
+# An acknowledgement, push or fetch: lines 0-6 are the kind's own (line 0 its magic, line 1 the WAL
+# file name), the context from line 7 on. wv_read_ack SUB reads <wv_dir>/SUB/<wv_name> into wv_ack
+# (one line more than any ack may have, so that a longer one is refused, not compared truncated);
+# wv_ack_valid SUB MAGIC then checks it is that kind, for this name and this context, and sits in the
+# user's private directories.
+wv_read_ack() { # sub
+  wv_ack=()
+  [[ -n $wv_dir ]] && mapfile -t -n 257 wv_ack 2>/dev/null <"$wv_dir/$1/$wv_name"
+  return 0
+}
+wv_ack_valid() { # sub magic
+  ((${#wv_ack[@]} > 7 && ${#wv_ack[@]} <= 256)) && [[ ${wv_ack[0]} == "$2" && ${wv_ack[1]} == "$wv_name" ]] || return 1
+  local IFS=$'\n'
+  [[ "${wv_ack[*]:7}" == "$wv_context" ]] || return 1
+  IFS=$' \t\n' # the checks below split stat fields on spaces
+  wv_chain_private "$1" && wv_owned_file "$wv_dir/$1/$wv_name"
+}
+
 # One log line on stderr, in Node's format (src/common/log.ts), for an answered call.
 wv_log() { # level message
   printf 'walvault %s[%d] %s: %s\n' "$wv_cmd" "$$" "${1^^}" "$2" >&2

@@ -10,20 +10,15 @@ wv_push_prepare() { # PATH [NAME]
   (($# == 1 || $# == 2)) || return 1
   wv_name=${2:-${1##*/}}
   [[ $wv_name =~ ^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$ ]] || return 1
-  wv_ack=()
-  [[ -n $wv_dir ]] && mapfile -t -n 257 wv_ack 2>/dev/null <"$wv_dir/push/$wv_name"
+  wv_read_ack push
   wv_targets+=("$1" "$wv_dir/push/$wv_name")
   [[ ${wv_ack[5]-} == /* ]] && wv_targets+=("${wv_ack[5]}")
   return 0
 }
 
 wv_push_answer() { # PATH [NAME]
-  local path=$1 ack="$wv_dir/push/$wv_name"
-  ((${#wv_ack[@]} > 7 && ${#wv_ack[@]} <= 256)) && [[ ${wv_ack[0]} == 'walvault-ack 1' && ${wv_ack[1]} == "$wv_name" ]] || return 1
-  local IFS=$'\n'
-  [[ "${wv_ack[*]:7}" == "$wv_context" ]] || return 1
-  IFS=' '
-  wv_chain_private push && wv_owned_file "$ack" || return 1
+  local path=$1
+  wv_ack_valid push 'walvault-ack 1' || return 1
   wv_owned_file "$path" && wv_identity "$path" && [[ $wv_id == "${wv_ack[2]}" ]] || return 1
   [[ ${wv_ack[5]} == - ]] || wv_object_there "${wv_ack[5]}" || return 1
   if [[ ${wv_ack[6]} == info || ${wv_ack[6]} == debug ]]; then
