@@ -1,4 +1,5 @@
-import type { BigIntStats } from 'node:fs';
+import { statSync, type BigIntStats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 
 // A file's identity from one fstat(): device, inode, size, mtime and ctime in nanoseconds. It stands
 // in for re-hashing a WAL file that was hashed when it had this identity (README "Speed"). Sound
@@ -26,6 +27,20 @@ export const RACY_MARGIN_NS = 50_000_000n;
 
 export function identityOf(st: BigIntStats): FileIdentity {
   return { dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+}
+
+/** The identity of the file at `path` now (stat(), which follows a symlink), or undefined when it cannot be stat'ed. */
+export async function identityAt(path: string): Promise<FileIdentity | undefined> {
+  return stat(path, { bigint: true }).then(identityOf, () => undefined);
+}
+
+/** identityAt() for synchronous callers. */
+export function identityAtSync(path: string): FileIdentity | undefined {
+  try {
+    return identityOf(statSync(path, { bigint: true }));
+  } catch {
+    return undefined;
+  }
 }
 
 export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {

@@ -1,8 +1,8 @@
-import { readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { identityLine, type FileIdentity } from '../fs/file-identity.js';
-import { privateAckDir, wrapperAcksOf } from '../worker/wrapper-acks.js';
+import { privateAckDir, wrapperAcksOf, writeAckFile } from '../worker/wrapper-acks.js';
 
 // Fetch acknowledgements: how the prefetch worker tells the shell wrapper (scripts/wrapper/fetch.bash)
 // that a segment in the spool may be handed to PostgreSQL without starting Node. One file per
@@ -56,18 +56,10 @@ export function formatAck(a: { name: string; file: string; identity: FileIdentit
 /** Writes (or replaces) the ack of `name`. Best effort: without it the wrapper runs Node. */
 export function writeAck(t: AckTarget, a: { name: string; file: string; identity: FileIdentity; sha256: string }): boolean {
   if (!SEGMENT.test(a.name) || /[\n\0]/.test(a.file)) return false;
-  const path = join(t.dir, a.name);
-  const temp = join(t.dir, `.${a.name}.${process.pid}.tmp`);
   try {
-    writeFileSync(temp, formatAck({ ...a, logLevel: t.logLevel, pid: process.pid, context: t.context }), { mode: 0o600 });
-    renameSync(temp, path);
+    writeAckFile(t.dir, a.name, formatAck({ ...a, logLevel: t.logLevel, pid: process.pid, context: t.context }));
     return true;
   } catch {
-    try {
-      unlinkSync(temp);
-    } catch {
-      // not there
-    }
     return false;
   }
 }

@@ -2,7 +2,7 @@ import { rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
-import { identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
+import { identityAt, identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { copyVerified } from './serve.js';
 import { listEntries, readRecord, SEGMENT, writeRecord } from './spool-dir.js';
 
@@ -26,8 +26,8 @@ export async function verifiedInSpool(dir: string): Promise<Vouched[]> {
     const rec = SEGMENT.test(name) ? readRecord(dir, name) : null;
     if (!rec?.identity) continue;
     const file = join(dir, name);
-    const now = await stat(file, { bigint: true }).catch(() => null);
-    if (now && sameIdentity(identityOf(now), rec.identity)) out.push({ name, file, identity: rec.identity, sha256: rec.sha256 });
+    const now = await identityAt(file);
+    if (now && sameIdentity(now, rec.identity)) out.push({ name, file, identity: rec.identity, sha256: rec.sha256 });
   }
   return out;
 }

@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { retryPolicy } from '../common/config.js';
@@ -15,7 +14,7 @@ import { stageAgain, verifiedInSpool } from './restage.js';
 import { cacheManifest, MANIFEST_KEY, readRemoteManifest } from '../archive/manifest.js';
 import { repoCacheDir } from '../archive/cache-dir.js';
 import { repoKeyOf } from '../storage/open.js';
-import { identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
+import { identityAt, identityAtSync, identityOf, sameIdentity, type FileIdentity } from '../fs/file-identity.js';
 import { removeAck, removeAcks, writeAck } from './fetch-ack.js';
 import { watchDir } from './dir-changes.js';
 import { withWorkerLock, pollUntilIdle } from '../worker/loop.js';
@@ -100,13 +99,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
   function handedOver(state: PrefetchState | null): string | undefined {
     let newest: string | undefined;
     for (const [n, id] of placed) {
-      let now;
-      try {
-        now = statSync(join(dir, n), { bigint: true });
-      } catch {
-        now = undefined;
-      }
-      if (now && sameIdentity(identityOf(now), id)) continue;
+      const now = identityAtSync(join(dir, n));
+      if (now && sameIdentity(now, id)) continue;
       placed.delete(n);
       if (ack) removeAck(ack, n);
       // The end of WAL is known to follow it: PostgreSQL will ask for it again.
@@ -118,8 +112,8 @@ export async function runPrefetchWorker(job: PrefetchJob): Promise<number> {
 
   /** True while `name` is in the spool with the identity this worker recorded (not handed over). */
   async function stillPlaced(name: string): Promise<boolean> {
-    const now = await stat(join(dir, name), { bigint: true }).catch(() => null);
-    return !!now && sameIdentity(identityOf(now), placed.get(name)!);
+    const now = await identityAt(join(dir, name));
+    return !!now && sameIdentity(now, placed.get(name)!);
   }
 
   /** Segments an earlier worker of this directory verified and left (killed, or exiting as this one started). */

@@ -1,10 +1,10 @@
-import { readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { pidAlive } from '../common/pid.js';
 import { identityLine } from '../fs/file-identity.js';
-import { privateAckDir, type WrapperAcks } from '../worker/wrapper-acks.js';
+import { privateAckDir, writeAckFile, type WrapperAcks } from '../worker/wrapper-acks.js';
 
 // The acknowledgements the installed `walvault` bash script answers PostgreSQL from without starting
 // Node (scripts/wrapper/push.bash, README "The shell fast path"); the context and the directory
@@ -34,10 +34,7 @@ export async function writePushAck(
   if (fields.some((f) => f === '' || /[\n\r]/.test(f))) return;
   try {
     const dir = privateAckDir(acks.dir, 'push');
-    const text = ['walvault-ack 1', file.name, identityLine(file.identity), file.sha256, ...fields, acks.context].join('\n') + '\n';
-    const temp = join(dir, `.${file.name}.${process.pid}.tmp`);
-    await writeFile(temp, text, { mode: 0o600 });
-    await rename(temp, join(dir, file.name));
+    writeAckFile(dir, file.name, ['walvault-ack 1', file.name, identityLine(file.identity), file.sha256, ...fields, acks.context].join('\n') + '\n');
   } catch (e) {
     log.debug(`no shell fast path acknowledgement for ${file.name}: ${describe(e)}`);
   }

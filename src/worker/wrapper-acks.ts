@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, chmodSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { trustedSpool } from '../common/file-trust.js';
@@ -54,4 +54,23 @@ export function privateAckDir(dir: string, sub: string): string {
     if ((st.mode & 0o077) !== 0) chmodSync(d, st.mode & 0o700);
   }
   return path;
+}
+
+/**
+ * Writes the acknowledgement `<dir>/<name>` whole or not at all: a temp file `.<name>.<pid>.tmp`
+ * beside it, renamed over it. No fsync: an ack lost in a crash only costs one Node start. Throws.
+ */
+export function writeAckFile(dir: string, name: string, text: string): void {
+  const temp = join(dir, `.${name}.${process.pid}.tmp`);
+  try {
+    writeFileSync(temp, text, { mode: 0o600 });
+    renameSync(temp, join(dir, name));
+  } catch (e) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // not there
+    }
+    throw e;
+  }
 }
