@@ -5,29 +5,19 @@
 // gap, and two restores on one machine keep separate spools.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, linkSync, readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, linkSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, deleteRaw, envFor, testStores, type TestStore } from '../support/stores.js';
 import { fakeSegment, segName } from '../support/wal-fixtures.js';
-import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
+import { cleanupAll, findFiles, runWalvault, tempDir } from '../support/walvault.js';
 import { until } from '../support/until.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
 
-function findAll(dir: string, pred: (name: string) => boolean): string[] {
-  const out: string[] = [];
-  if (!existsSync(dir)) return out;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...findAll(p, pred));
-    else if (pred(e.name)) out.push(p);
-  }
-  return out;
-}
 
 describe(`prefetching wal-fetch on ${store.name}`, () => {
   let bucket: string;
@@ -37,7 +27,7 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     work = await tempDir('wv-prefetch');
   });
   afterAll(async () => {
-    for (const lock of findAll(work, (n) => n === 'worker.lock')) {
+    for (const lock of findFiles(work, (n) => n === 'worker.lock')) {
       try {
         process.kill(Number(readFileSync(lock, 'utf8')), 'SIGTERM');
       } catch {
@@ -64,7 +54,7 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
       const r = await runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env: { ...env, ...over }, cwd });
       return { r, bytes: r.code === 0 ? await readFile(join(cwd, 'pg_wal/RECOVERYXLOG')) : undefined };
     };
-    const spoolFiles = (name: string, spool = 'spool') => findAll(join(dir, spool), (n) => n === name);
+    const spoolFiles = (name: string, spool = 'spool') => findFiles(join(dir, spool), (n) => n === name);
     const key = (name: string) => `${label}/wal/${name.slice(0, 16)}/${name}`;
     return { dir, pgdata, env, fetch, spoolFiles, key };
   }
@@ -228,7 +218,7 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     // Prefetching began at pg_control's redo segment before PostgreSQL asked for any segment.
     await until('segment 3 prefetched from the pg_control hint', () => t.spoolFiles(segs[2]![0], 'spool2').length === 1);
     expect(t.spoolFiles(segs[0]![0], 'spool2')).toEqual([]);
-    expect(findAll(join(t.dir, 'spool2'), (n) => n === 'walvault.json')).toHaveLength(1); // cached by the worker
+    expect(findFiles(join(t.dir, 'spool2'), (n) => n === 'walvault.json')).toHaveLength(1); // cached by the worker
     const f = await t.fetch(segs[2]![0], t.pgdata, fresh);
     expect(f.r.code, f.r.stderr).toBe(0);
     expect(f.r.stderr).toMatch(/fetched 000000010000000000000003 from the prefetch spool \(1\.00 MiB, verified SHA-256 by the prefetch worker, unchanged since/);
@@ -244,7 +234,7 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     expect(h.r.code, h.r.stderr).toBe(1);
     expect(h.r.stderr).not.toMatch(/asked by the prefetch worker/);
     expect(h.r.stderr).toMatch(/00000002\.history is not in s3:\/\/.* \(not found\); exiting 1/);
-    expect(findAll(join(t.dir, 'spool2'), (n) => /^[0-9A-F]{24}$/.test(n))).toEqual([]);
+    expect(findFiles(join(t.dir, 'spool2'), (n) => /^[0-9A-F]{24}$/.test(n))).toEqual([]);
     const f = await t.fetch(segs[0]![0], t.pgdata, fresh);
     expect(f.r.code, f.r.stderr).toBe(0);
     expect(f.bytes!.equals(segs[0]![1])).toBe(true);
@@ -285,7 +275,7 @@ describe(`prefetching wal-fetch on ${store.name}`, () => {
     expect(lines[3]).toBe(execFileSync('stat', ['-c', '%d %i %s %.9Y %.9Z', file!]).toString().trim());
     expect(lines[4]).toBe(sha(segs[1]![1]));
     expect(lines[5]).toBe('info');
-    const [lock] = findAll(join(t.dir, 'spool'), (n) => n === 'worker.lock');
+    const [lock] = findFiles(join(t.dir, 'spool'), (n) => n === 'worker.lock');
     expect(lines[6]).toBe(readFileSync(lock!, 'utf8')); // the worker's pid
     expect(lines.slice(7).join('\n')).toBe(`${context}\n`);
 

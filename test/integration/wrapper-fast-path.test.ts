@@ -3,7 +3,6 @@
 // Each case runs the command twice: once through a wrapper whose Node does not exist (exit 0 can only
 // come from the shell; 127 means it fell through to Node) and once through the real one (what
 // PostgreSQL then gets).
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -11,19 +10,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCommand, isRoot } from '../support/pg.js';
 import { createTestBucket, envFor, listKeys, testStores } from '../support/stores.js';
 import { fakeSegment, writeFakeSegment } from '../support/wal-fixtures.js';
-import { cleanupAll, REPO_ROOT, tempDir, walvaultBin } from '../support/walvault.js';
+import { cleanupAll, FELL_THROUGH_TO_NODE as FELL_THROUGH, tempDir, walvaultBin, walvaultWithoutNode } from '../support/walvault.js';
 
 afterAll(cleanupAll);
-
-const FELL_THROUGH = 127; // bash: exec of the missing Node
-
-async function wrappers(work: string) {
-  const real = await walvaultBin();
-  const main = join(dirname(real), 'dist', 'walvault.mjs');
-  const noNode = join(work, 'walvault-no-node');
-  await writeFile(noNode, execFileSync(join(REPO_ROOT, 'scripts', 'make-wrapper.sh'), ['/nonexistent/node', main]), { mode: 0o755 });
-  return { real, noNode };
-}
 
 /** A data directory with `count` ready segments, a private spool, a file:// repository and its config file. */
 async function setup(label: string, count = 12) {
@@ -44,7 +33,7 @@ async function setup(label: string, count = 12) {
   }
   // Files changed within the racy margin get no acknowledgement (src/fs/file-identity.ts).
   await new Promise((r) => setTimeout(r, 100));
-  const w = await wrappers(work);
+  const w = { real: await walvaultBin(), noNode: await walvaultWithoutNode(work) };
   const awsConfig = join(work, 'aws-config'); // absent until a test writes it
   const baseEnv: Record<string, string> = { WALVAULT_SPOOL: spool, AWS_CONFIG_FILE: awsConfig };
   const push = (bin: string, name: string, opts: { env?: Record<string, string>; args?: string[]; cwd?: string; path?: string } = {}) =>

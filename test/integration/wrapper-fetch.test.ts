@@ -3,19 +3,17 @@
 // is checked twice: through a wrapper whose Node does not exist (127 means it fell through to Node;
 // exit 0 can only come from the shell) and through the real one, which must still restore the right
 // bytes. Then a PostgreSQL 15 archive recovery through the wrapper against radosgw.
-import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, chmodSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 import { isRoot, PgCluster, runCommand, startRestoredCluster } from '../support/pg.js';
 import { createTestBucket, envFor, testStores } from '../support/stores.js';
 import { fakeSegment, segName } from '../support/wal-fixtures.js';
 import { until } from '../support/until.js';
-import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
+import { cleanupAll, FELL_THROUGH_TO_NODE as FELL_THROUGH, findFiles, runWalvault, tempDir, walvaultBin, walvaultWithoutNode } from '../support/walvault.js';
 
-const FELL_THROUGH = 127; // bash: exec of the missing Node
 const store = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
 const restored: PgCluster[] = [];
 
@@ -24,12 +22,6 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-function findAll(dir: string, pred: (name: string) => boolean): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? findAll(join(dir, e.name), pred) : pred(e.name) ? [join(dir, e.name)] : [],
-  );
-}
 
 describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
   it('hands over a prefetched segment without Node, and falls back to Node for a changed file, a missing ack, another context or owner, and every miss', async () => {
@@ -47,8 +39,7 @@ describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
     await mkdir(join(pgdata, 'pg_wal'), { recursive: true });
     await writeFile(join(pgdata, 'recovery.signal'), '');
     const real = await walvaultBin();
-    const noNode = join(work, 'walvault-no-node');
-    await writeFile(noNode, execFileSync(join(REPO_ROOT, 'scripts', 'make-wrapper.sh'), ['/nonexistent/node', join(dirname(real), 'dist', 'walvault.mjs')]), { mode: 0o755 });
+    const noNode = await walvaultWithoutNode(work);
     const target = join(pgdata, 'pg_wal', 'RECOVERYXLOG');
     const fetch = async (bin: string, i: number | string, over: Record<string, string> = {}) => {
       rmSync(target, { force: true }); // PostgreSQL removes %p before it asks
@@ -58,7 +49,7 @@ describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
     };
     const ackDir = join(spool, 'fast', pgdata.replaceAll('%', '%25').replaceAll('/', '%'), 'fetch');
     const ackOf = (i: number) => join(ackDir, segs[i]![0]);
-    const spooled = (i: number) => findAll(join(spool, 'repos'), (n) => n === segs[i]![0])[0]!;
+    const spooled = (i: number) => findFiles(join(spool, 'repos'), (n) => n === segs[i]![0])[0]!;
 
     const first = await fetch(real, 0);
     expect(first.code, first.stderr).toBe(0);
@@ -125,7 +116,7 @@ describe(`the shell fast path of wal-fetch on ${store.name}`, () => {
     expect(six.bytes!.equals(segs[5]![1])).toBe(true);
 
     // A worker that is gone (killed: it could not remove its acks) is not vouched for any more.
-    const lock = findAll(join(spool, 'repos'), (n) => n === 'worker.lock')[0]!;
+    const lock = findFiles(join(spool, 'repos'), (n) => n === 'worker.lock')[0]!;
     const pid = Number(readFileSync(lock, 'utf8'));
     expect(existsSync(ackOf(6))).toBe(true);
     process.kill(pid, 'SIGKILL');

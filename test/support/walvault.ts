@@ -1,7 +1,7 @@
 // Running the built walvault from tests, as PostgreSQL would (as the postgres user), plus temp
 // directories with a cleanup registry.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { chmod, copyFile, cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,11 +64,37 @@ export function walvaultBin(): Promise<string> {
     await copyFile(process.execPath, join(dir, 'node'));
     await chmod(join(dir, 'node'), 0o755);
     const wrapper = join(dir, 'walvault');
-    await writeFile(wrapper, execFileSync(join(REPO_ROOT, 'scripts', 'make-wrapper.sh'), [join(dir, 'node'), join(dir, 'dist', 'walvault.mjs')]), { mode: 0o755 });
+    await writeFile(wrapper, wrapperScript(join(dir, 'node'), join(dir, 'dist', 'walvault.mjs')), { mode: 0o755 });
     await chmod(wrapper, 0o755);
     return wrapper;
   })();
   return g.__walvaultBin;
+}
+
+/** The installed command (scripts/make-wrapper.sh) for a Node binary and a bundle. */
+function wrapperScript(node: string, main: string): Buffer {
+  return execFileSync(join(REPO_ROOT, 'scripts', 'make-wrapper.sh'), [node, main]);
+}
+
+/** Exit code of walvaultWithoutNode() when a call falls through to Node (bash: exec of a missing file). */
+export const FELL_THROUGH_TO_NODE = 127;
+
+/**
+ * The installed command with a Node binary that does not exist, in `dir`: exit 0 can only come from
+ * the shell fast path (scripts/wrapper/), FELL_THROUGH_TO_NODE means the call would have started Node.
+ */
+export async function walvaultWithoutNode(dir: string): Promise<string> {
+  const path = join(dir, 'walvault-no-node');
+  await writeFile(path, wrapperScript('/nonexistent/node', join(dirname(await walvaultBin()), 'dist', 'walvault.mjs')), { mode: 0o755 });
+  return path;
+}
+
+/** Every file below `dir` whose name `pred` accepts ([] when `dir` does not exist). */
+export function findFiles(dir: string, pred: (name: string) => boolean): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? findFiles(join(dir, e.name), pred) : pred(e.name) ? [join(dir, e.name)] : [],
+  );
 }
 
 let postgresIds: { uid: number; gid: number } | undefined;
