@@ -26,25 +26,39 @@ export async function cleanStaleUploads(storage: Storage, config: Config): Promi
 }
 
 /**
+ * Time the store gets to finish a write we stopped waiting for. Aborting a request closes our side of
+ * the connection; a store that already had the whole body (a block map, a small data object) still
+ * completes the PUT, and the object can land after the first sweep listed the directory.
+ */
+export const LATE_WRITE_SETTLE_MS = 1000;
+
+/**
  * Best effort: removes every object under backups/<id>/ (a backup that failed before its
  * backup.json was written, which is why nothing reads them). Call it once no upload of that backup
- * is in flight any more.
+ * is in flight any more. A second sweep after LATE_WRITE_SETTLE_MS removes what the store completed
+ * after the first; anything later still is a directory without backup.json, which restore ignores
+ * and `walvault delete` removes once it is older than backupStaleUploadAge.
  */
-export async function removeIncompleteBackup(storage: Storage, config: Config, id: string): Promise<void> {
+export async function removeIncompleteBackup(storage: Storage, config: Config, id: string, settleMs = LATE_WRITE_SETTLE_MS): Promise<void> {
   const dir = `${BACKUPS_PREFIX}${id}/`;
   try {
-    const keys = await phase(config, `list ${dir}`, async (signal) => {
-      const out: string[] = [];
-      for await (const o of storage.list(dir, { signal })) out.push(o.key);
-      return out;
-    });
-    if (keys.includes(`${dir}${SENTINEL_OBJECT}`)) return; // complete after all: never remove a recorded backup
-    for (let i = 0; i < keys.length; i += 1000) {
-      const batch = keys.slice(i, i + 1000);
-      await phase(config, `remove the incomplete backup ${dir}`, (signal) => storage.delete(batch, { signal }));
+    let removed = 0;
+    for (let sweep = 0; sweep < 2; sweep++) {
+      if (sweep > 0) await new Promise((r) => setTimeout(r, settleMs));
+      const keys = await phase(config, `list ${dir}`, async (signal) => {
+        const out: string[] = [];
+        for await (const o of storage.list(dir, { signal })) out.push(o.key);
+        return out;
+      });
+      if (keys.includes(`${dir}${SENTINEL_OBJECT}`)) return; // complete after all: never remove a recorded backup
+      for (let i = 0; i < keys.length; i += 1000) {
+        const batch = keys.slice(i, i + 1000);
+        await phase(config, `remove the incomplete backup ${dir}`, (signal) => storage.delete(batch, { signal }));
+      }
+      removed += keys.length;
     }
     // The reason follows as the error line: repeating it here would only double a long line.
-    if (keys.length > 0) log.info(`removed the incomplete backup ${storage.url}/${dir} (${keys.length} object${keys.length === 1 ? '' : 's'})`);
+    if (removed > 0) log.info(`removed the incomplete backup ${storage.url}/${dir} (${removed} object${removed === 1 ? '' : 's'})`);
   } catch (e) {
     log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored): ${describeError(e)}`);
   }

@@ -7,6 +7,7 @@ import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WalkedEntry } from '../../src/backup/data-dir-walk.js';
 import { uploadFiles } from '../../src/backup/file-engine.js';
+import { removeIncompleteBackup } from '../../src/backup/push-cleanup.js';
 import { BACKUP_ID_GRAMMAR } from '../../src/backup/backup-info.js';
 import { backupKey } from '../../src/backup/catalog.js';
 import { parseFileList, serializeFileList, type FileList } from '../../src/backup/file-list.js';
@@ -200,6 +201,23 @@ describe.each(repos)('uploadFiles on $name', (repo) => {
       onProgress: (n) => n > 2 * MiB && ctl.abort(new Error('interrupted by SIGTERM')),
     }).catch((e: unknown) => e);
     expect((err as Error).message).toBe('interrupted by SIGTERM');
+    expect(await keysOf(storage)).toEqual([]);
+  });
+
+  it('late-landing write: an object the store completes after the first sweep is removed by the second', async () => {
+    const { storage, config } = await open(env);
+    const key = (n: string) => backupKey(ID, n);
+    await storage.put(key('data/000000'), Buffer.from('first'), { backup: ID });
+    // What an aborted PUT does when the store already had its body: it lands after our delete.
+    let landed: Promise<void> | undefined;
+    const late = Object.create(storage) as Storage;
+    late.delete = async (keys, opts) => {
+      await storage.delete(keys, opts);
+      landed ??= storage.put(key('blocks/000000'), Buffer.from('late'), { backup: ID });
+      await landed;
+    };
+    await removeIncompleteBackup(late, config, ID, 200);
+    expect(landed).toBeDefined();
     expect(await keysOf(storage)).toEqual([]);
   });
 });
