@@ -5,6 +5,7 @@ import { writeJsonAtomic } from '../fs/atomic.js';
 import { log } from '../common/log.js';
 import type { Deadline, RetryPolicy } from '../common/retry.js';
 import { bookkeepingBudget, readVerifiedSmall, writeBookkeeping } from './small-objects.js';
+import { markKey, readNewestMark } from './high-water-marks.js';
 import { repoCacheDir } from './cache-dir.js';
 import type { Storage } from '../storage/types.js';
 import { hex8 } from '../wal/names.js';
@@ -20,6 +21,7 @@ export interface HighWater {
   updatedAt: string;
 }
 
+/** The single, overwritten mark of walvault before write-once marks (read, never written now). */
 export function highWaterKey(timeline: number): string {
   return `state/timeline-${hex8(timeline)}.json`;
 }
@@ -69,7 +71,13 @@ function validTimeline(timeline: number): boolean {
   return Number.isSafeInteger(timeline) && timeline >= 1 && timeline <= 0xffffffff;
 }
 
-/** The mark of `timeline`, verified (metadata SHA-256/size/codec) and validated; null if there is none. */
+/**
+ * The mark of `timeline`, verified (metadata SHA-256/size/codec) and validated; null if there is none.
+ * The newest valid write-once mark (high-water-marks.ts) and the single overwritten object that
+ * walvault wrote before them (`state/timeline-<TLI>.json`, still read): whichever says more. A
+ * damaged old object is an error unless a valid write-once mark exists: the walvault that wrote
+ * that one could not replace the old object either, and vouched for its own range instead.
+ */
 export async function readHighWater(
   storage: Storage,
   timeline: number,
@@ -77,8 +85,24 @@ export async function readHighWater(
 ): Promise<HighWater | null> {
   if (!validTimeline(timeline)) throw badWalNameError(`timeline ${timeline} is out of range (1 to FFFFFFFF)`);
   const key = highWaterKey(timeline);
-  const body = await readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_STATE_BYTES });
-  return body === null ? null : parseHighWater(body.toString('utf8'), timeline, `${storage.url}/${key}`);
+  const [legacy, newest] = await Promise.allSettled([
+    readVerifiedSmall(storage, key, { ...ctx, what: `read ${key}`, maxSize: MAX_STATE_BYTES }).then((body) =>
+      body === null ? null : parseHighWater(body.toString('utf8'), timeline, `${storage.url}/${key}`),
+    ),
+    readNewestMark(storage, timeline, { ...ctx, maxSize: MAX_STATE_BYTES }, (text, where) => parseHighWater(text, timeline, where)),
+  ]);
+  if (newest.status === 'rejected') throw newest.reason;
+  const mark = newest.value?.mark ?? null;
+  if (legacy.status === 'rejected') {
+    const e = legacy.reason as unknown;
+    if (!mark || !isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;
+    log.warn(`ignoring the damaged ${key} (walvault no longer writes it; remove it): ${describe(e)}; using ${newest.value!.key}`);
+    return mark;
+  }
+  const old = legacy.value;
+  if (!old) return mark;
+  if (!mark) return old;
+  return old.last > mark.last ? old : mark;
 }
 
 /** The spool's copy is only a cache: one that does not validate is ignored (the store is asked). */
@@ -116,10 +140,10 @@ export async function advanceHighWater(
     let state = await readLocalState(file, timeline);
     if (!state) {
       const remote = await readHighWater(storage, timeline, quick).catch((e: unknown) => {
-        // A damaged mark would disable gap detection for good: replace it with one this push can
+        // A damaged mark would disable gap detection for good: supersede it with one this push can
         // vouch for (its own segment) rather than keep failing on it.
         if (isWalvaultError(e) && e.exitCode === ExitCode.integrity) {
-          log.warn(`replacing the unusable high-water mark of timeline ${timeline}: ${describe(e)}`);
+          log.warn(`superseding the unusable high-water mark of timeline ${timeline}: ${describe(e)}`);
           return null;
         }
         throw e;
@@ -135,7 +159,7 @@ export async function advanceHighWater(
     if (state.remoteLast !== state.last && due) {
       const mark: HighWater = { timeline, first: state.first, last: state.last, updatedAt: new Date().toISOString() };
       const body = Buffer.from(JSON.stringify(mark) + '\n');
-      await writeBookkeeping(storage, highWaterKey(timeline), body, quick);
+      await writeBookkeeping(storage, markKey(timeline, mark.last), body, quick, { anyContent: true });
       state = { ...state, ...mark, remoteLast: mark.last, writtenAt: Date.now() };
     }
     await mkdir(join(file, '..'), { recursive: true, mode: 0o700 });

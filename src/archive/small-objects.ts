@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
 import { decompressStream } from '../codec/codec.js';
-import { corruptObjectError, integrityError } from '../common/errors.js';
+import { conflictError, corruptObjectError, integrityError } from '../common/errors.js';
 import { Deadline, withRetry, type RetryPolicy } from '../common/retry.js';
 import { sha256Hex, sizeExceededError } from '../fs/hash.js';
-import type { ObjectInfo, Storage } from '../storage/types.js';
+import type { CallOptions, ObjectInfo, ObjectMeta, PutBody, Storage } from '../storage/types.js';
 import { classifyDownloadError, parseStoredMeta, smallObjectMeta, type StoredMeta } from './objects.js';
 
 // The one reader and writer of the repository's small objects: the manifest, the per-timeline
@@ -98,12 +98,37 @@ export function bookkeepingBudget(ctx: { policy: RetryPolicy; deadline: Deadline
   return { policy: { ...ctx.policy, retries: Math.min(ctx.policy.retries, 2) }, deadline };
 }
 
-/** Writes a bookkeeping object (high-water mark, gap marker) within a budget from bookkeepingBudget(). */
+/**
+ * Every object walvault writes is written once (a locked bucket refuses an overwrite, a versioned
+ * one would keep every version): created if absent; an object already there with the same content
+ * (a retry whose first attempt landed, a re-run) is success; other content is ArchiveConflict, and
+ * the object stays as it is. `anyContent`: the key alone says what the object means (a high-water
+ * mark names its last segment), so whatever is there counts.
+ */
+export async function putOnce(
+  storage: Storage,
+  key: string,
+  body: PutBody,
+  meta: ObjectMeta & { sha256: string },
+  opts?: CallOptions & { anyContent?: boolean },
+): Promise<'created' | 'existed'> {
+  const r = await storage.putIfAbsent(key, body, meta, opts?.signal ? { signal: opts.signal } : {});
+  if (r.created) return 'created';
+  const theirs = r.existing.meta;
+  if (opts?.anyContent || (theirs['sha256'] === meta.sha256 && theirs['size'] === meta['size'])) return 'existed';
+  throw conflictError(
+    `${storage.url}/${key} already exists with other content (SHA-256 ${theirs['sha256'] ?? 'none'}, ${theirs['size'] ?? '?'} bytes; ` +
+      `this write ${meta.sha256}, ${meta['size'] ?? '?'} bytes); refusing to overwrite it`,
+  );
+}
+
+/** Writes a bookkeeping object (high-water mark, gap marker) once, within a budget from bookkeepingBudget(). */
 export async function writeBookkeeping(
   storage: Storage,
   key: string,
   body: Buffer,
   budget: { policy: RetryPolicy; deadline: Deadline },
+  opts: { anyContent?: boolean } = {},
 ): Promise<void> {
-  await withRetry(`write ${key}`, budget.policy, budget.deadline, (signal) => storage.put(key, body, smallObjectMeta(body), { signal }));
+  await withRetry(`write ${key}`, budget.policy, budget.deadline, (signal) => putOnce(storage, key, body, smallObjectMeta(body), { ...opts, signal }));
 }

@@ -13,7 +13,8 @@ import { NotRegularFileError, openRegularFile } from '../fs/open-regular.js';
 import { tempPathFor } from '../fs/temp-names.js';
 import { Md5Count, openBody, readRange, streamed } from '../archive/large-body.js';
 import { objectMeta, smallObjectMeta } from '../archive/objects.js';
-import type { Storage } from '../storage/types.js';
+import { putOnce } from '../archive/small-objects.js';
+import type { ObjectMeta, Storage } from '../storage/types.js';
 import { BlockScanner, blockCount, blockMapName, CHECKSUM_BYTES } from './block-map.js';
 
 // One data object of a format-2 backup: its files read once, one after the other, each hashed, the
@@ -124,7 +125,7 @@ async function storeBlockMap(job: ObjectJob, files: ReadFile[], maps: Buffer[]):
   try {
     await withRetry(`upload ${key}`, retryPolicy(job.config), deadline, async (s) => {
       try {
-        await job.storage.put(key, body, { ...smallObjectMeta(body), backup: job.backup }, { signal: AbortSignal.any([s, job.signal]) });
+        await putOnce(job.storage, key, body, { ...smallObjectMeta(body), backup: job.backup }, { signal: AbortSignal.any([s, job.signal]) });
       } catch (e) {
         if (job.signal.aborted) throw job.signal.reason;
         throw e;
@@ -137,7 +138,7 @@ async function storeBlockMap(job: ObjectJob, files: ReadFile[], maps: Buffer[]):
 }
 
 /** Uploads a spooled (compressed) object from its temp file, with retries (also backup-push --method stream). */
-export async function uploadSpooled(job: Pick<ObjectJob, 'storage' | 'config' | 'key' | 'signal'>, temp: string, size: number, md5: string, meta: Record<string, string>): Promise<void> {
+export async function uploadSpooled(job: Pick<ObjectJob, 'storage' | 'config' | 'key' | 'signal'>, temp: string, size: number, md5: string, meta: ObjectMeta & { sha256: string }): Promise<void> {
   const fh = await openBody(temp);
   // A large object gets more time: one attempt timeout and one deadline per started 64 MiB.
   const units = Math.max(1, Math.ceil(size / ATTEMPT_TIMEOUT_BYTES));
@@ -147,7 +148,8 @@ export async function uploadSpooled(job: Pick<ObjectJob, 'storage' | 'config' | 
       const signal = AbortSignal.any([s, job.signal]);
       try {
         if (size > MULTIPART_ABOVE) await job.storage.upload(job.key, readRange(fh, size), meta, { signal, expectedSize: size });
-        else await job.storage.put(job.key, { size, md5, open: () => readRange(fh, size) }, meta, { signal });
+        // (a multipart upload cannot be conditional everywhere; a backup's keys are its own, fresh id)
+        else await putOnce(job.storage, job.key, { size, md5, open: () => readRange(fh, size) }, meta, { signal });
       } catch (e) {
         // Stopped (interrupted, or another object failed for good): not a failure to retry.
         if (job.signal.aborted) throw job.signal.reason;

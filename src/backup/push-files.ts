@@ -6,6 +6,7 @@ import type { Config } from '../common/config.js';
 import { backupError, isWalvaultError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { objectMeta } from '../archive/objects.js';
+import { putOnce } from '../archive/small-objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import { sha256Hex } from '../fs/hash.js';
 import type { Storage } from '../storage/types.js';
@@ -169,7 +170,7 @@ export async function storeFileList(storage: Storage, config: Config, list: File
   const sha256 = sha256Hex(body);
   const stored = await compressBuffer(config.compression, body, config.compressionLevel);
   const meta = { ...objectMeta({ sha256, size: body.length, codec: config.compression }), backup: list.backup };
-  await phase(config, `upload ${FILE_LIST_OBJECT}`, (s) => storage.put(backupKey(list.backup, FILE_LIST_OBJECT), stored, meta, { signal: s }));
+  await phase(config, `upload ${FILE_LIST_OBJECT}`, (s) => putOnce(storage, backupKey(list.backup, FILE_LIST_OBJECT), stored, meta, { signal: s }));
   return { sha256, storedBytes: stored.length };
 }
 

@@ -3,6 +3,7 @@ import { backupError } from '../common/errors.js';
 import { formatBytes, log } from '../common/log.js';
 import { VERSION } from '../common/version.js';
 import { smallObjectMeta } from '../archive/objects.js';
+import { putOnce } from '../archive/small-objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import type { Storage } from '../storage/types.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
@@ -47,7 +48,7 @@ export async function finishBackup(storage: Storage, config: Config, input: Fini
 
   // The manifest as its own object (small; pg_verifybackup reads it back at restore time).
   const manifestMeta = smallObjectMeta(input.manifest);
-  await phase(config, `upload ${MANIFEST_OBJECT}`, (s) => storage.put(backupKey(id, MANIFEST_OBJECT), input.manifest, manifestMeta, { signal: s }));
+  await phase(config, `upload ${MANIFEST_OBJECT}`, (s) => putOnce(storage, backupKey(id, MANIFEST_OBJECT), input.manifest, manifestMeta, { signal: s }));
 
   // The backup is usable only with the WAL up to its end in the archive.
   const repo = input.repo ?? (await waitForRepoManifest(storage, config, signal));

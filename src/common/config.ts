@@ -91,6 +91,12 @@ function validate(c: Config): void {
     throw configError(`compressionLevel ${c.compressionLevel} is out of range for ${c.compression} (at most ${maxLevel})`);
   }
   if (c.retryMaxDelay < c.retryMinDelay) throw configError('retryMaxDelay must not be below retryMinDelay');
+  if ((c.s3ObjectLockMode === undefined) !== (c.s3ObjectLockDays === undefined)) {
+    throw configError('s3ObjectLockMode and s3ObjectLockDays go together: set both (a retention needs a mode and a length) or neither');
+  }
+  if (c.s3ObjectLockMode !== undefined && c.repo !== undefined && /^file:/i.test(c.repo)) {
+    throw configError(`s3ObjectLockMode is set, but repository ${c.repo} is file://: Object Lock is an S3 feature (unset both lock settings)`);
+  }
 }
 
 function defaultSpool(env: NodeJS.ProcessEnv): string {

@@ -53,7 +53,9 @@ export async function probeWriteReadDelete(ctx: StoreCtx): Promise<Probe> {
   let step = 'put';
   let gone = false;
   try {
-    await call('put', (signal) => ctx.storage.put(key, body, meta, { signal }));
+    // Create-only, as every write of walvault: a fresh random key, so an existing one is a store fault.
+    const put = await call('put', (signal) => ctx.storage.putIfAbsent(key, body, meta, { signal }));
+    if (!put.created) return { name, status: 'fail', detail: `a create-only write of the new key ${key} found it already there`, fix: 'the store answers for keys it does not hold (a gateway or cache in front of it): check s3Endpoint' };
     step = 'get';
     const got = await call('get', async (signal) => {
       const r = await ctx.storage.get(key, { signal });

@@ -16,6 +16,7 @@ import { parseRepoUrl, repoKeyOf, s3OptionsFrom, storageUrlOf, type RepoLocation
 import type { Storage } from '../storage/types.js';
 import type { Probe } from './check-report.js';
 import { runPgChecks } from './check-pg.js';
+import { probeObjectLock } from './check-lock.js';
 import { probeDirectory, probeFsync, probeManifest, probeMissingKey, probeNoOverwrite, probeWriteReadDelete, type StoreCtx } from './check-store.js';
 
 export interface CheckOptions {
@@ -88,7 +89,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       const ep = await probeEndpoint(s3, config.connectTimeout * 1000 + config.attemptTimeout * 1000);
       probes.push({ name: 'endpoint', ...ep.endpoint });
       if (ep.endpoint.status === 'fail') {
-        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'walvault.json'], 'the endpoint cannot be reached'));
+        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json'], 'the endpoint cannot be reached'));
       } else {
         probes.push({ name: 'clock', ...clockFinding(ep.clock) });
         const diag = s3Diagnostics(s3);
@@ -96,11 +97,12 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
           const access = await withCtx((c) => diag.access(AbortSignal.any([c.deadline.signal, AbortSignal.timeout(config.attemptTimeout * 1000)])));
           probes.push({ name: 'credentials', ...access.credentials }, { name: 'bucket', ...access.bucket });
           if (access.bucket.status !== 'ok') {
-            probes.push(...skipped([...storeProbes, 'conditional-writes', 'walvault.json'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
+            probes.push(...skipped([...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
           } else {
             probes.push(await withCtx(probeWriteReadDelete));
             probes.push(await withCtx(probeMissingKey));
             probes.push({ name: 'conditional-writes', ...(await withCtx((c) => diag.conditionalWrites(c.deadline.signal))) });
+            probes.push(await withCtx((c) => probeObjectLock(c, config)));
             const m = await withCtx(probeManifest);
             probes.push(m.probe);
             manifest = m.manifest;

@@ -84,6 +84,7 @@ export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: str
     idleTimeoutMs: config.idleTimeout * 1000,
     partSize: config.s3PartSize,
     queueSize: config.s3QueueSize,
+    ...(config.s3ObjectLockMode && config.s3ObjectLockDays ? { objectLock: { mode: config.s3ObjectLockMode, days: config.s3ObjectLockDays } } : {}),
     ...(capabilityFile ? { capabilityFile } : {}),
   };
 }

@@ -64,6 +64,8 @@ export interface CallOptions {
 export interface ListOptions extends CallOptions {
   /** Only keys that sort after this key (relative to the repository, like `prefix`). */
   startAfter?: string;
+  /** Keys per request (S3 MaxKeys) for a caller that reads only the first few; the store may return fewer. */
+  maxKeys?: number;
 }
 
 export interface UploadOptions extends CallOptions {
@@ -99,7 +101,11 @@ export interface Storage {
    */
   putIfAbsent(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<PutIfAbsentResult>;
 
-  /** Unconditional write (small bookkeeping objects that are meant to be replaced). */
+  /**
+   * Unconditional write. No command writes through it (every object walvault writes is create-only:
+   * putIfAbsent, archive/small-objects.ts putOnce); it stays for the drivers' HEAD-then-PUT fallback
+   * and for tests that plant objects.
+   */
   put(key: string, body: PutBody, meta: ObjectMeta, opts?: CallOptions): Promise<void>;
 
   /** Streamed upload of unknown length with bounded memory (S3 multipart); invisible until complete. */

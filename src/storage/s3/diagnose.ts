@@ -10,6 +10,7 @@ import { loadCa, createS3Client } from './client.js';
 import { noteSupport, type ConditionalSupport } from './capabilities.js';
 import { probeConditionalWrites } from './conditional.js';
 import { storeIdOf, writeParamsFor } from './driver.js';
+import { lockFields } from './object-lock.js';
 import { describeFailure, errorCode, httpStatus, type S3Op } from './errors.js';
 import { checkListing } from './lookup.js';
 import { trimSlashes } from './meta.js';
@@ -196,7 +197,7 @@ export function s3Diagnostics(opts: S3Options): S3Diagnostics {
       let detail: string;
       try {
         ({ support, detail } = await probeConditionalWrites(
-          { client, bucket: opts.bucket, probePrefix: full('state/check/'), putParams: { ContentType: 'application/octet-stream', ...writeParamsFor(opts) }, bucketUrl: `s3://${opts.bucket}` },
+          { client, bucket: opts.bucket, probePrefix: full('state/check/'), putParams: { ContentType: 'application/octet-stream', ...writeParamsFor(opts), ...lockFields(opts.objectLock) }, bucketUrl: `s3://${opts.bucket}` },
           signal,
         ));
       } catch (e) {

@@ -36,7 +36,7 @@ import { repoCacheKey } from '../repo-key.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
 import { deleteEach, type DeleteTarget } from './delete.js';
-import { bucketObjectLock, objectLockReason } from './object-lock.js';
+import { bucketObjectLock, lockFields, objectLockReason } from './object-lock.js';
 
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
@@ -108,8 +108,13 @@ class S3Storage implements Storage {
     }
   }
 
+  /** Storage class, SSE and the Object Lock retention (its date from now: call once per request). */
+  private writeFields() {
+    return { ...this.writeParams, ...lockFields(this.opts.objectLock) };
+  }
+
   private putRequest(key: string, body: PutBody, meta: ObjectMeta, signal: AbortSignal | undefined) {
-    return putRequest({ Bucket: this.bucket, Key: this.fullKey(key), ...this.writeParams }, body, meta, signal);
+    return putRequest({ Bucket: this.bucket, Key: this.fullKey(key), ...this.writeFields() }, body, meta, signal);
   }
 
   private conditional(): ConditionalContext {
@@ -117,7 +122,7 @@ class S3Storage implements Storage {
       client: this.client,
       bucket: this.bucket,
       probePrefix: this.fullKey(PROBE_PREFIX),
-      putParams: { ContentType: 'application/octet-stream', ...this.writeParams },
+      putParams: { ContentType: 'application/octet-stream', ...this.writeFields() },
       bucketUrl: `s3://${this.bucket}`,
       repoUrl: this.url,
       storeId: this.storeId,
@@ -184,7 +189,7 @@ class S3Storage implements Storage {
       key: this.fullKey(key),
       where: this.where('Upload', key),
       body,
-      params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...this.writeParams },
+      params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...this.writeFields() },
       partSize: partSizeFor(this.opts.partSize, opts?.expectedSize),
       queueSize: this.opts.queueSize,
       ...(opts?.signal ? { signal: opts.signal } : {}),
@@ -237,7 +242,7 @@ class S3Storage implements Storage {
             ...(full ? { Prefix: full } : {}),
             ...(token ? { ContinuationToken: token } : {}),
             ...(!token && opts?.startAfter ? { StartAfter: this.fullKey(opts.startAfter) } : {}),
-            ...(this.opts.listPageSize ? { MaxKeys: this.opts.listPageSize } : {}),
+            ...(this.opts.listPageSize || opts?.maxKeys ? { MaxKeys: Math.min(this.opts.listPageSize ?? 1000, opts?.maxKeys ?? 1000) } : {}),
           }),
           o,
         ),

@@ -1,8 +1,26 @@
 // S3 Object Lock: a bucket with it enabled refuses to delete a locked version (a retain-until date in
 // the future, or a legal hold), or on a versioned bucket only hides it behind a delete marker. Retention
 // asks before it deletes, so a locked object is skipped and reported instead of failing half-way.
-import { GetObjectLockConfigurationCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectLockConfigurationCommand, HeadObjectCommand, type ObjectLockMode, type S3Client } from '@aws-sdk/client-s3';
 import { classifyS3Error, errorCode, httpStatus } from './errors.js';
+import type { S3Options } from './options.js';
+
+const DAY_MS = 86_400_000;
+
+export interface LockFields {
+  ObjectLockMode?: ObjectLockMode;
+  ObjectLockRetainUntilDate?: Date;
+}
+
+/**
+ * The retention a write carries (s3ObjectLockMode/Days): until `now` + days, computed for each request
+ * so that a long-running process (a backup, the look-ahead worker) never writes a shorter one.
+ * Nothing without the settings: the bucket's default retention, if any, applies then.
+ */
+export function lockFields(lock: S3Options['objectLock'], now = new Date()): LockFields {
+  if (!lock) return {};
+  return { ObjectLockMode: lock.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(now.getTime() + lock.days * DAY_MS) };
+}
 
 /** Whether the bucket has Object Lock enabled; a missing configuration means it has not. */
 export async function bucketObjectLock(client: S3Client, bucket: string, signal?: AbortSignal): Promise<boolean> {

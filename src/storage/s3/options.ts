@@ -19,6 +19,11 @@ export interface S3Options {
   /** Server-side encryption: 'AES256' or 'aws:kms'. */
   sse?: string;
   sseKmsKeyId?: string;
+  /**
+   * S3 Object Lock retention put on every PutObject and CreateMultipartUpload: the mode and how many
+   * days from the moment of each request. Both or neither (config validation).
+   */
+  objectLock?: { mode: 'governance' | 'compliance'; days: number };
   /** 'when_required' (default, safe for every S3-compatible store) or 'when_supported' (SDK default). */
   checksumMode: 'when_required' | 'when_supported';
   /** 'auto': If-None-Match where the probe finds it enforced, else HEAD then PUT; 'on': refuse a store that does not enforce it; 'off': HEAD then PUT. */

@@ -21,7 +21,7 @@ export interface PutRequest {
  * stall until a timeout), so a read error aborts the request at once.
  */
 export function putRequest(
-  target: Pick<PutObjectCommandInput, 'Bucket' | 'Key' | 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId'>,
+  target: Pick<PutObjectCommandInput, 'Bucket' | 'Key' | 'StorageClass' | 'ServerSideEncryption' | 'SSEKMSKeyId' | 'ObjectLockMode' | 'ObjectLockRetainUntilDate'>,
   body: PutBody,
   meta: ObjectMeta,
   signal: AbortSignal | undefined,
