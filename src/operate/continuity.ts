@@ -1,6 +1,7 @@
 import { ExitCode, isWalvaultError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { readHighWater, type HighWater } from '../archive/high-water.js';
+import { markPrefix, parseMarkKey } from '../archive/high-water-marks.js';
 import type { BackupInfo } from '../backup/backup-info.js';
 import { readObjectText } from '../backup/catalog.js';
 import { parseHistory, requiredSegments, timelineAt, timelinePath, whyNotRecoverable, type HistoryEntry, type TimelineStep } from '../backup/coverage.js';
@@ -73,9 +74,10 @@ export function segmentNames(inv: Inventory): Map<string, WalEntry> {
 const MARK_KEY = /^state\/timeline-([0-9A-F]{8})\.json$/;
 
 /**
- * Every timeline's high-water mark (state/timeline-<TLI>.json), read and verified like wal-fetch
- * reads it: one that cannot be trusted makes every wal-fetch miss on its timeline an error, so it is
- * a problem (named in `problems`), and its timeline is treated as having none.
+ * Every timeline's high-water mark (the old state/timeline-<TLI>.json and the write-once marks under
+ * state/timeline-<TLI>/), read and verified like wal-fetch reads it: one that cannot be trusted
+ * makes every wal-fetch miss on its timeline an error, so it is a problem (named in `problems`), and
+ * its timeline is treated as having none.
  */
 export async function readMarks(
   storage: Storage,
@@ -84,16 +86,19 @@ export async function readMarks(
   problems: string[],
 ): Promise<Map<number, HighWater>> {
   const out = new Map<number, HighWater>();
+  const timelines = new Map<number, string>();
   for (const o of inv.state) {
     const m = MARK_KEY.exec(o.key);
-    const tli = m ? parseInt(m[1]!, 16) : 0;
-    if (tli < 1) continue;
+    const tli = m ? parseInt(m[1]!, 16) : (parseMarkKey(o.key)?.timeline ?? 0);
+    if (tli >= 1 && !timelines.has(tli)) timelines.set(tli, m ? o.key : markPrefix(tli));
+  }
+  for (const [tli, where] of [...timelines].sort((a, b) => a[0] - b[0])) {
     try {
       const mark = await readHighWater(storage, tli, ctx);
       if (mark) out.set(tli, mark);
     } catch (e) {
       if (!isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;
-      problems.push(`high-water mark ${o.key} is damaged (wal-fetch fails on every missing segment of timeline ${tli}): ${e.message}`);
+      problems.push(`high-water mark ${where} is damaged (wal-fetch fails on every missing segment of timeline ${tli}): ${e.message}`);
     }
   }
   return out;

@@ -53,5 +53,30 @@ export async function findLocks(storage: Storage, plan: RetentionPlan, policy: R
     const locked = await locksOf(storage, chunk.map((c) => c.key), policy, config);
     for (const c of chunk) if (locked.has(c.key) && (walFloor === undefined || c.segno < walFloor)) walFloor = c.segno;
   }
-  return { backups, incomplete, ...(walFloor !== undefined ? { walFloor } : {}) };
+  return { backups, incomplete, ...(walFloor !== undefined ? { walFloor } : {}), marks: await lockedMarks(storage, plan, policy, config) };
+}
+
+/**
+ * Superseded high-water marks that must stay: per timeline oldest first, in chunks; retention runs
+ * from each write, so from the first locked one on every newer mark is kept without being asked.
+ */
+async function lockedMarks(storage: Storage, plan: RetentionPlan, policy: RetryPolicy, config: Config): Promise<Map<string, string>> {
+  const kept = new Map<string, string>();
+  const byTimeline = new Map<string, string[]>();
+  for (const m of plan.marks) {
+    const dir = m.key.slice(0, m.key.lastIndexOf('/'));
+    byTimeline.set(dir, [...(byTimeline.get(dir) ?? []), m.key]);
+  }
+  for (const keys of byTimeline.values()) {
+    for (let i = 0; i < keys.length; i += PARALLEL * 4) {
+      const chunk = keys.slice(i, i + PARALLEL * 4);
+      const locked = await locksOf(storage, chunk, policy, config);
+      const first = chunk.findIndex((k) => locked.has(k));
+      if (first < 0) continue;
+      const reason = `${chunk[first]}: ${locked.get(chunk[first]!)}`;
+      for (const k of keys.slice(i + first)) kept.set(k, reason);
+      break;
+    }
+  }
+  return kept;
 }

@@ -21,13 +21,15 @@ function totals(plan: RetentionPlan) {
     plan.deleteBackups.reduce((a, d) => a + d.bytes, 0) +
     plan.incomplete.reduce((a, i) => a + i.bytes, 0) +
     plan.wal.reduce((a, w) => a + w.bytes, 0) +
-    plan.gapMarkers.reduce((a, g) => a + g.storedSize, 0);
+    plan.gapMarkers.reduce((a, g) => a + g.storedSize, 0) +
+    plan.marks.reduce((a, m) => a + m.storedSize, 0);
   return {
     backups: plan.deleteBackups.length,
     incomplete: plan.incomplete.length,
     walFiles,
     gapMarkers: plan.gapMarkers.length,
-    objects: backupObjects + incompleteObjects + walFiles + plan.gapMarkers.length,
+    marks: plan.marks.length,
+    objects: backupObjects + incompleteObjects + walFiles + plan.gapMarkers.length + plan.marks.length,
     bytes,
   };
 }
@@ -60,6 +62,7 @@ export function renderText(o: DeleteOutcome, url: string): string {
     lines.push(`delete  WAL timeline ${w.tli}: ${w.first}..${w.last} (${plural(w.segments, 'segment')}${extra.length ? `, ${extra.join(', ')}` : ''}) ${formatBytes(w.bytes)}`);
   }
   if (p.gapMarkers.length) lines.push(`delete  ${plural(p.gapMarkers.length, 'gap marker')} below the kept WAL: ${p.gapMarkers[0]!.name}..${p.gapMarkers[p.gapMarkers.length - 1]!.name}`);
+  if (p.marks.length) lines.push(`delete  ${plural(p.marks.length, 'superseded high-water mark')} (the newest of each timeline stays)`);
   for (const i of p.incomplete) {
     lines.push(`delete  incomplete backup ${i.dir.id}: no backup.json, last written ${when(i.dir.newest.toISOString())}, ${plural(i.dir.objects.length, 'object')}, ${formatBytes(i.bytes)}`);
   }
@@ -67,14 +70,15 @@ export function renderText(o: DeleteOutcome, url: string): string {
     lines.push(`skip    incomplete backup ${d.id}: no backup.json, last written ${when(d.newest.toISOString())}, within backupStaleUploadAge (${p.rules.staleUploadAge}s): a backup-push may still be writing it`);
   }
   for (const l of p.locked) lines.push(`locked  ${l.id}: kept whole, S3 Object Lock on ${l.reason}`);
+  if (p.lockedMarks) lines.push(`locked  ${plural(p.lockedMarks.count, 'superseded high-water mark')}: kept, S3 Object Lock on ${p.lockedMarks.reason} (and every newer one of its timeline)`);
   for (const r of p.rejected) lines.push(`damaged ${r.id}: not deleted (remove it by hand once you have looked at it): ${r.reason}`);
   for (const f of p.foreign.slice(0, MAX_FOREIGN_LINES)) lines.push(`foreign ${f.key}: not a key walvault writes, not deleted`);
   if (p.foreign.length > MAX_FOREIGN_LINES) lines.push(`foreign ... and ${p.foreign.length - MAX_FOREIGN_LINES} more keys walvault does not write, not deleted`);
-  const summary = `${plural(t.backups, 'backup')}, ${plural(t.walFiles, 'WAL file')}, ${plural(t.gapMarkers, 'gap marker')}, ${plural(t.incomplete, 'incomplete backup')}: ${plural(t.objects, 'object')}, ${formatBytes(t.bytes)}`;
+  const summary = `${plural(t.backups, 'backup')}, ${plural(t.walFiles, 'WAL file')}, ${plural(t.gapMarkers, 'gap marker')}, ${plural(t.marks, 'superseded mark')}, ${plural(t.incomplete, 'incomplete backup')}: ${plural(t.objects, 'object')}, ${formatBytes(t.bytes)}`;
   if (!o.confirmed) lines.push(`would delete ${summary}`);
   else {
     const d = o.deleted;
-    lines.push(`deleted ${plural(d.backups.length, 'backup')}, ${plural(d.walFiles, 'WAL file')}, ${plural(d.gapMarkers, 'gap marker')}, ${plural(d.incomplete.length, 'incomplete backup')}: ${plural(d.objects, 'object')}, ${formatBytes(d.bytes)}; aborted ${plural(o.abortedUploads, 'stale multipart upload')}`);
+    lines.push(`deleted ${plural(d.backups.length, 'backup')}, ${plural(d.walFiles, 'WAL file')}, ${plural(d.gapMarkers, 'gap marker')}, ${plural(d.marks, 'superseded mark')}, ${plural(d.incomplete.length, 'incomplete backup')}: ${plural(d.objects, 'object')}, ${formatBytes(d.bytes)}; aborted ${plural(o.abortedUploads, 'stale multipart upload')}`);
     if (o.failures.length) lines.push(`NOT finished: ${plural(o.failures.length, 'key')} could not be deleted (listed above); run walvault delete --confirm again once that is fixed`);
   }
   return lines.map(escapeControl).join('\n') + '\n';
@@ -109,11 +113,13 @@ export function toJson(o: DeleteOutcome, url: string): Record<string, unknown> {
       walCutoff: p.walCutoff,
       wal: p.wal.map((w) => ({ timeline: w.tli, first: w.first, last: w.last, segments: w.segments, partials: w.partials, backupLabels: w.backupLabels, bytes: w.bytes })),
       gapMarkers: p.gapMarkers.map((g) => g.name),
+      marks: p.marks.map((m) => m.key),
       incomplete: p.incomplete.map((i) => ({ id: i.dir.id, objects: i.dir.objects.length, bytes: i.bytes, lastModified: i.dir.newest.toISOString() })),
     },
     totals: totals(p),
     incompleteRecent: p.incompleteRecent.map((d) => ({ id: d.id, lastModified: d.newest.toISOString() })),
     locked: p.locked,
+    lockedMarks: p.lockedMarks,
     damaged: p.rejected,
     foreign: p.foreign.map((f) => ({ key: f.key, bytes: f.storedSize, lastModified: f.lastModified.toISOString() })),
     ...(o.confirmed

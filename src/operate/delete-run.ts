@@ -16,13 +16,13 @@ import { planRetention, type DoomedBackup, type RetentionPlan, type RetentionRul
 // interrupted run (SIGKILL, store down) leaves nothing a restore would trip over, and the next run
 // finishes it: each backup's backup.json goes first (it leaves backup-list and backup-fetch), then its
 // data; an incremental goes before the backup it is built on; then left-over incomplete uploads; then
-// WAL oldest first (what remains is always a suffix); gap markers last. A refused key stops the run
+// WAL oldest first (what remains is always a suffix); gap markers, then superseded high-water marks, last. A refused key stops the run
 // before anything that could depend on it.
 
 export interface DeleteOutcome {
   plan: RetentionPlan;
   confirmed: boolean;
-  deleted: { backups: string[]; incomplete: string[]; walFiles: number; gapMarkers: number; objects: number; bytes: number };
+  deleted: { backups: string[]; incomplete: string[]; walFiles: number; gapMarkers: number; marks: number; objects: number; bytes: number };
   abortedUploads: number;
   failures: Array<{ key: string; error: WalvaultError }>;
 }
@@ -60,7 +60,7 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
   const out: DeleteOutcome = {
     plan,
     confirmed: confirm,
-    deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, objects: 0, bytes: 0 },
+    deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, marks: 0, objects: 0, bytes: 0 },
     abortedUploads: 0,
     failures: [],
   };
@@ -103,6 +103,12 @@ export async function runDelete(storage: Storage, config: Config, rules: Retenti
     const gaps = plan.gapMarkers;
     if (!(await remove(gaps.map((g) => g.key), 'remove gap markers', gaps.reduce((a, g) => a + g.storedSize, 0)))) return out;
     out.deleted.gapMarkers = gaps.length;
+  }
+  // Superseded high-water marks: readers take the newest of each timeline, which stays.
+  for (let i = 0; i < plan.marks.length; i += 1000) {
+    const batch = plan.marks.slice(i, i + 1000);
+    if (!(await remove(batch.map((m) => m.key), 'remove superseded high-water marks', batch.reduce((a, m) => a + m.storedSize, 0)))) return out;
+    out.deleted.marks += batch.length;
   }
   return out;
 }

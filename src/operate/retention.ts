@@ -5,6 +5,7 @@ import { segmentName, segmentNumber } from '../wal/names.js';
 import type { BackupDir, Inventory, WalEntry } from './inventory.js';
 import { timelinesLiveSince, timelineView, type Histories, type TimelineView } from './retention-timelines.js';
 import { segmentSizeOf } from './continuity.js';
+import { supersededMarks } from '../archive/high-water-marks.js';
 
 // What `walvault delete` removes, decided from one inventory without touching the store. Retention
 // is counted in backups: a kept incremental keeps every backup it is built on, a kept full (by
@@ -32,6 +33,8 @@ export interface LockedObjects {
   incomplete?: ReadonlyMap<string, string>;
   /** The lowest locked WAL segment number: it and everything above it stay. */
   walFloor?: bigint;
+  /** Superseded high-water marks that stay (locked, or newer than a locked one of their timeline), with the reason. */
+  marks?: ReadonlyMap<string, string>;
 }
 
 export interface KeptBackup {
@@ -76,6 +79,8 @@ export interface RetentionPlan {
   walCutoff: { segment: string; why: string } | null;
   wal: WalDeletion[];
   gapMarkers: Array<ListedObject & { name: string }>;
+  /** Write-once high-water marks superseded by a newer one of their timeline, oldest first. */
+  marks: ListedObject[];
   incomplete: IncompleteDeletion[];
   /** Incomplete directories too recent to be left-overs (a backup-push may be running). */
   incompleteRecent: BackupDir[];
@@ -85,6 +90,8 @@ export interface RetentionPlan {
   foreign: ListedObject[];
   /** Reported, kept whole: locked backups and incomplete directories. */
   locked: Array<{ id: string; reason: string }>;
+  /** Superseded marks kept because of Object Lock: how many, and the first one's key and reason. */
+  lockedMarks: { count: number; key: string; reason: string } | null;
   noCompleteBackup: boolean;
 }
 
@@ -220,8 +227,16 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
     rejected: [...repo.rejected].map(([id, e]) => ({ id, reason: e.message })),
     foreign: repo.other,
     locked: [],
+    marks: [],
+    lockedMarks: null,
     noCompleteBackup: repo.backups.length === 0,
   };
+  // Only the newest mark of a timeline is read (with the old single object): the others say less.
+  // Under Object Lock, retention runs from each write, so from the oldest locked one on all stay.
+  const superseded = supersededMarks(repo.state);
+  const lockedMarks = superseded.filter((m) => locks.marks?.has(m.key));
+  plan.marks = superseded.filter((m) => !locks.marks?.has(m.key));
+  if (lockedMarks.length) plan.lockedMarks = { count: lockedMarks.length, key: lockedMarks[0]!.key, reason: locks.marks!.get(lockedMarks[0]!.key)! };
   const staleBefore = plan.staleBefore.getTime();
   for (const dir of repo.backupDirs.values()) {
     if (dir.hasSentinel || repo.rejected.has(dir.id) || repo.backups.some((b) => b.id === dir.id)) continue;

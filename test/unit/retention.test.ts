@@ -355,7 +355,7 @@ describe('delete report', () => {
     inv.backupDirs.set(bad.id, bad);
     inv.rejected.set(bad.id, new Error('label "\x07\nfake line" is not valid'));
     const plan = planRetention(inv, rules({ retainFull: 1 }));
-    const outcome: DeleteOutcome = { plan, confirmed: false, deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, objects: 0, bytes: 0 }, abortedUploads: 0, failures: [] };
+    const outcome: DeleteOutcome = { plan, confirmed: false, deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, marks: 0, objects: 0, bytes: 0 }, abortedUploads: 0, failures: [] };
     const text = renderText(outcome, 'file:///repo');
     const lines = text.split('\n').slice(0, -1);
     for (const l of lines) expect(controlChar(l), l).toBeUndefined();
