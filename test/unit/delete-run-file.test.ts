@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { smallObjectMeta } from '../../src/archive/objects.js';
+import { markKey } from '../../src/archive/high-water-marks.js';
 import type { BackupInfo } from '../../src/backup/backup-info.js';
 import { makeBackupId, sentinelBody } from '../../src/backup/catalog.js';
 import { loadConfig } from '../../src/common/config.js';
@@ -57,6 +58,9 @@ describe('runDelete on a file:// repository', () => {
     await put(`state/gaps/${seg(4)}.json`);
     await put(`state/gaps/${seg(22)}.json`);
     await put('state/timeline-00000001.json');
+    // Write-once high-water marks: only the newest of each timeline is read, the others go.
+    for (const n of [10, 18, 25]) await put(markKey(1, seg(n)));
+    await put(markKey(2, seg(3, 2)));
     await put('notes/readme.txt');
     const damaged = makeBackupId(seg(1), new Date(Date.now() - 3_600_000 * 24));
     await put(`backups/${damaged}/backup.json`, 'not json');
@@ -75,7 +79,7 @@ describe('runDelete on a file:// repository', () => {
     expect(out.failures).toEqual([]);
     expect(out.deleted.backups).toEqual([inc.id, full.id]);
     expect(out.deleted.incomplete).toEqual([stale]);
-    expect(out.deleted).toMatchObject({ walFiles: 17 + 2, gapMarkers: 1 });
+    expect(out.deleted).toMatchObject({ walFiles: 17 + 2, gapMarkers: 1, marks: 2 });
     expect(out.plan.rejected.map((r) => r.id)).toEqual([damaged]);
 
     const left: string[] = [];
@@ -87,7 +91,7 @@ describe('runDelete on a file:// repository', () => {
       ['wal/00000002.history', ...Array.from({ length: 6 }, (_, i) => walKey(seg(20 + i)))].sort(),
     );
     expect(left.filter((k) => !k.startsWith('wal/') && !k.startsWith('backups/')).sort()).toEqual(
-      ['notes/readme.txt', `state/gaps/${seg(22)}.json`, 'state/timeline-00000001.json'].sort(),
+      ['notes/readme.txt', `state/gaps/${seg(22)}.json`, 'state/timeline-00000001.json', markKey(1, seg(25)), markKey(2, seg(3, 2))].sort(),
     );
   });
 
