@@ -61,7 +61,7 @@ export function supersededMarks<T extends { key: string }>(objects: readonly T[]
 export async function readNewestMark<M extends { last: string }>(
   storage: Storage,
   timeline: number,
-  ctx: { policy: RetryPolicy; deadline: Deadline; maxSize: number },
+  ctx: { policy: RetryPolicy; deadline: Deadline; maxSize: number; onDamaged?: (e: unknown) => void },
   parse: (text: string, where: string) => M,
 ): Promise<{ key: string; mark: M } | null> {
   const prefix = markPrefix(timeline);
@@ -86,7 +86,8 @@ export async function readNewestMark<M extends { last: string }>(
       // Only a mark that cannot be trusted is skipped; a store failure is the answer.
       if (!isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;
       firstError ??= e;
-      log.warn(`skipping an unusable high-water mark: ${describe(e)}`);
+      if (ctx.onDamaged) ctx.onDamaged(e);
+      else log.warn(`skipping an unusable high-water mark: ${describe(e)}`);
     }
   }
   if (firstError) throw firstError;

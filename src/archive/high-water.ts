@@ -81,7 +81,7 @@ function validTimeline(timeline: number): boolean {
 export async function readHighWater(
   storage: Storage,
   timeline: number,
-  ctx: { policy: RetryPolicy; deadline: Deadline },
+  ctx: { policy: RetryPolicy; deadline: Deadline; onDamaged?: (e: unknown) => void },
 ): Promise<HighWater | null> {
   if (!validTimeline(timeline)) throw badWalNameError(`timeline ${timeline} is out of range (1 to FFFFFFFF)`);
   const key = highWaterKey(timeline);
@@ -96,7 +96,8 @@ export async function readHighWater(
   if (legacy.status === 'rejected') {
     const e = legacy.reason as unknown;
     if (!mark || !isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;
-    log.warn(`ignoring the damaged ${key} (walvault no longer writes it; remove it): ${describe(e)}; using ${newest.value!.key}`);
+    if (ctx.onDamaged) ctx.onDamaged(e);
+    else log.warn(`ignoring the damaged ${key} (walvault no longer writes it; remove it): ${describe(e)}; using ${newest.value!.key}`);
     return mark;
   }
   const old = legacy.value;

@@ -1,4 +1,4 @@
-import { ExitCode, isWalvaultError } from '../common/errors.js';
+import { describe, ExitCode, isWalvaultError } from '../common/errors.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { readHighWater, type HighWater } from '../archive/high-water.js';
 import { markPrefix, parseMarkKey } from '../archive/high-water-marks.js';
@@ -94,7 +94,9 @@ export async function readMarks(
   }
   for (const [tli, where] of [...timelines].sort((a, b) => a[0] - b[0])) {
     try {
-      const mark = await readHighWater(storage, tli, ctx);
+      // A damaged mark that a valid one stands in for is still a problem: delete may leave it the only one.
+      const onDamaged = (e: unknown) => problems.push(`high-water mark of timeline ${tli} is damaged (another one is used): ${describe(e)}`);
+      const mark = await readHighWater(storage, tli, { ...ctx, onDamaged });
       if (mark) out.set(tli, mark);
     } catch (e) {
       if (!isWalvaultError(e) || e.exitCode !== ExitCode.integrity) throw e;

@@ -21,10 +21,11 @@ export interface ArchivingCluster {
   storage: Storage;
 }
 
-export async function startArchivingCluster(store: TestStore, name: string): Promise<ArchivingCluster> {
+/** `extra`: more settings for the repository config file (wal-push's and the tests' commands). */
+export async function startArchivingCluster(store: TestStore, name: string, extra: Record<string, unknown> = {}): Promise<ArchivingCluster> {
   const bucket = await createTestBucket(store, name);
   const home = await tempDir(`wv-${name}`, { forPostgres: true });
-  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
+  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...extra });
   const spool = join(await tempDir(`wv-${name}-root`), 'spool');
   const env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
   const storage = await openStorage(loadConfig({}, env).config);
