@@ -4,14 +4,14 @@ import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { MANIFEST_KEY, readRemoteManifest } from './manifest.js';
 import { readVerifiedSmall } from './small-objects.js';
 import type { Storage } from '../storage/types.js';
-import { highWaterKey, readHighWater, type HighWater } from './high-water.js';
+import { readHighWater, type HighWater } from './high-water.js';
 import { formatLsn, hex8, parseWalName, segmentNumber, timelineOfName, walObjectKey, type WalName } from '../wal/names.js';
 import { parseTimelineHistory } from '../wal/timeline-history.js';
 
 // wal-fetch may exit 1 ("not in the archive") only when nothing the archive holds says the file
 // should be there. Run on the not-found path only (never when the file is found), with independent
 // signals, any one of which makes the miss a gap (WalGap) instead of the end of WAL:
-//   - the timeline's high-water mark (state/timeline-<TLI>.json) covers the segment;
+//   - the timeline's high-water mark (high-water.ts: the newest write-once one, or the old object) covers the segment;
 //   - one bounded listing of the timeline's keys after the missing name finds a later file of it;
 //   - a later timeline's history says it branched from this timeline after the segment;
 //   - for a missing <TLI>.history: the timeline's state object or its segments exist.
@@ -79,7 +79,7 @@ async function checkHistoryNotAGap(storage: Storage, timeline: number, segSizeP:
   const [segSize, mark, later] = await Promise.allSettled([segSizeP, markOf(storage, timeline, name, ctx), laterFileOf(storage, timeline, `wal/${name}`, '', ctx)]);
   settledValue(segSize);
   const m = settledValue(mark);
-  if (m) throw gap(`timeline ${timeline} was archived (${highWaterKey(timeline)}: ${m.first} through ${m.last})`);
+  if (m) throw gap(`timeline ${timeline} was archived (high-water mark: ${m.first} through ${m.last})`);
   const l = settledValue(later);
   if (l) throw gap(`${l} of timeline ${timeline} is archived`);
 }

@@ -3,6 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBucket, deleteRaw, envFor, getRaw, testStores, type TestStore } from '../support/stores.js';
+import { markKeys, newestMark } from '../support/marks.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, runWalvault, tempDir } from '../support/walvault.js';
 
@@ -26,8 +27,11 @@ describe('gap detection (per-timeline high-water mark)', () => {
   afterAll(cleanupAll);
 
   it('records the archived range per timeline', async () => {
-    const mark = await getRaw(store, bucket, 'g/state/timeline-00000001.json');
-    expect(JSON.parse(mark!.body.toString())).toMatchObject({ timeline: 1, first: '000000010000000000000001', last: '000000010000000000000004' });
+    const mark = await newestMark(store, bucket, 'g');
+    expect(mark!.mark).toMatchObject({ timeline: 1, first: '000000010000000000000001', last: '000000010000000000000004' });
+    // Write-once: one object per advance (highWaterInterval is tiny here), none overwritten, newest listed first.
+    expect((await markKeys(store, bucket, 'g')).map((k) => k.slice(-29, -5))).toEqual([4, 3, 2, 1].map((n) => `00000001000000000000000${n}`));
+    expect(await getRaw(store, bucket, 'g/state/timeline-00000001.json')).toBeNull();
   });
 
   it('reports a deleted segment below the mark as a gap, not as the end of WAL', async () => {

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chownToPostgres, PgCluster, PG_BIN_DIR, runAsPostgres } from '../support/pg.js';
 import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { createTestBucket, envFor, getRaw, listKeys, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { newestMark } from '../support/marks.js';
 import { writeFakeSegment } from '../support/wal-fixtures.js';
 import { cleanupAll, REPO_ROOT, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
 import { until } from '../support/until.js';
@@ -120,8 +121,8 @@ describe(`look-ahead push on ${store.name}`, () => {
     for (const seg of t.segs) expect(await t.stored(seg.name), seg.name).toBe(sha(seg.data));
     expect(await t.stored('00000002.history')).toBe(sha(Buffer.from(history)));
     // The archived range may now claim the whole contiguous run.
-    const mark = await getRaw(store, bucket, 'basic/state/timeline-00000001.json');
-    expect(JSON.parse(mark!.body.toString())).toMatchObject({ first: s1.name, last: t.segs[5]!.name });
+    const mark = await newestMark(store, bucket, 'basic');
+    expect(mark!.mark).toMatchObject({ first: s1.name, last: t.segs[5]!.name });
 
     // PostgreSQL's own call for s2, with the store unreachable: answered from the record, the file
     // unread because its identity is the one recorded around the upload's read.
@@ -234,8 +235,8 @@ describe(`look-ahead push on ${store.name}`, () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/look-ahead uploaded 3 more \(000000010000000000000022\.\.000000010000000000000025\)/);
     expect(await t.stored(old.name)).toBeUndefined();
-    const mark = await getRaw(store, bucket, 'gaps/state/timeline-00000001.json');
-    expect(JSON.parse(mark!.body.toString()).last).toBe('000000010000000000000023');
+    const mark = await newestMark(store, bucket, 'gaps');
+    expect(mark!.mark.last).toBe('000000010000000000000023');
     // 0x22, 0x23, 0x25 are recorded: pushing 0x21 again (a crash before .done) takes only the new one.
     const s26 = await writeFakeSegment(t.walDir, 0x26, { seed: 0x26 });
     await writeFile(join(t.walDir, 'archive_status', `${s26.name}.ready`), '');
@@ -268,7 +269,7 @@ describe(`look-ahead push on ${store.name}`, () => {
     }
     // The worker extends the high-water mark over the whole run, at the latest when it exits idle
     // (remote writes are rate-limited, so the last one may wait for that).
-    const mark = async () => JSON.parse((await getRaw(store, bucket, 'worker/state/timeline-00000001.json'))!.body.toString());
+    const mark = async () => (await newestMark(store, bucket, 'worker'))!.mark;
     await until('the worker to extend the high-water mark', async () => (await mark()).last === last.name, 30_000, 250);
     expect(await mark()).toMatchObject({ first: t.segs[0]!.name, last: last.name });
   });

@@ -11,13 +11,14 @@ import { fault, FaultProxy } from '../support/fault-proxy.js';
 import { PG_BIN_DIR, PgCluster, runAsPostgres } from '../support/pg.js';
 import { createTestBucket, deleteRaw, envFor, getRaw, putRaw, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { fakeSegment, segName, writeFakeSegment } from '../support/wal-fixtures.js';
+import { markKeys, newestMark } from '../support/marks.js';
 import { cleanupAll, runWalvault, tempDir, walvaultBin } from '../support/walvault.js';
 
 const store: TestStore = testStores().find((s) => s.name === 'rgw') ?? testStores()[0]!;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const walKey = (prefix: string, name: string) => (/^[0-9A-F]{24}$/.test(name) ? `${prefix}/wal/${name.slice(0, 16)}/${name}` : `${prefix}/wal/${name}`);
+/** The single mark object walvault wrote before write-once marks (still read). */
 const STATE1 = 'state/timeline-00000001.json';
-const STATE2 = 'state/timeline-00000002.json';
 const STOP = /exiting 255 to stop recovery/;
 
 describe(`trust: gap evidence on ${store.name}`, () => {
@@ -68,18 +69,25 @@ describe(`trust: gap evidence on ${store.name}`, () => {
       runWalvault(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { env, cwd: where === 'recovery' ? pgdata : standby });
     const del = (key: string) => deleteRaw(store, bucket, `${prefix}/${key}`);
     const delWal = (name: string) => deleteRaw(store, bucket, walKey(prefix, name));
-    const state = async (key: string) => {
-      const got = await getRaw(store, bucket, `${prefix}/${key}`);
-      return got ? (JSON.parse(got.body.toString()) as { first: string; last: string }) : null;
+    /** The newest write-once mark of timeline `tli`. */
+    const state = async (tli = 1) => (await newestMark(store, bucket, prefix, tli))?.mark ?? null;
+    /** Every mark of timeline `tli`, write-once and old. */
+    const delMarks = async (tli = 1) => {
+      for (const k of await markKeys(store, bucket, prefix, tli)) await deleteRaw(store, bucket, k);
+      await del(`state/timeline-${tli.toString(16).toUpperCase().padStart(8, '0')}.json`);
     };
-    return { dir, env, push, fetch, del, delWal, state, prefix };
+    return { dir, env, push, fetch, del, delWal, state, delMarks, prefix };
   }
 
   it('trust: a corrupt high-water mark is an error, not "no mark"', async () => {
     const t = await repo('mark');
     for (let n = 1; n <= 4; n++) await t.push({ segno: n });
-    const good = (await getRaw(store, bucket, `mark/${STATE1}`))!;
-    expect(JSON.parse(good.body.toString())).toMatchObject({ first: segName(1), last: segName(4) });
+    // One write-once mark per advance; as after a delete, only the newest is left.
+    const keys = await markKeys(store, bucket, 'mark');
+    expect(keys).toHaveLength(4);
+    for (const k of keys.slice(1)) await deleteRaw(store, bucket, k);
+    const good = (await newestMark(store, bucket, 'mark'))!;
+    expect(good.mark).toMatchObject({ first: segName(1), last: segName(4) });
     // Only the mark knows about 2..4 now: the listing finds nothing after segment 2.
     for (const n of [2, 3, 4]) await t.delWal(segName(n));
     const intact = await t.fetch(segName(2));
@@ -89,14 +97,17 @@ describe(`trust: gap evidence on ${store.name}`, () => {
     const meta = (b: Buffer) => ({ 'walvault-sha256': sha(b), 'walvault-size': String(b.length), 'walvault-codec': 'none' });
     const truncated = good.body.subarray(0, 20);
     const shrunk = Buffer.from(JSON.stringify({ timeline: 1, first: segName(1), last: segName(1), updatedAt: new Date().toISOString() }));
-    const cases: Array<[string, Buffer, Record<string, string>, RegExp]> = [
-      ['truncated JSON with matching metadata', truncated, meta(truncated), /CorruptObject: 000000010000000000000002 not found, and the high-water mark cannot be trusted: .*state\/timeline-00000001\.json is not a valid high-water mark: not JSON/],
-      ['a narrower range under the original SHA-256', shrunk, good.metadata, /IntegrityError: .*state\/timeline-00000001\.json failed verification/],
-      ['no walvault metadata', good.body, {}, /CorruptObject: .*state\/timeline-00000001\.json has no valid walvault metadata/],
-      ['the timeline of another object', Buffer.from(JSON.stringify({ ...JSON.parse(good.body.toString()), timeline: 7 })), meta(Buffer.from(JSON.stringify({ ...JSON.parse(good.body.toString()), timeline: 7 }))), /CorruptObject: .*timeline 7, expected 1/],
+    const other = Buffer.from(JSON.stringify({ ...good.mark, timeline: 7 }));
+    const name = /state\/timeline-00000001\/FFFFFFFFFFFFFFFB-000000010000000000000004\.json/.source;
+    const cases: Array<[string, string, Buffer, Record<string, string>, RegExp]> = [
+      ['truncated JSON with matching metadata', good.key, truncated, meta(truncated), new RegExp(`CorruptObject: 000000010000000000000002 not found, and the high-water mark cannot be trusted: .*${name} is not a valid high-water mark: not JSON`)],
+      ['a narrower range under the original SHA-256', good.key, shrunk, good.metadata, new RegExp(`IntegrityError: .*${name} failed verification`)],
+      ['a narrower range than its name says', good.key, shrunk, meta(shrunk), new RegExp(`CorruptObject: .*${name} is not a valid high-water mark: its last segment 000000010000000000000001 is not the one its name says`)],
+      ['no walvault metadata', good.key, good.body, {}, new RegExp(`CorruptObject: .*${name} has no valid walvault metadata`)],
+      ['the timeline of another object', good.key, other, meta(other), /CorruptObject: .*timeline 7, expected 1/],
     ];
-    for (const [label, body, metadata, error] of cases) {
-      await putRaw(store, bucket, `mark/${STATE1}`, body, metadata);
+    for (const [label, key, body, metadata, error] of cases) {
+      await putRaw(store, bucket, key, body, metadata);
       const r = await t.fetch(segName(2));
       expect(r.code, `${label}: ${r.stderr}`).toBe(255);
       expect(r.stderr, label).toMatch(error);
@@ -108,15 +119,28 @@ describe(`trust: gap evidence on ${store.name}`, () => {
     expect(standby.code).toBe(1);
     expect(standby.stderr).toMatch(/ERROR: CorruptObject: .*exiting 1 so PostgreSQL retries or streams/);
 
-    // wal-push (here with a fresh spool: no cached copy of the mark) replaces the unusable mark with
-    // one it can vouch for, and never fails on it.
+    // A repository from before write-once marks: its single object is read and trusted the same way.
+    await deleteRaw(store, bucket, good.key);
+    await putRaw(store, bucket, `mark/${STATE1}`, good.body, good.metadata);
+    const old = await t.fetch(segName(2));
+    expect(old.code, old.stderr).toBe(255);
+    expect(old.stderr).toMatch(/WalGap: 000000010000000000000002 is missing .* archived from 000000010000000000000001 through 000000010000000000000004/);
+    await putRaw(store, bucket, `mark/${STATE1}`, truncated, meta(truncated));
+    const oldBad = await t.fetch(segName(2));
+    expect(oldBad.code, oldBad.stderr).toBe(255);
+    expect(oldBad.stderr).toMatch(/CorruptObject: 000000010000000000000002 not found, and the high-water mark cannot be trusted: .*state\/timeline-00000001\.json is not a valid high-water mark: not JSON/);
+
+    // wal-push (here with a fresh spool: no cached copy of the mark) supersedes the unusable mark
+    // with a write-once one it can vouch for, and never fails on it; the old object stays as it is.
     const next = await t.push({ segno: 5 }, { WALVAULT_SPOOL: join(t.dir, 'spool2') });
-    expect(next.stderr).toMatch(/replacing the unusable high-water mark of timeline 1/);
-    expect(await t.state(STATE1)).toMatchObject({ first: segName(5), last: segName(5) });
+    expect(next.stderr).toMatch(/superseding the unusable high-water mark of timeline 1/);
+    expect(await t.state()).toMatchObject({ first: segName(5), last: segName(5) });
+    expect((await getRaw(store, bucket, `mark/${STATE1}`))!.body).toEqual(truncated);
     // ...after which the listing still tells the deleted segment 2 from the end of WAL.
     const after = await t.fetch(segName(2));
     expect(after.code, after.stderr).toBe(255);
     expect(after.stderr).toMatch(/WalGap: .*000000010000000000000005 of the same timeline is archived/);
+    expect(after.stderr).toMatch(/ignoring the damaged state\/timeline-00000001\.json/);
     expect((await t.fetch(segName(6))).code).toBe(1);
   });
 
@@ -124,13 +148,14 @@ describe(`trust: gap evidence on ${store.name}`, () => {
     // A mark that lags (written once, then rate-limited), as highWaterInterval allows.
     const t = await repo('list', { WALVAULT_HIGH_WATER_INTERVAL: '3600' });
     for (let n = 1; n <= 4; n++) await t.push({ segno: n });
-    expect(await t.state(STATE1)).toMatchObject({ first: segName(1), last: segName(1) });
+    expect(await t.state()).toMatchObject({ first: segName(1), last: segName(1) });
+    expect(await markKeys(store, bucket, 'list')).toHaveLength(1);
     await t.delWal(segName(2));
     const lagging = await t.fetch(segName(2));
     expect(lagging.code, lagging.stderr).toBe(255);
     expect(lagging.stderr).toMatch(/WalGap: 000000010000000000000002 is missing .*, but 000000010000000000000003 of the same timeline is archived: a gap/);
     // No state object at all: the listing alone.
-    await t.del(STATE1);
+    await t.delMarks();
     const none = await t.fetch(segName(2));
     expect(none.code, none.stderr).toBe(255);
     expect(none.stderr).toMatch(/WalGap: .*000000010000000000000003 of the same timeline is archived/);
@@ -146,7 +171,7 @@ describe(`trust: gap evidence on ${store.name}`, () => {
     await b.push({ history: 2, text: '1\t0/300000\tno recovery target specified\n' }); // inside segment 3
     for (const n of [3, 4]) await b.push({ segno: n, tli: 2 });
     for (const n of [2, 3]) await b.delWal(segName(n));
-    await b.del(STATE1);
+    await b.delMarks();
     const branched = await b.fetch(segName(2));
     expect(branched.code, branched.stderr).toBe(255);
     expect(branched.stderr).toMatch(/WalGap: 000000010000000000000002 is missing .*, but timeline 2 branched from timeline 1 at 0\/300000, after it/);
@@ -169,12 +194,12 @@ describe(`trust: gap evidence on ${store.name}`, () => {
     for (const n of [1, 2]) await t.push({ segno: n });
     await t.push({ history: 2, text: '1\t0/200000\tno recovery target specified\n' });
     for (const n of [2, 3]) await t.push({ segno: n, tli: 2 });
-    expect(await t.state(STATE2)).toMatchObject({ first: segName(2, 2), last: segName(3, 2) });
+    expect(await t.state(2)).toMatchObject({ first: segName(2, 2), last: segName(3, 2) });
     await t.delWal('00000002.history');
     const byState = await t.fetch('00000002.history');
     expect(byState.code, byState.stderr).toBe(255);
-    expect(byState.stderr).toMatch(/WalGap: 00000002\.history is missing .*, but timeline 2 was archived \(state\/timeline-00000002\.json/);
-    await t.del(STATE2);
+    expect(byState.stderr).toMatch(/WalGap: 00000002\.history is missing .*, but timeline 2 was archived \(high-water mark: 000000020000000000000002 through 000000020000000000000003\)/);
+    await t.delMarks(2);
     const byListing = await t.fetch('00000002.history');
     expect(byListing.code, byListing.stderr).toBe(255);
     expect(byListing.stderr).toMatch(/WalGap: 00000002\.history is missing .*, but 000000020000000000000002 of timeline 2 is archived/);
@@ -244,9 +269,9 @@ describe(`trust: the look-ahead worker and the high-water mark on ${store.name}`
 
     /** Every segment the mark claims is in the store. */
     const expectTruthful = async () => {
-      const raw = await getRaw(store, bucket, `p/${STATE1}`);
+      const raw = await newestMark(store, bucket, 'p');
       if (!raw) return null;
-      const mark = JSON.parse(raw.body.toString()) as { first: string; last: string };
+      const mark = raw.mark;
       for (const seg of segs) {
         if (seg.name < mark.first || seg.name > mark.last) continue;
         expect(await getRaw(store, bucket, walKey('p', seg.name)), `the mark ${mark.first}..${mark.last} claims ${seg.name}`).not.toBeNull();
@@ -294,7 +319,7 @@ describe(`trust: PostgreSQL recovery over a hole in the archive on ${store.name}
 
     const hole = after[2]!;
     await deleteRaw(store, bucket, walKey('pg', hole));
-    await deleteRaw(store, bucket, `pg/${STATE1}`);
+    for (const k of await markKeys(store, bucket, 'pg')) await deleteRaw(store, bucket, k);
     await writeFile(join(backup, 'recovery.signal'), '');
     await writeFile(join(backup, 'postgresql.auto.conf'), `restore_command = '${walvault} wal-fetch %f %p'\narchive_mode = off\n`);
     const restored = await PgCluster.fromDataDir(backup);
