@@ -174,7 +174,7 @@ export async function ensureManifest(
     if (cached.seen) throw vanished(storage, cacheFile);
     await refuseOtherEndpoint(storage, ctx.spool);
     if (!h) return null;
-    manifest = await createManifest(storage, h, ctx);
+    manifest = await createOnce(storage, h, ctx);
   }
   if (h) checkManifest(manifest, h, what, storage.url);
   if (!cached.manifest || JSON.stringify(cached.manifest) !== JSON.stringify(manifest)) {
@@ -185,6 +185,21 @@ export async function ensureManifest(
     await utimes(cacheFile, new Date(), new Date()).catch(() => undefined); // found equal: fresh again
   }
   return manifest;
+}
+
+/**
+ * One creation per repository in a process: the first push with look-ahead pushes several files at
+ * once, and where a store does not enforce If-None-Match (radosgw on a versioned bucket) each HEAD
+ * would find nothing and each PUT would add a version of walvault.json.
+ */
+const creating = new Map<string, Promise<RepoManifest>>();
+function createOnce(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest> {
+  let p = creating.get(storage.cacheKey);
+  if (!p) {
+    p = createManifest(storage, h, ctx).finally(() => creating.delete(storage.cacheKey));
+    creating.set(storage.cacheKey, p);
+  }
+  return p;
 }
 
 async function createManifest(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest> {

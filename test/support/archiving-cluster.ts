@@ -21,9 +21,12 @@ export interface ArchivingCluster {
   storage: Storage;
 }
 
-/** `extra`: more settings for the repository config file (wal-push's and the tests' commands). */
-export async function startArchivingCluster(store: TestStore, name: string, extra: Record<string, unknown> = {}): Promise<ArchivingCluster> {
-  const bucket = await createTestBucket(store, name);
+/**
+ * `extra`: more settings for the repository config file (wal-push's and the tests' commands);
+ * `bucket`: an existing bucket to use (e.g. one created with Object Lock) instead of a new one.
+ */
+export async function startArchivingCluster(store: TestStore, name: string, extra: Record<string, unknown> = {}, opts: { bucket?: string } = {}): Promise<ArchivingCluster> {
+  const bucket = opts.bucket ?? (await createTestBucket(store, name));
   const home = await tempDir(`wv-${name}`, { forPostgres: true });
   const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...extra });
   const spool = join(await tempDir(`wv-${name}-root`), 'spool');

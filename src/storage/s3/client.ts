@@ -11,7 +11,7 @@ import { configError } from '../../common/errors.js';
 import type { S3Options } from './options.js';
 
 /** Commands whose buffered body gets a Content-MD5 header when the caller did not set one. */
-const MD5_COMMANDS = new Set(['PutObjectCommand', 'UploadPartCommand', 'DeleteObjectsCommand']);
+const MD5_COMMANDS = new Set(['PutObjectCommand', 'UploadPartCommand', 'DeleteObjectsCommand', 'PutObjectRetentionCommand']);
 
 /** base64 MD5, the value of a Content-MD5 header. */
 export function contentMd5(body: Uint8Array | string): string {

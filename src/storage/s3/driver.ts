@@ -36,7 +36,7 @@ import { repoCacheKey } from '../repo-key.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
 import { deleteEach, type DeleteTarget } from './delete.js';
-import { bucketObjectLock, lockFields, objectLockReason } from './object-lock.js';
+import { bucketObjectLock, lockFields, objectLockReason, putRetention } from './object-lock.js';
 
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
@@ -183,18 +183,21 @@ class S3Storage implements Storage {
   }
 
   async upload(key: string, body: Readable, meta: ObjectMeta, opts?: UploadOptions): Promise<{ storedSize: number }> {
-    return multipartUpload({
+    const fields = this.writeFields();
+    const done = await multipartUpload({
       client: this.client,
       bucket: this.bucket,
       key: this.fullKey(key),
       where: this.where('Upload', key),
       body,
-      params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...this.writeFields() },
+      params: { Metadata: toS3Meta(meta), ContentType: 'application/octet-stream', ...fields },
       partSize: partSizeFor(this.opts.partSize, opts?.expectedSize),
       queueSize: this.opts.queueSize,
       ...(opts?.signal ? { signal: opts.signal } : {}),
       ...(opts?.onProgress ? { onProgress: opts.onProgress } : {}),
     });
+    await putRetention(this.client, this.bucket, this.fullKey(key), fields, opts?.signal);
+    return done;
   }
 
   private keyTarget(key: string): KeyTarget {

@@ -1,7 +1,7 @@
 // S3 Object Lock: a bucket with it enabled refuses to delete a locked version (a retain-until date in
 // the future, or a legal hold), or on a versioned bucket only hides it behind a delete marker. Retention
 // asks before it deletes, so a locked object is skipped and reported instead of failing half-way.
-import { GetObjectLockConfigurationCommand, HeadObjectCommand, type ObjectLockMode, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectLockConfigurationCommand, HeadObjectCommand, PutObjectRetentionCommand, type ObjectLockMode, type S3Client } from '@aws-sdk/client-s3';
 import { classifyS3Error, errorCode, httpStatus } from './errors.js';
 import type { S3Options } from './options.js';
 
@@ -20,6 +20,24 @@ export interface LockFields {
 export function lockFields(lock: S3Options['objectLock'], now = new Date()): LockFields {
   if (!lock) return {};
   return { ObjectLockMode: lock.mode === 'compliance' ? 'COMPLIANCE' : 'GOVERNANCE', ObjectLockRetainUntilDate: new Date(now.getTime() + lock.days * DAY_MS) };
+}
+
+/**
+ * Sets the retention of a completed multipart upload again, on the object itself: radosgw completes
+ * a multipart upload without the retention its CreateMultipartUpload carried (measured: HEAD shows
+ * none), so it would stay unlocked. The same mode and date (never shorter), so a store that kept
+ * them accepts it as a no-op. Needs s3:PutObjectRetention.
+ */
+export async function putRetention(client: S3Client, bucket: string, fullKey: string, fields: LockFields, signal?: AbortSignal): Promise<void> {
+  if (!fields.ObjectLockMode || !fields.ObjectLockRetainUntilDate) return;
+  try {
+    await client.send(
+      new PutObjectRetentionCommand({ Bucket: bucket, Key: fullKey, Retention: { Mode: fields.ObjectLockMode, RetainUntilDate: fields.ObjectLockRetainUntilDate } }),
+      signal ? { abortSignal: signal } : {},
+    );
+  } catch (e) {
+    throw classifyS3Error(e, { op: 'PutObjectRetention', target: `s3://${bucket}/${fullKey}` });
+  }
 }
 
 /** Whether the bucket has Object Lock enabled; a missing configuration means it has not. */
