@@ -52,7 +52,7 @@ export interface Inventory {
   histories: Map<number, WalEntry>;
   /** `state/gaps/<name>.json`: WAL that maxReadyBytes dropped (the name is the first segment dropped). */
   gapMarkers: Array<ListedObject & { name: string }>;
-  /** `state/timeline-<TLI>.json` high-water marks and other walvault bookkeeping under state/. */
+  /** High-water marks (`state/timeline-<TLI>/...`, the older `state/timeline-<TLI>.json`) and other bookkeeping under state/. */
   state: ListedObject[];
   /** Keys that match no layout walvault writes (foreign or left-over objects). */
   other: ListedObject[];

@@ -231,8 +231,7 @@ export function planRetention(repo: Repo, rules: RetentionRules, locks: LockedOb
     lockedMarks: null,
     noCompleteBackup: repo.backups.length === 0,
   };
-  // Only the newest mark of a timeline is read (with the old single object): the others say less.
-  // Under Object Lock, retention runs from each write, so from the oldest locked one on all stay.
+  // Readers take a timeline's newest mark: the others go, unless locked (delete-locks.ts).
   const superseded = supersededMarks(repo.state);
   const lockedMarks = superseded.filter((m) => locks.marks?.has(m.key));
   plan.marks = superseded.filter((m) => !locks.marks?.has(m.key));

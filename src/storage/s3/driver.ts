@@ -36,7 +36,7 @@ import { repoCacheKey } from '../repo-key.js';
 import { type ConditionalContext, conditionalWritesEnforced, notImplementedAfterProbe, PROBE_PREFIX } from './conditional.js';
 import { checkListing, headObject, type KeyTarget } from './lookup.js';
 import { deleteEach, type DeleteTarget } from './delete.js';
-import { bucketObjectLock, lockFields, objectLockReason, putRetention } from './object-lock.js';
+import { bucketObjectLock, lockFields, lockHint, objectLockReason, putRetention } from './object-lock.js';
 
 export function createS3Storage(opts: S3Options): Storage {
   return new S3Storage(opts);
@@ -156,7 +156,7 @@ class S3Storage implements Storage {
           notImplementedAfterProbe(this.conditional(), describeFailure(e, where));
           return this.headThenPut(key, body, meta, opts);
         }
-        throw classifyS3Error(e, where);
+        throw lockHint(classifyS3Error(e, where), e, this.opts.objectLock);
       } finally {
         req.done();
       }
@@ -176,7 +176,7 @@ class S3Storage implements Storage {
     try {
       await this.client.send(new PutObjectCommand(req.input), req.options);
     } catch (e) {
-      throw req.readError() ?? classifyS3Error(e, this.where('PutObject', key));
+      throw req.readError() ?? lockHint(classifyS3Error(e, this.where('PutObject', key)), e, this.opts.objectLock);
     } finally {
       req.done();
     }

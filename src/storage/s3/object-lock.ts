@@ -2,6 +2,7 @@
 // the future, or a legal hold), or on a versioned bucket only hides it behind a delete marker. Retention
 // asks before it deletes, so a locked object is skipped and reported instead of failing half-way.
 import { GetObjectLockConfigurationCommand, HeadObjectCommand, PutObjectRetentionCommand, type ObjectLockMode, type S3Client } from '@aws-sdk/client-s3';
+import { rewordError, type WalvaultError } from '../../common/errors.js';
 import { classifyS3Error, errorCode, httpStatus } from './errors.js';
 import type { S3Options } from './options.js';
 
@@ -38,6 +39,15 @@ export async function putRetention(client: S3Client, bucket: string, fullKey: st
   } catch (e) {
     throw classifyS3Error(e, { op: 'PutObjectRetention', target: `s3://${bucket}/${fullKey}` });
   }
+}
+
+/** A write carrying a retention refused with 400 InvalidRequest: most likely a bucket without Object Lock. */
+export function lockHint(err: WalvaultError, e: unknown, lock: S3Options['objectLock']): WalvaultError {
+  if (!lock || httpStatus(e) !== 400 || errorCode(e) !== 'InvalidRequest') return err;
+  return rewordError(err, `${err.message} (the write carries an S3 Object Lock retention, s3ObjectLockMode: does the bucket have Object Lock enabled? walvault check tells)`, {
+    cause: e,
+    retryable: err.retryable,
+  });
 }
 
 /** Whether the bucket has Object Lock enabled; a missing configuration means it has not. */
