@@ -104,11 +104,17 @@ describe.each(rgw)('S3 Object Lock on $name', (store: TestStore) => {
     expect(lasts[0]).toBe(archived);
     // The bucket is versioned (Object Lock turns it on): a rewritten key would show two versions.
     const versions = await s3ClientFor(store).send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: 'pg/' }));
-    const perKey = new Map<string, number>();
     // (the If-None-Match probes write their throw-away key twice on purpose, and delete it)
     const probe = (k: string) => /^pg\/state\/(probe|check)\//.test(k);
-    for (const v of versions.Versions ?? []) if (!probe(v.Key!)) perKey.set(v.Key!, (perKey.get(v.Key!) ?? 0) + 1);
-    expect([...perKey].filter(([, n]) => n > 1)).toEqual([]);
+    const etags = new Map<string, string[]>();
+    for (const v of versions.Versions ?? []) if (!probe(v.Key!)) etags.set(v.Key!, [...(etags.get(v.Key!) ?? []), v.ETag!]);
+    // Every mark is one version of its own key.
+    for (const k of marks) expect(etags.get(k), k).toHaveLength(1);
+    // radosgw ignores If-None-Match here, so walvault writes with HEAD then PUT, which two processes
+    // racing for the same new key (the first walvault.json) can both pass: then with the same bytes.
+    for (const [k, tags] of etags) expect(new Set(tags).size, `${k}: ${tags.length} versions`).toBe(1);
+    const doubled = [...etags].filter(([, tags]) => tags.length > 1).map(([k]) => k);
+    if (doubled.length) console.log(`[sample] keys written twice by racing first pushes (same bytes): ${doubled.join(', ')}`);
     expect((versions.DeleteMarkers ?? []).filter((d) => !probe(d.Key!))).toEqual([]);
   });
 
