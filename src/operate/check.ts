@@ -16,6 +16,7 @@ import { parseRepoUrl, repoKeyOf, s3OptionsFrom, storageUrlOf, type RepoLocation
 import type { Storage } from '../storage/types.js';
 import type { Probe } from './check-report.js';
 import { runPgChecks } from './check-pg.js';
+import { probeEncryption } from './check-encryption.js';
 import { probeDirectory, probeFsync, probeManifest, probeMissingKey, probeNoOverwrite, probeWriteReadDelete, type StoreCtx } from './check-store.js';
 
 export interface CheckOptions {
@@ -44,6 +45,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
     return { repo: undefined, probes };
   }
   const repo = storage.url;
+  const keys = config.encryptionKeyFile ? `keyring file ${config.encryptionKeyFile}` : config.encryptionKeyCommand ? 'keyring from encryptionKeyCommand' : undefined;
   probes.push({ name: 'configuration', status: 'ok', detail: `repository ${repo}; ${configFile ? `config file ${configFile}` : 'no config file (flags and environment)'}; every setting valid` });
   const repoSpool = repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo));
   probes.push(await probeSpool(config.spool, repoSpool));
@@ -71,14 +73,14 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       const dir = await probeDirectory(loc.dir);
       probes.push(...dir);
       if (dir[0]!.status === 'fail') {
-        probes.push(...skipped(['fsync', ...storeProbes, 'no-overwrite', 'walvault.json'], 'the directory is not usable'));
+        probes.push(...skipped(['fsync', ...storeProbes, 'no-overwrite', 'walvault.json', 'encryption'], 'the directory is not usable'));
       } else {
         probes.push(await probeFsync(loc.dir));
         probes.push(await withCtx(probeWriteReadDelete));
         probes.push(await withCtx(probeMissingKey));
         probes.push(await withCtx(probeNoOverwrite));
         const m = await withCtx(probeManifest);
-        probes.push(m.probe);
+        probes.push(m.probe, await withCtx((c) => probeEncryption(c, m.manifest, keys)));
         manifest = m.manifest;
         usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
       }
@@ -88,7 +90,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       const ep = await probeEndpoint(s3, config.connectTimeout * 1000 + config.attemptTimeout * 1000);
       probes.push({ name: 'endpoint', ...ep.endpoint });
       if (ep.endpoint.status === 'fail') {
-        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'walvault.json'], 'the endpoint cannot be reached'));
+        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'walvault.json', 'encryption'], 'the endpoint cannot be reached'));
       } else {
         probes.push({ name: 'clock', ...clockFinding(ep.clock) });
         const diag = s3Diagnostics(s3);
@@ -96,13 +98,13 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
           const access = await withCtx((c) => diag.access(AbortSignal.any([c.deadline.signal, AbortSignal.timeout(config.attemptTimeout * 1000)])));
           probes.push({ name: 'credentials', ...access.credentials }, { name: 'bucket', ...access.bucket });
           if (access.bucket.status !== 'ok') {
-            probes.push(...skipped([...storeProbes, 'conditional-writes', 'walvault.json'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
+            probes.push(...skipped([...storeProbes, 'conditional-writes', 'walvault.json', 'encryption'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
           } else {
             probes.push(await withCtx(probeWriteReadDelete));
             probes.push(await withCtx(probeMissingKey));
             probes.push({ name: 'conditional-writes', ...(await withCtx((c) => diag.conditionalWrites(c.deadline.signal))) });
             const m = await withCtx(probeManifest);
-            probes.push(m.probe);
+            probes.push(m.probe, await withCtx((c) => probeEncryption(c, m.manifest, keys)));
             manifest = m.manifest;
             usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
           }

@@ -21,12 +21,20 @@ export interface ArchivingCluster {
   storage: Storage;
 }
 
-export async function startArchivingCluster(store: TestStore, name: string): Promise<ArchivingCluster> {
+/**
+ * `opts.settings` go into the config file postgres's archive_command reads; `opts.env` into the
+ * environment of the tests' own (root) walvault commands, which overrides the file.
+ */
+export async function startArchivingCluster(
+  store: TestStore,
+  name: string,
+  opts: { settings?: Record<string, unknown>; env?: Record<string, string> } = {},
+): Promise<ArchivingCluster> {
   const bucket = await createTestBucket(store, name);
   const home = await tempDir(`wv-${name}`, { forPostgres: true });
-  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB' });
+  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...opts.settings });
   const spool = join(await tempDir(`wv-${name}-root`), 'spool');
-  const env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+  const env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60', ...opts.env };
   const storage = await openStorage(loadConfig({}, env).config);
   const bin = await walvaultBin();
   const pg = await PgCluster.create({
