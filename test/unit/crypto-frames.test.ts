@@ -285,6 +285,16 @@ describe('crypto frames: two passes over one plaintext', () => {
     }
   });
 
+  it('expectTags from a pass with another frame count: a change at the first frame past it, not a crash', async () => {
+    const salt = randomBytes(24);
+    const tags: Buffer[] = [];
+    const first = await run(encryptStream(K1, OBJ, { salt, onTag: (i, t) => (tags[i] = t) }), [plain]);
+    const r = await run(encryptStream(K1, OBJ, { salt, expectTags: tags.slice(0, 2) }), chunked(plain, 20_000));
+    expect(r.err).toMatchObject({ code: 'IntegrityError', retryable: false });
+    expect((r.err as Error).message).toMatch(/frame 1 differs/);
+    expect(r.out.equals(first.out.subarray(0, HEADER_BYTES + FS))).toBe(true);
+  });
+
   it('encryptReopenable: size and MD5 are those of what open() yields, every time', async () => {
     const body = await encryptReopenable(K1, OBJ, () => Readable.from(chunked(plain, 30_000)));
     expect(body.size).toBe(encryptedSize(plain.length));
