@@ -126,10 +126,8 @@ function writeSealer(key: Key, objectKey: string, opts: EncryptOptions): Sealer 
 const tooShort = (where: string, i: number, bytes: number) =>
   integrityError(`${where}: truncated: frame ${i} has ${bytes} bytes, fewer than its ${TAG_BYTES}-byte tag`);
 
-function headerMissing(where: string, bytes: number) {
-  if (bytes === 0) return integrityError(`${where}: empty (0 bytes), not an encrypted object`);
-  return integrityError(`${where}: truncated: ${bytes} bytes, less than the ${HEADER_BYTES}-byte encryption header`);
-}
+const headerMissing = (where: string, bytes: number) =>
+  integrityError(bytes === 0 ? `${where}: empty (0 bytes), not an encrypted object` : `${where}: truncated: ${bytes} bytes, less than the ${HEADER_BYTES}-byte encryption header`);
 
 export function encryptBuffer(key: Key, objectKey: string, plain: Buffer, opts: EncryptOptions = {}): Buffer {
   const s = writeSealer(key, objectKey, opts);
@@ -217,21 +215,18 @@ class EncryptStream extends Transform {
     // Same salt, same index, same flag = same nonce: bytes that differ from the first pass would be a
     // second plaintext under that nonce, which GCM must never publish. So compare before pushing.
     const lastExpected = expect ? expect.length - 1 : 0;
-    if (expect && (final ? i !== lastExpected : i >= lastExpected)) throw this.changed(i);
+    if (expect && (final ? i !== lastExpected : i >= lastExpected)) throw changed(this.objectKey, i);
     const { ct, tag } = this.s.seal(i, final, plain);
-    if (expect && !tag.equals(expect[i]!)) throw this.changed(i);
+    if (expect && !tag.equals(expect[i]!)) throw changed(this.objectKey, i);
     this.opts.onTag?.(i, tag);
     this.push(ct);
     this.push(tag);
   }
-
-  private changed(i: number) {
-    // Not retryable: another pass over the same changed source fails the same way.
-    return integrityError(`${this.objectKey}: the data changed between two reads for encryption (frame ${i} differs); nothing of it was sent`, {
-      retryable: false,
-    });
-  }
 }
+
+// Not retryable: another pass over the same changed source fails the same way.
+const changed = (objectKey: string, i: number) =>
+  integrityError(`${objectKey}: the data changed between two reads for encryption (frame ${i} differs); nothing of it was sent`, { retryable: false });
 
 export function encryptStream(key: Key, objectKey: string, opts: EncryptStreamOptions = {}): Transform {
   return new EncryptStream(writeSealer(key, objectKey, opts), objectKey, opts);

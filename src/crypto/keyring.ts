@@ -44,11 +44,18 @@ export function parseKeyring(text: string, where: string): Keyring {
     const first = lineOf.get(id);
     if (first !== undefined) throw configError(`${where} line ${n}: the same key id as line ${first}; key ids must be unique`);
     lineOf.set(id, n);
-    byId.set(id, { id, key: Buffer.from(hex, 'hex') });
+    byId.set(id, secretKey(id, Buffer.from(hex, 'hex')));
   });
   const current = byId.values().next().value;
   if (!current) throw configError(`${where}: no key in it (${FORMAT} per line)`);
   return { current, byId, source: where };
+}
+
+/** A Key whose bytes stay out of JSON.stringify, util.inspect and console.log of it or its keyring. */
+function secretKey(id: string, key: Buffer): Key {
+  const k = { id } as Key;
+  Object.defineProperty(k, 'key', { value: key, enumerable: false });
+  return k;
 }
 
 export interface KeyringSource {

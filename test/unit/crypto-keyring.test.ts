@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadKeyring, parseKeyring } from '../../src/crypto/keyring.js';
 
@@ -40,6 +41,15 @@ describe('keyring text', () => {
     expect(k.byId.get('old_2025')!.key.equals(Buffer.from(B, 'hex'))).toBe(true);
     expect(k.byId.get('X')!.key).toHaveLength(32);
     expect(k.source).toBe('kr');
+  });
+
+  it('keeps key bytes out of JSON and inspect output of the keyring', () => {
+    const k = parseKeyring(`a ${A}\nb ${B}`, 'kr');
+    expect(JSON.stringify([...k.byId.values()])).toBe('[{"id":"a"},{"id":"b"}]');
+    const shown = inspect(k, { depth: 10 });
+    expect(shown).toContain("current: { id: 'a' }");
+    expect(shown).not.toContain('Buffer');
+    expect(k.current.key.equals(Buffer.from(A, 'hex'))).toBe(true);
   });
 
   it('refuses a duplicate id, naming both lines and neither key', async () => {
