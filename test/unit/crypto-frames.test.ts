@@ -333,6 +333,24 @@ describe('crypto frames: two passes over one plaintext', () => {
     });
     await expect(collect(body.open())).rejects.toThrow('disk gone');
   });
+
+  it('encryptReopenable: a pass 1 source error rejects; destroying an open() stream closes its source', async () => {
+    await expect(encryptReopenable(K1, OBJ, () => Readable.from((async function* () {
+      yield plain.subarray(0, 10);
+      throw new Error('read failed');
+    })()))).rejects.toThrow('read failed');
+    const sources: Readable[] = [];
+    const body = await encryptReopenable(K1, OBJ, () => {
+      const r = Readable.from(chunked(plain, 10_000));
+      sources.push(r);
+      return r;
+    });
+    const s = body.open();
+    s.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(sources).toHaveLength(2);
+    expect(sources[1]!.destroyed).toBe(true);
+  });
 });
 
 async function collect(r: Readable): Promise<Buffer> {
