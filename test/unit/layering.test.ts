@@ -24,8 +24,8 @@ export const LAYERS: Record<string, number> = {
   wal: 3,
   storage: 3,
   codec: 3,
-  crypto: 2,
   fs: 2,
+  crypto: 2,
   common: 1,
 };
 
