@@ -29,7 +29,8 @@ const FORMAT = 'expected "<key-id> <64 hex digits>"';
 export function parseKeyring(text: string, where: string): Keyring {
   const byId = new Map<string, Key>();
   const lineOf = new Map<string, number>();
-  text.split('\n').forEach((raw, index) => {
+  // A byte order mark (some editors write one) is not part of the first key id.
+  text.replace(/^\uFEFF/, '').split('\n').forEach((raw, index) => {
     const n = index + 1;
     const line = raw.replace(/^[ \t]+|[ \t\r]+$/g, '');
     if (line === '' || line.startsWith('#')) return;

@@ -41,6 +41,7 @@ describe('keyring text', () => {
     expect(k.byId.get('old_2025')!.key.equals(Buffer.from(B, 'hex'))).toBe(true);
     expect(k.byId.get('X')!.key).toHaveLength(32);
     expect(k.source).toBe('kr');
+    expect(parseKeyring(`\uFEFFbom ${A}\n`, 'kr').current.id).toBe('bom');
   });
 
   it('keeps key bytes out of JSON and inspect output of the keyring', () => {
