@@ -178,7 +178,7 @@ describe.each(rgw)('encryption on $name', (store: TestStore) => {
     expect(frames).toBeGreaterThan(3);
     const frame = (i: number) => o.body.subarray(HEADER_BYTES + i * (FRAME + TAG_BYTES), HEADER_BYTES + (i + 1) * (FRAME + TAG_BYTES));
     const flipped = Buffer.from(o.body);
-    flipped[HEADER_BYTES + 5 * FRAME] ^= 0x01;
+    flipped.writeUInt8(flipped.readUInt8(HEADER_BYTES + 5 * FRAME) ^ 0x01, HEADER_BYTES + 5 * FRAME);
     const cases: Array<[string, string, Buffer]> = [
       ['flipped byte', key, flipped],
       ['truncated at a frame boundary', key, o.body.subarray(0, HEADER_BYTES + 2 * (FRAME + TAG_BYTES))],
