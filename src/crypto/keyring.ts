@@ -82,6 +82,15 @@ export async function loadKeyring(opts: KeyringSource): Promise<Keyring | null> 
 
 const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0');
 
+/**
+ * Whose keyring file a process of `euid` may use: its own or root's. Root may use anyone's, e.g.
+ * backup-fetch --owner postgres with the config file postgres's restore_command reads: a keyring only
+ * holds keys, it cannot make root run or write anything, and its owner can read the database anyway.
+ */
+export function keyringOwnerAllowed(fileUid: number, euid: number): boolean {
+  return euid === 0 || fileUid === euid || fileUid === 0;
+}
+
 /** Reads the keyring file after the checks ssh applies to a private key, on the descriptor read. */
 async function readKeyFile(path: string): Promise<string> {
   const what = `encryption key file ${path}`;
@@ -100,7 +109,7 @@ async function readKeyFile(path: string): Promise<string> {
     if (st.isDirectory()) throw configError(`${what} is a directory, not a keyring file`);
     if (!st.isFile()) throw configError(`${what} is not a regular file`);
     const uid = process.geteuid?.();
-    if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+    if (uid !== undefined && !keyringOwnerAllowed(st.uid, uid)) {
       throw configError(`${what} is owned by uid ${st.uid}; it must belong to uid ${uid} (who runs walvault) or root`);
     }
     if ((st.mode & 0o077) !== 0) {

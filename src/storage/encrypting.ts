@@ -72,7 +72,7 @@ export function openInfo(keyring: Keyring | null, info: ObjectInfo, objectKey: s
   const { [META_SEALED_SHA256]: sealed, ...rest } = info.meta;
   if (sealed === undefined) return { info: { ...info, meta: rest }, key };
   const sha256 = openValue(key.key, key.id, objectKey, sealed);
-  if (sha256 === null) throw corruptObjectError(`${where}: its sealed SHA-256 does not open with key ${key.id}: the metadata was altered or belongs to another object`);
+  if (sha256 === null) throw corruptObjectError(`${where}: its sealed SHA-256 does not open with key ${key.id}: the metadata was altered or belongs to another object, or the keyring's key ${key.id} is not the one that sealed it`);
   return { info: { ...info, meta: { ...rest, sha256 } }, key };
 }
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadKeyring, parseKeyring } from '../../src/crypto/keyring.js';
+import { keyringOwnerAllowed, loadKeyring, parseKeyring } from '../../src/crypto/keyring.js';
 
 const hex = () => randomBytes(32).toString('hex');
 const A = hex();
@@ -111,10 +111,15 @@ describe('keyring file', () => {
     expect(await configFailure(() => loadKeyring({ file: w }))).toMatch(/has mode 0620: another user can change it/);
   });
 
-  it('refuses a file owned by another user', async () => {
+  it('keyring owner: a user may use its own or root\'s keyring; root anyone\'s (the owner it restores for)', async () => {
+    expect(keyringOwnerAllowed(1000, 1000)).toBe(true);
+    expect(keyringOwnerAllowed(0, 1000)).toBe(true);
+    expect(keyringOwnerAllowed(1001, 1000)).toBe(false);
+    expect(keyringOwnerAllowed(1001, 0)).toBe(true);
     const p = file('theirs', `k1 ${A}\n`, 0o600);
     chownSync(p, 65534, 65534);
-    expect(await configFailure(() => loadKeyring({ file: p }))).toMatch(new RegExp(`^encryption key file ${p} is owned by uid 65534; it must belong to uid \\d+ \\(who runs walvault\\) or root$`));
+    if (process.geteuid?.() === 0) expect((await loadKeyring({ file: p }))?.current.id).toBe('k1');
+    else expect(await configFailure(() => loadKeyring({ file: p }))).toMatch(/is owned by uid 65534; it must belong to uid \d+ \(who runs walvault\) or root$/);
   });
 
   it('refuses a symlink, even to a good file; a directory; a FIFO (without blocking); a missing file', async () => {
