@@ -63,7 +63,7 @@ export async function removeIncompleteBackup(storage: Storage, config: Config, i
     if (removed > 0) log.info(`removed the incomplete backup ${storage.url}/${dir} (${removed} object${removed === 1 ? '' : 's'})`);
   } catch (e) {
     // Append-only credentials (README "Append-only credentials"): expected, and not this push's failure.
-    const later = denied(e) ? `; these credentials may not delete, so walvault delete removes it once it is older than backupStaleUploadAge (${config.backupStaleUploadAge}s)` : '';
+    const later = denied(e) ? `; walvault delete removes it once it is older than backupStaleUploadAge (${config.backupStaleUploadAge}s)` : '';
     log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored${later}): ${describeError(e)}`);
   }
 }
