@@ -11,11 +11,12 @@ import { CreateMultipartUploadCommand } from '@aws-sdk/client-s3';
 import { backupKey, BACKUPS_PREFIX } from '../../src/backup/catalog.js';
 import { cleanStaleUploads, removeIncompleteBackup } from '../../src/backup/push-cleanup.js';
 import { loadConfig } from '../../src/common/config.js';
+import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/types.js';
 import { asPusher, createAppendOnlyBucket } from '../support/append-only.js';
 import { startArchivingCluster, switchAndWaitArchived } from '../support/archiving-cluster.js';
 import { PgCluster, startRestoredCluster } from '../support/pg.js';
-import { deleteRaw, headRaw, listKeys, listMultipartUploads, putRaw, s3ClientFor, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
+import { deleteRaw, envFor, headRaw, listKeys, listMultipartUploads, putRaw, s3ClientFor, testStores, writeRepoConfig, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
@@ -124,6 +125,22 @@ describe.each(rgw)('append-only push credentials on $name', (store: TestStore) =
     }
     expect(aborted.join('')).toMatch(/INFO: aborted 1 incomplete backup upload older than 1s/);
     expect((await listMultipartUploads(store, bucket)).map((u) => u.uploadId)).not.toContain(up.UploadId);
+  });
+
+  it('without s3:ListBucketMultipartUploads, backup-push\'s clean-up of stale uploads is one warning naming the rights, not a failure', async () => {
+    const narrow = await createAppendOnlyBucket(store, 'append-only-nompu', { without: ['s3:ListBucketMultipartUploads'] });
+    const { config } = loadConfig({}, { ...envFor(pusher, narrow, 'pg'), WALVAULT_SPOOL: join(await tempDir('wv-ao-narrow'), 'spool'), WALVAULT_RETRIES: '0' });
+    const narrowStorage = await openStorage(config);
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => (written.push(String(chunk)), true));
+    try {
+      await cleanStaleUploads(narrowStorage, config);
+    } finally {
+      spy.mockRestore();
+      narrowStorage.close();
+    }
+    expect(written).toHaveLength(1);
+    expect(written[0]).toMatch(/WARN: cannot clean up incomplete backup uploads \(these credentials may not list or abort multipart uploads: s3:ListBucketMultipartUploads, s3:AbortMultipartUpload; walvault delete aborts them\): S3 ListMultipartUploads .*HTTP 403 AccessDenied/);
   });
 
   it('restore with the pusher\'s credentials: backup-fetch and recovery through wal-fetch reach the row written after the last backup', async () => {

@@ -21,12 +21,12 @@ export const DENIED_ACTIONS = ['s3:DeleteObject', 's3:DeleteObjectVersion'];
  * wrote it and its ACL grants nobody else, so without it the owner (the pruner) could not read what
  * the pusher archived. The explicit Deny wins over any Allow, in a policy or an ACL.
  */
-export function appendOnlyPolicy(bucket: string, pusherUser: string, ownerUser: string): Record<string, unknown> {
+export function appendOnlyPolicy(bucket: string, pusherUser: string, ownerUser: string, actions = PUSHER_ACTIONS): Record<string, unknown> {
   const resources = [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`];
   return {
     Version: '2012-10-17',
     Statement: [
-      { Sid: 'Pusher', Effect: 'Allow', Principal: { AWS: [`arn:aws:iam:::user/${pusherUser}`] }, Action: PUSHER_ACTIONS, Resource: resources },
+      { Sid: 'Pusher', Effect: 'Allow', Principal: { AWS: [`arn:aws:iam:::user/${pusherUser}`] }, Action: actions, Resource: resources },
       { Sid: 'PusherNeverDeletes', Effect: 'Deny', Principal: { AWS: [`arn:aws:iam:::user/${pusherUser}`] }, Action: DENIED_ACTIONS, Resource: [`arn:aws:s3:::${bucket}/*`] },
       { Sid: 'Pruner', Effect: 'Allow', Principal: { AWS: [`arn:aws:iam:::user/${ownerUser}`] }, Action: ['s3:*'], Resource: resources },
     ],
@@ -39,11 +39,12 @@ export function asPusher(store: TestStore): TestStore {
   return { ...store, accessKeyId: store.pusher.accessKeyId, secretAccessKey: store.pusher.secretAccessKey };
 }
 
-/** A new bucket of the owner with the append-only policy for the pusher. */
-export async function createAppendOnlyBucket(store: TestStore, hint: string): Promise<string> {
+/** A new bucket of the owner with the append-only policy for the pusher (`opts.without`: PUSHER_ACTIONS left out). */
+export async function createAppendOnlyBucket(store: TestStore, hint: string, opts: { without?: string[] } = {}): Promise<string> {
   if (!store.pusher || !store.user) throw new Error(`${store.name} has no pusher user: only rgw-start.sh creates one`);
   const bucket = await createTestBucket(store, hint);
-  const policy = appendOnlyPolicy(bucket, store.pusher.user, store.user);
+  const actions = PUSHER_ACTIONS.filter((a) => !opts.without?.includes(a));
+  const policy = appendOnlyPolicy(bucket, store.pusher.user, store.user, actions);
   await s3ClientFor(store).send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(policy) }));
   return bucket;
 }
