@@ -65,6 +65,8 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
     }
   };
 
+  // A retention rule in this configuration means it runs `walvault delete`: deleting must work.
+  const deleteRequired = config.retainFull !== undefined || config.retainDays !== undefined;
   let manifest: RepoManifest | null = null;
   let usable = false;
   try {
@@ -76,7 +78,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
         probes.push(...skipped(['fsync', ...storeProbes, 'no-overwrite', 'walvault.json', 'encryption'], 'the directory is not usable'));
       } else {
         probes.push(await probeFsync(loc.dir));
-        probes.push(await withCtx(probeWriteReadDelete));
+        probes.push(await withCtx((c) => probeWriteReadDelete(c, { deleteRequired })));
         probes.push(await withCtx(probeMissingKey));
         probes.push(await withCtx(probeNoOverwrite));
         const m = await withCtx(probeManifest);
@@ -100,7 +102,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
           if (access.bucket.status !== 'ok') {
             probes.push(...skipped([...storeProbes, 'conditional-writes', 'walvault.json', 'encryption'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
           } else {
-            probes.push(await withCtx(probeWriteReadDelete));
+            probes.push(await withCtx((c) => probeWriteReadDelete(c, { deleteRequired })));
             probes.push(await withCtx(probeMissingKey));
             probes.push({ name: 'conditional-writes', ...(await withCtx((c) => diag.conditionalWrites(c.deadline.signal))) });
             const m = await withCtx(probeManifest);

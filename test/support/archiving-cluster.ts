@@ -23,14 +23,15 @@ export interface ArchivingCluster {
 
 /**
  * `opts.settings` go into the config file postgres's archive_command reads; `opts.env` into the
- * environment of the tests' own (root) walvault commands, which overrides the file.
+ * environment of the tests' own (root) walvault commands, which overrides the file. `opts.bucket`:
+ * archive into this existing bucket (e.g. one with a bucket policy) instead of a new one.
  */
 export async function startArchivingCluster(
   store: TestStore,
   name: string,
-  opts: { settings?: Record<string, unknown>; env?: Record<string, string> } = {},
+  opts: { settings?: Record<string, unknown>; env?: Record<string, string>; bucket?: string } = {},
 ): Promise<ArchivingCluster> {
-  const bucket = await createTestBucket(store, name);
+  const bucket = opts.bucket ?? (await createTestBucket(store, name));
   const home = await tempDir(`wv-${name}`, { forPostgres: true });
   const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...opts.settings });
   const spool = join(await tempDir(`wv-${name}-root`), 'spool');
