@@ -102,6 +102,7 @@ async function readKeyFile(path: string): Promise<string> {
     const code = (e as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
     if (code === 'ELOOP') throw configError(`${what} is a symbolic link; name the file itself`);
     if (code === 'ENOENT') throw configError(`${what} does not exist`);
+    if (code === 'EACCES') throw configError(`cannot read ${what}: permission denied to uid ${process.geteuid?.()}, who runs walvault`, { cause: e });
     throw configError(`cannot read ${what}: ${code}`, { cause: e });
   }
   try {

@@ -136,6 +136,16 @@ describe('keyring file', () => {
     expect(await configFailure(() => loadKeyring({ file: join(dir, 'nope') }))).toMatch(/nope does not exist$/);
   });
 
+  it('says which uid may not read the file', async () => {
+    const p = file('root-only', `k1 ${A}\n`, 0o600);
+    process.seteuid!(65534); // this test file's own process (vitest's forks pool)
+    try {
+      expect(await configFailure(() => loadKeyring({ file: p }))).toBe(`cannot read encryption key file ${p}: permission denied to uid 65534, who runs walvault`);
+    } finally {
+      process.seteuid!(0);
+    }
+  });
+
   it('refuses a file over 64 KiB', async () => {
     const p = file('big', `k1 ${A}\n${'#'.repeat(70_000)}\n`, 0o600);
     expect(await configFailure(() => loadKeyring({ file: p }))).toBe(`encryption key file ${p} is larger than 64 KiB; a keyring is a few lines`);
