@@ -12,6 +12,9 @@
 #              STATE_DIR/port is reused while that cluster is up or its ports are free).
 # env (optional):
 #   S3_ACCESS_KEY / S3_SECRET_KEY  default AKIALOCALTEST0000001 / localtestsecret0000000000000000000000001
+#                                  (user `test`, which owns the buckets the tests create)
+#   a second user `pusher` (AKIALOCALPUSHER00001 / localpushersecret000000000000000000000001) owns
+#   nothing: the append-only tests grant it rights with a bucket policy (test/support/append-only.ts)
 #   CEPH_MEMSTORE_BYTES            OSD capacity (RAM), default 2 GiB
 #
 # Prints KEY=VALUE lines for `eval "$(rgw-start.sh DIR)"`. Idempotent: if this STATE_DIR's cluster
@@ -23,6 +26,8 @@ STATE=${1:?usage: $0 STATE_DIR [PORT]}
 PORT=${2:-}
 ACCESS_KEY=${S3_ACCESS_KEY:-AKIALOCALTEST0000001}
 SECRET_KEY=${S3_SECRET_KEY:-localtestsecret0000000000000000000000001}
+PUSHER_ACCESS_KEY=AKIALOCALPUSHER00001
+PUSHER_SECRET_KEY=localpushersecret000000000000000000000001
 MEMSTORE_BYTES=${CEPH_MEMSTORE_BYTES:-2147483648}
 BIND=127.0.0.1
 NPORTS=10
@@ -43,7 +48,13 @@ mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 CONF=$STATE/ceph.conf RUN=$STATE/run LOG=$STATE/log
 
-print_info() { print_s3_env "http://$BIND:$PORT" "$ACCESS_KEY" "$SECRET_KEY" "$RUN/rgw.pid"; }
+print_info() {
+  print_s3_env "http://$BIND:$PORT" "$ACCESS_KEY" "$SECRET_KEY" "$RUN/rgw.pid"
+  echo "S3_USER=test"
+  echo "S3_PUSHER_USER=pusher"
+  echo "S3_PUSHER_ACCESS_KEY=$PUSHER_ACCESS_KEY"
+  echo "S3_PUSHER_SECRET_KEY=$PUSHER_SECRET_KEY"
+}
 
 # Already up? (with no PORT given, the port recorded by the previous start is the one to check)
 CHECK_PORT=${PORT:-$(cat "$STATE/port" 2>/dev/null || true)}
@@ -156,6 +167,10 @@ done
 if ! timeout 120 radosgw-admin "${C[@]}" user create --uid=test --display-name=test \
     --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" > "$LOG/user-create.json" 2>> "$LOG/user-create.err"; then
   echo "radosgw-admin user create failed:" >&2; tail -20 "$LOG/user-create.err" >&2; exit 1
+fi
+if ! timeout 60 radosgw-admin "${C[@]}" user create --uid=pusher --display-name=pusher \
+    --access-key="$PUSHER_ACCESS_KEY" --secret-key="$PUSHER_SECRET_KEY" >> "$LOG/user-create.json" 2>> "$LOG/user-create.err"; then
+  echo "radosgw-admin user create (pusher) failed:" >&2; tail -20 "$LOG/user-create.err" >&2; exit 1
 fi
 
 nohup radosgw "${C[@]}" -n client.rgw.a -f >> "$LOG/rgw.out" 2>&1 < /dev/null &

@@ -18,6 +18,8 @@ export interface RepoManifest {
   walBlockSize: number;
   createdAt: string;
   createdBy: string;
+  /** The cipher every object is sealed with (src/storage/encrypting.ts); absent: not encrypted. */
+  encryption?: string;
 }
 
 /** A manifest is a few hundred bytes; anything much larger is not one (and is not read whole). */
@@ -61,6 +63,8 @@ export function parseManifest(text: string, where: string): RepoManifest {
   }
   if (!isLabel(m['createdAt'])) throw corrupt(where, 'createdAt is not a short string');
   if (!isLabel(m['createdBy'])) throw corrupt(where, 'createdBy is not a short string');
+  const encryption = m['encryption'];
+  if (encryption !== undefined && !(typeof encryption === 'string' && /^[a-z0-9-]{1,40}$/.test(encryption))) throw corrupt(where, 'encryption is not a cipher name');
   return {
     format: 1,
     systemIdentifier: sysid,
@@ -70,6 +74,7 @@ export function parseManifest(text: string, where: string): RepoManifest {
     walBlockSize: blockSize,
     createdAt: m['createdAt'] as string,
     createdBy: m['createdBy'] as string,
+    ...(encryption !== undefined ? { encryption: encryption as string } : {}),
   };
 }
 

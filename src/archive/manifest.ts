@@ -1,6 +1,6 @@
 import { readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { missingBucketError, repoMismatchError } from '../common/errors.js';
+import { configError, missingBucketError, repoMismatchError } from '../common/errors.js';
 import { ensureDir, writeFileAtomic, writeJsonAtomic } from '../fs/atomic.js';
 import { log } from '../common/log.js';
 import { withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
@@ -34,7 +34,7 @@ const REVERIFY_MS = 60_000;
 /** One read of the repository's manifest in flight per repository (wal-push and its look-ahead). */
 const reading = new Map<string, Promise<RepoManifest | null>>();
 
-export function manifestFromHeader(h: WalHeader): RepoManifest {
+export function manifestFromHeader(h: WalHeader, encryption?: string): RepoManifest {
   return {
     format: 1,
     systemIdentifier: h.systemIdentifier,
@@ -44,7 +44,29 @@ export function manifestFromHeader(h: WalHeader): RepoManifest {
     walBlockSize: h.blockSize,
     createdAt: new Date().toISOString(),
     createdBy: `walvault ${VERSION}`,
+    ...(encryption ? { encryption } : {}),
   };
+}
+
+/**
+ * A repository is encrypted from its first object or never (the manifest says which): a writer
+ * without a key in an encrypted one, or with a key in one created without, would mix the two, and a
+ * key-less writer would leave readable WAL beside the encrypted. To encrypt an existing archive,
+ * archive to a new prefix and take a base backup there.
+ */
+export function checkEncryption(m: RepoManifest, storage: Pick<Storage, 'url' | 'encryption'>): void {
+  if (m.encryption && !storage.encryption) {
+    throw configError(`repository ${storage.url} is encrypted (${m.encryption}) but no encryption key is configured: set encryptionKeyFile or encryptionKeyCommand; nothing was written`);
+  }
+  if (!m.encryption && storage.encryption) {
+    throw configError(
+      `repository ${storage.url} was created without encryption and an encryption key is configured: walvault does not mix encrypted and unencrypted objects in one repository; ` +
+        'archive to a new prefix (and take a base backup there) to encrypt, or remove encryptionKeyFile/encryptionKeyCommand; nothing was written',
+    );
+  }
+  if (m.encryption && storage.encryption && m.encryption !== storage.encryption) {
+    throw configError(`repository ${storage.url} is encrypted with ${m.encryption}, which this walvault does not write (${storage.encryption}); nothing was written`);
+  }
 }
 
 function describeSystem(m: Pick<RepoManifest, 'systemIdentifier' | 'pgVersion' | 'walMagic' | 'walSegmentSize'>): string {
@@ -168,7 +190,10 @@ export async function ensureManifest(
   const cacheFile = join(repoCacheDir(ctx.spool, storage.cacheKey), MANIFEST_KEY);
   const cached = await readCached(cacheFile);
   // (a mismatch is never decided from the copy: the repository may have been recreated since)
-  if (cached.manifest && cached.fresh && !storage.url.startsWith('file://') && (!h || matches(cached.manifest, h))) return cached.manifest;
+  if (cached.manifest && cached.fresh && !storage.url.startsWith('file://') && (!h || matches(cached.manifest, h))) {
+    checkEncryption(cached.manifest, storage);
+    return cached.manifest;
+  }
   let manifest = await readShared(storage, ctx);
   if (!manifest) {
     if (cached.seen) throw vanished(storage, cacheFile);
@@ -177,6 +202,7 @@ export async function ensureManifest(
     manifest = await createOnce(storage, h, ctx);
   }
   if (h) checkManifest(manifest, h, what, storage.url);
+  checkEncryption(manifest, storage);
   if (!cached.manifest || JSON.stringify(cached.manifest) !== JSON.stringify(manifest)) {
     if (cached.manifest) log.warn(`the repository manifest in ${storage.url} differs from this spool's copy ${cacheFile}; using the repository's`);
     await cacheManifest(cacheFile, manifest);
@@ -203,7 +229,7 @@ function createOnce(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; 
 }
 
 async function createManifest(storage: Storage, h: WalHeader, ctx: { policy: RetryPolicy; deadline: Deadline }): Promise<RepoManifest> {
-  const fresh = manifestFromHeader(h);
+  const fresh = manifestFromHeader(h, storage.encryption);
   const body = Buffer.from(JSON.stringify(fresh, null, 2) + '\n');
   const res = await withRetry(`create ${MANIFEST_KEY}`, ctx.policy, ctx.deadline, (signal) =>
     storage.putIfAbsent(MANIFEST_KEY, body, smallObjectMeta(body), { signal }),

@@ -14,7 +14,7 @@ import { tempPathFor } from '../fs/temp-names.js';
 import { Md5Count, openBody, readRange, streamed } from '../archive/large-body.js';
 import { objectMeta, smallObjectMeta } from '../archive/objects.js';
 import { putOnce } from '../archive/small-objects.js';
-import type { ObjectMeta, Storage } from '../storage/types.js';
+import { storedSizeFor, type ObjectMeta, type Storage } from '../storage/types.js';
 import { BlockScanner, blockCount, blockMapName, CHECKSUM_BYTES } from './block-map.js';
 
 // One data object of a format-2 backup: its files read once, one after the other, each hashed, the
@@ -103,7 +103,7 @@ export async function storeObject(job: ObjectJob): Promise<StoredObject> {
     const meta = { ...objectMeta({ sha256: whole.digest(), size: whole.bytes, codec: config.compression }), backup: job.backup };
     await uploadSpooled(job, temp, stored, md5.digest(), meta);
     const mapBytes = await storeBlockMap(job, files, maps);
-    return { n: job.n, size: whole.bytes, sha256: meta.sha256, storedBytes: stored, codec: config.compression, files, mapBytes };
+    return { n: job.n, size: whole.bytes, sha256: meta.sha256, storedBytes: storedSizeFor(job.storage, stored), codec: config.compression, files, mapBytes };
   } finally {
     await unlink(temp).catch(() => undefined);
   }
@@ -134,7 +134,7 @@ async function storeBlockMap(job: ObjectJob, files: ReadFile[], maps: Buffer[]):
   } finally {
     deadline.dispose();
   }
-  return body.length;
+  return storedSizeFor(job.storage, body.length);
 }
 
 /** Uploads a spooled (compressed) object from its temp file, with retries (also backup-push --method stream). */

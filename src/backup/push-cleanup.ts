@@ -1,5 +1,5 @@
 import { retryPolicy, type Config } from '../common/config.js';
-import { describe as describeError } from '../common/errors.js';
+import { describe as describeError, isWalvaultError } from '../common/errors.js';
 import { log } from '../common/log.js';
 import { Deadline, withRetry } from '../common/retry.js';
 import type { Storage } from '../storage/types.js';
@@ -19,7 +19,9 @@ export async function cleanStaleUploads(storage: Storage, config: Config): Promi
     );
     if (n > 0) log.info(`aborted ${n} incomplete backup upload${n === 1 ? '' : 's'} older than ${config.backupStaleUploadAge}s (left by an interrupted backup-push)`);
   } catch (e) {
-    log.warn(`cannot clean up incomplete backup uploads: ${describeError(e)}`);
+    // Append-only credentials may lack these two rights: walvault delete aborts the uploads instead.
+    const hint = denied(e) ? ' (these credentials may not list or abort multipart uploads: s3:ListBucketMultipartUploads, s3:AbortMultipartUpload; walvault delete aborts them)' : '';
+    log.warn(`cannot clean up incomplete backup uploads${hint}: ${describeError(e)}`);
   } finally {
     deadline.dispose();
   }
@@ -60,6 +62,10 @@ export async function removeIncompleteBackup(storage: Storage, config: Config, i
     // The reason follows as the error line: repeating it here would only double a long line.
     if (removed > 0) log.info(`removed the incomplete backup ${storage.url}/${dir} (${removed} object${removed === 1 ? '' : 's'})`);
   } catch (e) {
-    log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored): ${describeError(e)}`);
+    // Append-only credentials (README "Append-only credentials"): expected, and not this push's failure.
+    const later = denied(e) ? `; walvault delete removes it once it is older than backupStaleUploadAge (${config.backupStaleUploadAge}s)` : '';
+    log.warn(`could not remove the incomplete backup ${storage.url}/${dir} (it has no ${SENTINEL_OBJECT}, so it is ignored${later}): ${describeError(e)}`);
   }
 }
+
+const denied = (e: unknown) => isWalvaultError(e) && e.code === 'AccessDenied';

@@ -9,7 +9,7 @@ import { objectMeta } from '../archive/objects.js';
 import { putOnce } from '../archive/small-objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import { sha256Hex } from '../fs/hash.js';
-import type { Storage } from '../storage/types.js';
+import { storedSizeFor, type Storage } from '../storage/types.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 import { backupKey, makeBackupId } from './catalog.js';
 import { tablespaceVersionDir, walkDataDirectory } from './data-dir-walk.js';
@@ -171,7 +171,7 @@ export async function storeFileList(storage: Storage, config: Config, list: File
   const stored = await compressBuffer(config.compression, body, config.compressionLevel);
   const meta = { ...objectMeta({ sha256, size: body.length, codec: config.compression }), backup: list.backup };
   await phase(config, `upload ${FILE_LIST_OBJECT}`, (s) => putOnce(storage, backupKey(list.backup, FILE_LIST_OBJECT), stored, meta, { signal: s }));
-  return { sha256, storedBytes: stored.length };
+  return { sha256, storedBytes: storedSizeFor(storage, stored.length) };
 }
 
 /** The server's data directory, which this host must be able to read (files are read here). */

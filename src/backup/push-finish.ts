@@ -5,6 +5,7 @@ import { VERSION } from '../common/version.js';
 import { smallObjectMeta } from '../archive/objects.js';
 import { putOnce } from '../archive/small-objects.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
+import { checkEncryption } from '../archive/manifest.js';
 import type { Storage } from '../storage/types.js';
 import { segmentOfEndLsn, segmentOfLsn } from '../wal/names.js';
 import type { BackupInfo } from './backup-info.js';
@@ -131,6 +132,7 @@ export function tablespacesError() {
 
 /** A backup of another cluster than the one archiving here would never find its WAL. */
 export function checkSystem(storage: Storage, repo: RepoManifest, systemIdentifier: string): void {
+  checkEncryption(repo, storage);
   if (repo.systemIdentifier === systemIdentifier) return;
   throw backupError(
     `the backed-up cluster has system identifier ${systemIdentifier} but ${storage.url} archives WAL of system ${repo.systemIdentifier}: ` +

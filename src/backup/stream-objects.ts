@@ -13,7 +13,7 @@ import { Md5Count } from '../archive/large-body.js';
 import { cleanupStaleTemps, ensureDir } from '../fs/atomic.js';
 import { HashingStream } from '../fs/hash.js';
 import { tempPathFor } from '../fs/temp-names.js';
-import type { Storage } from '../storage/types.js';
+import { storedSizeFor, type Storage } from '../storage/types.js';
 import { backupKey } from './catalog.js';
 import { uploadSpooled } from './data-object.js';
 import { dataObjectName, safeRelativePath, type DataObject, type Entry, type FileList } from './file-list.js';
@@ -139,8 +139,9 @@ export async function packTarStream(source: Readable, state: StreamState, o: Str
     const r = await obj.close();
     open.delete(obj);
     const meta = { ...objectMeta({ sha256: r.sha256, size: r.size, codec: o.config.compression }), backup: id! };
-    Object.assign(objects[obj.n]!, { size: r.size, sha256: r.sha256, storedBytes: r.stored });
-    storedBytes += r.stored;
+    const occupied = storedSizeFor(o.storage, r.stored);
+    Object.assign(objects[obj.n]!, { size: r.size, sha256: r.sha256, storedBytes: occupied });
+    storedBytes += occupied;
     const up = uploadSpooled({ storage: o.storage, config: o.config, key: backupKey(id!, dataObjectName(obj.n)), signal }, obj.temp, r.stored, r.md5, meta)
       .catch((e: unknown) => {
         failure ??= e;

@@ -1,5 +1,6 @@
 // The probes of `walvault check` that work through the Storage interface, so file:// and s3://
-// repositories get the same ones: write/read/delete under state/check/, a missing key, no-overwrite
+// repositories get the same ones: write/read/delete under state/check/ (a refused delete is fine
+// for append-only credentials), a missing key, no-overwrite
 // (file:// only: on S3 the raw If-None-Match probe is needed, putIfAbsent would hide a store that
 // ignores it) and walvault.json; plus the file:// directory itself (exists, owner and mode, fsync).
 import { randomBytes } from 'node:crypto';
@@ -43,7 +44,16 @@ function fixFor(e: unknown, permission: string): string {
   }
 }
 
-export async function probeWriteReadDelete(ctx: StoreCtx): Promise<Probe> {
+/** Delete refused with the rest allowed: append-only credentials, what a pusher should have. */
+const isDeleteDenied = (step: string, e: unknown) => step === 'delete' && isWalvaultError(e) && e.code === 'AccessDenied';
+
+/**
+ * `deleteRequired`: this configuration runs `walvault delete` (it sets a retention rule), so a
+ * refused delete is a failure. Without it a refused delete is fine: nothing else walvault does
+ * deletes (a failed backup-push's leftovers are then left to `delete`), and credentials that cannot
+ * delete are what the database server should hold (README "Append-only credentials").
+ */
+export async function probeWriteReadDelete(ctx: StoreCtx, opts: { deleteRequired?: boolean } = {}): Promise<Probe> {
   const name = 'write-read-delete';
   const key = probeKey('rw');
   const body = Buffer.from(`walvault check ${new Date().toISOString()} ${randomBytes(16).toString('hex')}\n`);
@@ -75,6 +85,19 @@ export async function probeWriteReadDelete(ctx: StoreCtx): Promise<Probe> {
     if (after) return { name, status: 'fail', detail: `${key} still exists after DeleteObjects`, fix: 'the store did not delete it: check the bucket (versioning, Object Lock, a delete policy)' };
     return { name, status: 'ok', detail: `put, get (${body.length} bytes and metadata equal), delete and gone: ${key} in ${Date.now() - started} ms` };
   } catch (e) {
+    if (isDeleteDenied(step, e)) {
+      gone = true; // nothing to clean up that this user may remove
+      const readWrite = `put and get work (${body.length} bytes and metadata equal), delete is refused (${describe(e)}); the probe object ${key} stays`;
+      if (opts.deleteRequired) {
+        return {
+          name,
+          status: 'fail',
+          detail: readWrite,
+          fix: 'this configuration sets a retention rule (retainFull/retainDays), so it is for walvault delete, which needs s3:DeleteObject (and s3:DeleteObjectVersion on a versioned bucket) on the prefix; a pusher\'s configuration (append-only credentials) has no retention rule',
+        };
+      }
+      return { name, status: 'ok', detail: `${readWrite}: append-only credentials, enough for wal-push, backup-push, wal-fetch and backup-fetch; only walvault delete needs s3:DeleteObject` };
+    }
     const permission = step === 'put' ? 's3:PutObject' : step === 'delete' ? 's3:DeleteObject' : 's3:GetObject';
     return { name, status: 'fail', detail: `${step} of ${key} failed: ${describe(e)}`, fix: fixFor(e, `${permission} on the prefix`) };
   } finally {

@@ -17,6 +17,7 @@ import type { Storage } from '../storage/types.js';
 import type { Probe } from './check-report.js';
 import { runPgChecks } from './check-pg.js';
 import { probeObjectLock } from './check-lock.js';
+import { probeEncryption } from './check-encryption.js';
 import { probeDirectory, probeFsync, probeManifest, probeMissingKey, probeNoOverwrite, probeWriteReadDelete, type StoreCtx } from './check-store.js';
 
 export interface CheckOptions {
@@ -45,6 +46,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
     return { repo: undefined, probes };
   }
   const repo = storage.url;
+  const keys = config.encryptionKeyFile ? `keyring file ${config.encryptionKeyFile}` : config.encryptionKeyCommand ? 'keyring from encryptionKeyCommand' : undefined;
   probes.push({ name: 'configuration', status: 'ok', detail: `repository ${repo}; ${configFile ? `config file ${configFile}` : 'no config file (flags and environment)'}; every setting valid` });
   const repoSpool = repoCacheDir(config.spool, repoKeyOf(config) ?? storageUrlOf(config.repo));
   probes.push(await probeSpool(config.spool, repoSpool));
@@ -64,6 +66,8 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
     }
   };
 
+  // A retention rule in this configuration means it runs `walvault delete`: deleting must work.
+  const deleteRequired = config.retainFull !== undefined || config.retainDays !== undefined;
   let manifest: RepoManifest | null = null;
   let usable = false;
   try {
@@ -72,14 +76,14 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       const dir = await probeDirectory(loc.dir);
       probes.push(...dir);
       if (dir[0]!.status === 'fail') {
-        probes.push(...skipped(['fsync', ...storeProbes, 'no-overwrite', 'walvault.json'], 'the directory is not usable'));
+        probes.push(...skipped(['fsync', ...storeProbes, 'no-overwrite', 'walvault.json', 'encryption'], 'the directory is not usable'));
       } else {
         probes.push(await probeFsync(loc.dir));
-        probes.push(await withCtx(probeWriteReadDelete));
+        probes.push(await withCtx((c) => probeWriteReadDelete(c, { deleteRequired })));
         probes.push(await withCtx(probeMissingKey));
         probes.push(await withCtx(probeNoOverwrite));
         const m = await withCtx(probeManifest);
-        probes.push(m.probe);
+        probes.push(m.probe, await withCtx((c) => probeEncryption(c, m.manifest, keys)));
         manifest = m.manifest;
         usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
       }
@@ -89,7 +93,7 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
       const ep = await probeEndpoint(s3, config.connectTimeout * 1000 + config.attemptTimeout * 1000);
       probes.push({ name: 'endpoint', ...ep.endpoint });
       if (ep.endpoint.status === 'fail') {
-        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json'], 'the endpoint cannot be reached'));
+        probes.push(...skipped(['clock', 'credentials', 'bucket', ...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json', 'encryption'], 'the endpoint cannot be reached'));
       } else {
         probes.push({ name: 'clock', ...clockFinding(ep.clock) });
         const diag = s3Diagnostics(s3);
@@ -97,14 +101,14 @@ export async function runCheck(loaded: LoadedConfig, opts: CheckOptions): Promis
           const access = await withCtx((c) => diag.access(AbortSignal.any([c.deadline.signal, AbortSignal.timeout(config.attemptTimeout * 1000)])));
           probes.push({ name: 'credentials', ...access.credentials }, { name: 'bucket', ...access.bucket });
           if (access.bucket.status !== 'ok') {
-            probes.push(...skipped([...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
+            probes.push(...skipped([...storeProbes, 'conditional-writes', 'object-lock', 'walvault.json', 'encryption'], access.bucket.status === 'skip' ? 'the credentials failed' : 'the bucket is not usable'));
           } else {
-            probes.push(await withCtx(probeWriteReadDelete));
+            probes.push(await withCtx((c) => probeWriteReadDelete(c, { deleteRequired })));
             probes.push(await withCtx(probeMissingKey));
             probes.push({ name: 'conditional-writes', ...(await withCtx((c) => diag.conditionalWrites(c.deadline.signal))) });
             probes.push(await withCtx((c) => probeObjectLock(c, config)));
             const m = await withCtx(probeManifest);
-            probes.push(m.probe);
+            probes.push(m.probe, await withCtx((c) => probeEncryption(c, m.manifest, keys)));
             manifest = m.manifest;
             usable = probes.find((p) => p.name === 'write-read-delete')?.status === 'ok';
           }

@@ -2,6 +2,8 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../common/config.js';
 import { configError } from '../common/errors.js';
+import { loadKeyring } from '../crypto/keyring.js';
+import { withEncryption } from './encrypting.js';
 import { repoCacheKey } from './repo-key.js';
 import type { S3Options } from './s3/options.js';
 import type { Storage } from './types.js';
@@ -89,13 +91,18 @@ export function s3OptionsFrom(config: Config, loc: { bucket: string; prefix: str
   };
 }
 
-/** Opens the configured repository. The S3 driver (and the AWS SDK) is imported only here, lazily. */
+/**
+ * Opens the configured repository: the driver (the S3 driver and the AWS SDK imported only here,
+ * lazily) behind the encryption layer, which seals writes when a keyring is configured and refuses
+ * to read an encrypted object without its key either way.
+ */
 export async function openStorage(config: Config, opts: { capabilityFile?: string } = {}): Promise<Storage> {
   const loc = parseRepoUrl(config.repo);
+  const keyring = await loadKeyring({ file: config.encryptionKeyFile, command: config.encryptionKeyCommand });
   if (loc.scheme === 'file') {
     const { createFileStorage } = await import('./file/driver.js');
-    return createFileStorage(loc.dir);
+    return withEncryption(createFileStorage(loc.dir), keyring);
   }
   const { createS3Storage } = await import('./s3/driver.js');
-  return createS3Storage(s3OptionsFrom(config, loc, opts.capabilityFile));
+  return withEncryption(createS3Storage(s3OptionsFrom(config, loc, opts.capabilityFile)), keyring);
 }

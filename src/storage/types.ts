@@ -48,6 +48,9 @@ export type PutBody = Buffer | StreamBody;
 
 export const bodySize = (b: PutBody): number => (Buffer.isBuffer(b) ? b.length : b.size);
 
+/** What a body of `bytes` written through `storage` occupies in the store (what backups record). */
+export const storedSizeFor = (storage: Pick<Storage, 'storedSizeFor'>, bytes: number): number => storage.storedSizeFor?.(bytes) ?? bytes;
+
 export type PutIfAbsentResult = { created: true } | { created: false; existing: ObjectInfo };
 
 /** One key a delete could not remove, and the store's answer. */
@@ -90,6 +93,12 @@ export interface UploadOptions extends CallOptions {
 export interface Storage {
   /** Human-readable location, secrets removed, e.g. `s3://bucket/prefix` or `file:///srv/wal`. */
   readonly url: string;
+
+  /** The cipher new objects are sealed with (src/storage/encrypting.ts), undefined when not encrypting. */
+  readonly encryption?: string | undefined;
+
+  /** What a body of `bytes` occupies in the store (larger when encrypting); absent = `bytes`. */
+  storedSizeFor?(bytes: number): number;
 
   /** What decides which objects this storage reaches (src/storage/repo-key.ts repoCacheKey): keys the spool. */
   readonly cacheKey: string;

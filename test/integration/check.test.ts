@@ -19,7 +19,7 @@ afterAll(cleanupAll);
 const show = (r: WalvaultResult) => `exit ${r.code} in ${Math.round(r.ms)} ms\n${r.stdout}${r.stderr}`;
 const line = (r: WalvaultResult, probe: string) => r.stdout.split('\n').find((l) => l.slice(5).startsWith(`${probe}:`)) ?? `(no ${probe} line)`;
 const FAST = { WALVAULT_RETRIES: '1', WALVAULT_DEADLINE: '20', WALVAULT_ATTEMPT_TIMEOUT: '10' };
-const S3_PROBES = ['configuration', 'spool', 'endpoint', 'clock', 'credentials', 'bucket', 'write-read-delete', 'missing-key', 'conditional-writes', 'object-lock', 'walvault.json'];
+const S3_PROBES = ['configuration', 'spool', 'endpoint', 'clock', 'credentials', 'bucket', 'write-read-delete', 'missing-key', 'conditional-writes', 'object-lock', 'walvault.json', 'encryption'];
 
 async function s3Env(store: TestStore, bucket: string): Promise<Record<string, string>> {
   return { ...envFor(store, bucket, 'repo'), WALVAULT_SPOOL: join(await tempDir('wv-check-spool'), 'spool'), ...FAST };
@@ -86,7 +86,7 @@ describe('walvault check against an https endpoint', () => {
       expect(line(trusted, 'endpoint'), show(trusted)).toMatch(/^ok   endpoint: https:\/\/127\.0\.0\.1:\d+ answered HTTP 403 in \d+ ms; TLSv1\.3, certificate for 127\.0\.0\.1 trusted, valid until \d{4}-\d\d-\d\d$/);
       expect(line(trusted, 'clock'), show(trusted)).toMatch(/^FAIL clock: local clock (599|600|601) s ahead of the store's .* — synchronize this host's clock/);
       expect(line(trusted, 'credentials'), show(trusted)).toMatch(/^FAIL credentials: S3 ListObjectsV2 s3:\/\/tls-check\/repo failed: HTTP 403 AccessDenied.* — the credentials may not list the bucket: grant s3:ListBucket/);
-      expect(trusted.stderr).toMatch(/CheckFailed: 2 of 11 checks failed: clock, credentials$/m);
+      expect(trusted.stderr).toMatch(/CheckFailed: 2 of 12 checks failed: clock, credentials$/m);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -104,7 +104,7 @@ describe('walvault check on a file:// repository', () => {
     console.log(`check on file://:\n${r.stdout}`);
     expect(r.code, show(r)).toBe(0);
     expect(r.stdout.trimEnd().split('\n').map((l) => l.slice(0, 5) + l.slice(5).split(':')[0])).toEqual(
-      ['configuration', 'spool', 'directory', 'permissions', 'fsync', 'write-read-delete', 'missing-key', 'no-overwrite', 'walvault.json'].map((n) => `ok   ${n}`),
+      ['configuration', 'spool', 'directory', 'permissions', 'fsync', 'write-read-delete', 'missing-key', 'no-overwrite', 'walvault.json', 'encryption'].map((n) => `ok   ${n}`),
     );
     expect(line(r, 'fsync'), show(r)).toMatch(/^ok   fsync: a 1 MiB file and its directory written and fsynced in [\d.]+ ms$/);
     expect(line(r, 'missing-key'), show(r)).toMatch(/answers ENOENT/);
@@ -131,7 +131,7 @@ describe('walvault check on a file:// repository', () => {
     expect(r.code, show(r)).toBe(15);
     expect(line(r, 'write-read-delete'), show(r)).toMatch(/^ok /);
     expect(line(r, 'postgresql'), show(r)).toMatch(/^FAIL postgresql: cannot connect to PostgreSQL at 127\.0\.0\.1:1 \(user postgres, database postgres\): connection refused .* — give the server with --dbname CONNINFO or PGHOST/);
-    expect(r.stderr).toMatch(/CheckFailed: 1 of 10 checks failed: postgresql$/m);
+    expect(r.stderr).toMatch(/CheckFailed: 1 of 11 checks failed: postgresql$/m);
   });
 
   it('check: a configuration that does not load is the configuration line, with its own exit code (4)', async () => {
@@ -175,8 +175,8 @@ describe.each(rgw)('walvault check failures on $name', (store) => {
     expect(r.code, show(r)).toBe(15);
     expect(line(r, 'endpoint'), show(r)).toMatch(/^ok /);
     expect(line(r, 'credentials'), show(r)).toMatch(/^FAIL credentials: S3 ListObjectsV2 .* HTTP 403 SignatureDoesNotMatch.* — the secret key does not match the access key: check s3SecretAccessKey/);
-    for (const p of ['bucket', 'write-read-delete', 'missing-key', 'conditional-writes', 'object-lock', 'walvault.json']) expect(line(r, p)).toMatch(new RegExp(`^skip ${p}: not checked: the credentials failed`));
-    expect(r.stderr).toMatch(/ERROR: CheckFailed: 1 of 11 checks failed: credentials$/m);
+    for (const p of ['bucket', 'write-read-delete', 'missing-key', 'conditional-writes', 'object-lock', 'walvault.json', 'encryption']) expect(line(r, p)).toMatch(new RegExp(`^skip ${p}: not checked: the credentials failed`));
+    expect(r.stderr).toMatch(/ERROR: CheckFailed: 1 of 12 checks failed: credentials$/m);
   });
 
   it('check: a missing bucket fails the bucket line', async () => {
@@ -186,7 +186,7 @@ describe.each(rgw)('walvault check failures on $name', (store) => {
     expect(line(r, 'credentials'), show(r)).toMatch(/^ok   credentials: accepted/);
     expect(line(r, 'bucket'), show(r)).toMatch(/^FAIL bucket: S3 ListObjectsV2 .*NoSuchBucket.* does not exist at 127\.0\.0\.1:\d+ — create it \(aws s3 mb s3:\/\/wv-check-fail-\S+-missing\)/);
     expect(line(r, 'write-read-delete'), show(r)).toMatch(/^skip write-read-delete: not checked: the bucket is not usable/);
-    expect(r.stderr).toMatch(/CheckFailed: 1 of 11 checks failed: bucket$/m);
+    expect(r.stderr).toMatch(/CheckFailed: 1 of 12 checks failed: bucket$/m);
   });
 
   it('check: a store that ignores If-None-Match fails the conditional-writes line', async () => {
@@ -201,7 +201,7 @@ describe.each(rgw)('walvault check failures on $name', (store) => {
         /^FAIL conditional-writes: .*a second PutObject with If-None-Match: \* succeeded .*overwrites anyway.* — use a store \(or gateway\) that enforces If-None-Match/,
       );
       expect(proxy.stats().faults).toBe(2);
-      expect(r.stderr).toMatch(/CheckFailed: 1 of 11 checks failed: conditional-writes$/m);
+      expect(r.stderr).toMatch(/CheckFailed: 1 of 12 checks failed: conditional-writes$/m);
     } finally {
       await proxy.close();
     }
@@ -218,7 +218,7 @@ describe.each(rgw)('walvault check through a proxy answering 403 for a missing k
       const r = await runWalvault(['check'], { env: { ...(await s3Env(store, bucket)), AWS_ENDPOINT_URL_S3: proxy.url } });
       expect(r.code, show(r)).toBe(15);
       expect(line(r, 'missing-key'), show(r)).toMatch(/^FAIL missing-key: a GET of a missing key answers 403 AccessDenied, not 404: the credentials lack s3:ListBucket.* — grant s3:ListBucket on the bucket$/);
-      expect(r.stderr).toMatch(/CheckFailed: 1 of 11 checks failed: missing-key$/m);
+      expect(r.stderr).toMatch(/CheckFailed: 1 of 12 checks failed: missing-key$/m);
     } finally {
       await proxy.close();
     }

@@ -39,7 +39,7 @@ describe.each(rgw)('S3 Object Lock on $name', (store: TestStore) => {
   beforeAll(async () => {
     bucket = await lockBucket(store, 'lock');
     started = Date.now();
-    c = await startArchivingCluster(store, 'lock', { s3ObjectLockMode: 'governance', s3ObjectLockDays: 2, highWaterInterval: 0.001 }, { bucket });
+    c = await startArchivingCluster(store, 'lock', { settings: { s3ObjectLockMode: 'governance', s3ObjectLockDays: 2, highWaterInterval: 0.001 }, bucket });
     await c.pg.pgbench(['-i', '-s', '1', '-q']);
     await c.pg.query('CREATE TABLE marks (n int); INSERT INTO marks VALUES (1)');
     await switchAndWaitArchived(c.pg);

@@ -46,7 +46,7 @@ describe.each(rgw)('restore drill and PITR plan on $name', (store: TestStore) =>
   const leftovers = async () => ({ dirs: await readdir(drillBase), procs: await processesIn(drillBase) });
 
   beforeAll(async () => {
-    c = await startArchivingCluster(store, 'drill', { highWaterInterval: 5 });
+    c = await startArchivingCluster(store, 'drill', { settings: { highWaterInterval: 5 } });
     await c.pg.pgbench(['-i', '-s', '1', '-q']);
     await c.pg.query("CREATE TABLE drill_marker (note text); INSERT INTO drill_marker VALUES ('before the backup')");
     await switchAndWaitArchived(c.pg);

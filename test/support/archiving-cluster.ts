@@ -22,15 +22,20 @@ export interface ArchivingCluster {
 }
 
 /**
- * `extra`: more settings for the repository config file (wal-push's and the tests' commands);
- * `bucket`: an existing bucket to use (e.g. one created with Object Lock) instead of a new one.
+ * `opts.settings` go into the config file postgres's archive_command reads; `opts.env` into the
+ * environment of the tests' own (root) walvault commands, which overrides the file. `opts.bucket`:
+ * archive into this existing bucket (e.g. one with a bucket policy) instead of a new one.
  */
-export async function startArchivingCluster(store: TestStore, name: string, extra: Record<string, unknown> = {}, opts: { bucket?: string } = {}): Promise<ArchivingCluster> {
+export async function startArchivingCluster(
+  store: TestStore,
+  name: string,
+  opts: { settings?: Record<string, unknown>; env?: Record<string, string>; bucket?: string } = {},
+): Promise<ArchivingCluster> {
   const bucket = opts.bucket ?? (await createTestBucket(store, name));
   const home = await tempDir(`wv-${name}`, { forPostgres: true });
-  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...extra });
+  const configFile = await writeRepoConfig(store, bucket, 'pg', home, { s3PartSize: '5MiB', ...opts.settings });
   const spool = join(await tempDir(`wv-${name}-root`), 'spool');
-  const env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60' };
+  const env = { WALVAULT_CONFIG: configFile, WALVAULT_SPOOL: spool, AWS_EC2_METADATA_DISABLED: 'true', WALVAULT_BACKUP_WAIT_TIMEOUT: '60', ...opts.env };
   const storage = await openStorage(loadConfig({}, env).config);
   const bin = await walvaultBin();
   const pg = await PgCluster.create({

@@ -145,6 +145,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       accessKeyId: info.S3_ACCESS_KEY,
       secretAccessKey: info.S3_SECRET_KEY,
       conditionalWrites: name === 'rgw',
+      ...(info.S3_USER ? { user: info.S3_USER } : {}),
+      ...(info.S3_PUSHER_USER && info.S3_PUSHER_ACCESS_KEY && info.S3_PUSHER_SECRET_KEY
+        ? { pusher: { user: info.S3_PUSHER_USER, accessKeyId: info.S3_PUSHER_ACCESS_KEY, secretAccessKey: info.S3_PUSHER_SECRET_KEY } }
+        : {}),
     });
   });
 

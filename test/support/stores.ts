@@ -26,6 +26,10 @@ export interface TestStore {
   secretAccessKey: string;
   /** true for rgw (If-None-Match works), false for swift (501) */
   conditionalWrites: boolean;
+  /** rgw: the user id behind accessKeyId (owner of the buckets the tests create). */
+  user?: string;
+  /** rgw: a second user that owns nothing; test/support/append-only.ts grants it rights by bucket policy. */
+  pusher?: { user: string; accessKeyId: string; secretAccessKey: string };
 }
 
 declare module 'vitest' {
@@ -48,12 +52,13 @@ export function testStores(): TestStore[] {
 const clients = new Map<string, S3Client>();
 
 /**
- * One cached client per store. WHEN_REQUIRED because the SDK's default flexible checksums break
+ * One cached client per store and access key. WHEN_REQUIRED because the SDK's default flexible checksums break
  * streamed puts on both servers; maxAttempts 1 so a test sees the server's first answer instead
  * of a retried one; explicit timeouts because the Node handler has none by default.
  */
 export function s3ClientFor(store: TestStore): S3Client {
-  let client = clients.get(store.name + store.endpoint);
+  const cacheKey = `${store.name} ${store.endpoint} ${store.accessKeyId}`;
+  let client = clients.get(cacheKey);
   if (!client) {
     client = new S3Client({
       endpoint: store.endpoint,
@@ -65,7 +70,7 @@ export function s3ClientFor(store: TestStore): S3Client {
       maxAttempts: 1,
       requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000 },
     });
-    clients.set(store.name + store.endpoint, client);
+    clients.set(cacheKey, client);
   }
   return client;
 }

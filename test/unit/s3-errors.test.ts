@@ -94,7 +94,17 @@ describe('S3 error classification', () => {
     expect(c.message).toMatch(/HTTP 200 with a body that is not S3's XML \(text\/plain\)/);
     const denied = await sdkError({ status: 403, type: 'text/html', body: '<html><hr></html>' }, 'get');
     expect(classifyS3Error(denied, where).code).toBe('AccessDenied');
+    expect(classifyS3Error(denied, where).message).toMatch(/lacks s3:ListBucket\)$/);
     const busy = await sdkError({ status: 503, type: 'text/html', body: '<html><hr></html>' }, 'get');
     expect(classifyS3Error(busy, where)).toMatchObject({ code: 'StorageUnavailable', retryable: true });
+  });
+
+  it('AccessDenied to a delete says the credentials may not delete and who needs the right (append-only credentials)', async () => {
+    const e = await sdkError({ status: 403, type: 'application/xml', body: xmlError('AccessDenied') }, 'get');
+    for (const op of ['DeleteObjects', 'DeleteObject']) {
+      const c = classifyS3Error(e, { op, target: 's3://b/p/backups/x/backup.json' });
+      expect(c.code).toBe('AccessDenied');
+      expect(c.message).toBe(`S3 ${op} s3://b/p/backups/x/backup.json failed: HTTP 403 AccessDenied: m (these credentials may not delete: walvault delete needs s3:DeleteObject on the prefix; a pusher's append-only credentials lack it on purpose)`);
+    }
   });
 });

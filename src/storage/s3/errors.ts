@@ -150,6 +150,10 @@ export function classifyS3Error(e: unknown, where: S3Op): WalvaultError {
   // Whoever answered was not S3 saying "no such key" (see isNoSuchKey): an endpoint error, retried.
   if (status === 404) return unavailableError(`${text} (${not404Answer(e)})`, opts);
   if (status === 403 || ACCESS_CODES.has(code)) {
+    // A refused delete is what append-only credentials are for: only `walvault delete` needs the right.
+    if (where.op.startsWith('DeleteObject') && code === 'AccessDenied') {
+      return accessDeniedError(`${text} (these credentials may not delete: walvault delete needs s3:DeleteObject on the prefix; a pusher's append-only credentials lack it on purpose)`, opts);
+    }
     return accessDeniedError(
       `${text} (check the credentials and the permissions; note that S3 answers 403 instead of 404 for a ` +
         `missing key when the caller lacks s3:ListBucket)`,
