@@ -66,7 +66,7 @@ describe.each(rgw)('S3 Object Lock on $name', (store: TestStore) => {
     // not enforce it: check says so, and walvault writes with HEAD then PUT there.
     expect(r.code, show(r)).toBe(15);
     expect(r.stdout).toMatch(/^FAIL conditional-writes: .*a second PutObject with If-None-Match: \* succeeded \(the store ignores the header\)/m);
-    expect(r.stderr).toMatch(/CheckFailed: 1 of 11 checks failed: conditional-writes$/m);
+    expect(r.stderr).toMatch(/CheckFailed: 1 of 12 checks failed: conditional-writes$/m);
     expect(r.stdout).toMatch(/^ok {3}object-lock: the bucket has Object Lock enabled; every object walvault writes gets governance retention for 2 days from the moment it is written$/m);
     // The same bucket without the settings: objects get no retention from walvault.
     const bare = await runWalvault(['check'], { env: { ...envFor(store, bucket, 'pg'), WALVAULT_SPOOL: join(await tempDir('wv-lock-bare'), 'spool') } });
@@ -111,10 +111,11 @@ describe.each(rgw)('S3 Object Lock on $name', (store: TestStore) => {
     // Every mark is one version of its own key.
     for (const k of marks) expect(etags.get(k), k).toHaveLength(1);
     // radosgw ignores If-None-Match here, so walvault writes with HEAD then PUT, which two processes
-    // racing for the same new key (the first walvault.json) can both pass: then with the same bytes.
-    for (const [k, tags] of etags) expect(new Set(tags).size, `${k}: ${tags.length} versions`).toBe(1);
-    const doubled = [...etags].filter(([, tags]) => tags.length > 1).map(([k]) => k);
-    if (doubled.length) console.log(`[sample] keys written twice by racing first pushes (same bytes): ${doubled.join(', ')}`);
+    // racing for the same new key can both pass: the first walvault.json (wal-push and its look-ahead
+    // worker, each with its own creation time) is the one key that happens to; every other key,
+    // WAL and backup objects included, is one version.
+    for (const [k, tags] of etags) if (k !== 'pg/walvault.json') expect(tags, k).toHaveLength(1);
+    console.log(`[sample] versions of walvault.json: ${etags.get('pg/walvault.json')?.length}`);
     expect((versions.DeleteMarkers ?? []).filter((d) => !probe(d.Key!))).toEqual([]);
   });
 
