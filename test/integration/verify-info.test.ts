@@ -58,7 +58,7 @@ describe.each(rgw)('verify and info on $name', (store: TestStore) => {
   };
 
   beforeAll(async () => {
-    ({ pg, bucket, env, storage } = await startArchivingCluster(store, 'verify'));
+    ({ pg, bucket, env, storage } = await startArchivingCluster(store, 'verify', { settings: { highWaterInterval: 5 } })); // the mark as fresh as the lost-tail test needs
     await pg.pgbench(['-i', '-s', '1', '-q']);
     await switchAndWaitArchived(pg);
     for (const extra of [[], ['--incremental']]) {
