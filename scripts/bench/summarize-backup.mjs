@@ -64,4 +64,19 @@ const wvRss = rows.filter((r) => r.label.startsWith('wv-') && r.ok);
 const peak = wvRss.sort((a, b) => b.rss - a.rss)[0];
 if (peak) t.push(`- walvault peak RSS ≤ 256 MiB: highest ${fmt(peak.rss, 0)} MiB (${peak.label}) → ${met(peak.rss <= 256)}`);
 out.push('### Targets', '', ...t);
+
+// What encryption costs: each wv-enc row (the same command on the encrypted repository, run right
+// after the wv row) against its wv row.
+const pairs = rows.filter((r) => r.label.startsWith('wv-enc-') && r.ok && by[r.label.replace(/^wv-enc-/, 'wv-')]?.ok);
+if (pairs.length) {
+  out.push('', '### The cost of encryption (wv-enc / wv, each pair run back to back)', '');
+  out.push('| run | wall (s) wv / wv-enc | MiB/s wv / wv-enc | wv-enc / wv time | peak RSS (MiB) wv / wv-enc | stored (MiB) wv / wv-enc |');
+  out.push('|---|---|---|---|---|---|');
+  for (const e of pairs) {
+    const p = by[e.label.replace(/^wv-enc-/, 'wv-')];
+    const rate = e.kind === 'incr' ? '' : `${fmt(biggest / MiB / p.wall, 0)} / ${fmt(biggest / MiB / e.wall, 0)}`;
+    const stored = e.kind === 'restore' ? '' : `${fmt(p.stored / MiB, 1)} / ${fmt(e.stored / MiB, 1)}`;
+    out.push(`| ${p.label.replace(/^wv-/, '')} | ${fmt(p.wall)} / ${fmt(e.wall)} | ${rate} | ${fmt(e.wall / p.wall, 3)}x | ${fmt(p.rss, 0)} / ${fmt(e.rss, 0)} | ${stored} |`);
+  }
+}
 console.log(out.join('\n'));
