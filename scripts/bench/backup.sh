@@ -16,7 +16,8 @@
 #                a second repository encrypted with a keyring made for the run (encryptionKeyFile);
 #                the summary gives the ratios wv-enc / wv
 # Each row: wall time (EPOCHREALTIME around the command), peak RSS (GNU time %M: the largest single
-# process of the command's tree, as for pgBackRest's local workers), stored bytes (walvault
+# process of the command's tree, as for pgBackRest's local workers), CPU-seconds (GNU time %U + %S:
+# the command and the children it waited for; not PostgreSQL's side, not the archiving), stored bytes (walvault
 # backup-list storedBytes; pgBackRest info repository.delta). One run of each (the database takes
 # minutes to build); run it twice to see the noise. pgBackRest uses repo-bundle + repo-block (block
 # incremental needs both, and its docs recommend block for the full too; block is beta in 2.45: beta=y).
@@ -197,12 +198,12 @@ timed() {
   log "$label: $*"
   sync
   t0=$EPOCHREALTIME
-  as_pg /usr/bin/time -f '%M' -o "$OUT/$label.time" "$@" >"${TIMED_OUT:-$OUT/$label.out}" 2>"$OUT/$label.err"
+  as_pg /usr/bin/time -f '%M %U %S' -o "$OUT/$label.time" "$@" >"${TIMED_OUT:-$OUT/$label.out}" 2>"$OUT/$label.err"
   rc=$?
   t1=$EPOCHREALTIME
   ((rc == 0)) || { log "$label failed (exit $rc):"; tail -5 "$OUT/$label.err" >&2; }
   LAST_OK=$((rc == 0))
-  LAST_ROW="$label	$kind	wall_s=$(ms_between "$t0" "$t1") rss_kib=$(tail -1 "$OUT/$label.time") ok=$LAST_OK"
+  LAST_ROW="$label	$kind	wall_s=$(ms_between "$t0" "$t1") $(tail -1 "$OUT/$label.time" | awk '{printf "rss_kib=%s cpu_s=%.2f", $1, $2 + $3}') ok=$LAST_OK"
 }
 emit() { printf '%s %s\n' "$LAST_ROW" "$*" >> "$RAW"; } # extra key=value pairs
 
