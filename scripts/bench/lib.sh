@@ -78,6 +78,7 @@ cleanup() {
   kill_workers
   # the per-run copies (gigabytes); the WAL template stays for the next run
   rm -rf "$W/pg/trial" "$W/pg/restore" "$W/fp" "$W/rawget" "$W/floor"
+  rm -f "$W/conf/keyring-${RUN_ID:-none}"
   if [[ -f $W/tls/nginx.pid ]]; then kill "$(cat "$W/tls/nginx.pid")" 2>/dev/null; rm -f "$W/tls/nginx.pid"; fi
   [[ -n ${RGW_STARTED:-} ]] && "$REPO_ROOT/scripts/test-servers/rgw-stop.sh" "$W/rgw" --purge >/dev/null 2>&1
   RGW_STARTED=
@@ -132,10 +133,11 @@ EOF
 }
 
 # ------------------------------------------------------------------ walvault install
+# WALVAULT_DIST: another build's dist/ (a branch's, an older one) instead of this tree's.
 install_walvault() {
   rm -rf "$W/wv"
   mkdir -p "$W/wv" "$W/home" "$W/sock" "$W/conf" "$W/pg"
-  cp -r "$REPO_ROOT/dist" "$W/wv/dist"
+  cp -r "${WALVAULT_DIST:-$REPO_ROOT/dist}" "$W/wv/dist" || die "cannot copy ${WALVAULT_DIST:-$REPO_ROOT/dist}"
   chmod -R a+rX "$W/wv"
   "$REPO_ROOT/scripts/make-wrapper.sh" "$NODE" "$W/wv/dist/walvault.mjs" > "$W/wv/walvault"
   chmod 755 "$W/wv/walvault"
@@ -143,15 +145,24 @@ install_walvault() {
   as_pg "$W/wv/walvault" --version >/dev/null || die "the postgres user cannot run $W/wv/walvault (node at $NODE)"
 }
 
-walvault_conf() { # prefix spool -> path of a config file
-  local f=$W/conf/walvault-$RANDOM$RANDOM.json
+walvault_conf() { # prefix spool [keyring] -> path of a config file (with a keyring: encrypted)
+  local f=$W/conf/walvault-$RANDOM$RANDOM.json enc=
+  [[ -n ${3:-} ]] && enc=", \"encryptionKeyFile\": \"$3\""
   cat > "$f" <<EOF
 { "repo": "s3://$BUCKET/$1", "s3Endpoint": "$S3_URL", "s3Region": "us-east-1", "s3ForcePathStyle": true,
   "s3AccessKeyId": "$AWS_ACCESS_KEY_ID", "s3SecretAccessKey": "$AWS_SECRET_ACCESS_KEY",
-  "s3CaBundle": "$W/tls/cert.pem", "spool": "$2" }
+  "s3CaBundle": "$W/tls/cert.pem", "spool": "$2"$enc }
 EOF
   chown postgres "$f"
   echo "$f"
+}
+
+# A fresh keyring of one 256-bit key, for this run only: owned by postgres (archive_command,
+# restore_command and the backups run as it) and readable by no one else, as walvault requires.
+make_keyring() { # path
+  rm -f "$1"
+  ( umask 077 && printf '# walvault bench keyring, run %s\nbench-%s %s\n' "$RUN_ID" "$RUN_ID" "$(openssl rand -hex 32)" > "$1" ) &&
+    chown postgres "$1" && chmod 600 "$1" || die "cannot write the keyring $1"
 }
 
 pgbackrest_conf() { # cfg prefix pgdata -> path of a config file
@@ -186,9 +197,15 @@ EOF
 # tool_setup cfg prefix pgdata: sets ARCHIVE_CMD and RESTORE_CMD; the cluster must be running for pgBackRest
 tool_setup() {
   case $1 in
-    walvault)
-      rm -rf "$W/conf/wv-spool"
-      local conf; conf=$(walvault_conf "$2" "$W/conf/wv-spool")
+    walvault | walvault-enc)
+      # walvault-enc: the same, encrypted with the run's keyring (its drain and restores share it)
+      local spool=$W/conf/wv-spool keys=
+      if [[ $1 == walvault-enc ]]; then
+        spool=$W/conf/wv-enc-spool keys=$W/conf/keyring-$RUN_ID
+        [[ -s $keys ]] || make_keyring "$keys"
+      fi
+      rm -rf "$spool"
+      local conf; conf=$(walvault_conf "$2" "$spool" "$keys")
       ARCHIVE_CMD="$W/wv/walvault --config $conf wal-push %p %f"
       RESTORE_CMD="$W/wv/walvault --config $conf wal-fetch %f %p"
       ;;
@@ -344,7 +361,14 @@ EOF
   cp "$W/pg/trial.log" "$OUT/$cfg-drain-$r.log"
   local objs; objs=$(repo_count "$cfg" "$prefix")
   local ok=0; [[ $last == "$LAST_SEG" && $failed == 0 ]] && ok=1
-  record "$cfg" drain "$r" "wall_s=$wall ok=$ok archived=$archived failed=$failed objects=${objs% *} stored_bytes=${objs#* } cpu_s=${CPU:-NA}"
+  # an encrypted config that stored anything readable measured nothing: every object must name a cipher
+  local sealed=
+  if [[ $cfg == walvault-enc ]]; then
+    sealed=$(s3tool ciphers "$BUCKET" "$prefix/")
+    [[ ${sealed% *} == "${sealed#* }" && ${sealed% *} -gt 0 ]] || { log "[$cfg] drain $r: only ${sealed#* } of ${sealed% *} objects are encrypted"; ok=0; }
+    sealed=" encrypted_objects=${sealed#* }"
+  fi
+  record "$cfg" drain "$r" "wall_s=$wall ok=$ok archived=$archived failed=$failed objects=${objs% *} stored_bytes=${objs#* } cpu_s=${CPU:-NA}$sealed"
   if ((!ok)); then
     log "[$cfg] drain $r did not finish: last=$last failed=$failed"
     grep -E 'archive command failed|ERROR|FATAL' "$W/pg/trial.log" | tail -4 >&2

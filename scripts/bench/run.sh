@@ -9,6 +9,8 @@
 #   startup  wal-push of an already uploaded (look-ahead) segment vs `node -e 0`; peak RSS
 #   floor    archive_command/restore_command = plain `cp` to/from a local directory of the same
 #            uncompressed segments: what no archiver can beat (restore target: walvault <= 1.1x it)
+#   walvault-enc  the walvault config with client-side encryption (a keyring of one key made for the
+#            run, encryptionKeyFile in the same config file); the summary gives walvault-enc / walvault
 #   cpu      CPU-seconds of every process of each drain/restore (PostgreSQL and all it starts, also
 #            detached workers), summed by scripts/bench/cpu-reaper.pl; reported per archived GiB
 # Every store access of the tools goes through one TLS terminator (nginx, self-signed certificate)
@@ -19,6 +21,12 @@
 #   N=32 REPEAT=5 bash scripts/bench/run.sh
 #   N=16 REPEAT=1 STARTUP_RUNS=5 bash scripts/bench/run.sh   # smoke run, a few minutes
 #   CONFIGS="walvault pgbackrest-async-lz4" bash scripts/bench/run.sh
+#   CONFIGS="walvault walvault-enc" INTERLEAVE=1 bash scripts/bench/run.sh   # the cost of encryption
+#   WALVAULT_DIST=/path/to/dist bash scripts/bench/run.sh   # measure another build (this tree is not built)
+# INTERLEAVE=1: repeat r of every config's drain, then of every config's restore, in turn (drift and
+# other load spread over all configs alike; every other repeat in reverse order, so that no config
+# always follows the same one) instead of one config after the other; keeps one
+# repository per config in radosgw's memory at a time, so meant for a few compressed configs.
 # Work files: $W (default /tmp/walvault-bench; the WAL template is reused by later runs with the
 # same N and scale). Everything it starts listens on 127.0.0.1 and is stopped by PID on exit.
 set -uo pipefail
@@ -33,6 +41,7 @@ PROCESS_MAX=${PROCESS_MAX:-4}
 RAW_CONC=${RAW_CONC:-4}
 STARTUP_RUNS=${STARTUP_RUNS:-21}
 CONFIGS=${CONFIGS:-"walvault pgbackrest-sync-none pgbackrest-sync-lz4 pgbackrest-async-none pgbackrest-async-lz4 floor"}
+INTERLEAVE=${INTERLEAVE:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BUCKET=bench
@@ -47,7 +56,8 @@ install_missing
 PATH="$("$REPO_ROOT/scripts/setup-node.sh"):$PATH"
 export PATH
 NODE=$(command -v node)
-( cd "$REPO_ROOT" && { [[ -d node_modules/@aws-sdk/client-s3 ]] || npm ci --no-audit --no-fund --loglevel=error >&2; } && npm run build --silent >&2 ) ||
+( cd "$REPO_ROOT" && { [[ -d node_modules/@aws-sdk/client-s3 ]] || npm ci --no-audit --no-fund --loglevel=error >&2; } &&
+  { [[ -n ${WALVAULT_DIST:-} ]] || npm run build --silent >&2; } ) ||
   die "npm ci / npm run build failed"
 
 mkdir -p "$W"
@@ -82,17 +92,27 @@ mapfile -t SEGS < "$W/template/segments.txt"
 LAST_SEG=${SEGS[-1]}
 PG_PORT=$(free_port)
 {
-  echo "run $RUN_ID: N=$N REPEAT=$REPEAT scale=$PGBENCH_SCALE segments ${SEGS[0]}..$LAST_SEG"
+  echo "run $RUN_ID: N=$N REPEAT=$REPEAT scale=$PGBENCH_SCALE segments ${SEGS[0]}..$LAST_SEG$( ((INTERLEAVE)) && echo ", configs interleaved")"
+  echo "walvault build: ${WALVAULT_DIST:-$REPO_ROOT/dist} ($(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null) in $REPO_ROOT)"
   echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), $(pgbackrest version), node $("$NODE" --version), $(nginx -v 2>&1 | sed 's/.*: //'), radosgw $(radosgw --version 2>/dev/null | awk '{print $3}')"
   echo "WAL: $(cat "$W/template/info")"
 } > "$OUT/env.txt"
 
-for cfg in $CONFIGS; do
-  for r in $(seq "$REPEAT"); do drain_run "$cfg" "$r" || log "[$cfg] drain $r failed"; done
-  for r in $(seq "$REPEAT"); do restore_run "$cfg" "$r" || log "[$cfg] restore $r failed"; done
-  drop_prefix "$cfg"
-done
+turn() { # repeat -> the configs in the order of that repeat: every other repeat reversed
+  if (($1 % 2)); then echo "$CONFIGS"; else tr ' ' '\n' <<<"$CONFIGS" | tac | tr '\n' ' '; fi
+}
+if ((INTERLEAVE)); then
+  for r in $(seq "$REPEAT"); do for cfg in $(turn "$r"); do drain_run "$cfg" "$r" || log "[$cfg] drain $r failed"; done; done
+  for r in $(seq "$REPEAT"); do for cfg in $(turn "$r"); do restore_run "$cfg" "$r" || log "[$cfg] restore $r failed"; done; done
+  for cfg in $CONFIGS; do drop_prefix "$cfg"; done
+else
+  for cfg in $CONFIGS; do
+    for r in $(seq "$REPEAT"); do drain_run "$cfg" "$r" || log "[$cfg] drain $r failed"; done
+    for r in $(seq "$REPEAT"); do restore_run "$cfg" "$r" || log "[$cfg] restore $r failed"; done
+    drop_prefix "$cfg"
+  done
+fi
 raw_runs
 startup_runs
 

@@ -10,7 +10,7 @@ const rows = readFileSync(join(dir, 'raw.tsv'), 'utf8')
   .map((l) => {
     const [label, kind, kv] = l.split('\t');
     const v = Object.fromEntries(kv.split(' ').filter(Boolean).map((p) => p.split('=')));
-    return { label, kind, v, ok: v.ok === '1', wall: Number(v.wall_s), rss: Number(v.rss_kib) / 1024, stored: Number(v.stored) };
+    return { label, kind, v, ok: v.ok === '1', wall: Number(v.wall_s), rss: Number(v.rss_kib) / 1024, cpu: Number(v.cpu_s), stored: Number(v.stored) };
   });
 const by = Object.fromEntries(rows.map((r) => [r.label, r]));
 const MiB = 1048576;
@@ -20,16 +20,16 @@ const biggest = Math.max(...rows.map((r) => Number(r.v.size)).filter(Number.isFi
 
 const out = ['## Base backups: walvault vs pgBackRest, one database, radosgw behind nginx TLS', ''];
 out.push(...readFileSync(join(dir, 'env.txt'), 'utf8').trim().split('\n').map((l) => `- ${l}`), '');
-out.push('| run | wall (s) | × pg_basebackup | MiB/s of the database | peak RSS (MiB) | stored (MiB) | stored / files |');
-out.push('|---|---|---|---|---|---|---|');
+out.push('| run | wall (s) | × pg_basebackup | MiB/s of the database | CPU-s | peak RSS (MiB) | stored (MiB) | stored / files |');
+out.push('|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   if (r.v.ok === 'NA') {
-    out.push(`| ${r.label} | not available in this build | | | | | |`);
+    out.push(`| ${r.label} | not available in this build | | | | | | |`);
     continue;
   }
   const size = Number(r.v.size);
   out.push(
-    `| ${r.label}${r.ok ? '' : ' (FAILED)'} | ${fmt(r.wall)} | ${fmt(r.wall / base.wall)} | ${r.kind === 'incr' ? '' : fmt(biggest / MiB / r.wall, 0)} | ${fmt(r.rss, 0)} | ${r.kind === 'restore' ? '' : fmt(r.stored / MiB, 1)} | ${Number.isFinite(size) && size > 0 ? fmt(r.stored / size, 3) : ''} |`,
+    `| ${r.label}${r.ok ? '' : ' (FAILED)'} | ${fmt(r.wall)} | ${fmt(r.wall / base.wall)} | ${r.kind === 'incr' ? '' : fmt(biggest / MiB / r.wall, 0)} | ${fmt(r.cpu)} | ${fmt(r.rss, 0)} | ${r.kind === 'restore' ? '' : fmt(r.stored / MiB, 1)} | ${Number.isFinite(size) && size > 0 ? fmt(r.stored / size, 3) : ''} |`,
   );
 }
 out.push('');
@@ -64,4 +64,19 @@ const wvRss = rows.filter((r) => r.label.startsWith('wv-') && r.ok);
 const peak = wvRss.sort((a, b) => b.rss - a.rss)[0];
 if (peak) t.push(`- walvault peak RSS ≤ 256 MiB: highest ${fmt(peak.rss, 0)} MiB (${peak.label}) → ${met(peak.rss <= 256)}`);
 out.push('### Targets', '', ...t);
+
+// What encryption costs: each wv-enc row (the same command on the encrypted repository, run right
+// after the wv row) against its wv row.
+const pairs = rows.filter((r) => r.label.startsWith('wv-enc-') && r.ok && by[r.label.replace(/^wv-enc-/, 'wv-')]?.ok);
+if (pairs.length) {
+  out.push('', '### The cost of encryption (wv-enc / wv, each pair run back to back)', '');
+  out.push('| run | wall (s) wv / wv-enc | MiB/s wv / wv-enc | wv-enc / wv time | CPU-s wv / wv-enc | wv-enc / wv CPU | peak RSS (MiB) wv / wv-enc | stored (MiB) wv / wv-enc |');
+  out.push('|---|---|---|---|---|---|---|---|');
+  for (const e of pairs) {
+    const p = by[e.label.replace(/^wv-enc-/, 'wv-')];
+    const rate = e.kind === 'incr' ? '' : `${fmt(biggest / MiB / p.wall, 0)} / ${fmt(biggest / MiB / e.wall, 0)}`;
+    const stored = e.kind === 'restore' ? '' : `${fmt(p.stored / MiB, 1)} / ${fmt(e.stored / MiB, 1)}`;
+    out.push(`| ${p.label.replace(/^wv-/, '')} | ${fmt(p.wall)} / ${fmt(e.wall)} | ${rate} | ${fmt(e.wall / p.wall, 3)}x | ${fmt(p.cpu)} / ${fmt(e.cpu)} | ${fmt(e.cpu / p.cpu, 3)}x | ${fmt(p.rss, 0)} / ${fmt(e.rss, 0)} | ${stored} |`);
+  }
+}
 console.log(out.join('\n'));

@@ -43,7 +43,7 @@ const reps = Number(/REPEAT=(\d+)/.exec(envText)?.[1] ?? NaN);
 // CPU is per GiB of WAL archived (segments x 16 MiB, uncompressed), whatever the tool stores.
 const gib = (segs * 16) / 1024;
 
-const order = ['walvault', 'pgbackrest-async-lz4', 'pgbackrest-async-none', 'pgbackrest-sync-lz4', 'pgbackrest-sync-none', 'raw', 'floor'];
+const order = ['walvault', 'walvault-enc', 'pgbackrest-async-lz4', 'pgbackrest-async-none', 'pgbackrest-sync-lz4', 'pgbackrest-sync-none', 'raw', 'floor'];
 const present = new Set(rows.filter((r) => r.test !== 'startup').map((r) => r.cfg));
 const configs = [...order.filter((c) => present.has(c)), ...[...present].filter((c) => !order.includes(c))];
 
@@ -121,6 +121,46 @@ if (wv) {
 if (targets.length) {
   out.push('### Targets (issue 12)', '', '| target | measured | wanted | |', '|---|---|---|---|');
   for (const t of targets) out.push(`| ${t.join(' | ')} |`);
+  out.push('');
+}
+
+// What encryption costs: walvault-enc (the walvault config plus a keyring) against walvault, same run.
+// The ratio of the medians, and the range of the per-repeat ratios (repeat r of one against repeat r
+// of the other: with INTERLEAVE=1 they ran next to each other).
+const enc = per['walvault-enc'];
+if (wv && enc) {
+  const paired = (test, key) => {
+    const val = (cfg, r) => rows.find((x) => x.cfg === cfg && x.test === test && x.rep === r && x.v.ok === '1')?.v[key];
+    const reps = [...new Set(rows.filter((x) => x.cfg === 'walvault' && x.test === test).map((x) => x.rep))];
+    return reps.map((r) => Number(val('walvault-enc', r)) / Number(val('walvault', r))).filter(Number.isFinite);
+  };
+  const line = (what, encVal, wvVal, d, pairs) => {
+    const range = pairs.length > 1 ? ` [${fmt(Math.min(...pairs), 3)}-${fmt(Math.max(...pairs), 3)}]` : '';
+    return `| ${what} | ${fmt(wvVal, d)} | ${fmt(encVal, d)} | ${fmt(encVal / wvVal, 3)}x${range} |`;
+  };
+  const mib = segs * 16;
+  const wvStored = stat('walvault', 'drain', 'stored_bytes');
+  const encStored = stat('walvault-enc', 'drain', 'stored_bytes');
+  out.push('### The cost of encryption (walvault-enc / walvault, same run)', '');
+  out.push('| measure | walvault | walvault-enc | walvault-enc / walvault [per-repeat range] |', '|---|---|---|---|');
+  out.push(
+    line('drain (s)', enc.drain.med, wv.drain.med, 2, paired('drain', 'wall_s')),
+    line('drain throughput (MiB/s of WAL)', mib / enc.drain.med, mib / wv.drain.med, 0, paired('drain', 'wall_s').map((x) => 1 / x)),
+    line('restore (s)', enc.restore.med, wv.restore.med, 2, paired('restore', 'wall_s')),
+    line('restore throughput (MiB/s of WAL)', mib / enc.restore.med, mib / wv.restore.med, 0, paired('restore', 'wall_s').map((x) => 1 / x)),
+    line('drain CPU-s/GiB', enc.drainCpu.med, wv.drainCpu.med, 2, paired('drain', 'cpu_s')),
+    line('restore CPU-s/GiB', enc.restoreCpu.med, wv.restoreCpu.med, 2, paired('restore', 'cpu_s')),
+    line('stored (MiB)', encStored.med / 1048576, wvStored.med / 1048576, 1, paired('drain', 'stored_bytes')),
+  );
+  const objs = stat('walvault-enc', 'drain', 'objects');
+  const sealed = stat('walvault-enc', 'drain', 'encrypted_objects');
+  if (objs.n) {
+    out.push(
+      '',
+      `walvault-enc: ${fmt(sealed.min, 0)} of ${fmt(objs.min, 0)} stored objects per drain carry cipher metadata (checked with a HEAD of each); ` +
+        `${fmt((encStored.med - wvStored.med) / objs.med, 0)} bytes more per object than walvault (a 32-byte header and a 16-byte tag per 64 KiB frame).`,
+    );
+  }
   out.push('');
 }
 

@@ -2,6 +2,7 @@
 //   node s3-tool.mjs mkbucket <bucket>
 //   node s3-tool.mjs count <bucket> <prefix>            -> "<objects> <bytes>"
 //   node s3-tool.mjs rmprefix <bucket> <prefix>
+//   node s3-tool.mjs ciphers <bucket> <prefix>          -> "<objects> <objects whose metadata names a cipher>"
 //   node s3-tool.mjs put <bucket> <prefix> <concurrency> <file>...
 //   node s3-tool.mjs get <bucket> <prefix> <concurrency> <destdir> <name>...
 // put/get are the "raw limit": one long-lived process, keep-alive sockets, one PutObject/GetObject
@@ -18,6 +19,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -71,6 +73,21 @@ switch (cmd) {
       bytes += o.Size ?? 0;
     }
     console.log(`${n} ${bytes}`);
+    break;
+  }
+  case 'ciphers': {
+    // walvault's metadata keys carry its own prefix: any key ending in "cipher" counts
+    const keys = [];
+    for await (const o of list(prefix)) keys.push(o.Key);
+    let sealed = 0;
+    await pool(
+      keys.map((Key) => async () => {
+        const h = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key }));
+        if (Object.keys(h.Metadata ?? {}).some((k) => k.endsWith('cipher'))) sealed++;
+      }),
+      8,
+    );
+    console.log(`${keys.length} ${sealed}`);
     break;
   }
   case 'rmprefix': {
