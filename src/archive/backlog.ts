@@ -95,7 +95,9 @@ async function flushEach(storage: Storage, dir: string, names: string[], budget:
     try {
       const body = await readFile(join(dir, file));
       const key = gapMarkerKey(file.slice(0, -'.json'.length));
-      await writeBookkeeping(storage, key, body, budget);
+      // The key names the first dropped segment: a marker already there (another spool recorded the
+      // same drop) says what this one says, whatever its bytes.
+      await writeBookkeeping(storage, key, body, budget, { anyContent: true });
       await unlink(join(dir, file));
       log.warn(`recorded archive gap marker ${key}`);
     } catch (e) {

@@ -6,7 +6,7 @@ import { hex8 } from '../wal/names.js';
 import { getVerifiedSmall } from './small-objects.js';
 
 // Write-once high-water marks. A mark is never overwritten (a versioned, locked bucket would keep
-// every version; with s3ObjectLock* an overwrite is refused): each advance is a new object
+// every version, each locked): each advance is a new object
 //   state/timeline-<TLI>/<complement>-<last segment>.json
 // where <complement> is FFFFFFFFFFFFFFFF minus the last segment's log and segment number (its 16 hex
 // digits after the timeline), so a LIST, which returns keys in lexical order, returns the newest
@@ -36,10 +36,12 @@ export function parseMarkKey(key: string): { timeline: number; last: string } | 
 }
 
 /**
- * Among listed keys, the superseded write-once marks: per timeline every mark but the newest (the
- * first by key). Keys that are not marks are ignored. Oldest first.
+ * Among listed keys, the superseded write-once marks: per timeline every mark but the newest `keep`
+ * (the first by key). Keys that are not marks are ignored. Oldest first. By default the newest
+ * MARK_PAGE stay, the ones readers look at: were the newest damaged (or sealed with a key since
+ * removed), readers take the next valid one, which must still be there.
  */
-export function supersededMarks<T extends { key: string }>(objects: readonly T[]): T[] {
+export function supersededMarks<T extends { key: string }>(objects: readonly T[], keep = MARK_PAGE): T[] {
   const byTimeline = new Map<number, T[]>();
   for (const o of objects) {
     const m = parseMarkKey(o.key);
@@ -48,7 +50,7 @@ export function supersededMarks<T extends { key: string }>(objects: readonly T[]
   const out: T[] = [];
   for (const marks of byTimeline.values()) {
     marks.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    out.push(...marks.slice(1).reverse());
+    out.push(...marks.slice(keep).reverse());
   }
   return out;
 }

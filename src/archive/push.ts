@@ -5,7 +5,7 @@ import { conflictError } from '../common/errors.js';
 import { policyForBody, withRetry, type Deadline, type RetryPolicy } from '../common/retry.js';
 import { ensureManifest } from './manifest.js';
 import { objectMeta, parseStoredMeta, type StoredMeta } from './objects.js';
-import { bodySize, type Storage } from '../storage/types.js';
+import { bodySize, storedSizeFor, type Storage } from '../storage/types.js';
 import { walObjectKey } from '../wal/names.js';
 import { IN_MEMORY_MAX, memoryFor, prepareLocalWal, STREAMED_MEMORY, type PreparedWal } from './local-wal.js';
 import { ByteBudget } from './byte-budget.js';
@@ -34,7 +34,7 @@ export async function pushWalFile(
   const key = walObjectKey(file.wal);
   const stored = bodySize(file.body);
   const res = await withRetry(what, policyForBody(policy, stored), deadline, (signal) => storage.putIfAbsent(key, file.body, objectMeta(mine), { signal }));
-  if (res.created) return { outcome: 'pushed', storedSize: stored };
+  if (res.created) return { outcome: 'pushed', storedSize: storedSizeFor(storage, stored) };
 
   // PostgreSQL re-archives after a crash: identical content is success, anything else is a conflict.
   let theirs: StoredMeta;

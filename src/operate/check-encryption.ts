@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe } from '../common/errors.js';
 import { withRetry } from '../common/retry.js';
-import { checkEncryption } from '../archive/manifest.js';
+import { checkEncryption, MANIFEST_KEY } from '../archive/manifest.js';
 import type { RepoManifest } from '../archive/manifest-parse.js';
 import { smallObjectMeta } from '../archive/objects.js';
 import { readAll } from '../archive/small-objects.js';
@@ -40,7 +40,10 @@ export async function probeEncryption(ctx: StoreCtx, manifest: RepoManifest | nu
       return r ? await readAll(r.body, 64 * 1024, key) : null;
     });
     if (!back?.equals(body)) return { name, status: 'fail', detail: `the probe ${key} did not read back as written`, fix: 'see the write-read-delete line' };
-    const repo = manifest ? `walvault.json says the repository is encrypted (${manifest.encryption})` : 'no walvault.json yet: the first wal-push creates the repository encrypted';
+    const sealedWith = manifest ? (await call('head', (signal) => storage.head(MANIFEST_KEY, { signal })))?.meta[META_KEY_ID] : undefined;
+    const repo = manifest
+      ? `walvault.json says the repository is encrypted (${manifest.encryption}) and is sealed with key ${sealedWith ?? '?'}, which every push reads: keep it in the keyring`
+      : 'no walvault.json yet: the first wal-push creates the repository encrypted';
     return { name, status: 'ok', detail: `${storage.encryption}, new objects sealed with key ${keyId} (${keys ?? 'keyring'}); a probe was sealed, stored (${head.storedSize} bytes for ${body.length}) and opened again; ${repo}` };
   } catch (e) {
     return { name, status: 'fail', detail: `probe ${key}: ${describe(e)}`, fix: 'see the message' };

@@ -1,5 +1,6 @@
 import { escapeControl, printableJson } from '../common/control-chars.js';
 import { formatBytes } from '../common/log.js';
+import { MARK_PAGE } from '../archive/high-water-marks.js';
 import type { DeleteOutcome } from './delete-run.js';
 import type { RetentionPlan } from './retention.js';
 
@@ -62,7 +63,7 @@ export function renderText(o: DeleteOutcome, url: string): string {
     lines.push(`delete  WAL timeline ${w.tli}: ${w.first}..${w.last} (${plural(w.segments, 'segment')}${extra.length ? `, ${extra.join(', ')}` : ''}) ${formatBytes(w.bytes)}`);
   }
   if (p.gapMarkers.length) lines.push(`delete  ${plural(p.gapMarkers.length, 'gap marker')} below the kept WAL: ${p.gapMarkers[0]!.name}..${p.gapMarkers[p.gapMarkers.length - 1]!.name}`);
-  if (p.marks.length) lines.push(`delete  ${plural(p.marks.length, 'superseded high-water mark')} (the newest of each timeline stays)`);
+  if (p.marks.length) lines.push(`delete  ${plural(p.marks.length, 'superseded high-water mark')} (the newest ${MARK_PAGE} of each timeline stay, what readers read)`);
   for (const i of p.incomplete) {
     lines.push(`delete  incomplete backup ${i.dir.id}: no backup.json, last written ${when(i.dir.newest.toISOString())}, ${plural(i.dir.objects.length, 'object')}, ${formatBytes(i.bytes)}`);
   }

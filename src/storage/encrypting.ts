@@ -76,9 +76,30 @@ export function openInfo(keyring: Keyring | null, info: ObjectInfo, objectKey: s
   return { info: { ...info, meta: { ...rest, sha256 } }, key };
 }
 
+/** Where the repository's manifest lives (archive/manifest.ts MANIFEST_KEY; storage/ may not import archive/). */
+const MANIFEST_OBJECT = 'walvault.json';
+
 export function withEncryption(inner: Storage, keyring: Keyring | null): Storage {
   const where = (key: string) => `${inner.url}/${key}`;
   const opened = (key: string, info: ObjectInfo) => openInfo(keyring, info, key, where(key)).info;
+  // With a keyring, an object without a seal is read only from a repository created without
+  // encryption (its walvault.json unsealed): in an encrypted one it was not written by walvault,
+  // and its self-declared hash proves nothing (anyone who may PUT can compute one).
+  let unsealedRepository: Promise<boolean> | undefined;
+  const refuseUnsealed = async (key: string, opts?: CallOptions): Promise<void> => {
+    if (!keyring) return;
+    unsealedRepository ??= inner.head(MANIFEST_OBJECT, opts).then((m) => m !== null && m.meta[META_CIPHER] === undefined);
+    let allowed: boolean;
+    try {
+      allowed = await unsealedRepository;
+    } catch (e) {
+      unsealedRepository = undefined; // a failed HEAD is asked again next time
+      throw e;
+    }
+    if (!allowed) {
+      throw corruptObjectError(`${where(key)} is not encrypted, but this repository is (or is new and a keyring is configured): walvault did not write it; refusing it`);
+    }
+  };
   return {
     url: inner.url,
     cacheKey: inner.cacheKey,
@@ -117,7 +138,17 @@ export function withEncryption(inner: Storage, keyring: Keyring | null): Storage
         got.body.destroy();
         throw e;
       }
-      if (!o.key) return got;
+      if (!o.key) {
+        if (key !== MANIFEST_OBJECT) {
+          try {
+            await refuseUnsealed(key, opts);
+          } catch (e) {
+            got.body.destroy();
+            throw e;
+          }
+        }
+        return got;
+      }
       return { info: o.info, body: pipeline(got.body, decryptStream(o.key, key, where(key)), () => undefined) };
     },
     list: (prefix, opts) => inner.list(prefix, opts),

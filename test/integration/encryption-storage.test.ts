@@ -76,6 +76,7 @@ describe('encryption layer on a file:// repository', () => {
     const body = randomBytes(100);
     await sealed.put('state/s', body, smallObjectMeta(body));
     await plain.put('state/old', body, smallObjectMeta(body));
+    await plain.putIfAbsent('walvault.json', body, smallObjectMeta(body)); // a repository created without encryption
     for (const [ring, text] of [[null, /is encrypted \(key id k7\)/], [keyring('k8'), /key k7, which is not in the keyring/]] as const) {
       const s = withEncryption(createFileStorage(dir), ring);
       const e = await s.get('state/s').catch((x: unknown) => x);
@@ -83,6 +84,26 @@ describe('encryption layer on a file:// repository', () => {
       expect((e as Error).message).toMatch(text);
       expect((await buffer((await s.get('state/old'))!.body)).equals(body)).toBe(true);
     }
+  });
+
+  it('encryption layer: unsealed object planted in an encrypted repository is refused; an unencrypted repository reads as before', async () => {
+    const ring = keyring('p1');
+    const { dir, plain, sealed } = await repo(ring);
+    const manifest = Buffer.from('{}');
+    await sealed.putIfAbsent('walvault.json', manifest, smallObjectMeta(manifest));
+    // Someone who may PUT (a pusher's stolen credentials) plants a plaintext object with its own hash.
+    const evil = randomBytes(100);
+    await plain.put('wal/planted', evil, smallObjectMeta(evil));
+    const e = await withEncryption(createFileStorage(dir), ring).get('wal/planted').catch((x: unknown) => x);
+    expect(codeOf(e)).toBe('CorruptObject');
+    expect((e as Error).message).toMatch(/is not encrypted, but this repository is/);
+    // A repository created without encryption: a keyring reads its objects.
+    const old = await repo(null);
+    await old.plain.putIfAbsent('walvault.json', manifest, smallObjectMeta(manifest));
+    await old.plain.put('wal/old', evil, smallObjectMeta(evil));
+    const keyed = withEncryption(createFileStorage(old.dir), ring);
+    expect((await buffer((await keyed.get('wal/old'))!.body)).equals(evil)).toBe(true);
+    void sealed;
   });
 
   it('encryption layer: a sealed hash moved to another object does not open (CorruptObject)', async () => {

@@ -58,8 +58,8 @@ describe('runDelete on a file:// repository', () => {
     await put(`state/gaps/${seg(4)}.json`);
     await put(`state/gaps/${seg(22)}.json`);
     await put('state/timeline-00000001.json');
-    // Write-once high-water marks: only the newest of each timeline is read, the others go.
-    for (const n of [10, 18, 25]) await put(markKey(1, seg(n)));
+    // Write-once high-water marks: readers read the newest 8 of each timeline, the others go.
+    for (const n of [10, 18, 19, 20, 21, 22, 23, 24, 25, 26]) await put(markKey(1, seg(n)));
     await put(markKey(2, seg(3, 2)));
     await put('notes/readme.txt');
     const damaged = makeBackupId(seg(1), new Date(Date.now() - 3_600_000 * 24));
@@ -91,7 +91,7 @@ describe('runDelete on a file:// repository', () => {
       ['wal/00000002.history', ...Array.from({ length: 6 }, (_, i) => walKey(seg(20 + i)))].sort(),
     );
     expect(left.filter((k) => !k.startsWith('wal/') && !k.startsWith('backups/')).sort()).toEqual(
-      ['notes/readme.txt', `state/gaps/${seg(22)}.json`, 'state/timeline-00000001.json', markKey(1, seg(25)), markKey(2, seg(3, 2))].sort(),
+      ['notes/readme.txt', `state/gaps/${seg(22)}.json`, 'state/timeline-00000001.json', ...[19, 20, 21, 22, 23, 24, 25, 26].map((n) => markKey(1, seg(n))), markKey(2, seg(3, 2))].sort(),
     );
   });
 

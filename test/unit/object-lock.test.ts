@@ -78,7 +78,7 @@ describe('write-once high-water mark names', () => {
     const objs = [seg(1), seg(5), seg(3)].map((l) => ({ key: markKey(1, l) }));
     const t2 = [seg(9, 2), seg(10, 2)].map((l) => ({ key: markKey(2, l) }));
     const other = [{ key: 'state/timeline-00000001.json' }, { key: 'state/gaps/x.json' }, { key: markKey(3, seg(4, 3)) }];
-    expect(supersededMarks([...objs, ...t2, ...other]).map((o) => o.key)).toEqual([markKey(1, seg(1)), markKey(1, seg(3)), markKey(2, seg(9, 2))]);
+    expect(supersededMarks([...objs, ...t2, ...other], 1).map((o) => o.key)).toEqual([markKey(1, seg(1)), markKey(1, seg(3)), markKey(2, seg(9, 2))]);
     expect(supersededMarks(other)).toEqual([]);
   });
 });

@@ -327,15 +327,15 @@ describe('retention plan', () => {
     expect(floor.walCutoff).toEqual({ segment: seg(6), why: 'the first WAL segment under Object Lock' });
   });
 
-  it('delete: superseded high-water marks go (the newest of each timeline stays), locked ones are kept and summed up', () => {
+  it('delete: superseded high-water marks go (the newest 8 of each timeline stay, what readers read), locked ones are kept and summed up', () => {
     const mark = (tli: number, n: number) => `state/timeline-${hex8(tli)}/${(0xffffffffffffffffn - BigInt(n)).toString(16).toUpperCase()}-${seg(n, tli)}.json`;
     const inv = repo([b1, b2, b3], { 1: [2, 25] });
-    inv.state.push(...[3, 9, 20, 25].map((n) => obj(mark(1, n))), obj(mark(2, 4)), obj('state/timeline-00000001.json'));
+    inv.state.push(...[3, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28].map((n) => obj(mark(1, n))), obj(mark(2, 4)), obj('state/timeline-00000001.json'));
     const plan = planRetention(inv, rules({ retainFull: 1 }));
     expect(plan.marks.map((m) => m.key)).toEqual([mark(1, 3), mark(1, 9), mark(1, 20)]);
     expect(plan.lockedMarks).toBeNull();
     const text = renderText({ plan, confirmed: false, deleted: { backups: [], incomplete: [], walFiles: 0, gapMarkers: 0, marks: 0, objects: 0, bytes: 0 }, abortedUploads: 0, failures: [] }, 'file:///r');
-    expect(text).toContain('delete  3 superseded high-water marks (the newest of each timeline stays)');
+    expect(text).toContain('delete  3 superseded high-water marks (the newest 8 of each timeline stay, what readers read)');
     const why = `${mark(1, 9)}: GOVERNANCE until 2027-01-01T00:00:00.000Z`;
     const locked = planRetention(inv, rules({ retainFull: 1 }), { marks: new Map([[mark(1, 9), why], [mark(1, 20), why]]) });
     expect(locked.marks.map((m) => m.key)).toEqual([mark(1, 3)]);

@@ -31,15 +31,26 @@ export function lockFields(lock: S3Options['objectLock'], now = new Date()): Loc
  */
 export async function putRetention(client: S3Client, bucket: string, fullKey: string, fields: LockFields, signal?: AbortSignal): Promise<void> {
   if (!fields.ObjectLockMode || !fields.ObjectLockRetainUntilDate) return;
-  try {
-    await client.send(
-      new PutObjectRetentionCommand({ Bucket: bucket, Key: fullKey, Retention: { Mode: fields.ObjectLockMode, RetainUntilDate: fields.ObjectLockRetainUntilDate } }),
-      signal ? { abortSignal: signal } : {},
-    );
-  } catch (e) {
-    throw classifyS3Error(e, { op: 'PutObjectRetention', target: `s3://${bucket}/${fullKey}` });
+  // The one storage call retried here: it follows a completed upload, and a failure handed to the
+  // caller's retry would upload the whole object again (another version, on radosgw an unlocked one
+  // left behind) to redo a request of a few hundred bytes.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await client.send(
+        new PutObjectRetentionCommand({ Bucket: bucket, Key: fullKey, Retention: { Mode: fields.ObjectLockMode, RetainUntilDate: fields.ObjectLockRetainUntilDate } }),
+        signal ? { abortSignal: signal } : {},
+      );
+      return;
+    } catch (e) {
+      const err = classifyS3Error(e, { op: 'PutObjectRetention', target: `s3://${bucket}/${fullKey}` });
+      if (!err.retryable || attempt >= RETENTION_RETRIES || signal?.aborted) throw err;
+      await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+    }
   }
 }
+
+/** Extra attempts of the PutObjectRetention that follows a multipart upload. */
+const RETENTION_RETRIES = 3;
 
 /** A write carrying a retention refused with 400 InvalidRequest: most likely a bucket without Object Lock. */
 export function lockHint(err: WalvaultError, e: unknown, lock: S3Options['objectLock']): WalvaultError {
