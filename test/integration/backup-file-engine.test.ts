@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, symlink, truncate, unlink, writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { WalkedEntry } from '../../src/backup/data-dir-walk.js';
 import { uploadFiles } from '../../src/backup/file-engine.js';
 import { removeIncompleteBackup } from '../../src/backup/push-cleanup.js';
@@ -110,9 +110,11 @@ async function keysOf(storage: Storage): Promise<string[]> {
   return out;
 }
 
+// A fresh repository per test: every test uploads backup ID, and backup objects are written once
+// (a second upload of other content under the same key is an ArchiveConflict, as it should be).
 describe.each(repos)('uploadFiles on $name', (repo) => {
   let env: Record<string, string>;
-  beforeAll(async () => {
+  beforeEach(async () => {
     env = await repo.env();
   });
 
@@ -227,6 +229,8 @@ describe.each(testStores())('uploadFiles through a faulty $name', (store) => {
   let env: Record<string, string>;
   beforeAll(async () => {
     proxy = await FaultProxy.start({ upstream: store.endpoint, secretAccessKey: store.secretAccessKey });
+  });
+  beforeEach(async () => {
     env = { ...envFor(store, await createTestBucket(store, 'engine-fault'), 'pfx'), AWS_ENDPOINT_URL_S3: proxy.url };
   });
   afterAll(async () => proxy.close());
