@@ -100,9 +100,9 @@ export function bookkeepingBudget(ctx: { policy: RetryPolicy; deadline: Deadline
 
 /**
  * Every object walvault writes is written once (on a versioned bucket, Object Lock's, an overwrite
- * would add a version and the key would show the newer one): created if absent; an object already there with the same content
- * (a retry whose first attempt landed, a re-run) is success; other content is ArchiveConflict, and
- * the object stays as it is. `anyContent`: the key alone says what the object means (a high-water
+ * would add a version and the key would show the newer one): created if absent; an object already
+ * there with the same content (a retry whose first attempt landed, a re-run) is success; other
+ * content is ArchiveConflict, and the object stays as it is. `anyContent`: the key alone says what the object means (a high-water
  * mark names its last segment), so whatever is there counts.
  */
 export async function putOnce(
