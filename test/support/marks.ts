@@ -1,5 +1,6 @@
 // The high-water marks wal-push wrote, read raw from the store: write-once objects under
 // state/timeline-<TLI>/, the newest listed first (src/archive/high-water-marks.ts).
+import { markPrefix } from '../../src/archive/high-water-marks.js';
 import { getRaw, listKeys, type TestStore } from './stores.js';
 
 export interface RawMark {
@@ -9,11 +10,9 @@ export interface RawMark {
   mark: { timeline: number; first: string; last: string; updatedAt: string };
 }
 
-const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
-
 /** Every write-once mark key of timeline `tli` under `prefix` (no trailing slash), newest first. */
 export async function markKeys(store: TestStore, bucket: string, prefix: string, tli = 1): Promise<string[]> {
-  return listKeys(store, bucket, `${prefix}/state/timeline-${hex8(tli)}/`);
+  return listKeys(store, bucket, `${prefix}/${markPrefix(tli)}`);
 }
 
 /** The newest write-once mark of timeline `tli`, or null when there is none. */
