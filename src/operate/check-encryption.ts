@@ -10,7 +10,7 @@ import { smallObjectMeta } from '../archive/objects.js';
 import { readAll } from '../archive/small-objects.js';
 import { META_CIPHER, META_KEY_ID } from '../storage/encrypting.js';
 import type { Probe } from './check-report.js';
-import { CHECK_PREFIX, type StoreCtx } from './check-store.js';
+import { probeKey, type StoreCtx } from './check-store.js';
 
 const name = 'encryption';
 
@@ -25,7 +25,7 @@ export async function probeEncryption(ctx: StoreCtx, manifest: RepoManifest | nu
   if (!storage.encryption) {
     return { name, status: 'ok', detail: 'off: objects are stored compressed, readable by anyone who may read the bucket or directory (README "Encryption")' };
   }
-  const key = `${CHECK_PREFIX}enc-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+  const key = probeKey('enc');
   const body = randomBytes(100);
   const call = <T>(what: string, fn: (signal: AbortSignal) => Promise<T>) => withRetry(`check: ${what} ${key}`, ctx.policy, ctx.deadline, fn);
   try {

@@ -25,7 +25,7 @@ export interface StoreCtx {
   deadline: Deadline;
 }
 
-const probeKey = (what: string) => `${CHECK_PREFIX}${what}-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+export const probeKey = (what: string) => `${CHECK_PREFIX}${what}-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
 
 /** The fix for a storage failure, from its class. */
 function fixFor(e: unknown, permission: string): string {

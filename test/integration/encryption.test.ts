@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HEADER_BYTES, TAG_BYTES } from '../../src/crypto/frames.js';
+import { FRAME_LOG2, HEADER_BYTES, TAG_BYTES } from '../../src/crypto/frames.js';
 import { chownToPostgres, PgCluster, startRestoredCluster } from '../support/pg.js';
 import { envFor, getRaw, headRaw, listKeys, putRaw, testStores, type TestStore } from '../support/stores.js';
 import { cleanupAll, runWalvault, tempDir, type WalvaultResult } from '../support/walvault.js';
@@ -17,7 +17,7 @@ import { writeFakeSegment } from '../support/wal-fixtures.js';
 
 const rgw = testStores().filter((s) => s.name === 'rgw');
 const hex = () => randomBytes(32).toString('hex');
-const FRAME = 64 * 1024;
+const FRAME = 2 ** FRAME_LOG2;
 
 /** A keyring file owned by `owner` (mode 0600): walvault refuses one another user could read. */
 async function writeKeyring(path: string, lines: string[], owner: 'root' | 'postgres'): Promise<void> {
